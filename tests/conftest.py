@@ -1,0 +1,27 @@
+"""Fixtures shared by every test tier.
+
+``kube_cluster`` (session-scoped) is a real etcd + kube-apiserver with ``crds/`` installed; it
+starts only when a test requests it, once per run, so the unit tier never pays for it. It needs
+the control-plane binaries built (``make test`` builds them; otherwise run
+``batchcert dev cluster build``). Logs stay in the pytest temp dir named by any start error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from support.cluster import KubeCluster
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeCluster]:
+    """The shared control plane: ``.kubeconfig`` (admin), ``.kubectl(*args, as_="NS/NAME")``,
+    ``.serviceaccount_kubeconfig("NS/NAME")``, ``.apply(yaml)``."""
+    from support.cluster import running_kube_cluster  # the cluster stack loads only when needed
+
+    with running_kube_cluster(tmp_path_factory.mktemp("kube-cluster")) as cluster:
+        yield cluster
