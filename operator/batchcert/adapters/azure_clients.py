@@ -1,0 +1,128 @@
+"""Azure SDK clients, built once per process and shared by every object.
+
+One credential for the process (workload identity in a cluster, a client secret elsewhere, or the
+SDK's default chain); ARM clients per subscription, Key Vault clients per vault, Batch data-plane
+clients per account endpoint. Custom clouds (Azure Stack Hub, the project's simulator) get their
+authority with instance discovery disabled and their CA bundle; Key Vault's challenge-resource
+check is never weakened.
+
+Invariants: clients are created lazily and reused; :meth:`AzureClients.close` closes every one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from azure.batch.aio import BatchClient
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.identity.aio import (
+    ClientSecretCredential,
+    DefaultAzureCredential,
+    WorkloadIdentityCredential,
+)
+from azure.keyvault.certificates.aio import CertificateClient
+from azure.mgmt.batch.aio import BatchManagementClient
+
+from batchcert.adapters.pacing import ArmPacer, ArmPacingPolicy
+from batchcert.config import Config
+
+# The SDK retries transient failures itself (honouring Retry-After); keep that short so a storm
+# surfaces in conditions and our own jittered backoff takes over instead of ten silent retries.
+_SDK_RETRY_TOTAL = 3
+
+
+def _transport_kwargs(config: Config) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"retry_total": _SDK_RETRY_TOTAL}
+    if config.cloud.ca_bundle:
+        kwargs["connection_verify"] = config.cloud.ca_bundle
+    return kwargs
+
+
+def build_credential(config: Config, env: dict[str, str] | None = None) -> AsyncTokenCredential:
+    """The process credential, from the environment only (never from the spec or a file we read)."""
+    env = dict(os.environ if env is None else env)
+    cloud = config.cloud
+    kwargs: dict[str, Any] = {}
+    if cloud.ca_bundle:
+        kwargs["connection_verify"] = cloud.ca_bundle
+    if cloud.is_custom:
+        kwargs["authority"] = cloud.authority_host
+        kwargs["disable_instance_discovery"] = True
+    elif env.get("AZURE_AUTHORITY_HOST") is None:
+        kwargs["authority"] = cloud.authority_host
+    tenant = env.get("AZURE_TENANT_ID") or cloud.tenant_id
+    client_id = env.get("AZURE_CLIENT_ID")
+    if env.get("AZURE_FEDERATED_TOKEN_FILE") and tenant and client_id:
+        return WorkloadIdentityCredential(
+            tenant_id=tenant,
+            client_id=client_id,
+            token_file_path=env["AZURE_FEDERATED_TOKEN_FILE"],
+            **kwargs,
+        )
+    if env.get("AZURE_CLIENT_SECRET") and tenant and client_id:
+        return ClientSecretCredential(tenant, client_id, env["AZURE_CLIENT_SECRET"], **kwargs)
+    kwargs.pop("disable_instance_discovery", None)
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True, **kwargs)
+
+
+class AzureClients:
+    """Lazily built, shared SDK clients."""
+
+    def __init__(self, config: Config, credential: AsyncTokenCredential | None = None) -> None:
+        self.config = config
+        self.credential = credential or build_credential(config)
+        self.pacer = ArmPacer(
+            write_rate=config.arm_writes_per_second,
+            write_burst=config.arm_write_burst,
+            read_rate=config.arm_reads_per_second,
+            read_burst=config.arm_read_burst,
+        )
+        self._arm: dict[str, BatchManagementClient] = {}
+        self._vaults: dict[str, CertificateClient] = {}
+        self._batch: dict[str, BatchClient] = {}
+
+    def arm(self, subscription_id: str) -> BatchManagementClient:
+        key = subscription_id.lower()
+        if key not in self._arm:
+            self._arm[key] = BatchManagementClient(
+                self.credential,
+                subscription_id,
+                base_url=self.config.cloud.resource_manager,
+                credential_scopes=[self.config.cloud.arm_scope],
+                per_retry_policies=[ArmPacingPolicy(self.pacer)],
+                **_transport_kwargs(self.config),
+            )
+        return self._arm[key]
+
+    def vault(self, vault_url: str) -> CertificateClient:
+        key = vault_url.lower().rstrip("/")
+        if key not in self._vaults:
+            self._vaults[key] = CertificateClient(
+                vault_url, self.credential, **_transport_kwargs(self.config)
+            )
+        return self._vaults[key]
+
+    def batch(self, account_endpoint: str) -> BatchClient:
+        endpoint = account_endpoint if "://" in account_endpoint else f"https://{account_endpoint}"
+        key = endpoint.lower()
+        if key not in self._batch:
+            self._batch[key] = BatchClient(
+                endpoint,
+                self.credential,
+                credential_scopes=[self.config.cloud.batch_scope],
+                **_transport_kwargs(self.config),
+            )
+        return self._batch[key]
+
+    async def close(self) -> None:
+        for arm in self._arm.values():
+            await arm.close()
+        for vault in self._vaults.values():
+            await vault.close()
+        for batch in self._batch.values():
+            await batch.close()
+        self._arm.clear()
+        self._vaults.clear()
+        self._batch.clear()
+        await self.credential.close()

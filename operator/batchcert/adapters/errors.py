@@ -1,0 +1,96 @@
+"""SDK exceptions → :class:`batchcert.errors.AzureCallError`, in one place for every adapter."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from batchcert.errors import AzureCallError
+
+
+def _error_code_and_message(error: HttpResponseError) -> tuple[str | None, str]:
+    code = getattr(error, "error", None) and getattr(error.error, "code", None)
+    message = getattr(error, "error", None) and getattr(error.error, "message", None)
+    response = error.response
+    if (not code or not message) and response is not None:
+        try:
+            body: Any = json.loads(response.text())
+        except (ValueError, TypeError):
+            body = None
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            if isinstance(inner, dict):
+                code = code or inner.get("code")
+                raw = inner.get("message")
+                if isinstance(raw, dict):  # Batch data plane: {"lang", "value"}
+                    raw = raw.get("value")
+                message = message or raw
+    return (str(code) if code else None), str(message or error.message or error.reason or "")
+
+
+def _retry_after(error: HttpResponseError) -> float | None:
+    response = error.response
+    if response is None:
+        return None
+    raw = getattr(response, "headers", {}).get("Retry-After")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def to_call_error(service: str, operation: str, error: Exception) -> AzureCallError:
+    if isinstance(error, ClientAuthenticationError) and error.response is None:
+        return AzureCallError(
+            service=service,
+            operation=operation,
+            status=401,
+            code="CredentialUnavailable",
+            message=str(error).splitlines()[0][:500],
+        )
+    if isinstance(error, HttpResponseError) and error.response is not None:
+        code, message = _error_code_and_message(error)
+        return AzureCallError(
+            service=service,
+            operation=operation,
+            status=error.status_code,
+            code=code,
+            message=message[:1000],
+            retry_after=_retry_after(error),
+        )
+    if isinstance(error, (ServiceRequestError, ServiceResponseError, OSError, TimeoutError)):
+        return AzureCallError(
+            service=service,
+            operation=operation,
+            status=None,
+            code=type(error).__name__,
+            message=str(error)[:500],
+        )
+    return AzureCallError(
+        service=service,
+        operation=operation,
+        status=None,
+        code=type(error).__name__,
+        message=str(error)[:500],
+    )
+
+
+@asynccontextmanager
+async def translating(service: str, operation: str) -> AsyncIterator[None]:
+    """Run an SDK call; re-raise its failures as AzureCallError (bugs still raise as bugs)."""
+    try:
+        yield
+    except AzureCallError:
+        raise
+    except (AzureError, OSError, TimeoutError) as exc:  # SDK and transport failures only:
+        raise to_call_error(service, operation, exc) from exc

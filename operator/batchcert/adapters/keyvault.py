@@ -1,0 +1,76 @@
+"""Key Vault certificates: metadata of the current version, never secret content.
+
+Invariants: only ``get_certificate`` (``GET /certificates/{name}/``) is called — one request gives
+the current version, its thumbprint and validity, and the policy with its lifetime actions; the
+``/secrets/`` endpoints (private keys) are never touched.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from batchcert.adapters.azure_clients import AzureClients
+from batchcert.adapters.errors import translating
+from batchcert.errors import AzureCallError
+from batchcert.models.azure import CertificateFacts, CertificateReading, LifetimeAction
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class KeyVaultAdapter:
+    def __init__(self, clients: AzureClients) -> None:
+        self._clients = clients
+
+    async def get_certificate_facts(self, vault_url: str, name: str) -> CertificateFacts:
+        client = self._clients.vault(vault_url)
+        async with translating("keyvault", "certificates.get"):
+            cert = await client.get_certificate(name)
+        props = cert.properties
+        if props is None:
+            raise AzureCallError(
+                service="keyvault",
+                operation="certificates.get",
+                status=200,
+                code="InvalidResponse",
+                message=f"certificate {name} has no properties",
+            )
+        actions: list[LifetimeAction] = []
+        for action in (cert.policy.lifetime_actions if cert.policy else None) or []:
+            kind = getattr(action.action, "value", action.action)
+            actions.append(
+                LifetimeAction(
+                    action=str(kind),
+                    lifetime_percentage=action.lifetime_percentage,
+                    days_before_expiry=action.days_before_expiry,
+                )
+            )
+        return CertificateFacts(
+            vault_url=vault_url,
+            name=name,
+            version=str(props.version),
+            thumbprint=(props.x509_thumbprint or b"").hex().upper(),
+            not_before=_utc(props.not_before),
+            not_after=_utc(props.expires_on),
+            enabled=bool(props.enabled),
+            lifetime_actions=tuple(actions),
+        )
+
+    async def read_certificate(
+        self, key: tuple[str, str], vault_url: str, name: str, now: datetime
+    ) -> CertificateReading:
+        """A reading that carries either the facts or the failure (for status, not for raising)."""
+        try:
+            facts = await self.get_certificate_facts(vault_url, name)
+        except AzureCallError as exc:
+            return CertificateReading(
+                key=key,
+                read_at=now,
+                error_status=exc.status,
+                error_code=exc.code,
+                error_message=exc.message,
+            )
+        return CertificateReading(key=key, read_at=now, facts=facts)

@@ -1,0 +1,130 @@
+"""Client-side pacing of ARM requests, mirroring ARM's own token buckets.
+
+ARM throttles per subscription and principal (writes: 200 burst, 10/s; reads: 250, 25/s; deletes:
+200, 10/s). Pacing our own requests to the same buckets means a thousand objects converging at once
+queue here instead of collecting 429s; a 429 that still arrives (another client sharing the
+principal, or a smaller bucket than documented) closes the subscription's gate for Retry-After, so
+no other object hammers a subscription that is already throttled.
+
+Invariants: ``acquire`` never sleeps longer than needed for one token or an open gate; buckets
+are per (subscription, kind); the policy counts every request and every 429 it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import AsyncHTTPPolicy
+
+_SUBSCRIPTION = re.compile(r"/subscriptions/([^/?]+)", re.IGNORECASE)
+
+
+class TokenBucket:
+    def __init__(
+        self, capacity: float, rate: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.capacity = capacity
+        self.rate = rate
+        self._clock = clock
+        self._tokens = capacity
+        self._updated = clock()
+        self._blocked_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> float:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        return now
+
+    def block_for(self, seconds: float) -> None:
+        """Close the gate for ``seconds`` (Azure said Retry-After)."""
+        self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+        self._tokens = 0.0
+
+    async def acquire(self) -> float:
+        """Take one token, waiting as needed; returns the seconds waited."""
+        waited = 0.0
+        async with self._lock:
+            while True:
+                now = self._refill()
+                if now < self._blocked_until:
+                    delay = self._blocked_until - now
+                elif self._tokens >= 1:
+                    self._tokens -= 1
+                    return waited
+                else:
+                    delay = (1 - self._tokens) / self.rate
+                await asyncio.sleep(delay)
+                waited += delay
+
+
+def request_kind(method: str) -> str:
+    method = method.upper()
+    if method in ("GET", "HEAD"):
+        return "reads"
+    if method == "DELETE":
+        return "deletes"
+    return "writes"
+
+
+@dataclass
+class ArmPacer:
+    """Buckets per subscription and kind, plus counters of what was sent."""
+
+    write_rate: float = 10.0
+    write_burst: int = 200
+    read_rate: float = 25.0
+    read_burst: int = 250
+    buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
+    sent: Counter[tuple[str, int]] = field(default_factory=Counter)
+    throttled: int = 0
+
+    def bucket(self, subscription: str, kind: str) -> TokenBucket:
+        key = (subscription.lower(), kind)
+        if key not in self.buckets:
+            if kind == "reads":
+                self.buckets[key] = TokenBucket(self.read_burst, self.read_rate)
+            else:
+                self.buckets[key] = TokenBucket(self.write_burst, self.write_rate)
+        return self.buckets[key]
+
+
+def _retry_after(headers: Any) -> float | None:
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+class ArmPacingPolicy(AsyncHTTPPolicy):
+    """A per-retry pipeline policy: every actual HTTP attempt takes a token first."""
+
+    def __init__(self, pacer: ArmPacer) -> None:
+        super().__init__()
+        self._pacer = pacer
+
+    async def send(self, request: PipelineRequest) -> PipelineResponse:
+        http = request.http_request
+        match = _SUBSCRIPTION.search(http.url)
+        kind = request_kind(http.method)
+        bucket = self._pacer.bucket(match.group(1), kind) if match else None
+        if bucket is not None:
+            await bucket.acquire()
+        response = await self.next.send(request)
+        status = response.http_response.status_code
+        self._pacer.sent[(kind, status)] += 1
+        if status == 429:
+            self._pacer.throttled += 1
+            delay = _retry_after(response.http_response.headers)
+            if bucket is not None and delay:
+                bucket.block_for(delay)
+        return response

@@ -1,0 +1,174 @@
+"""Assess Key Vault certificates: rotation tracking and the ``CertificateReady`` condition.
+
+Invariants: a rotation is counted exactly when the current version differs from the version the
+status last recorded for the same certificate (the first sighting is not a rotation); status items
+carry metadata only (version, thumbprint, validity), never secret content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from batchcert.conditions import CERTIFICATE_READY, ConditionUpdate, format_time
+from batchcert.models.azure import CertificateFacts, CertificateReading
+from batchcert.models.spec import CertificateRef
+
+
+def auto_renew_action(facts: CertificateFacts) -> Any:
+    for action in facts.lifetime_actions:
+        if action.action.lower() == "autorenew":
+            return action
+    return None
+
+
+def expected_renewal_time(facts: CertificateFacts) -> datetime | None:
+    """When Key Vault's AutoRenew lifetime action should create the next version."""
+    action = auto_renew_action(facts)
+    if action is None or facts.not_after is None:
+        return None
+    if action.days_before_expiry is not None:
+        return facts.not_after - timedelta(days=action.days_before_expiry)
+    if action.lifetime_percentage is not None and facts.not_before is not None:
+        lifetime = facts.not_after - facts.not_before
+        return facts.not_before + lifetime * (action.lifetime_percentage / 100)
+    return None
+
+
+@dataclass(frozen=True)
+class CertificatePolicy:
+    """Thresholds for warnings (documented operator settings)."""
+
+    expiring_soon: timedelta = timedelta(days=30)
+    renewal_grace: timedelta = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class CertificateVerdict:
+    ok: bool
+    reason: str
+    message: str
+
+
+def assess_reading(
+    cert: CertificateRef,
+    reading: CertificateReading | None,
+    now: datetime,
+    policy: CertificatePolicy,
+) -> CertificateVerdict:
+    label = f"certificate {cert.cert_name} in {cert.vault}"
+    if reading is None:
+        return CertificateVerdict(False, "CertificatePending", f"{label} has not been read yet")
+    if reading.facts is None:
+        if reading.error_status == 404:
+            return CertificateVerdict(False, "CertificateNotFound", f"{label} does not exist")
+        if reading.error_status in (401, 403):
+            return CertificateVerdict(
+                False,
+                "AuthorizationFailed",
+                f"the operator cannot read {label}: {reading.error_message} "
+                "(grant it certificates get/list on the vault)",
+            )
+        if reading.error_status == 429:
+            return CertificateVerdict(False, "AzureThrottled", f"{label}: {reading.error_message}")
+        return CertificateVerdict(
+            False, "CertificateReadFailed", f"reading {label} failed: {reading.error_message}"
+        )
+    facts = reading.facts
+    if not facts.enabled:
+        return CertificateVerdict(False, "CertificateDisabled", f"{label} is disabled")
+    if facts.not_after is not None and facts.not_after <= now:
+        return CertificateVerdict(
+            False, "CertificateExpired", f"{label} expired at {format_time(facts.not_after)}"
+        )
+    renewal = expected_renewal_time(facts)
+    if renewal is None:
+        if facts.not_after is not None and facts.not_after - now <= policy.expiring_soon:
+            return CertificateVerdict(
+                False,
+                "CertificateExpiringSoon",
+                f"{label} expires at {format_time(facts.not_after)} and has no AutoRenew "
+                "lifetime action: renew it or add one",
+            )
+        return CertificateVerdict(
+            False,
+            "AutoRenewDisabled",
+            f"{label} has no AutoRenew lifetime action in its policy: nodes will keep it "
+            "until it expires",
+        )
+    if now - renewal > policy.renewal_grace:
+        return CertificateVerdict(
+            False,
+            "AutoRenewStuck",
+            f"{label} should have renewed at {format_time(renewal)} but version "
+            f"{facts.version} is still current (check the issuer and the vault's activity log)",
+        )
+    return CertificateVerdict(True, "CertificateReady", f"{label} is current and renews itself")
+
+
+def build_certificate_status(
+    cert: CertificateRef,
+    reading: CertificateReading | None,
+    previous: dict[str, Any] | None,
+    now: datetime,
+) -> tuple[dict[str, Any], CertificateFacts | None]:
+    """The status item for one certificate; also returns the facts when a rotation happened."""
+    item: dict[str, Any] = {
+        "name": cert.cert_name,
+        "vaultUrl": cert.vault,
+        "secretId": cert.versionless_secret_uri,
+        "rotations": int((previous or {}).get("rotations") or 0),
+    }
+    for key in ("version", "shortVersion", "thumbprint", "notBefore", "notAfter", "lastRotationTime"):
+        if previous and previous.get(key):
+            item[key] = previous[key]
+    if previous and previous.get("expectedRenewalTime"):
+        item["expectedRenewalTime"] = previous["expectedRenewalTime"]
+    facts = reading.facts if reading is not None else None
+    if facts is None:
+        return item, None
+    rotated = bool(item.get("version")) and item["version"] != facts.version
+    item["version"] = facts.version
+    item["shortVersion"] = facts.version[:8]  # for kubectl's printer column
+    item["thumbprint"] = facts.thumbprint
+    item.pop("notBefore", None)
+    item.pop("notAfter", None)
+    item.pop("expectedRenewalTime", None)
+    if facts.not_before is not None:
+        item["notBefore"] = format_time(facts.not_before)
+    if facts.not_after is not None:
+        item["notAfter"] = format_time(facts.not_after)
+    renewal = expected_renewal_time(facts)
+    if renewal is not None:
+        item["expectedRenewalTime"] = format_time(renewal)
+    if rotated:
+        item["lastRotationTime"] = format_time(now)
+        item["rotations"] += 1
+        return item, facts
+    return item, None
+
+
+def find_previous(
+    previous_items: Sequence[dict[str, Any]], cert: CertificateRef
+) -> dict[str, Any] | None:
+    for item in previous_items:
+        vault = (item.get("vaultUrl") or "").lower()
+        secret = (item.get("secretId") or "").lower()
+        if secret == cert.versionless_secret_uri.lower() or (
+            vault == cert.vault.lower() and item.get("name", "").lower() == cert.cert_name.lower()
+        ):
+            return item
+    return None
+
+
+def summarize_certificates(verdicts: Sequence[CertificateVerdict]) -> ConditionUpdate:
+    failing = [v for v in verdicts if not v.ok]
+    if not failing:
+        return ConditionUpdate(
+            CERTIFICATE_READY, True, "CertificatesReady", "every certificate is current"
+        )
+    first = failing[0]
+    more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
+    return ConditionUpdate(CERTIFICATE_READY, False, first.reason, first.message + more)

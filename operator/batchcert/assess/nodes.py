@@ -1,0 +1,188 @@
+"""Assess every node's Key Vault extension: ``status.nodes`` and the ``NodesReady`` condition.
+
+A node is *ready* when it is usable and our extension's provisioning state is Succeeded with no
+Error-level status; *transitioning* while the node or the extension is still coming up; *failed*
+otherwise. A failure is named by its cause, read from the extension's messages, so the condition
+says what to fix (wrong client ID, no vault access, certificate missing).
+
+Invariants: ``failures`` is bounded; after a rotation, NodesReady stays ``RotationPropagating``
+until the nodes have had one polling interval to fetch the new version.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from batchcert.conditions import NODES_READY, ConditionUpdate, format_time
+from batchcert.models.azure import NodeExtensionReport, NodesReading
+
+MAX_FAILURES = 10
+
+_TRANSITIONAL_NODE_STATES = frozenset(
+    {
+        "creating",
+        "starting",
+        "waitingforstarttask",
+        "rebooting",
+        "reimaging",
+        "deallocating",
+        "deallocated",
+        "preempted",
+        "leavingpool",
+        "upgradingos",
+    }
+)
+_FAILED_NODE_STATES = frozenset({"unusable", "starttaskfailed", "unknown"})
+
+# (substring of the extension message, lower case) → cause, most specific first.
+_CAUSES: tuple[tuple[str, str], ...] = (
+    ("identity not found", "IdentityNotFound"),
+    ("msiclientid", "IdentityNotFound"),
+    ("does not have secrets get permission", "VaultAccessDenied"),
+    ("forbidden", "VaultAccessDenied"),
+    ("accessdenied", "VaultAccessDenied"),
+    ("secretnotfound", "CertificateNotFound"),
+    ("certificatenotfound", "CertificateNotFound"),
+    ("not found", "CertificateNotFound"),
+    ("disabled", "CertificateDisabled"),
+)
+
+_CAUSE_ADVICE = {
+    "IdentityNotFound": "the extension's msiClientId does not match an identity on the pool: "
+    "check spec.identity.clientId",
+    "VaultAccessDenied": "the pool's identity cannot read the vault's secrets: grant it secrets "
+    "get/list (access policy) or the Key Vault Secrets User role",
+    "CertificateNotFound": "an observed certificate's secret does not exist in the vault",
+    "CertificateDisabled": "an observed certificate is disabled in the vault",
+    "ExtensionMissing": "the Key Vault extension is not on the node",
+    "NodeUnusable": "the node is unusable",
+    "ExtensionFailed": "the Key Vault extension failed",
+}
+
+
+@dataclass(frozen=True)
+class NodeVerdict:
+    state: str  # ready | transitioning | failed
+    cause: str | None = None
+    message: str = ""
+
+
+def _cause_of(text: str) -> str:
+    lowered = text.lower()
+    for needle, cause in _CAUSES:
+        if needle in lowered:
+            return cause
+    return "ExtensionFailed"
+
+
+def _messages(report: NodeExtensionReport) -> str:
+    parts = [s.message or s.display_status or s.code or "" for s in report.statuses]
+    parts += [s.message or "" for s in report.sub_statuses]
+    return " ".join(p for p in parts if p).strip()
+
+
+def assess_node(report: NodeExtensionReport) -> NodeVerdict:
+    node_state = (report.node_state or "").lower()
+    if report.error:
+        return NodeVerdict("transitioning", None, report.error)
+    if node_state in _FAILED_NODE_STATES:
+        return NodeVerdict("failed", "NodeUnusable", f"node state is {report.node_state}")
+    if node_state in _TRANSITIONAL_NODE_STATES:
+        return NodeVerdict("transitioning", None, f"node state is {report.node_state}")
+    if not report.extension_found:
+        return NodeVerdict("failed", "ExtensionMissing", "the Key Vault extension is not installed")
+    provisioning = (report.provisioning_state or "").lower()
+    text = _messages(report)
+    has_error = any(
+        (s.level or "").lower() == "error" for s in report.statuses + report.sub_statuses
+    )
+    if provisioning == "failed" or has_error:
+        return NodeVerdict("failed", _cause_of(text), text or "extension provisioning failed")
+    if provisioning == "succeeded":
+        return NodeVerdict("ready", None, text)
+    return NodeVerdict("transitioning", None, text or f"extension is {report.provisioning_state}")
+
+
+def build_nodes_status(
+    reading: NodesReading, previous_failures: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], list[NodeVerdict]]:
+    verdicts = [assess_node(r) for r in reading.nodes]
+    counts = Counter(v.state for v in verdicts)
+    failures = [
+        {
+            "nodeId": report.node_id,
+            "code": verdict.cause or "ExtensionFailed",
+            "message": verdict.message[:512],
+            "time": format_time(reading.read_at),
+        }
+        for report, verdict in zip(reading.nodes, verdicts, strict=True)
+        if verdict.state == "failed"
+    ]
+    # Keep the first-seen time of a failure that persists, so "since when" stays meaningful.
+    first_seen = {(f["nodeId"], f["code"]): f["time"] for f in previous_failures or []}
+    for failure in failures:
+        failure["time"] = first_seen.get((failure["nodeId"], failure["code"]), failure["time"])
+    status = {
+        "total": len(reading.nodes),
+        "ready": counts["ready"],
+        "transitioning": counts["transitioning"],
+        "failed": counts["failed"],
+        "summary": f"{counts['ready']}/{len(reading.nodes)}",  # for kubectl's printer column
+        "lastCheckTime": format_time(reading.read_at),
+        "failures": failures[:MAX_FAILURES],
+    }
+    return status, verdicts
+
+
+def summarize_nodes(
+    verdicts: list[NodeVerdict],
+    *,
+    target_nodes: int | None,
+    rotation_pending_until: datetime | None,
+) -> ConditionUpdate:
+    """``rotation_pending_until`` is set while no node reading taken after the last rotation's
+    polling interval has yet shown every node healthy."""
+    total = len(verdicts)
+    failed = [v for v in verdicts if v.state == "failed"]
+    if failed:
+        cause, count = Counter(v.cause or "ExtensionFailed" for v in failed).most_common(1)[0]
+        example = next(v for v in failed if (v.cause or "ExtensionFailed") == cause)
+        return ConditionUpdate(
+            NODES_READY,
+            False,
+            cause,
+            f"{len(failed)}/{total} nodes failed; {count} with {cause}: {_CAUSE_ADVICE[cause]}"
+            + (f" ({example.message[:200]})" if example.message else ""),
+        )
+    transitioning = sum(1 for v in verdicts if v.state == "transitioning")
+    if transitioning:
+        return ConditionUpdate(
+            NODES_READY,
+            False,
+            "ExtensionTransitioning",
+            f"{transitioning}/{total} nodes are still installing the Key Vault extension or "
+            "fetching certificates",
+        )
+    if target_nodes is not None and total < target_nodes:
+        return ConditionUpdate(
+            NODES_READY, False, "NodesAllocating", f"{total}/{target_nodes} nodes allocated"
+        )
+    if rotation_pending_until is not None:
+        return ConditionUpdate(
+            NODES_READY,
+            False,
+            "RotationPropagating",
+            f"a new certificate version is propagating; nodes poll Key Vault and should all have "
+            f"it by {format_time(rotation_pending_until)}",
+        )
+    if total == 0:
+        return ConditionUpdate(NODES_READY, True, "NoNodes", "the pool has no nodes to check")
+    return ConditionUpdate(
+        NODES_READY,
+        True,
+        "ExtensionSucceeded",
+        f"{total}/{total} nodes report the extension healthy",
+    )

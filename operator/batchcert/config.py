@@ -1,0 +1,177 @@
+"""The operator's one documented configuration, loaded from the environment (and CLI flags).
+
+Every knob has a default that suits production on Azure public cloud; a custom cloud (Azure Stack
+Hub, or the project's simulator) is described by a JSON *cloud file* so one flag points the
+operator at it. Credentials are never configured here: they come from the environment the Azure
+SDK reads (workload identity in a cluster, ``AZURE_CLIENT_ID``/``AZURE_CLIENT_SECRET`` elsewhere).
+
+Environment variables (all optional):
+
+=====================================  ==========================================================
+``BATCHCERT_CLOUD``                    ``AzurePublicCloud`` (default), ``AzureChinaCloud``,
+                                       ``AzureUSGovernment``
+``BATCHCERT_CLOUD_FILE``               JSON with ``resourceManager``, ``authorityHost``,
+                                       ``caBundle``, ``hostAliases``, optional audiences: a
+                                       custom cloud (overrides ``BATCHCERT_CLOUD``)
+``BATCHCERT_CA_BUNDLE``                extra CA bundle (PEM) to trust for Azure endpoints
+``BATCHCERT_HOST_ALIASES``             ``PATTERN=ADDRESS,...`` in-process host aliases
+``BATCHCERT_TICK_SECONDS``             how often each object checks whether work is due (5)
+``BATCHCERT_DRIFT_INTERVAL_SECONDS``   pool drift check when Ready (300)
+``BATCHCERT_CERT_INTERVAL_SECONDS``    Key Vault read per certificate (300)
+``BATCHCERT_NODE_INTERVAL_SECONDS``    node extension check when healthy (300)
+``BATCHCERT_BUSY_INTERVAL_SECONDS``    checks while converging (15)
+``BATCHCERT_NODE_CONCURRENCY``         concurrent Batch data-plane calls (8)
+``BATCHCERT_ARM_WRITES_PER_SECOND``    self-imposed ARM write pace per subscription (10, burst 200)
+``BATCHCERT_ARM_READS_PER_SECOND``     self-imposed ARM read pace per subscription (25, burst 250)
+``BATCHCERT_EXPIRY_WARNING_DAYS``      warn when a non-renewing certificate expires within (30)
+``BATCHCERT_RENEWAL_GRACE_SECONDS``    AutoRenew is "stuck" this long after it should fire (86400)
+=====================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from batchcert.hostaliases import parse_host_aliases
+
+
+@dataclass(frozen=True)
+class Cloud:
+    name: str
+    resource_manager: str
+    authority_host: str
+    arm_audience: str = "https://management.azure.com/"
+    batch_audience: str = "https://batch.core.windows.net/"
+    ca_bundle: str | None = None
+    host_aliases: Mapping[str, str] = field(default_factory=dict)
+    tenant_id: str | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        return self.name == "Custom"
+
+    @property
+    def arm_scope(self) -> str:
+        return self.arm_audience.rstrip("/") + "/.default"
+
+    @property
+    def batch_scope(self) -> str:
+        # The Batch SDK really asks for the double slash; keep it identical.
+        return (
+            self.batch_audience + "/.default"
+            if self.batch_audience.endswith("/")
+            else (self.batch_audience + "//.default")
+        )
+
+
+PUBLIC_CLOUDS = {
+    "AzurePublicCloud": Cloud(
+        "AzurePublicCloud", "https://management.azure.com", "https://login.microsoftonline.com"
+    ),
+    "AzureChinaCloud": Cloud(
+        "AzureChinaCloud",
+        "https://management.chinacloudapi.cn",
+        "https://login.chinacloudapi.cn",
+        arm_audience="https://management.chinacloudapi.cn/",
+        batch_audience="https://batch.chinacloudapi.cn/",
+    ),
+    "AzureUSGovernment": Cloud(
+        "AzureUSGovernment",
+        "https://management.usgovcloudapi.net",
+        "https://login.microsoftonline.us",
+        arm_audience="https://management.usgovcloudapi.net/",
+        batch_audience="https://batch.core.usgovcloudapi.net/",
+    ),
+}
+
+
+def load_cloud_file(path: str | Path) -> Cloud:
+    """A custom cloud from JSON (the simulator writes one in exactly this format)."""
+    data: dict[str, Any] = json.loads(Path(path).read_text())
+    try:
+        return Cloud(
+            name="Custom",
+            resource_manager=str(data["resourceManager"]).rstrip("/"),
+            authority_host=str(data["authorityHost"]).rstrip("/"),
+            arm_audience=str(data.get("armAudience") or "https://management.azure.com/"),
+            batch_audience=str(data.get("batchAudience") or "https://batch.core.windows.net/"),
+            ca_bundle=data.get("caBundle"),
+            host_aliases=dict(data.get("hostAliases") or {}),
+            tenant_id=data.get("tenantId"),
+        )
+    except KeyError as exc:
+        raise ValueError(f"cloud file {path} lacks {exc.args[0]!r}") from None
+
+
+@dataclass(frozen=True)
+class Config:
+    cloud: Cloud = PUBLIC_CLOUDS["AzurePublicCloud"]
+    tick_seconds: float = 5.0
+    drift_interval_seconds: float = 300.0
+    cert_interval_seconds: float = 300.0
+    node_interval_seconds: float = 300.0
+    busy_interval_seconds: float = 15.0
+    node_concurrency: int = 8
+    arm_writes_per_second: float = 10.0
+    arm_write_burst: int = 200
+    arm_reads_per_second: float = 25.0
+    arm_read_burst: int = 250
+    expiry_warning_days: float = 30.0
+    renewal_grace_seconds: float = 86400.0
+
+    def with_cloud(self, cloud: Cloud) -> Config:
+        return replace(self, cloud=cloud)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ValueError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    if env.get("BATCHCERT_CLOUD_FILE"):
+        cloud = load_cloud_file(env["BATCHCERT_CLOUD_FILE"])
+    else:
+        name = env.get("BATCHCERT_CLOUD", "AzurePublicCloud")
+        if name not in PUBLIC_CLOUDS:
+            raise ValueError(
+                f"BATCHCERT_CLOUD={name!r}: expected one of {', '.join(PUBLIC_CLOUDS)}"
+            )
+        cloud = PUBLIC_CLOUDS[name]
+    if env.get("BATCHCERT_CA_BUNDLE"):
+        cloud = replace(cloud, ca_bundle=env["BATCHCERT_CA_BUNDLE"])
+    if env.get("BATCHCERT_HOST_ALIASES"):
+        cloud = replace(
+            cloud,
+            host_aliases={
+                **cloud.host_aliases,
+                **parse_host_aliases(env["BATCHCERT_HOST_ALIASES"]),
+            },
+        )
+    return Config(
+        cloud=cloud,
+        tick_seconds=_number(env, "BATCHCERT_TICK_SECONDS", 5.0),
+        drift_interval_seconds=_number(env, "BATCHCERT_DRIFT_INTERVAL_SECONDS", 300.0),
+        cert_interval_seconds=_number(env, "BATCHCERT_CERT_INTERVAL_SECONDS", 300.0),
+        node_interval_seconds=_number(env, "BATCHCERT_NODE_INTERVAL_SECONDS", 300.0),
+        busy_interval_seconds=_number(env, "BATCHCERT_BUSY_INTERVAL_SECONDS", 15.0),
+        node_concurrency=int(_number(env, "BATCHCERT_NODE_CONCURRENCY", 8)),
+        arm_writes_per_second=_number(env, "BATCHCERT_ARM_WRITES_PER_SECOND", 10.0),
+        arm_reads_per_second=_number(env, "BATCHCERT_ARM_READS_PER_SECOND", 25.0),
+        expiry_warning_days=_number(env, "BATCHCERT_EXPIRY_WARNING_DAYS", 30.0),
+        renewal_grace_seconds=_number(env, "BATCHCERT_RENEWAL_GRACE_SECONDS", 86400.0),
+    )

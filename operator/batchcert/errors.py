@@ -1,0 +1,117 @@
+"""The one error classifier: what an Azure failure means for the reconcile, as data.
+
+Adapters turn every SDK exception into :class:`AzureCallError` (service, operation, HTTP status,
+ARM/Key Vault/Batch error code, message, Retry-After). :func:`classify` decides, without I/O,
+whether to retry with backoff, wait because Azure throttles us, or stop and ask the user, and which
+condition reason names it. The handler layer is the only place that turns a verdict into kopf
+semantics.
+
+Invariants: every verdict carries a CamelCase reason; a throttled verdict always carries a delay
+at least as long as Azure's Retry-After; nothing here raises.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class AzureCallError(Exception):
+    """A failed Azure call, stripped of SDK types (adapters raise it, never SDK exceptions)."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        operation: str,
+        status: int | None,
+        code: str | None,
+        message: str,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{service} {operation}: {status or 'no response'} {code or ''} {message}")
+        self.service = service
+        self.operation = operation
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def is_precondition_failed(self) -> bool:
+        return self.status == 412
+
+
+class Verdict(StrEnum):
+    RETRY = "Retry"  # transient: back off and try again
+    THROTTLED = "Throttled"  # Azure asked us to wait: honour Retry-After
+    USER_ACTION = "UserAction"  # nothing changes until someone fixes something
+
+
+@dataclass(frozen=True)
+class Classification:
+    verdict: Verdict
+    reason: str
+    message: str
+    retry_after: float | None = None
+
+    @property
+    def needs_user_action(self) -> bool:
+        return self.verdict is Verdict.USER_ACTION
+
+
+_QUOTA_CODES = frozenset(
+    {"quotaexceeded", "accountquotaexceeded", "poolquotareached", "operationnotallowed"}
+)
+_AUTHZ_CODES = frozenset({"authorizationfailed", "linkedauthorizationfailed", "forbidden"})
+
+
+def classify(error: AzureCallError) -> Classification:
+    """Map a failed call to a verdict and a condition reason."""
+    status, code = error.status, (error.code or "").lower()
+    text = f"{error.service} {error.operation} failed: {error.message}".strip()
+    if status is None or status == 408 or status >= 500:
+        return Classification(Verdict.RETRY, "AzureUnavailable", text)
+    if status == 429:
+        return Classification(Verdict.THROTTLED, "AzureThrottled", text, error.retry_after)
+    if status == 401:
+        return Classification(Verdict.USER_ACTION, "AuthenticationFailed", text)
+    if status == 403 or code in _AUTHZ_CODES:
+        return Classification(Verdict.USER_ACTION, "AuthorizationFailed", text)
+    if code == "propertycannotbeupdated":
+        return Classification(Verdict.USER_ACTION, "UpdateRequiresDisruption", text)
+    if code in _QUOTA_CODES or "quota" in code:
+        return Classification(Verdict.USER_ACTION, "QuotaExceeded", text)
+    if status == 404:
+        return Classification(Verdict.USER_ACTION, "AzureResourceNotFound", text)
+    if status in (409, 412):
+        return Classification(Verdict.RETRY, "AzureConflict", text)
+    if status == 400:
+        return Classification(Verdict.USER_ACTION, "AzureRejectedSpec", text)
+    return Classification(Verdict.RETRY, "AzureUnavailable", text)
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    retry_after: float | None = None,
+    base: float = 5.0,
+    cap: float = 300.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Exponential backoff with full jitter, never shorter than Azure's Retry-After.
+
+    ``attempt`` counts consecutive failures from 1. Jitter spreads retries of many objects that
+    failed together (a throttling storm) so they do not come back in lockstep.
+    """
+    rng = rng or random.Random()
+    ceiling = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
+    if retry_after is not None:
+        delay = max(delay, retry_after + rng.uniform(0, min(5.0, retry_after / 2 + 0.5)))
+    return delay

@@ -1,0 +1,144 @@
+"""kopf registration: every handler of the operator, and nothing else.
+
+Handlers are thin: parse kopf's kwargs into an ``ObjectView``, call one reconcile function, and
+turn its outcome into a status patch, Events, or a kopf retry. All decisions live below.
+
+* One timer per BatchCertPool ticks every ``tick_seconds`` and runs the level-driven reconcile,
+  which does Azure work only when it is due (so creation, spec changes, drift, rotations and node
+  health all flow through the same code path; no change handlers, no edge chains).
+* The delete handler applies ``deletionPolicy``; kopf adds our finalizer because it exists, and
+  the reconcile refuses to write to Azure until that finalizer is on the object.
+* Status is written only through the timer's ``patch`` (a merge patch of what changed); the
+  handlers return nothing, so kopf never writes handler results into ``status``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from batchcert.adapters.arm import ArmAdapter
+from batchcert.adapters.azure_clients import AzureClients
+from batchcert.adapters.batchnodes import BatchNodesAdapter
+from batchcert.adapters.keyvault import KeyVaultAdapter
+from batchcert.config import Config
+from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.engine import Reconciler
+from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.reconcile.outcome import Event
+
+GROUP, VERSION, PLURAL = "batchcert.dev", "v1alpha1", "batchcertpools"
+FINALIZER = "batchcert.dev/finalizer"
+PAUSED_ANNOTATION = "batchcert.dev/paused"
+_EVENT_MESSAGE_LIMIT = 1000
+
+
+@dataclass
+class Services:
+    clients: AzureClients
+    reconciler: Reconciler
+    watcher: CertificateWatcher
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Services:
+    clients = AzureClients(config)
+    keyvault = KeyVaultAdapter(clients)
+    watcher = CertificateWatcher(
+        keyvault.read_certificate,
+        interval=config.cert_interval_seconds,
+        retry_interval=config.busy_interval_seconds,
+        now=now,
+    )
+    reconciler = Reconciler(
+        arm=ArmAdapter(clients),
+        nodes=BatchNodesAdapter(clients, config.node_concurrency),
+        watcher=watcher,
+        config=config,
+        now=now,
+    )
+    return Services(clients, reconciler, watcher)
+
+
+def to_view(body: kopf.Body) -> ObjectView:
+    meta = body.get("metadata", {})
+    annotations = meta.get("annotations") or {}
+    return ObjectView(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        generation=int(meta.get("generation") or 0),
+        spec=dict(body.get("spec") or {}),
+        status=dict(body.get("status") or {}),
+        deleting=bool(meta.get("deletionTimestamp")),
+        has_finalizer=FINALIZER in (meta.get("finalizers") or []),
+        paused=str(annotations.get(PAUSED_ANNOTATION, "")).lower() == "true",
+    )
+
+
+def post_events(body: kopf.Body, events: list[Event]) -> None:
+    for event in events:
+        kopf.event(
+            body,
+            type=event.type,
+            reason=event.reason,
+            message=event.message[:_EVENT_MESSAGE_LIMIT],
+        )
+
+
+def _object_memory(memo: kopf.Memo) -> ObjectMemory:
+    memory = memo.get("object")
+    if memory is None:
+        memory = memo["object"] = ObjectMemory()
+    return memory
+
+
+def configure_settings(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # Our handlers keep no progress worth persisting (the reconcile is level-driven), so kopf's
+    # bookkeeping goes to annotations under our own prefix, never into the status contract.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.peering.standalone = True
+
+
+def register_handlers(registry: kopf.OperatorRegistry, config: Config) -> None:
+    @kopf.on.startup(registry=registry)
+    async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure_settings(settings)
+        memo["services"] = build_services(config)
+
+    @kopf.on.cleanup(registry=registry)
+    async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+        services: Services | None = memo.get("services")
+        if services is not None:
+            await services.clients.close()
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=config.tick_seconds, registry=registry)
+    async def on_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+        view = to_view(body)
+        if view.deleting:
+            return  # the delete handler owns the object's last moments
+        services: Services = memo["services"]
+        outcome = await services.reconciler.reconcile(view, _object_memory(memo))
+        if outcome.status_patch:
+            patch.status.update(outcome.status_patch)
+        post_events(body, outcome.events)
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        services: Services = memo["services"]
+        outcome = await services.reconciler.delete(to_view(body), _object_memory(memo))
+        post_events(body, outcome.events)
+        if not outcome.done:
+            raise kopf.TemporaryError("the pool is being deleted in Azure", delay=outcome.retry_in)

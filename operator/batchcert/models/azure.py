@@ -1,0 +1,118 @@
+"""What the adapters read from Azure, as plain typed values (no SDK types cross this line).
+
+Invariants: every timestamp is timezone-aware UTC; thumbprints are upper-case hex SHA-1;
+``PoolState.body`` is the pool in its REST (camelCase) shape, as the translator compares it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class IdentityInfo:
+    resource_id: str
+    client_id: str
+    principal_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolState:
+    resource_id: str
+    body: dict[str, Any]
+    etag: str | None
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return dict(self.body.get("properties") or {})
+
+    @property
+    def provisioning_state(self) -> str | None:
+        return self.properties.get("provisioningState")
+
+    @property
+    def allocation_state(self) -> str | None:
+        return self.properties.get("allocationState")
+
+    @property
+    def current_dedicated_nodes(self) -> int:
+        return int(self.properties.get("currentDedicatedNodes") or 0)
+
+    @property
+    def current_low_priority_nodes(self) -> int:
+        return int(self.properties.get("currentLowPriorityNodes") or 0)
+
+    @property
+    def is_deleting(self) -> bool:
+        return (self.provisioning_state or "").lower() == "deleting"
+
+    @property
+    def is_steady_at_zero(self) -> bool:
+        return (
+            (self.allocation_state or "").lower() == "steady"
+            and self.current_dedicated_nodes == 0
+            and self.current_low_priority_nodes == 0
+        )
+
+
+@dataclass(frozen=True)
+class LifetimeAction:
+    action: str  # AutoRenew | EmailContacts
+    lifetime_percentage: int | None = None
+    days_before_expiry: int | None = None
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """The current version of one Key Vault certificate: metadata only, never secret content."""
+
+    vault_url: str
+    name: str
+    version: str
+    thumbprint: str
+    not_before: datetime | None
+    not_after: datetime | None
+    enabled: bool
+    lifetime_actions: tuple[LifetimeAction, ...] = ()
+
+
+@dataclass(frozen=True)
+class CertificateReading:
+    """One read of a certificate: facts, or the failure that prevented them (never both)."""
+
+    key: tuple[str, str]
+    read_at: datetime
+    facts: CertificateFacts | None = None
+    error_status: int | None = None
+    error_code: str | None = None
+    error_message: str = ""
+
+
+@dataclass(frozen=True)
+class ExtensionStatus:
+    code: str | None = None
+    level: str | None = None
+    display_status: str | None = None
+    message: str | None = None
+    time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class NodeExtensionReport:
+    """One compute node and the instance view of our Key Vault extension on it."""
+
+    node_id: str
+    node_state: str | None
+    extension_found: bool
+    provisioning_state: str | None = None
+    statuses: tuple[ExtensionStatus, ...] = ()
+    sub_statuses: tuple[ExtensionStatus, ...] = ()
+    error: str | None = None  # a per-node read failure
+
+
+@dataclass(frozen=True)
+class NodesReading:
+    read_at: datetime
+    nodes: tuple[NodeExtensionReport, ...] = field(default_factory=tuple)

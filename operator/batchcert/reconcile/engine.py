@@ -1,0 +1,330 @@
+"""The one level-driven reconcile of a BatchCertPool, run on every tick of its timer.
+
+Each tick: parse the spec; reconcile the pool when that is due (spec changed, drift interval
+passed, or a change is in flight); read certificates through the shared watcher (no Azure call
+unless the cached reading expired); read node extensions when due; then build the whole status
+from what was seen and return only what changed.
+
+Invariants: status is a pure function of the spec, the previous status and the latest readings;
+a rotation is counted from the durable status (so restarts neither lose nor double-count one);
+nothing is written and no Event is emitted when nothing changed; Azure failures become conditions
+with backoff, never exceptions out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from batchcert.adapters.arm import ArmAdapter
+from batchcert.adapters.batchnodes import BatchNodesAdapter
+from batchcert.assess.certificates import (
+    CertificatePolicy,
+    assess_reading,
+    build_certificate_status,
+    find_previous,
+    summarize_certificates,
+)
+from batchcert.assess.nodes import build_nodes_status, summarize_nodes
+from batchcert.conditions import (
+    NODES_READY,
+    READY,
+    ConditionUpdate,
+    apply_conditions,
+    get_condition,
+    set_condition,
+)
+from batchcert.config import Config
+from batchcert.errors import AzureCallError, backoff_delay, classify
+from batchcert.models.spec import BatchCertPoolSpec, parse_spec
+from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
+from batchcert.reconcile.pool import PoolReconciler
+from batchcert.translate.merge_patch import build_merge_patch
+
+STATUS_KEYS = ("observedGeneration", "conditions", "pool", "certificates", "nodes")
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _target_nodes(spec: BatchCertPoolSpec) -> int | None:
+    fixed = spec.scale.fixed
+    if fixed is None:
+        return None
+    return fixed.target_dedicated_nodes + fixed.target_low_priority_nodes
+
+
+def _own_status(status: dict[str, Any]) -> dict[str, Any]:
+    """The contract part of status (kopf's own bookkeeping is left alone)."""
+    return {k: v for k, v in status.items() if k in STATUS_KEYS}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        arm: ArmAdapter,
+        nodes: BatchNodesAdapter,
+        watcher: CertificateWatcher,
+        config: Config,
+        now: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._arm = arm
+        self._pools = PoolReconciler(arm)
+        self._nodes = nodes
+        self._watcher = watcher
+        self._config = config
+        self._now = now
+        self._monotonic = monotonic
+        self._endpoints: dict[str, str] = {}
+        self._cert_policy = CertificatePolicy(
+            expiring_soon=timedelta(days=config.expiry_warning_days),
+            renewal_grace=timedelta(seconds=config.renewal_grace_seconds),
+        )
+
+    async def reconcile(self, obj: ObjectView, memory: ObjectMemory) -> Outcome:
+        async with memory.lock:
+            return await self._reconcile(obj, memory)
+
+    async def _reconcile(self, obj: ObjectView, memory: ObjectMemory) -> Outcome:
+        now, mono = self._now(), self._monotonic()
+        old = _own_status(obj.status)
+        conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
+        try:
+            spec = parse_spec(obj.spec)
+        except ValidationError as exc:
+            # Admission should have refused this; say what is wrong rather than guess.
+            problem = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            update = ConditionUpdate(READY, False, "InvalidSpec", f"spec is invalid: {problem}")
+            return self._finish(
+                obj,
+                old,
+                {
+                    "conditions": set_condition(
+                        conditions, update, generation=obj.generation, now=now
+                    )
+                },
+                [],
+                60.0,
+            )
+        if obj.paused:
+            update = ConditionUpdate(
+                READY,
+                False,
+                "ReconcilePaused",
+                "reconciliation is paused by the batchcert.dev/paused annotation",
+            )
+            paused = dict(
+                old,
+                conditions=set_condition(conditions, update, generation=obj.generation, now=now),
+            )
+            return self._finish(obj, old, paused, [], self._config.tick_seconds)
+
+        events: list[Event] = []
+        # --- the pool -------------------------------------------------------------------------
+        if memory.generation_seen != obj.generation or mono >= memory.next_pool_check:
+            result = await self._pools.reconcile(obj, spec, memory)
+            events += result.events
+            if result.retry_after is not None:
+                memory.failures += 1
+                delay = backoff_delay(
+                    memory.failures,
+                    retry_after=result.retry_after or None,
+                    base=self._config.busy_interval_seconds,
+                    cap=self._config.drift_interval_seconds,
+                )
+            else:
+                memory.failures = 0
+                settled = result.condition.status is True and not result.busy
+                delay = (
+                    self._config.drift_interval_seconds
+                    if settled
+                    else self._config.busy_interval_seconds
+                )
+            memory.next_pool_check = mono + delay
+            memory.generation_seen = obj.generation
+            memory.pool_condition = result.condition
+        pool_condition = memory.pool_condition or ConditionUpdate(
+            "PoolReady", None, "Reconciling", "not checked yet"
+        )
+
+        # --- certificates (shared cache; Azure only when a reading expired) -----------------------
+        readings = await asyncio.gather(*(self._watcher.reading(c) for c in spec.certificates))
+        previous_items = list(old.get("certificates") or [])
+        items: list[dict[str, Any]] = []
+        verdicts = []
+        for cert, reading in zip(spec.certificates, readings, strict=True):
+            item, rotated_to = build_certificate_status(
+                cert, reading, find_previous(previous_items, cert), now
+            )
+            items.append(item)
+            verdicts.append(assess_reading(cert, reading, now, self._cert_policy))
+            if rotated_to is not None:
+                events.append(
+                    Event(
+                        "Normal",
+                        "CertificateRotated",
+                        f"certificate {cert.cert_name} in {cert.vault} rotated to version "
+                        f"{rotated_to.version} (thumbprint {rotated_to.thumbprint}); "
+                        f"nodes pick it up within {spec.key_vault_extension.polling_interval_seconds}s",
+                    )
+                )
+                memory.next_nodes_check = 0.0
+        cert_condition = summarize_certificates(verdicts)
+
+        # --- nodes ------------------------------------------------------------------------------
+        nodes_status, nodes_condition = await self._assess_nodes(
+            obj, spec, memory, items, mono, now, old.get("nodes")
+        )
+
+        new: dict[str, Any] = {"observedGeneration": obj.generation}
+        pool = memory.pool
+        if pool is not None:
+            new["pool"] = {
+                "name": spec.resolved_pool_name(obj.name),
+                "resourceId": pool.resource_id,
+                "provisioningState": pool.provisioning_state,
+                "allocationState": pool.allocation_state,
+                "currentDedicatedNodes": pool.current_dedicated_nodes,
+                "currentLowPriorityNodes": pool.current_low_priority_nodes,
+            }
+        elif "pool" in old and not memory.pool_known:
+            new["pool"] = old["pool"]
+        new["certificates"] = items
+        if nodes_status is not None:
+            new["nodes"] = nodes_status
+        new["conditions"] = apply_conditions(
+            conditions,
+            [pool_condition, cert_condition, nodes_condition],
+            generation=obj.generation,
+            now=now,
+        )
+        events += self._transition_events(conditions, new["conditions"])
+        return self._finish(obj, old, new, events, self._config.tick_seconds)
+
+    async def _assess_nodes(
+        self,
+        obj: ObjectView,
+        spec: BatchCertPoolSpec,
+        memory: ObjectMemory,
+        cert_items: list[dict[str, Any]],
+        mono: float,
+        now: datetime,
+        old_nodes: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any] | None, ConditionUpdate]:
+        if memory.pool is None:
+            return old_nodes if not memory.pool_known else None, ConditionUpdate(
+                NODES_READY, False, "PoolNotReady", "the pool does not exist yet"
+            )
+        polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
+        rotations = [_parse_time(i.get("lastRotationTime")) for i in cert_items]
+        settles_at = max((r + polling for r in rotations if r is not None), default=None)
+        stale = (
+            memory.nodes is not None
+            and settles_at is not None
+            and now >= settles_at > memory.nodes.read_at
+        )
+        if memory.nodes is None or mono >= memory.next_nodes_check or stale:
+            try:
+                endpoint = await self._account_endpoint(spec)
+                memory.nodes = await self._nodes.read_nodes(
+                    endpoint, spec.resolved_pool_name(obj.name), spec.key_vault_extension.name, now
+                )
+            except AzureCallError as exc:
+                verdict = classify(exc)
+                memory.next_nodes_check = mono + backoff_delay(
+                    2, retry_after=verdict.retry_after, base=self._config.busy_interval_seconds
+                )
+                return old_nodes, ConditionUpdate(
+                    NODES_READY, False, verdict.reason, verdict.message
+                )
+        assert memory.nodes is not None
+        status, verdicts = build_nodes_status(memory.nodes, (old_nodes or {}).get("failures"))
+        pending = settles_at if settles_at and memory.nodes.read_at < settles_at else None
+        condition = summarize_nodes(
+            verdicts, target_nodes=_target_nodes(spec), rotation_pending_until=pending
+        )
+        if mono >= memory.next_nodes_check:
+            healthy = condition.status is True
+            interval = (
+                self._config.node_interval_seconds
+                if healthy
+                else self._config.busy_interval_seconds
+            )
+            memory.next_nodes_check = mono + interval
+        return status, condition
+
+    async def _account_endpoint(self, spec: BatchCertPoolSpec) -> str:
+        key = spec.account.resource_id.lower()
+        if key not in self._endpoints:
+            self._endpoints[key] = await self._arm.get_account_endpoint(spec.account)
+        return self._endpoints[key]
+
+    @staticmethod
+    def _transition_events(
+        before: list[dict[str, Any]], after: list[dict[str, Any]]
+    ) -> list[Event]:
+        """An Event whenever a condition's reason changes (the same reason is never repeated)."""
+        events: list[Event] = []
+        for condition in after:
+            previous = get_condition(before, condition["type"])
+            if previous is not None and previous.get("reason") == condition["reason"]:
+                continue
+            if condition["type"] == READY:
+                if condition["status"] == "True":
+                    events.append(Event("Normal", "Ready", condition["message"]))
+                continue
+            if condition["status"] == "False" and condition["reason"] not in (
+                "Reconciling",
+                "PoolCreated",
+                "PoolNotReady",
+                "NodesAllocating",
+                "ExtensionTransitioning",
+                "RotationPropagating",
+                "CertificatePending",
+                "ScalingToZero",
+                "PoolUpdating",
+                "PoolRecreating",
+            ):
+                events.append(Event("Warning", condition["reason"], condition["message"]))
+        return events
+
+    def _finish(
+        self,
+        obj: ObjectView,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        events: list[Event],
+        next_check_in: float,
+    ) -> Outcome:
+        return Outcome(build_merge_patch(old, new), events, next_check_in)
+
+    async def delete(self, obj: ObjectView, memory: ObjectMemory) -> DeleteOutcome:
+        async with memory.lock:
+            try:
+                spec = parse_spec(obj.spec)
+            except ValidationError:
+                return DeleteOutcome(
+                    True,
+                    [
+                        Event(
+                            "Warning",
+                            "InvalidSpec",
+                            "spec is invalid: nothing in Azure can be identified",
+                        )
+                    ],
+                )
+            return await self._pools.delete(obj, spec)

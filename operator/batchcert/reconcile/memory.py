@@ -1,0 +1,48 @@
+"""Per-object facts the reconcile keeps between ticks (in memory; status is the durable record).
+
+Everything here may be lost on restart without harm: it only schedules work and caches reads.
+Anything a restart must not forget (rotation counts and times, versions seen) lives in status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchcert.conditions import ConditionUpdate
+from batchcert.models.azure import NodesReading, PoolState
+
+
+@dataclass(frozen=True)
+class ObjectView:
+    """The BatchCertPool as the handler saw it, stripped of kopf types."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    deleting: bool = False
+    has_finalizer: bool = True
+    paused: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class ObjectMemory:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    generation_seen: int | None = None
+    next_pool_check: float = 0.0
+    next_nodes_check: float = 0.0
+    pool: PoolState | None = None
+    pool_known: bool = False  # a GET has told us whether the pool exists
+    identity_client_id: str | None = None
+    nodes: NodesReading | None = None
+    failures: int = 0
+    pool_condition: ConditionUpdate | None = None
+    last_reasons: dict[str, str] = field(default_factory=dict)

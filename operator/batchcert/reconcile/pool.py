@@ -1,0 +1,250 @@
+"""Reconcile one Batch pool to its spec: create, correct drift, apply disruptive changes by policy.
+
+Level-driven: every call reads the pool and decides from what it sees, so a crash at any step is
+recovered by the next call. Creation is guarded: the PUT carries ``If-None-Match: *`` and our
+owner uid in the pool's metadata, so a retry after "PUT sent, status not written" finds our pool
+and adopts it, and a foreign pool with the same name is never replaced.
+
+Disruptive changes (those Azure refuses while nodes exist) follow ``disruptiveUpdatePolicy``:
+``Report`` changes nothing and says so; ``ScaleToZero`` drives the pool to 0 nodes, applies the
+change, then scales back (each step chosen from the observed level, not from remembered edges);
+``Recreate`` deletes the pool and lets the next call create it again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchcert.adapters.arm import ArmAdapter
+from batchcert.conditions import POOL_READY, ConditionUpdate
+from batchcert.errors import AzureCallError, classify
+from batchcert.models.azure import PoolState
+from batchcert.models.spec import BatchCertPoolSpec, DisruptiveUpdatePolicy
+from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.reconcile.outcome import DeleteOutcome, Event, PoolResult
+from batchcert.translate.pool_body import (
+    Owner,
+    build_pool_body,
+    build_scale_settings,
+    build_zero_scale_settings,
+    owner_uid_of,
+)
+from batchcert.translate.pool_diff import build_disruptive_patch, build_in_place_patch, diff_pool
+
+
+def _ready(reason: str, message: str) -> ConditionUpdate:
+    return ConditionUpdate(POOL_READY, True, reason, message)
+
+
+def _not_ready(reason: str, message: str) -> ConditionUpdate:
+    return ConditionUpdate(POOL_READY, False, reason, message)
+
+
+def _allocation(pool: PoolState) -> str:
+    return (
+        f"{pool.allocation_state or 'Unknown'} with {pool.current_dedicated_nodes} dedicated and "
+        f"{pool.current_low_priority_nodes} low-priority nodes"
+    )
+
+
+async def resolve_client_id(
+    arm: ArmAdapter, spec: BatchCertPoolSpec, memory: ObjectMemory
+) -> str | None:
+    """The identity's clientId: from the spec, else looked up once and remembered."""
+    if spec.identity.client_id:
+        return spec.identity.client_id
+    if memory.identity_client_id is None:
+        identity = await arm.get_identity(spec.identity.resource_id)
+        memory.identity_client_id = identity.client_id if identity else None
+    return memory.identity_client_id
+
+
+class PoolReconciler:
+    def __init__(self, arm: ArmAdapter) -> None:
+        self._arm = arm
+
+    async def reconcile(
+        self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory
+    ) -> PoolResult:
+        try:
+            return await self._reconcile(obj, spec, memory)
+        except AzureCallError as exc:
+            verdict = classify(exc)
+            return PoolResult(
+                _not_ready(verdict.reason, verdict.message),
+                busy=False,
+                retry_after=verdict.retry_after if verdict.retry_after is not None else 0.0,
+            )
+
+    async def _reconcile(
+        self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory
+    ) -> PoolResult:
+        account, pool_name = spec.account, spec.resolved_pool_name(obj.name)
+        client_id = await resolve_client_id(self._arm, spec, memory)
+        if client_id is None:
+            return PoolResult(
+                _not_ready(
+                    "IdentityNotFound",
+                    f"user-assigned identity {spec.identity.resource_id} does not exist "
+                    "(or the operator cannot read it): create it or fix spec.identity.resourceId",
+                )
+            )
+        owner = Owner(obj.namespace, obj.name, obj.uid)
+        desired = build_pool_body(spec, identity_client_id=client_id, owner=owner)
+        pool = await self._arm.get_pool(account, pool_name)
+        memory.pool, memory.pool_known = pool, True
+        events: list[Event] = []
+
+        if pool is None:
+            if not obj.has_finalizer:
+                # Never write to Azure before the finalizer guarantees we can clean up.
+                return PoolResult(_not_ready("Reconciling", "waiting for the finalizer"), busy=True)
+            try:
+                pool = await self._arm.create_pool(account, pool_name, desired)
+            except AzureCallError as exc:
+                if not exc.is_precondition_failed:
+                    raise
+                pool = await self._arm.get_pool(account, pool_name)  # raced: someone created it
+                if pool is None:
+                    return PoolResult(_not_ready("Reconciling", "pool creation raced"), busy=True)
+            else:
+                memory.pool = pool
+                return PoolResult(
+                    _not_ready("PoolCreated", f"pool {pool_name} created; {_allocation(pool)}"),
+                    [
+                        Event(
+                            "Normal",
+                            "PoolCreated",
+                            f"created Batch pool {pool_name} in {account.name}",
+                        )
+                    ],
+                    busy=True,
+                )
+            memory.pool = pool
+
+        if owner_uid_of(pool.properties) != obj.uid:
+            return PoolResult(
+                _not_ready(
+                    "PoolNotOwned",
+                    f"a pool named {pool_name} already exists in account {account.name} and "
+                    "was not created by this resource: delete it in Azure or choose another spec.poolName",
+                )
+            )
+        if pool.is_deleting:
+            return PoolResult(
+                _not_ready("PoolDeleting", f"pool {pool_name} is being deleted in Azure"), busy=True
+            )
+
+        spec_scale = build_scale_settings(spec)
+        diff = diff_pool(desired, pool.body, desired_scale=spec_scale)
+        policy = spec.disruptive_update_policy
+        if diff.disruptive and policy is DisruptiveUpdatePolicy.RECREATE:
+            await self._arm.begin_delete_pool(account, pool_name)
+            fields = ", ".join(diff.disruptive)
+            return PoolResult(
+                _not_ready("PoolRecreating", f"deleting pool {pool_name} to change {fields}"),
+                [
+                    Event(
+                        "Normal",
+                        "PoolRecreating",
+                        f"recreating pool {pool_name} to change {fields}",
+                    )
+                ],
+                busy=True,
+            )
+        if diff.disruptive and policy is DisruptiveUpdatePolicy.SCALE_TO_ZERO:
+            return await self._scale_to_zero_step(spec, pool_name, pool, desired, diff.disruptive)
+
+        patch = build_in_place_patch(desired, diff, desired_scale=spec_scale)
+        if patch is not None:
+            pool = await self._arm.update_pool(account, pool_name, patch, etag=pool.etag)
+            memory.pool = pool
+            events.append(
+                Event("Normal", "PoolUpdated", f"updated {', '.join(patch['properties'])}")
+            )
+        if diff.disruptive:  # policy is Report
+            fields = ", ".join(diff.disruptive)
+            return PoolResult(
+                _not_ready(
+                    "UpdateRequiresDisruption",
+                    f"{fields} differ from the spec, and Azure changes them only on a pool with no "
+                    "nodes: set spec.disruptiveUpdatePolicy to ScaleToZero or Recreate to apply, "
+                    "or revert the change",
+                ),
+                events,
+            )
+        return PoolResult(
+            _ready("PoolReady", f"pool {pool_name} matches the spec; {_allocation(pool)}"),
+            events,
+            busy=patch is not None,
+        )
+
+    async def _scale_to_zero_step(
+        self,
+        spec: BatchCertPoolSpec,
+        pool_name: str,
+        pool: PoolState,
+        desired: dict[str, Any],
+        fields: tuple[str, ...],
+    ) -> PoolResult:
+        account, events = spec.account, list[Event]()
+        zero = build_zero_scale_settings()
+        targets_zero = diff_pool(desired, pool.body, desired_scale=zero).scale_differs is False
+        names = ", ".join(fields)
+        if not targets_zero:
+            await self._arm.update_pool(
+                account, pool_name, {"properties": {"scaleSettings": zero}}, etag=pool.etag
+            )
+            message = f"scaling pool {pool_name} to 0 nodes to change {names}"
+            events.append(Event("Normal", "PoolScalingToZero", message))
+            return PoolResult(_not_ready("ScalingToZero", message), events, busy=True)
+        if not pool.is_steady_at_zero:
+            return PoolResult(
+                _not_ready("ScalingToZero", f"waiting for pool {pool_name} to reach 0 nodes"),
+                events,
+                busy=True,
+            )
+        await self._arm.update_pool(
+            account, pool_name, build_disruptive_patch(desired, fields), etag=pool.etag
+        )
+        events.append(Event("Normal", "PoolUpdated", f"changed {names} at 0 nodes; scaling back"))
+        return PoolResult(
+            _not_ready("PoolUpdating", f"changed {names}; scaling back"), events, busy=True
+        )
+
+    async def delete(self, obj: ObjectView, spec: BatchCertPoolSpec) -> DeleteOutcome:
+        pool_name = spec.resolved_pool_name(obj.name)
+        if spec.deletion_policy.value == "Orphan":
+            return DeleteOutcome(
+                True, [Event("Normal", "PoolOrphaned", f"left pool {pool_name} in Azure (Orphan)")]
+            )
+        try:
+            pool = await self._arm.get_pool(spec.account, pool_name)
+            if pool is None:
+                return DeleteOutcome(
+                    True, [Event("Normal", "PoolDeleted", f"pool {pool_name} is gone")]
+                )
+            if owner_uid_of(pool.properties) != obj.uid:
+                return DeleteOutcome(
+                    True,
+                    [
+                        Event(
+                            "Warning",
+                            "PoolNotOwned",
+                            f"pool {pool_name} was not created by this resource: left in place",
+                        )
+                    ],
+                )
+            if not pool.is_deleting:
+                await self._arm.begin_delete_pool(spec.account, pool_name)
+                return DeleteOutcome(
+                    False, [Event("Normal", "PoolDeleting", f"deleting pool {pool_name}")], 5.0
+                )
+            return DeleteOutcome(False, [], 5.0)
+        except AzureCallError as exc:
+            verdict = classify(exc)
+            return DeleteOutcome(
+                False,
+                [Event("Warning", verdict.reason, verdict.message)],
+                max(verdict.retry_after or 0.0, 10.0),
+            )

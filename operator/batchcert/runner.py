@@ -1,0 +1,73 @@
+"""``batchcert run``: start the operator (a thin wrapper over kopf with the project's settings)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run the operator",
+        description="Run the BatchCertPool operator against the current kubeconfig/cluster.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch only this namespace (repeatable)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    parser.add_argument(
+        "--cloud-file",
+        help="JSON description of a custom Azure cloud (overrides BATCHCERT_CLOUD_FILE)",
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig to use (default: in-cluster or KUBECONFIG)"
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import os
+
+    import kopf
+
+    from batchcert.config import load_cloud_file, load_config
+    from batchcert.handlers import register_handlers
+    from batchcert.hostaliases import install_host_aliases
+
+    config = load_config()
+    if args.cloud_file:
+        config = config.with_cloud(load_cloud_file(args.cloud_file))
+    if config.cloud.host_aliases:
+        install_host_aliases(config.cloud.host_aliases)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    registry = kopf.OperatorRegistry()
+    register_handlers(registry, config)
+    namespaces = args.namespace or None
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            clusterwide=namespaces is None,
+            namespaces=namespaces or (),
+            standalone=True,
+        )
+    )
+    return 0

@@ -1,0 +1,107 @@
+"""Drift detection between the pool we want and the pool Azure returns.
+
+Covers: an identical pool is in sync despite Azure's extra read-only fields and case changes;
+scale and metadata drift are in-place; vmSize, image, extension settings, identity and fill type
+are disruptive; PATCH bodies carry exactly what changed; ISO durations compare by value.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from batchcert.models.spec import parse_spec
+from batchcert.translate.durations import parse_duration_seconds, same_duration
+from batchcert.translate.merge_patch import build_merge_patch
+from batchcert.translate.pool_body import build_pool_body, build_scale_settings, build_zero_scale_settings
+from batchcert.translate.pool_diff import build_disruptive_patch, build_in_place_patch, diff_pool
+from tests.unit.test_translate_pool_body import CLIENT_ID, OWNER, base_spec
+
+pytestmark = pytest.mark.unit
+
+
+def desired_and_actual() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    spec = parse_spec(base_spec())
+    desired = build_pool_body(spec, identity_client_id=CLIENT_ID, owner=OWNER)
+    actual = copy.deepcopy(desired)
+    actual["id"] = "/subscriptions/x/pools/render-pool"
+    actual["properties"].update(
+        provisioningState="Succeeded", allocationState="Steady", currentDedicatedNodes=1,
+        vmSize="standard_ds2_v2", interNodeCommunication="Disabled",
+    )
+    actual["properties"]["scaleSettings"]["fixedScale"]["resizeTimeout"] = "PT900S"
+    ids = actual["identity"]["userAssignedIdentities"]
+    key = next(iter(ids))
+    actual["identity"]["userAssignedIdentities"] = {key.lower(): {"clientId": CLIENT_ID, "principalId": "p"}}
+    return desired, actual, build_scale_settings(spec)
+
+
+def test_identical_pool_is_in_sync() -> None:
+    desired, actual, scale = desired_and_actual()
+    diff = diff_pool(desired, actual, desired_scale=scale)
+    assert diff.in_sync, diff
+    assert build_in_place_patch(desired, diff, desired_scale=scale) is None
+
+
+def test_scale_and_metadata_drift_is_patched_in_place() -> None:
+    desired, actual, scale = desired_and_actual()
+    actual["properties"]["scaleSettings"]["fixedScale"]["targetDedicatedNodes"] = 5
+    actual["properties"]["metadata"] = []
+    diff = diff_pool(desired, actual, desired_scale=scale)
+    assert (diff.disruptive, diff.scale_differs, diff.metadata_differs) == ((), True, True)
+    patch = build_in_place_patch(desired, diff, desired_scale=scale)
+    assert patch == {"properties": {"scaleSettings": scale, "metadata": desired["properties"]["metadata"]}}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda a: a["properties"].update(vmSize="STANDARD_D4_V3"), "vmSize"),
+        (lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]["imageReference"].update(sku="22.04-lts"), "deploymentConfiguration"),
+        (lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]["extensions"][0]["settings"]["authenticationSettings"].update(msiClientId="wrong"), "deploymentConfiguration"),
+        (lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"].update(extensions=[]), "deploymentConfiguration"),
+        (lambda a: a.update(identity={"type": "None"}), "identity"),
+        (lambda a: a["properties"].update(taskSchedulingPolicy={"nodeFillType": "Spread"}), "taskSchedulingPolicy"),
+    ],
+    ids=["vm-size", "image", "extension-client-id", "extension-removed", "identity-removed", "fill-type"],
+)
+def test_disruptive_changes(mutate: Any, field: str) -> None:
+    desired, actual, scale = desired_and_actual()
+    mutate(actual)
+    diff = diff_pool(desired, actual, desired_scale=scale)
+    assert diff.disruptive == (field,)
+    patch = build_disruptive_patch(desired, diff.disruptive)
+    if field == "identity":
+        assert patch["identity"] == desired["identity"]
+    else:
+        assert patch["properties"][field] == desired["properties"][field]
+
+
+def test_zero_scale_is_a_scale_difference() -> None:
+    desired, actual, _ = desired_and_actual()
+    assert diff_pool(desired, actual, desired_scale=build_zero_scale_settings()).scale_differs
+
+
+def test_autoscale_compares_formula_and_interval() -> None:
+    want = {"autoScale": {"formula": "$TargetDedicatedNodes=1;", "evaluationInterval": "PT5M"}}
+    assert diff_pool({"properties": {"vmSize": "a", "deploymentConfiguration": {}, "metadata": []}},
+                     {"properties": {"vmSize": "a", "scaleSettings": {"autoScale": {
+                         "formula": "$TargetDedicatedNodes=1; ", "evaluationInterval": "PT300S"}}}},
+                     desired_scale=want).scale_differs is False
+
+
+def test_durations() -> None:
+    assert parse_duration_seconds("PT15M") == 900
+    assert parse_duration_seconds("P1DT2H") == 93600
+    assert same_duration("PT15M", "PT900S")
+    with pytest.raises(ValueError, match="ISO-8601"):
+        parse_duration_seconds("15 minutes")
+
+
+def test_merge_patch_is_minimal() -> None:
+    old = {"a": 1, "b": {"c": 1, "d": 2}, "e": [1], "gone": True}
+    new = {"a": 1, "b": {"c": 1, "d": 3}, "e": [1, 2]}
+    assert build_merge_patch(old, new) == {"b": {"d": 3}, "e": [1, 2], "gone": None}
+    assert build_merge_patch(new, new) == {}
