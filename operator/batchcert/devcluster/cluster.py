@@ -232,13 +232,15 @@ class Cluster:
 def down(state_dir: Path | str = DEFAULT_STATE_DIR) -> bool:
     """Stop the cluster recorded in ``state_dir``; False if nothing was running (not an error)."""
     directory = StateDir(Path(state_dir).resolve())
-    if not directory.root.exists():
+    if not directory.state_file.exists():
         return False
     with directory.locked():
         state = load_state(directory)
+        if state is None:
+            # Not (or no longer) a cluster's dir: touch nothing, it may hold someone else's files.
+            return False
         liveness = assess(state, processes.is_alive)
-        if state is not None:
-            _stop_recorded(directory, state, {})
+        _stop_recorded(directory, state, {})
         directory.remove_run(keep_logs=True)
     return liveness in (Liveness.RUNNING, Liveness.PARTIAL)
 
