@@ -29,13 +29,19 @@ T1 = T0 + timedelta(minutes=5)
 
 
 def test_transition_time_is_kept_while_status_holds() -> None:
-    first = set_condition([], ConditionUpdate(POOL_READY, False, "PoolCreated", "a"), generation=1, now=T0)
-    again = set_condition(first, ConditionUpdate(POOL_READY, False, "Other", "b"), generation=2, now=T1)
+    first = set_condition(
+        [], ConditionUpdate(POOL_READY, False, "PoolCreated", "a"), generation=1, now=T0
+    )
+    again = set_condition(
+        first, ConditionUpdate(POOL_READY, False, "Other", "b"), generation=2, now=T1
+    )
     cond = get_condition(again, POOL_READY)
     assert cond is not None
     assert cond["lastTransitionTime"] == "2026-11-28T10:00:00Z"
     assert (cond["reason"], cond["message"], cond["observedGeneration"]) == ("Other", "b", 2)
-    flipped = set_condition(again, ConditionUpdate(POOL_READY, True, "PoolReady", "c"), generation=2, now=T1)
+    flipped = set_condition(
+        again, ConditionUpdate(POOL_READY, True, "PoolReady", "c"), generation=2, now=T1
+    )
     assert get_condition(flipped, POOL_READY)["lastTransitionTime"] == "2026-11-28T10:05:00Z"  # type: ignore[index]
     assert len(flipped) == 1
 
@@ -47,19 +53,36 @@ def test_ready_summarises_components_in_canonical_order() -> None:
         ConditionUpdate(CERTIFICATE_READY, True, "CertificatesReady"),
     ]
     conditions = apply_conditions([], ok, generation=3, now=T0)
-    assert [c["type"] for c in conditions] == ["Ready", "PoolReady", "CertificateReady", "NodesReady"]
+    assert [c["type"] for c in conditions] == [
+        "Ready",
+        "PoolReady",
+        "CertificateReady",
+        "NodesReady",
+    ]
     assert conditions[0]["status"] == "True"
     failing = [*ok[:2], ConditionUpdate(CERTIFICATE_READY, False, "AutoRenewDisabled", "no renew")]
     conditions = apply_conditions(conditions, failing, generation=4, now=T1)
     ready = get_condition(conditions, "Ready")
     assert ready is not None
-    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "AutoRenewDisabled", "no renew")
+    assert (ready["status"], ready["reason"], ready["message"]) == (
+        "False",
+        "AutoRenewDisabled",
+        "no renew",
+    )
     assert ready["lastTransitionTime"] == "2026-11-28T10:05:00Z"
 
 
-def _error(status: int | None, code: str | None = None, retry_after: float | None = None) -> AzureCallError:
-    return AzureCallError(service="arm", operation="pools.get", status=status, code=code,
-                          message="boom", retry_after=retry_after)
+def _error(
+    status: int | None, code: str | None = None, retry_after: float | None = None
+) -> AzureCallError:
+    return AzureCallError(
+        service="arm",
+        operation="pools.get",
+        status=status,
+        code=code,
+        message="boom",
+        retry_after=retry_after,
+    )
 
 
 @pytest.mark.parametrize(

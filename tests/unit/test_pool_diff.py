@@ -15,9 +15,13 @@ import pytest
 from batchcert.models.spec import parse_spec
 from batchcert.translate.durations import parse_duration_seconds, same_duration
 from batchcert.translate.merge_patch import build_merge_patch
-from batchcert.translate.pool_body import build_pool_body, build_scale_settings, build_zero_scale_settings
+from batchcert.translate.pool_body import (
+    build_pool_body,
+    build_scale_settings,
+    build_zero_scale_settings,
+)
 from batchcert.translate.pool_diff import build_disruptive_patch, build_in_place_patch, diff_pool
-from tests.unit.test_translate_pool_body import CLIENT_ID, OWNER, base_spec
+from support.builders import CLIENT_ID, OWNER, base_spec
 
 pytestmark = pytest.mark.unit
 
@@ -28,13 +32,18 @@ def desired_and_actual() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]
     actual = copy.deepcopy(desired)
     actual["id"] = "/subscriptions/x/pools/render-pool"
     actual["properties"].update(
-        provisioningState="Succeeded", allocationState="Steady", currentDedicatedNodes=1,
-        vmSize="standard_ds2_v2", interNodeCommunication="Disabled",
+        provisioningState="Succeeded",
+        allocationState="Steady",
+        currentDedicatedNodes=1,
+        vmSize="standard_ds2_v2",
+        interNodeCommunication="Disabled",
     )
     actual["properties"]["scaleSettings"]["fixedScale"]["resizeTimeout"] = "PT900S"
     ids = actual["identity"]["userAssignedIdentities"]
     key = next(iter(ids))
-    actual["identity"]["userAssignedIdentities"] = {key.lower(): {"clientId": CLIENT_ID, "principalId": "p"}}
+    actual["identity"]["userAssignedIdentities"] = {
+        key.lower(): {"clientId": CLIENT_ID, "principalId": "p"}
+    }
     return desired, actual, build_scale_settings(spec)
 
 
@@ -52,20 +61,47 @@ def test_scale_and_metadata_drift_is_patched_in_place() -> None:
     diff = diff_pool(desired, actual, desired_scale=scale)
     assert (diff.disruptive, diff.scale_differs, diff.metadata_differs) == ((), True, True)
     patch = build_in_place_patch(desired, diff, desired_scale=scale)
-    assert patch == {"properties": {"scaleSettings": scale, "metadata": desired["properties"]["metadata"]}}
+    assert patch == {
+        "properties": {"scaleSettings": scale, "metadata": desired["properties"]["metadata"]}
+    }
 
 
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
         (lambda a: a["properties"].update(vmSize="STANDARD_D4_V3"), "vmSize"),
-        (lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]["imageReference"].update(sku="22.04-lts"), "deploymentConfiguration"),
-        (lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]["extensions"][0]["settings"]["authenticationSettings"].update(msiClientId="wrong"), "deploymentConfiguration"),
-        (lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"].update(extensions=[]), "deploymentConfiguration"),
+        (
+            lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"][
+                "imageReference"
+            ].update(sku="22.04-lts"),
+            "deploymentConfiguration",
+        ),
+        (
+            lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"][
+                "extensions"
+            ][0]["settings"]["authenticationSettings"].update(msiClientId="wrong"),
+            "deploymentConfiguration",
+        ),
+        (
+            lambda a: a["properties"]["deploymentConfiguration"][
+                "virtualMachineConfiguration"
+            ].update(extensions=[]),
+            "deploymentConfiguration",
+        ),
         (lambda a: a.update(identity={"type": "None"}), "identity"),
-        (lambda a: a["properties"].update(taskSchedulingPolicy={"nodeFillType": "Spread"}), "taskSchedulingPolicy"),
+        (
+            lambda a: a["properties"].update(taskSchedulingPolicy={"nodeFillType": "Spread"}),
+            "taskSchedulingPolicy",
+        ),
     ],
-    ids=["vm-size", "image", "extension-client-id", "extension-removed", "identity-removed", "fill-type"],
+    ids=[
+        "vm-size",
+        "image",
+        "extension-client-id",
+        "extension-removed",
+        "identity-removed",
+        "fill-type",
+    ],
 )
 def test_disruptive_changes(mutate: Any, field: str) -> None:
     desired, actual, scale = desired_and_actual()
@@ -86,10 +122,24 @@ def test_zero_scale_is_a_scale_difference() -> None:
 
 def test_autoscale_compares_formula_and_interval() -> None:
     want = {"autoScale": {"formula": "$TargetDedicatedNodes=1;", "evaluationInterval": "PT5M"}}
-    assert diff_pool({"properties": {"vmSize": "a", "deploymentConfiguration": {}, "metadata": []}},
-                     {"properties": {"vmSize": "a", "scaleSettings": {"autoScale": {
-                         "formula": "$TargetDedicatedNodes=1; ", "evaluationInterval": "PT300S"}}}},
-                     desired_scale=want).scale_differs is False
+    assert (
+        diff_pool(
+            {"properties": {"vmSize": "a", "deploymentConfiguration": {}, "metadata": []}},
+            {
+                "properties": {
+                    "vmSize": "a",
+                    "scaleSettings": {
+                        "autoScale": {
+                            "formula": "$TargetDedicatedNodes=1; ",
+                            "evaluationInterval": "PT300S",
+                        }
+                    },
+                }
+            },
+            desired_scale=want,
+        ).scale_differs
+        is False
+    )
 
 
 def test_durations() -> None:

@@ -19,41 +19,12 @@ import pytest
 from pydantic import ValidationError
 
 from batchcert.models.spec import parse_spec
-from batchcert.translate.pool_body import Owner, build_pool_body, owner_uid_of
+from batchcert.translate.pool_body import build_pool_body, owner_uid_of
+from support.builders import CLIENT_ID, IDENTITY, OWNER, base_spec
 
 pytestmark = pytest.mark.unit
 
 GOLDEN = Path(__file__).parent / "golden"
-IDENTITY = (
-    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ACR/providers/"
-    "Microsoft.ManagedIdentity/userAssignedIdentities/testumaforpools"
-)
-CLIENT_ID = "b9f6dd56-d2d6-4967-99d7-8062d56fd84c"
-OWNER = Owner("team-a", "render-pool", "6f1c1a0e-0000-4000-8000-000000000001")
-
-
-def base_spec(**overrides: Any) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "account": {
-            "subscriptionId": "00000000-0000-0000-0000-000000000000",
-            "resourceGroup": "ACR",
-            "name": "mybatchaccount",
-        },
-        "vmSize": "STANDARD_DS2_V2",
-        "image": {
-            "publisher": "canonical",
-            "offer": "ubuntuserver",
-            "sku": "20.04-lts",
-            "version": "latest",
-        },
-        "nodeAgentSkuId": "batch.node.ubuntu 20.04",
-        "taskSchedulingPolicy": {"nodeFillType": "Pack"},
-        "scale": {"fixed": {"targetDedicatedNodes": 1, "targetLowPriorityNodes": 0}},
-        "identity": {"resourceId": IDENTITY, "clientId": CLIENT_ID},
-        "certificates": [{"vaultUrl": "https://mykv.vault.azure.net", "name": "mycert"}],
-    }
-    spec.update(overrides)
-    return spec
 
 
 WINDOWS = {
@@ -67,8 +38,11 @@ WINDOWS = {
 }
 TWO_CERTS = [
     {"secretId": "https://mykv.vault.azure.net/secrets/mycert"},
-    {"vaultUrl": "https://otherkv.vault.azure.net/", "name": "second",
-     "certificateStoreLocation": "/etc/certs/second"},
+    {
+        "vaultUrl": "https://otherkv.vault.azure.net/",
+        "name": "second",
+        "certificateStoreLocation": "/etc/certs/second",
+    },
 ]
 
 CASES: dict[str, dict[str, Any]] = {
@@ -81,8 +55,11 @@ CASES: dict[str, dict[str, Any]] = {
         **WINDOWS,
         certificates=[
             {"secretId": "https://mykv.vault.azure.net/secrets/mycert"},
-            {"secretId": "https://mykv.vault.azure.net/secrets/web", "certificateStoreName": "WebHosting",
-             "certificateStoreLocation": "LocalMachine"},
+            {
+                "secretId": "https://mykv.vault.azure.net/secrets/web",
+                "certificateStoreName": "WebHosting",
+                "certificateStoreLocation": "LocalMachine",
+            },
         ],
     ),
     "windows-v2-one-cert": base_spec(**WINDOWS, keyVaultExtension={"typeHandlerVersion": "2.0"}),
@@ -116,7 +93,9 @@ def test_extension_settings_follow_the_documented_rules() -> None:
 
 
 def test_windows_is_derived_from_the_node_agent_sku() -> None:
-    body = build_pool_body(parse_spec(base_spec(**WINDOWS)), identity_client_id=CLIENT_ID, owner=OWNER)
+    body = build_pool_body(
+        parse_spec(base_spec(**WINDOWS)), identity_client_id=CLIENT_ID, owner=OWNER
+    )
     vmc = body["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]
     ext = vmc["extensions"][0]
     assert ext["type"] == "KeyVaultForWindows"
@@ -132,7 +111,10 @@ def test_owner_metadata_round_trips() -> None:
 @pytest.mark.parametrize(
     ("secret_id", "phrase"),
     [
-        ("https://mykv.vault.azure.net/secrets/mycert/8f5f3f491afd48cb99286ba2aacd39af", "pins one version"),
+        (
+            "https://mykv.vault.azure.net/secrets/mycert/8f5f3f491afd48cb99286ba2aacd39af",
+            "pins one version",
+        ),
         ("https://mykv.vault.azure.net/certificates/mycert", "/secrets/"),
         ("http://mykv.vault.azure.net/secrets/mycert", "/secrets/"),
     ],
