@@ -8,6 +8,7 @@ give one message naming the cause (and the log file), leaving no partial binary 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -129,3 +130,32 @@ def test_a_failed_build_names_the_log_and_leaves_no_binary(
     assert "compile: something broke" in str(failure.value)
     assert not (cache / "kube-apiserver").exists()
     assert "compile: something broke" in (cache / "build-kube-apiserver.log").read_text()
+
+
+def test_a_silent_build_still_reports_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # go says nothing for a while (a huge package, the final link): the heartbeat keeps the
+    # progress line coming so a CI log never looks hung.
+    fake_go = tmp_path / "bin" / "go"
+    fake_go.parent.mkdir()
+    fake_go.write_text(
+        '#!/bin/sh\nif [ "$1" = list ]; then echo k8s.io/a; exit 0; fi\n'
+        "sleep 0.5\n"
+        'for a in "$@"; do [ "$prev" = -o ] && echo "#!/bin/sh" > "$a" && chmod +x "$a"; prev=$a; done\n'
+    )
+    fake_go.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_go.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(binaries_module, "_HEARTBEAT_SECONDS", 0.05)
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": os.environ["PATH"]}
+    out = io.StringIO()
+
+    built = build_binaries(
+        env=env, tools_dir=fake_tools(tmp_path), progress=ConsoleProgress(out, interval=0)
+    )
+
+    assert built.is_complete()
+    report = out.getvalue()
+    assert report.count("kube-apiserver: compiled 0/1 packages") >= 3
+    assert "built etcd" in report
+    assert "built kube-apiserver" in report

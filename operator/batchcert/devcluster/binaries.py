@@ -21,10 +21,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -276,6 +278,17 @@ def _build_lock(directory: Path, progress: ConsoleProgress) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@dataclass
+class _BuildCounters:
+    """What a build has done so far, for its progress line."""
+
+    listed: int = 0
+    downloaded: int = 0
+    compiled: int = 0
+    last: str = ""
+    compiling: bool = False
+
+
 def _build_one(
     go: str,
     target: _Target,
@@ -291,68 +304,55 @@ def _build_one(
     # change which modules are built.
     go_env.update({"CGO_ENABLED": "0", "GOWORK": "off"})
     started = time.monotonic()
+    counters = _BuildCounters()
+
+    def describe() -> str:
+        if not counters.compiling:
+            return (
+                f"  {target.name}: resolving dependencies, {counters.downloaded} modules "
+                f"downloaded, {_elapsed(started)}"
+            )
+        return (
+            f"  {target.name}: compiled {counters.compiled}/{counters.listed} packages, "
+            f"{_elapsed(started)} (last: {counters.last})"
+        )
+
+    def on_list_line(line: str) -> None:
+        if line.startswith("go: downloading"):
+            counters.downloaded += 1
+        elif line and not line.startswith("go:"):
+            counters.listed += 1
+
+    def on_build_line(line: str) -> None:
+        if line and not line.startswith(("go:", "#")):
+            counters.compiled += 1
+            counters.last = line
+
     progress.step(f"building {target.name} {version} (log: {log_path})")
     with open(log_path, "w") as log:
-        # Listing the dependencies first downloads every module (progress: modules) and gives
-        # the package count that makes the compile phase's progress meaningful.
-        total, downloads = 0, 0
-
-        def on_list_line(line: str) -> None:
-            nonlocal total, downloads
-            if line.startswith("go: downloading"):
-                downloads += 1
-                progress.update(
-                    f"  {target.name}: downloading modules ({downloads}) "
-                    f"{_elapsed(started)} {line.split()[-2]}"
-                )
-            elif line and not line.startswith("go:"):
-                total += 1
-
+        # Listing the dependencies first downloads every module and counts the packages, which
+        # makes the compile phase's progress meaningful ("compiled 812/2079").
         _run_logged(
             [go, "list", "-deps", target.package],
-            target.module_dir,
-            go_env,
-            log,
-            on_list_line,
-            target,
-            log_path,
-        )
-        compiled = 0
-
-        def on_build_line(line: str) -> None:
-            nonlocal compiled
-            if line and not line.startswith("go:") and not line.startswith("#"):
-                compiled += 1
-                progress.update(
-                    f"  {target.name}: compiled {compiled}/{total} packages "
-                    f"{_elapsed(started)} {line}"
-                )
-
+            target.module_dir, go_env, log, on_list_line, describe, progress, target, log_path,
+        )  # fmt: skip
+        counters.compiling = True
+        build = [go, "build", "-v", "-trimpath", "-ldflags", " ".join(target.ldflags)]
         _run_logged(
-            [
-                go,
-                "build",
-                "-v",
-                "-trimpath",
-                "-ldflags",
-                " ".join(target.ldflags),
-                "-o",
-                str(output),
-                target.package,
-            ],
-            target.module_dir,
-            go_env,
-            log,
-            on_build_line,
-            target,
-            log_path,
-        )
+            [*build, "-o", str(output), target.package],
+            target.module_dir, go_env, log, on_build_line, describe, progress, target, log_path,
+        )  # fmt: skip
     os.replace(output, binaries.directory / target.name)
     size_mb = (binaries.directory / target.name).stat().st_size / 1e6
     progress.step(
-        f"built {target.name} {version} in {_elapsed(started)} ({size_mb:.0f} MB, "
-        f"{compiled} packages compiled, {downloads} modules downloaded)"
+        f"built {target.name} {version} in {_elapsed(started)} ({size_mb:.0f} MB; "
+        f"{counters.compiled} packages compiled, {counters.downloaded} modules downloaded)"
     )
+
+
+# Report at least this often while go is silent (a big package or the final link can take
+# minutes), so a slow build never looks like a hung one.
+_HEARTBEAT_SECONDS = 10.0
 
 
 def _run_logged(
@@ -361,6 +361,8 @@ def _run_logged(
     env: Mapping[str, str],
     log: IO[str],
     on_line: Callable[[str], None],
+    describe: Callable[[], str],
+    progress: ConsoleProgress,
     target: _Target,
     log_path: Path,
 ) -> None:
@@ -375,16 +377,36 @@ def _run_logged(
         stdin=subprocess.DEVNULL,
         text=True,
     )
-    assert proc.stdout is not None
+    output = proc.stdout
+    assert output is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for raw in output:
+            lines.put(raw)
+        lines.put(None)
+
+    threading.Thread(target=pump, name=f"go-{argv[1]}-output", daemon=True).start()
     tail: list[str] = []
     try:
-        for raw in proc.stdout:
-            line = raw.rstrip("\n")
+        while True:
+            try:
+                raw = lines.get(timeout=_HEARTBEAT_SECONDS)
+            except queue.Empty:
+                progress.update(describe())
+                continue
+            if raw is None:
+                break
             log.write(raw)
+            line = raw.rstrip("\n")
             tail = [*tail[-19:], line]
             on_line(line)
-    finally:
+            progress.update(describe())
         rc = proc.wait()
+    finally:
+        if proc.poll() is None:  # interrupted (Ctrl-C): do not leave go running
+            proc.kill()
+            proc.wait()
         log.flush()
     if rc != 0:
         if argv[1] == "build":
