@@ -28,7 +28,12 @@ import trustme
 from aiohttp import web
 from azure.identity import ClientSecretCredential
 from azure.identity.aio import ClientSecretCredential as AioClientSecretCredential
-from azure.keyvault.certificates import CertificateClient
+from azure.keyvault.certificates import (
+    CertificateClient,
+    CertificatePolicy,
+    CertificatePolicyAction,
+    LifetimeAction,
+)
 from azure.keyvault.certificates.aio import CertificateClient as AioCertificateClient
 
 from batchcert.hostaliases import install_host_aliases
@@ -40,6 +45,7 @@ from batchcert.sim.throttle import KeyVaultThrottle
 from batchcert.sim.tokens import TokenAuthority, normalize_audience
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+DAY = 86_400
 ALL_CERTIFICATE_PERMISSIONS = {"get", "list", "create", "update", "delete", "purge", "recover"}
 
 
@@ -69,7 +75,9 @@ class KeyVaultSim:
         self.kv.ensure_vault(name, tenant_id=self.tenant_id)
         if grant_operator:
             self.grants[(name, self.operator.object_id.lower())] = {
-                "certificates": set(ALL_CERTIFICATE_PERMISSIONS), "secrets": {"get", "list"}}
+                "certificates": set(ALL_CERTIFICATE_PERMISSIONS),
+                "secrets": {"get", "list"},
+            }
         return name
 
     def shared_vault(self) -> str:
@@ -77,7 +85,9 @@ class KeyVaultSim:
         if self.kv.store.get_vault("kvshared") is None:
             self.kv.ensure_vault("kvshared", tenant_id=self.tenant_id)
             self.grants[("kvshared", self.operator.object_id.lower())] = {
-                "certificates": set(ALL_CERTIFICATE_PERMISSIONS), "secrets": {"get"}}
+                "certificates": set(ALL_CERTIFICATE_PERMISSIONS),
+                "secrets": {"get"},
+            }
             self.kv.create_certificate("kvshared", "c1", subject="CN=c1")
         return "kvshared"
 
@@ -86,9 +96,14 @@ class KeyVaultSim:
 
     def _credential_args(self, app: AppRegistration | None) -> dict[str, Any]:
         app = app or self.operator
-        return {"tenant_id": self.tenant_id, "client_id": app.client_id,
-                "client_secret": app.secrets[0], "authority": f"https://login.sim.test:{self.port}",
-                "disable_instance_discovery": True, "connection_verify": self.ca_path}
+        return {
+            "tenant_id": self.tenant_id,
+            "client_id": app.client_id,
+            "client_secret": app.secrets[0],
+            "authority": f"https://login.sim.test:{self.port}",
+            "disable_instance_discovery": True,
+            "connection_verify": self.ca_path,
+        }
 
     def credential(self, app: AppRegistration | None = None) -> ClientSecretCredential:
         return ClientSecretCredential(**self._credential_args(app))
@@ -96,19 +111,46 @@ class KeyVaultSim:
     def aio_credential(self, app: AppRegistration | None = None) -> AioClientSecretCredential:
         return AioClientSecretCredential(**self._credential_args(app))
 
-    def client(self, vault: str, credential: Any = None,
-               api_version: str | None = None) -> CertificateClient:
+    def client(
+        self, vault: str, credential: Any = None, api_version: str | None = None
+    ) -> CertificateClient:
         extra = {"api_version": api_version} if api_version else {}
-        return CertificateClient(self.vault_url(vault), credential or self.credential(),
-                                 connection_verify=self.ca_path, **extra)
+        return CertificateClient(
+            self.vault_url(vault),
+            credential or self.credential(),
+            connection_verify=self.ca_path,
+            **extra,
+        )
 
     def aio_client(self, vault: str, credential: Any) -> AioCertificateClient:
-        return AioCertificateClient(self.vault_url(vault), credential,
-                                    connection_verify=self.ca_path)
+        return AioCertificateClient(
+            self.vault_url(vault), credential, connection_verify=self.ca_path
+        )
 
     def fresh_service(self) -> KeyVaultService:
-        return KeyVaultService(self.clock, self.authority.verify_token, self.authorize,
-                               RequestLog(clock=self.clock))
+        return KeyVaultService(
+            self.clock, self.authority.verify_token, self.authorize, RequestLog(clock=self.clock)
+        )
+
+
+def policy(subject: str = "CN=web", months: int = 12, **kwargs: Any) -> CertificatePolicy:
+    return CertificatePolicy(
+        issuer_name="Self", subject=subject, validity_in_months=months, **kwargs
+    )
+
+
+def auto_renew(percentage: int | None = None, days: int | None = None) -> list[LifetimeAction]:
+    return [
+        LifetimeAction(
+            action=CertificatePolicyAction.auto_renew,
+            lifetime_percentage=percentage,
+            days_before_expiry=days,
+        )
+    ]
+
+
+def versions(client: CertificateClient, name: str) -> list[Any]:
+    return list(client.list_properties_of_certificate_versions(name))
 
 
 def _serve(app: web.Application, context: ssl.SSLContext) -> tuple[int, Any]:
@@ -158,26 +200,53 @@ def running_kvsim(workdir: Path) -> Iterator[KeyVaultSim]:
     operator = directory.register("operator", client_secret="operator-secret")
     throttle = KeyVaultThrottle(clock)
     holder: dict[str, KeyVaultSim] = {}
-    kv = KeyVaultService(clock, authority.verify_token,
-                         lambda *args: holder["sim"].authorize(*args), log,
-                         tenant_id=TENANT, throttle=throttle)
+    kv = KeyVaultService(
+        clock,
+        authority.verify_token,
+        lambda *args: holder["sim"].authorize(*args),
+        log,
+        tenant_id=TENANT,
+        throttle=throttle,
+    )
     port_box: list[int] = []
 
-    def record(operation: str, request: web.Request, status: int, principal: str | None,
-               body: Any) -> None:
-        log.record("entra", operation, request.method, request.path, dict(request.query), None,
-                   status, principal, body=body)
+    def record(
+        operation: str, request: web.Request, status: int, principal: str | None, body: Any
+    ) -> None:
+        log.record(
+            "entra",
+            operation,
+            request.method,
+            request.path,
+            dict(request.query),
+            None,
+            status,
+            principal,
+            body=body,
+        )
 
     app = web.Application()
-    app.add_domain("login.sim.test", build_entra_app(
-        directory, authority, lambda: f"https://login.sim.test:{port_box[0]}", record))
+    app.add_domain(
+        "login.sim.test",
+        build_entra_app(
+            directory, authority, lambda: f"https://login.sim.test:{port_box[0]}", record
+        ),
+    )
     app.add_domain("*.vault.sim.test", kv.sub_app())
     port, stop = _serve(app, context)
     port_box.append(port)
     directory.resources.add(normalize_audience(kv.audience(port)))
-    holder["sim"] = KeyVaultSim(port=port, ca_path=str(ca_path), clock=clock, log=log, kv=kv,
-                                throttle=throttle, directory=directory, authority=authority,
-                                operator=operator)
+    holder["sim"] = KeyVaultSim(
+        port=port,
+        ca_path=str(ca_path),
+        clock=clock,
+        log=log,
+        kv=kv,
+        throttle=throttle,
+        directory=directory,
+        authority=authority,
+        operator=operator,
+    )
     try:
         yield holder["sim"]
     finally:
@@ -193,10 +262,14 @@ def kvsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyVaultSim]:
 @pytest.mark.sim
 def test_harness_serves_vault_hosts_over_verified_tls(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
-    response = requests.get(f"{kvsim.vault_url(vault)}/certificates?api-version=7.4",
-                            verify=kvsim.ca_path, timeout=10)
+    response = requests.get(
+        f"{kvsim.vault_url(vault)}/certificates?api-version=7.4", verify=kvsim.ca_path, timeout=10
+    )
     assert response.status_code == 401  # reached the service, TLS verified against the CA
-    unknown = requests.get(f"{kvsim.vault_url('nosuchvault')}/certificates?api-version=7.4",
-                           verify=kvsim.ca_path, timeout=10)
+    unknown = requests.get(
+        f"{kvsim.vault_url('nosuchvault')}/certificates?api-version=7.4",
+        verify=kvsim.ca_path,
+        timeout=10,
+    )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["code"] == "VaultNotFound"

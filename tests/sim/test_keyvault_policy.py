@@ -29,8 +29,12 @@ def _action(trigger: dict[str, Any], kind: str = "AutoRenew") -> dict[str, Any]:
 
 def test_minimal_policy_gets_the_services_defaults() -> None:
     policy = normalize_policy({"x509_props": {"subject": "cn=MyCert"}, "issuer": {"name": "Self"}})
-    assert policy["key_props"] == {"exportable": True, "kty": "RSA", "key_size": 2048,
-                                   "reuse_key": False}
+    assert policy["key_props"] == {
+        "exportable": True,
+        "kty": "RSA",
+        "key_size": 2048,
+        "reuse_key": False,
+    }
     assert policy["secret_props"] == {"contentType": "application/x-pkcs12"}
     assert policy["x509_props"]["validity_months"] == 12
     assert policy["x509_props"]["ekus"] == ["1.3.6.1.5.5.7.3.1", "1.3.6.1.5.5.7.3.2"]
@@ -61,8 +65,11 @@ def test_lifetime_action_ranges_are_enforced(
 
 
 def test_range_edges_are_accepted() -> None:
-    actions = [_action({"lifetime_percentage": 1}), _action({"lifetime_percentage": 99}),
-               _action({"days_before_expiry": 27}, "EmailContacts")]
+    actions = [
+        _action({"lifetime_percentage": 1}),
+        _action({"lifetime_percentage": 99}),
+        _action({"days_before_expiry": 27}, "EmailContacts"),
+    ]
     assert validate_lifetime_actions(actions, 1) == actions
 
 
@@ -90,8 +97,10 @@ def test_malformed_policies_are_bad_parameter(body: Any) -> None:
 def test_update_merges_sections_and_replaces_lifetime_actions() -> None:
     stored = normalize_policy({"x509_props": {"subject": "CN=a", "validity_months": 24}})
     updated = normalize_policy(
-        {"x509_props": {"subject": "CN=b"},
-         "lifetime_actions": [_action({"days_before_expiry": 30})]},
+        {
+            "x509_props": {"subject": "CN=b"},
+            "lifetime_actions": [_action({"days_before_expiry": 30})],
+        },
         stored,
     )
     assert updated["x509_props"]["subject"] == "CN=b"
@@ -106,6 +115,5 @@ def test_renewal_due_points() -> None:
     assert renewal_due_at([_action({"days_before_expiry": 30})], nbf, exp) == exp - 30 * DAY
     both = [_action({"lifetime_percentage": 90}), _action({"days_before_expiry": 30})]
     assert renewal_due_at(both, nbf, exp) == exp - 30 * DAY  # the earliest wins
-    assert renewal_due_at([_action({"lifetime_percentage": 10}, "EmailContacts")], nbf, exp) \
-        is None
+    assert renewal_due_at([_action({"lifetime_percentage": 10}, "EmailContacts")], nbf, exp) is None
     assert renewal_due_at([], nbf, exp) is None

@@ -3,19 +3,16 @@
 Covers, through ``azure.keyvault.certificates.CertificateClient`` (sync and aio) signed in with
 ``azure.identity.ClientSecretCredential`` against the simulated Entra ID, over HTTPS with
 certificate verification on: the 401 challenge flow and the SDK's unweakened challenge-resource
-check; create → get → versions (paging); policy round trip; AutoRenew at 80% of the lifetime on
-the simulated clock (not at 79%, yes at 81%) and catch-up after a long jump; EmailContacts never
-renews; disable/enable as the node logic sees it (``resolve_secret``); soft delete, purge,
-recover; wrong audience → 401; no access policy → 403 with the real message; every secret read
-logged with ``secret_read``; throttling with Retry-After honoured by the SDK's retry policy;
-bad input → 400 ``BadParameter`` bodies, never 500.
+check; wrong audience → 401; no access policy → 403 with the real message; create (pending on
+the simulated clock, or completed before the first poll) → get → versions with paging; policy
+round trip; soft delete, recover, purge; throttling with Retry-After honoured by the SDK's retry
+policy; bad input and other refusals with Key Vault error bodies, never 500; the api-versions
+the doc lists; snapshot/restore. Renewal and node-facing behaviour: ``test_keyvault_renewal``.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,18 +22,12 @@ import pytest
 import requests
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
-from azure.keyvault.certificates import (
-    CertificateClient,
-    CertificatePolicy,
-    CertificatePolicyAction,
-    LifetimeAction,
-)
+from azure.keyvault.certificates import CertificatePolicyAction
 from azure.keyvault.certificates._shared.challenge_auth_policy import (
     _validate_challenge_resource,
 )
 from cryptography import x509 as cx509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
-from test_keyvault_harness import KeyVaultSim, running_kvsim
+from test_keyvault_harness import KeyVaultSim, auto_renew, policy, running_kvsim, versions
 
 from batchcert.sim.requestlog import RequestFilter
 
@@ -49,40 +40,32 @@ def kvsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyVaultSim]:
     with running_kvsim(tmp_path_factory.mktemp("kv-sdk")) as sim:
         yield sim
 
-DAY = 86_400
-
-
-def _policy(subject: str = "CN=web", months: int = 12, **kwargs: Any) -> CertificatePolicy:
-    return CertificatePolicy(issuer_name="Self", subject=subject, validity_in_months=months,
-                             **kwargs)
-
-
-def _auto_renew(percentage: int | None = None, days: int | None = None) -> list[LifetimeAction]:
-    return [LifetimeAction(action=CertificatePolicyAction.auto_renew,
-                           lifetime_percentage=percentage, days_before_expiry=days)]
-
-
-def _versions(client: CertificateClient, name: str) -> list[Any]:
-    return list(client.list_properties_of_certificate_versions(name))
-
 
 # ------------------------------------------------------------------------ authentication
 
 
 def test_first_request_gets_the_challenge_then_the_sdk_signs_in(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
-    raw = requests.get(f"{kvsim.vault_url(vault)}/certificates/x/?api-version=2026-04-01",
-                       verify=kvsim.ca_path, timeout=10)
+    raw = requests.get(
+        f"{kvsim.vault_url(vault)}/certificates/x/?api-version=2026-04-01",
+        verify=kvsim.ca_path,
+        timeout=10,
+    )
     assert raw.status_code == 401
-    assert raw.json() == {"error": {"code": "Unauthorized",
-                                    "message": "AKV10000: Request is missing a Bearer or PoP token."}}
+    assert raw.json() == {
+        "error": {
+            "code": "Unauthorized",
+            "message": "AKV10000: Request is missing a Bearer or PoP token.",
+        }
+    }
     assert raw.headers["WWW-Authenticate"] == (
         f'Bearer authorization="https://login.sim.test:{kvsim.port}/{kvsim.tenant_id}", '
-        f'resource="https://vault.sim.test:{kvsim.port}"')
+        f'resource="https://vault.sim.test:{kvsim.port}"'
+    )
 
     since = kvsim.log.last_seq
     client = kvsim.client(vault)
-    cert = client.begin_create_certificate("web", _policy()).result()
+    cert = client.begin_create_certificate("web", policy()).result()
     assert cert.name == "web"
     first, second = kvsim.log.query(RequestFilter(service="keyvault", since_seq=since))[:2]
     assert (first.operation, first.status, first.principal) == ("CreateCertificate", 401, None)
@@ -93,9 +76,11 @@ def test_first_request_gets_the_challenge_then_the_sdk_signs_in(kvsim: KeyVaultS
 def test_announced_resource_passes_the_sdks_own_check_unweakened(kvsim: KeyVaultSim) -> None:
     scope = kvsim.kv.audience(kvsim.port) + "/.default"
     _validate_challenge_resource(scope, f"{kvsim.vault_url('kv1')}/certificates/x")
-    for foreign in (f"https://localhost:{kvsim.port}/certificates/x",
-                    f"https://kv1.vault.sim.test:{kvsim.port + 1}/certificates/x",
-                    f"https://kv1.evil.test:{kvsim.port}/certificates/x"):
+    for foreign in (
+        f"https://localhost:{kvsim.port}/certificates/x",
+        f"https://kv1.vault.sim.test:{kvsim.port + 1}/certificates/x",
+        f"https://kv1.evil.test:{kvsim.port}/certificates/x",
+    ):
         with pytest.raises(ValueError, match="does not match the requested domain"):
             _validate_challenge_resource(scope, foreign)
 
@@ -128,10 +113,11 @@ def test_caller_without_access_policy_gets_403_with_the_real_message(kvsim: KeyV
     error = caught.value
     assert error.status_code == 403
     assert error.error is not None and error.error.code == "Forbidden"
-    assert (f"The user, group or application 'appid={stranger.client_id};oid="
-            f"{stranger.object_id};iss=https://sts.windows.net/{kvsim.tenant_id}/' does not "
-            f"have certificates get permission on key vault '{vault};location=westus'."
-            ) in error.message
+    assert (
+        f"The user, group or application 'appid={stranger.client_id};oid="
+        f"{stranger.object_id};iss=https://sts.windows.net/{kvsim.tenant_id}/' does not "
+        f"have certificates get permission on key vault '{vault};location=westus'."
+    ) in error.message
     assert error.response is not None
     body = json.loads(error.response.text())
     assert body["error"]["innererror"] == {"code": "AccessDenied"}
@@ -140,10 +126,34 @@ def test_caller_without_access_policy_gets_403_with_the_real_message(kvsim: KeyV
 # ------------------------------------------------------------------ certificates
 
 
+def test_create_stays_pending_until_the_issue_delay_passes_on_the_sim_clock(
+    kvsim: KeyVaultSim,
+) -> None:
+    vault = kvsim.new_vault()
+    client = kvsim.client(vault)
+    kvsim.kv.store.issue_delay_s = 30.0
+    try:
+        poller = client.begin_create_certificate("slow", policy(), _polling_interval=0.05)
+        operation = client.get_certificate_operation("slow")
+        assert operation.status == "inProgress"
+        assert operation.csr  # a real CSR, as the service shows while issuing
+        pending = client.get_certificate("slow")
+        assert pending.properties.enabled is False
+        assert pending.cer is None
+        assert not poller.done()
+        kvsim.clock.advance(30)
+        cert = poller.result(timeout=10)
+    finally:
+        kvsim.kv.store.issue_delay_s = 0.0
+    assert cert.properties.enabled is True
+    assert client.get_certificate_operation("slow").status == "completed"
+    assert cert.properties.version == pending.properties.version  # the version id was reserved
+
+
 def test_create_get_and_versions_carry_real_x509_material(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
     client = kvsim.client(vault)
-    cert = client.begin_create_certificate("web", _policy("CN=web.example")).result()
+    cert = client.begin_create_certificate("web", policy("CN=web.example")).result()
     der = bytes(cert.cer)
     parsed = cx509.load_der_x509_certificate(der)
     assert cert.properties.x509_thumbprint == hashlib.sha1(der).digest()
@@ -160,10 +170,12 @@ def test_create_get_and_versions_carry_real_x509_material(kvsim: KeyVaultSim) ->
     assert pinned.cer == cert.cer and pinned.policy is None
 
     kvsim.kv.renew_certificate(vault, "web")
-    versions = _versions(client, "web")
-    assert len(versions) == 2
-    assert {v.version for v in versions} == {cert.properties.version,
-                                             client.get_certificate("web").properties.version}
+    listed = versions(client, "web")
+    assert len(listed) == 2
+    assert {v.version for v in listed} == {
+        cert.properties.version,
+        client.get_certificate("web").properties.version,
+    }
 
 
 def test_version_listing_pages_with_next_link(kvsim: KeyVaultSim) -> None:
@@ -172,8 +184,7 @@ def test_version_listing_pages_with_next_link(kvsim: KeyVaultSim) -> None:
     for _ in range(4):
         kvsim.kv.renew_certificate(vault, "paged")
     client = kvsim.client(vault)
-    pages = list(client.list_properties_of_certificate_versions("paged", max_page_size=2)
-                 .by_page())
+    pages = list(client.list_properties_of_certificate_versions("paged", max_page_size=2).by_page())
     assert [len(list(p)) for p in pages] == [2, 2, 1]
     listed = kvsim.log.query(RequestFilter(operation="GetCertificateVersions", status=200))
     assert listed[-1].query.get("$skiptoken")  # the SDK followed our nextLink
@@ -184,13 +195,14 @@ def test_version_listing_pages_with_next_link(kvsim: KeyVaultSim) -> None:
 def test_policy_round_trip(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
     client = kvsim.client(vault)
-    client.begin_create_certificate("web", _policy(lifetime_actions=_auto_renew(90))).result()
-    policy = client.get_certificate_policy("web")
-    assert policy.lifetime_actions is not None
-    assert (policy.lifetime_actions[0].action, policy.lifetime_actions[0].lifetime_percentage) \
-        == (CertificatePolicyAction.auto_renew, 90)
-    updated = client.update_certificate_policy(
-        "web", _policy(lifetime_actions=_auto_renew(days=30)))
+    client.begin_create_certificate("web", policy(lifetime_actions=auto_renew(90))).result()
+    stored = client.get_certificate_policy("web")
+    assert stored.lifetime_actions is not None
+    assert (stored.lifetime_actions[0].action, stored.lifetime_actions[0].lifetime_percentage) == (
+        CertificatePolicyAction.auto_renew,
+        90,
+    )
+    updated = client.update_certificate_policy("web", policy(lifetime_actions=auto_renew(days=30)))
     assert updated.lifetime_actions is not None
     assert updated.lifetime_actions[0].days_before_expiry == 30
     fetched = client.get_certificate_policy("web")
@@ -199,142 +211,10 @@ def test_policy_round_trip(kvsim: KeyVaultSim) -> None:
     assert fetched.subject == "CN=web" and fetched.validity_in_months == 12
 
     with pytest.raises(HttpResponseError) as caught:
-        client.update_certificate_policy("web", _policy(lifetime_actions=_auto_renew(100)))
+        client.update_certificate_policy("web", policy(lifetime_actions=auto_renew(100)))
     assert caught.value.status_code == 400
     assert caught.value.error is not None and caught.value.error.code == "BadParameter"
     assert "lifetime_percentage" in caught.value.message
-
-
-# --------------------------------------------------------------------- auto-renew
-
-
-def _advance_to(kvsim: KeyVaultSim, instant: float) -> None:
-    kvsim.clock.advance(max(0.0, instant - kvsim.clock.timestamp()))
-
-
-def test_autorenew_at_80_percent_fires_after_80_and_not_before(kvsim: KeyVaultSim) -> None:
-    vault = kvsim.new_vault()
-    client = kvsim.client(vault)
-    first = client.begin_create_certificate("rot", _policy(lifetime_actions=_auto_renew(80)))
-    original = first.result()
-    nbf = original.properties.not_before.timestamp()
-    exp = original.properties.expires_on.timestamp()
-
-    _advance_to(kvsim, nbf + 0.79 * (exp - nbf))
-    assert len(_versions(client, "rot")) == 1
-    assert kvsim.kv.tick() == 0
-
-    _advance_to(kvsim, nbf + 0.81 * (exp - nbf))
-    versions = _versions(client, "rot")
-    assert len(versions) == 2
-    renewed = client.get_certificate("rot")
-    assert renewed.properties.version != original.properties.version
-    assert renewed.properties.x509_thumbprint != original.properties.x509_thumbprint
-    assert renewed.properties.not_before > original.properties.not_before
-    assert renewed.properties.expires_on > original.properties.expires_on
-    parsed = cx509.load_der_x509_certificate(bytes(renewed.cer))
-    assert parsed.serial_number != cx509.load_der_x509_certificate(
-        bytes(original.cer)).serial_number
-    # Renewed at the trigger point: a new 12-month lifetime from there.
-    trigger = nbf + 0.8 * (exp - nbf)
-    assert abs(renewed.properties.not_before.timestamp() - (trigger - 600)) < 2
-    assert kvsim.kv.tick() == 0 and len(_versions(client, "rot")) == 2  # idempotent
-
-
-def test_long_jump_creates_every_renewal_the_service_would_have_made(kvsim: KeyVaultSim) -> None:
-    vault = kvsim.new_vault()
-    kvsim.kv.create_certificate(
-        vault, "jump", subject="CN=jump", validity_months=12,
-        lifetime_action={"trigger": {"lifetime_percentage": 80},
-                         "action": {"action_type": "AutoRenew"}})
-    start = kvsim.clock.timestamp()
-    kvsim.clock.advance(3 * 365 * DAY)
-    info = kvsim.kv.certificate_info(vault, "jump")
-    assert len(info["versions"]) == 4  # renewed at ~0.8, ~1.6, ~2.4 years
-    created = [v["created"] for v in info["versions"]]
-    assert all(b > a for a, b in itertools.pairwise(created))
-    assert created[-1] < start + 3 * 365 * DAY
-
-
-def test_days_before_expiry_and_email_contacts(kvsim: KeyVaultSim) -> None:
-    vault = kvsim.new_vault()
-    kvsim.kv.create_certificate(
-        vault, "mail", subject="CN=mail", validity_months=3,
-        lifetime_action={"trigger": {"lifetime_percentage": 10},
-                         "action": {"action_type": "EmailContacts"}})
-    kvsim.kv.create_certificate(
-        vault, "days", subject="CN=days", validity_months=3,
-        lifetime_action={"trigger": {"days_before_expiry": 30},
-                         "action": {"action_type": "AutoRenew"}})
-    exp = kvsim.kv.certificate_info(vault, "days")["current"]["exp"]
-    _advance_to(kvsim, exp - 31 * DAY)
-    assert len(kvsim.kv.certificate_info(vault, "days")["versions"]) == 1
-    _advance_to(kvsim, exp - 29 * DAY)
-    assert len(kvsim.kv.certificate_info(vault, "days")["versions"]) == 2
-    assert len(kvsim.kv.certificate_info(vault, "mail")["versions"]) == 1  # never renews
-
-
-# ------------------------------------------------------------- node-facing behaviour
-
-
-def test_disable_is_what_the_node_logic_sees(kvsim: KeyVaultSim) -> None:
-    vault = kvsim.new_vault()
-    client = kvsim.client(vault)
-    cert = client.begin_create_certificate("web", _policy()).result()
-    url = f"{kvsim.vault_url(vault)}/secrets/web"
-    resolved = kvsim.kv.resolve_secret(url)
-    assert (resolved.ok, resolved.version, resolved.pinned) == (True, cert.properties.version,
-                                                              False)
-
-    client.update_certificate_properties("web", enabled=False)
-    disabled = kvsim.kv.resolve_secret(url)
-    assert (disabled.ok, disabled.code) == (False, "CertificateDisabled")
-    client.update_certificate_properties("web", enabled=True)
-
-    new_version = kvsim.kv.renew_certificate(vault, "web")
-    assert kvsim.kv.resolve_secret(url).version == new_version
-    pinned = kvsim.kv.resolve_secret(f"{url}/{cert.properties.version}")
-    assert (pinned.ok, pinned.version, pinned.pinned) == (True, cert.properties.version, True)
-    for bad, code in ((f"{kvsim.vault_url(vault)}/certificates/web", "NotASecretsUrl"),
-                      (f"{kvsim.vault_url(vault)}/secrets/nope", "SecretNotFound"),
-                      (f"{url}/{'0' * 32}", "SecretNotFound"),
-                      ("https://nowhere.vault.sim.test/secrets/web", "VaultNotFound"),
-                      ("https://kv.vault.azure.net/secrets/web", "VaultNotFound")):
-        assert kvsim.kv.resolve_secret(bad).code == code, bad
-
-
-def test_secret_reads_are_logged_and_certificate_reads_are_not(kvsim: KeyVaultSim) -> None:
-    vault = kvsim.new_vault()
-    client = kvsim.client(vault)
-    cert = client.begin_create_certificate("web", _policy()).result()
-    client.get_certificate("web")
-    _versions(client, "web")
-    assert not kvsim.log.query(RequestFilter(service="keyvault", secret_read=True,
-                                             path_regex="^/secrets/web"))
-
-    token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
-    response = requests.get(f"{kvsim.vault_url(vault)}/secrets/web/?api-version=7.4",
-                            headers={"Authorization": f"Bearer {token}"},
-                            verify=kvsim.ca_path, timeout=10)
-    assert response.status_code == 200
-    body = response.json()
-    assert (body["contentType"], body["managed"]) == ("application/x-pkcs12", True)
-    assert body["kid"].endswith(f"/keys/web/{cert.properties.version}")
-    bundle = pkcs12.load_pkcs12(base64.b64decode(body["value"]), None)
-    assert bundle.cert is not None and bundle.key is not None
-    assert bundle.cert.certificate.public_bytes(Encoding.DER) == bytes(cert.cer)
-    reads = kvsim.log.query(RequestFilter(service="keyvault", secret_read=True))
-    assert reads[-1].operation == "GetSecret" and reads[-1].status == 200
-
-    client.update_certificate_properties("web", enabled=False)
-    refused = requests.get(f"{kvsim.vault_url(vault)}/secrets/web?api-version=7.4",
-                           headers={"Authorization": f"Bearer {token}"},
-                           verify=kvsim.ca_path, timeout=10)
-    assert refused.status_code == 403
-    assert refused.json() == {"error": {
-        "code": "Forbidden", "message": "Operation get is not allowed on a disabled secret.",
-        "innererror": {"code": "SecretDisabled"}}}
-    assert kvsim.log.query(RequestFilter(secret_read=True))[-1].status == 403
 
 
 # ----------------------------------------------------------------- delete, recover
@@ -343,19 +223,19 @@ def test_secret_reads_are_logged_and_certificate_reads_are_not(kvsim: KeyVaultSi
 def test_soft_delete_purge_and_name_reuse(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
     client = kvsim.client(vault)
-    client.begin_create_certificate("gone", _policy()).result()
+    client.begin_create_certificate("gone", policy()).result()
     deleted = client.begin_delete_certificate("gone").result()
     assert deleted.recovery_id == f"{kvsim.vault_url(vault)}/deletedcertificates/gone"
     assert deleted.deleted_on is not None and deleted.scheduled_purge_date is not None
     assert client.get_deleted_certificate("gone").name == "gone"
     with pytest.raises(HttpResponseError) as caught:
-        client.begin_create_certificate("gone", _policy())
+        client.begin_create_certificate("gone", policy())
     assert caught.value.status_code == 409
     recovered = client.begin_recover_deleted_certificate("gone").result()
     assert recovered.name == "gone"
     client.begin_delete_certificate("gone").result()
     client.purge_deleted_certificate("gone")
-    assert client.begin_create_certificate("gone", _policy()).result().name == "gone"
+    assert client.begin_create_certificate("gone", policy()).result().name == "gone"
 
 
 # --------------------------------------------------------------------- throttling
@@ -364,7 +244,7 @@ def test_soft_delete_purge_and_name_reuse(kvsim: KeyVaultSim) -> None:
 def test_throttled_gets_answer_429_and_the_sdk_honours_retry_after(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
     client = kvsim.client(vault)
-    client.begin_create_certificate("web", _policy()).result()
+    client.begin_create_certificate("web", policy()).result()
     kvsim.throttle.limit, kvsim.throttle.window_s = 2, 1.0
     try:
         for _ in range(4):  # the third and fourth GET wait out a 1 s Retry-After, then pass
@@ -381,9 +261,15 @@ def test_throttle_answer_shape(kvsim: KeyVaultSim) -> None:
     token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
     kvsim.throttle.limit, kvsim.throttle.window_s = 1, 30.0
     try:
-        answers = [requests.get(f"{kvsim.vault_url(vault)}/certificates?api-version=7.5",
-                                headers={"Authorization": f"Bearer {token}"},
-                                verify=kvsim.ca_path, timeout=10) for _ in range(2)]
+        answers = [
+            requests.get(
+                f"{kvsim.vault_url(vault)}/certificates?api-version=7.5",
+                headers={"Authorization": f"Bearer {token}"},
+                verify=kvsim.ca_path,
+                timeout=10,
+            )
+            for _ in range(2)
+        ]
     finally:
         kvsim.throttle.reset()
     assert [a.status_code for a in answers] == [200, 429]
@@ -400,24 +286,40 @@ def test_throttle_answer_shape(kvsim: KeyVaultSim) -> None:
         ("POST", "/certificates/newcert/create", b"{not json", "not valid JSON"),
         ("POST", "/certificates/newcert/create", b"[1, 2]", "JSON object"),
         ("POST", "/certificates/newcert/create", b"{}", "policy is required"),
-        ("POST", "/certificates/newcert/create",
-         b'{"policy": {"x509_props": {"subject": "CN=x", "validity_months": "12"}}}',
-         "validity_months"),
-        ("POST", "/certificates/newcert/create",
-         b'{"policy": {"x509_props": {"subject": "CN=x"}, "lifetime_actions": '
-         b'[{"trigger": {"lifetime_percentage": 0}, "action": {"action_type": "AutoRenew"}}]}}',
-         "between 1 and 99"),
-        ("POST", "/certificates/newcert/create",
-         b'{"policy": {"x509_props": {"subject": "CN=x", "validity_months": 2}, '
-         b'"lifetime_actions": [{"trigger": {"days_before_expiry": 55}, '
-         b'"action": {"action_type": "AutoRenew"}}]}}',
-         "between 1 and 54"),
-        ("POST", "/certificates/newcert/create",
-         b'{"policy": {"x509_props": {"subject": "CN=x"}}, "attributes": {"enabled": "yes"}}',
-         "attributes.enabled"),
+        (
+            "POST",
+            "/certificates/newcert/create",
+            b'{"policy": {"x509_props": {"subject": "CN=x", "validity_months": "12"}}}',
+            "validity_months",
+        ),
+        (
+            "POST",
+            "/certificates/newcert/create",
+            b'{"policy": {"x509_props": {"subject": "CN=x"}, "lifetime_actions": '
+            b'[{"trigger": {"lifetime_percentage": 0}, "action": {"action_type": "AutoRenew"}}]}}',
+            "between 1 and 99",
+        ),
+        (
+            "POST",
+            "/certificates/newcert/create",
+            b'{"policy": {"x509_props": {"subject": "CN=x", "validity_months": 2}, '
+            b'"lifetime_actions": [{"trigger": {"days_before_expiry": 55}, '
+            b'"action": {"action_type": "AutoRenew"}}]}}',
+            "between 1 and 54",
+        ),
+        (
+            "POST",
+            "/certificates/newcert/create",
+            b'{"policy": {"x509_props": {"subject": "CN=x"}}, "attributes": {"enabled": "yes"}}',
+            "attributes.enabled",
+        ),
         ("POST", "/certificates/bad_name/create", b'{"policy": {}}', "invalid name"),
-        ("PATCH", "/certificates/c1/policy", b'{"lifetime_actions": "AutoRenew"}',
-         "lifetime_actions"),
+        (
+            "PATCH",
+            "/certificates/c1/policy",
+            b'{"lifetime_actions": "AutoRenew"}',
+            "lifetime_actions",
+        ),
         ("GET", "/certificates/c1/versions?maxresults=0", None, "maxresults"),
     ],
 )
@@ -428,13 +330,44 @@ def test_bad_input_gets_bad_parameter_never_500(
     token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
     separator = "&" if "?" in path else "?"
     response = requests.request(
-        method, f"{kvsim.vault_url(vault)}{path}{separator}api-version=2026-04-01", data=body,
+        method,
+        f"{kvsim.vault_url(vault)}{path}{separator}api-version=2026-04-01",
+        data=body,
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        verify=kvsim.ca_path, timeout=10)
+        verify=kvsim.ca_path,
+        timeout=10,
+    )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "BadParameter"
     assert fragment in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("GET", "/certificates/c1?", 400, "BadParameter"),  # no api-version at all
+        ("PUT", "/certificates/c1/policy?api-version=7.5", 405, "BadParameter"),
+        ("PUT", "/secrets/c1?api-version=7.5", 501, "NotImplemented"),
+        ("GET", "/keys/c1?api-version=7.5", 404, "NotFound"),
+        ("GET", "/certificates/c1/" + "0" * 32 + "?api-version=7.5", 404, "CertificateNotFound"),
+        ("GET", "/secrets/nope?api-version=7.5", 404, "SecretNotFound"),
+    ],
+)
+def test_other_refusals_have_key_vault_error_bodies(
+    kvsim: KeyVaultSim, method: str, path: str, status: int, code: str
+) -> None:
+    vault = kvsim.shared_vault()
+    token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
+    response = requests.request(
+        method,
+        f"{kvsim.vault_url(vault)}{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        verify=kvsim.ca_path,
+        timeout=10,
+    )
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
 
 
 def test_unknown_api_version_gets_the_real_400(kvsim: KeyVaultSim) -> None:
@@ -445,7 +378,8 @@ def test_unknown_api_version_gets_the_real_400(kvsim: KeyVaultSim) -> None:
     assert caught.value.status_code == 400
     assert caught.value.message.startswith(
         "(BadParameter) The specified version (2099-01-01) is not recognized. Consider using "
-        "the latest supported version (2026-04-01).")
+        "the latest supported version (2026-04-01)."
+    )
 
 
 @pytest.mark.parametrize("api_version", ["7.4", "7.5", "7.6", "2025-07-01"])
@@ -461,12 +395,12 @@ def test_documented_api_versions_are_accepted(kvsim: KeyVaultSim, api_version: s
 async def test_aio_client_create_get_versions(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
     async with kvsim.aio_credential() as credential, kvsim.aio_client(vault, credential) as client:
-        poller = await client.create_certificate("aio", _policy("CN=aio"))
+        poller = await client.create_certificate("aio", policy("CN=aio"))
         assert poller.name == "aio"
         cert = await client.get_certificate("aio")
         assert cert.properties.x509_thumbprint == hashlib.sha1(bytes(cert.cer)).digest()
-        versions = [v async for v in client.list_properties_of_certificate_versions("aio")]
-        assert [v.version for v in versions] == [cert.properties.version]
+        listed = [v async for v in client.list_properties_of_certificate_versions("aio")]
+        assert [v.version for v in listed] == [cert.properties.version]
 
 
 def test_control_snapshot_restore_round_trips_through_json(kvsim: KeyVaultSim) -> None:

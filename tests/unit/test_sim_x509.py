@@ -27,8 +27,11 @@ def test_parse_subject_accepts_windows_style_dns_in_any_case() -> None:
     name = x509.parse_subject("cn=web, O=Contoso,  c=US")
     assert name.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "web"
     # Most specific first in the string, most general first in the encoding (as .NET does).
-    assert [a.oid for a in name] == [NameOID.COUNTRY_NAME, NameOID.ORGANIZATION_NAME,
-                                     NameOID.COMMON_NAME]
+    assert [a.oid for a in name] == [
+        NameOID.COUNTRY_NAME,
+        NameOID.ORGANIZATION_NAME,
+        NameOID.COMMON_NAME,
+    ]
 
 
 @pytest.mark.parametrize("subject", ["", "web", "CN=", "XX=web", "CN=web, C=USA"])
@@ -40,8 +43,11 @@ def test_parse_subject_rejects_what_is_not_a_dn(subject: str) -> None:
 @pytest.mark.parametrize(
     ("start", "months", "expected"),
     [
-        (datetime(2022, 11, 14, 17, 57, 40, tzinfo=UTC), 12,
-         datetime(2023, 11, 14, 17, 57, 40, tzinfo=UTC)),  # the real service's own example
+        (
+            datetime(2022, 11, 14, 17, 57, 40, tzinfo=UTC),
+            12,
+            datetime(2023, 11, 14, 17, 57, 40, tzinfo=UTC),
+        ),  # the real service's own example
         (datetime(2026, 1, 31, tzinfo=UTC), 1, datetime(2026, 2, 28, tzinfo=UTC)),
         (datetime(2027, 12, 31, tzinfo=UTC), 2, datetime(2028, 2, 29, tzinfo=UTC)),
         (datetime(2026, 5, 15, tzinfo=UTC), 36, datetime(2029, 5, 15, tzinfo=UTC)),
@@ -56,15 +62,19 @@ def test_add_months_is_calendar_months_with_clamped_days(
 def _issue(**kwargs: object) -> tuple[x509.PrivateKey, bytes]:
     key = x509.DEFAULT_KEY_POOL.take()
     der = x509.issue_self_signed(
-        key, subject=x509.parse_subject("CN=web"), not_before=ISSUED - x509.NOT_BEFORE_SKEW,
-        not_after=x509.add_months(ISSUED, 12), **kwargs,  # type: ignore[arg-type]
+        key,
+        subject=x509.parse_subject("CN=web"),
+        not_before=ISSUED - x509.NOT_BEFORE_SKEW,
+        not_after=x509.add_months(ISSUED, 12),
+        **kwargs,  # type: ignore[arg-type]
     )
     return key, der
 
 
 def test_self_signed_certificate_has_the_key_vault_shape() -> None:
-    _, der = _issue(sans=x509.SubjectAlternativeNames(dns_names=["web.example"],
-                                                      upns=["svc@example"]))
+    _, der = _issue(
+        sans=x509.SubjectAlternativeNames(dns_names=["web.example"], upns=["svc@example"])
+    )
     cert = cx509.load_der_x509_certificate(der)
     assert cert.subject == cert.issuer
     assert cert.not_valid_before_utc == ISSUED - timedelta(minutes=10)
@@ -90,8 +100,12 @@ def test_x5t_is_unpadded_base64url_sha1_of_the_der() -> None:
 def test_each_issue_is_a_distinct_certificate_even_with_a_shared_key() -> None:
     key = x509.DEFAULT_KEY_POOL.take()
     first, second = (
-        x509.issue_self_signed(key, subject=x509.parse_subject("CN=web"), not_before=ISSUED,
-                               not_after=ISSUED + timedelta(days=30))
+        x509.issue_self_signed(
+            key,
+            subject=x509.parse_subject("CN=web"),
+            not_before=ISSUED,
+            not_after=ISSUED + timedelta(days=30),
+        )
         for _ in range(2)
     )
     assert x509.x5t(first) != x509.x5t(second)

@@ -121,8 +121,9 @@ class KeyVaultService:
         return label if dot and rest == self.dns_suffix and label else None
 
     # ------------------------------------------------------------ control API
-    def ensure_vault(self, name: str, *, tenant_id: str | None = None,
-                     location: str = "westus") -> None:
+    def ensure_vault(
+        self, name: str, *, tenant_id: str | None = None, location: str = "westus"
+    ) -> None:
         if not _VAULT_NAME.match(name.lower()):
             raise ValueError(f"invalid vault name {name!r} (3-24 letters, digits, dashes)")
         self.store.ensure_vault(name, tenant_id=tenant_id or self.tenant_id, location=location)
@@ -149,8 +150,11 @@ class KeyVaultService:
         (unlike the REST API, which defaults to AutoRenew at 80%).
         """
         policy = {
-            "x509_props": {"subject": subject, "validity_months": validity_months,
-                           "sans": {"dns_names": dns_names or []}},
+            "x509_props": {
+                "subject": subject,
+                "validity_months": validity_months,
+                "sans": {"dns_names": dns_names or []},
+            },
             "secret_props": {"contentType": content_type},
             "issuer": {"name": "Self"},
             "lifetime_actions": [lifetime_action] if lifetime_action is not None else [],
@@ -162,15 +166,17 @@ class KeyVaultService:
     def renew_certificate(self, vault: str, name: str) -> str:
         return self.store.renew(vault, name).version
 
-    def set_certificate_enabled(self, vault: str, name: str, enabled: bool, *,
-                                version: str | None = None) -> None:
+    def set_certificate_enabled(
+        self, vault: str, name: str, enabled: bool, *, version: str | None = None
+    ) -> None:
         self.store.update_version(vault, name, version, enabled=enabled)
 
     def delete_certificate(self, vault: str, name: str, *, purge: bool = False) -> None:
         self.store.delete(vault, name, purge=purge)
 
-    def set_policy_lifetime_actions(self, vault: str, name: str,
-                                    actions: list[dict[str, Any]]) -> None:
+    def set_policy_lifetime_actions(
+        self, vault: str, name: str, actions: list[dict[str, Any]]
+    ) -> None:
         cert = self.store.certificate(vault, name)
         validate_lifetime_actions(actions, cert.policy["x509_props"]["validity_months"])
         self.store.update_policy(vault, name, {"lifetime_actions": actions})
@@ -180,11 +186,23 @@ class KeyVaultService:
         self.tick()
         with self.store.lock:
             cert = self.store.certificate(vault, name)
-            versions = [{"version": v.version, "x5t": v.x5t, "enabled": v.enabled,
-                         "nbf": v.nbf, "exp": v.exp, "created": v.created}
-                        for v in cert.versions]
-            return {"name": cert.name, "current": versions[-1] if versions else None,
-                    "versions": versions, "policy": json.loads(json.dumps(cert.policy))}
+            versions = [
+                {
+                    "version": v.version,
+                    "x5t": v.x5t,
+                    "enabled": v.enabled,
+                    "nbf": v.nbf,
+                    "exp": v.exp,
+                    "created": v.created,
+                }
+                for v in cert.versions
+            ]
+            return {
+                "name": cert.name,
+                "current": versions[-1] if versions else None,
+                "versions": versions,
+                "policy": json.loads(json.dumps(cert.policy)),
+            }
 
     def tick(self) -> int:
         """Complete due creates and fire due AutoRenew actions; cheap when nothing is due."""
@@ -199,15 +217,24 @@ class KeyVaultService:
         vault = self.vault_from_host(parts.netloc) if parts.scheme.lower() == "https" else None
         segments = [s for s in parts.path.split("/") if s]
         if not segments or segments[0].lower() != "secrets" or not 2 <= len(segments) <= 3:
-            return SecretResolution(ok=False, code="NotASecretsUrl", vault=vault,
-                                    message=f"'{url}' is not a Key Vault /secrets/ URL.")
+            return SecretResolution(
+                ok=False,
+                code="NotASecretsUrl",
+                vault=vault,
+                message=f"'{url}' is not a Key Vault /secrets/ URL.",
+            )
         if vault is None:
-            return SecretResolution(ok=False, code="VaultNotFound", name=segments[1],
-                                    message=f"No simulated vault serves '{parts.netloc}'.")
+            return SecretResolution(
+                ok=False,
+                code="VaultNotFound",
+                name=segments[1],
+                message=f"No simulated vault serves '{parts.netloc}'.",
+            )
         version = segments[2] if len(segments) == 3 else None
         with self.store.lock:
-            return self.store.resolve_secret(vault, segments[1], version,
-                                             pinned=version is not None)
+            return self.store.resolve_secret(
+                vault, segments[1], version, pinned=version is not None
+            )
 
     def snapshot(self) -> dict[str, Any]:
         return self.store.snapshot()
@@ -236,25 +263,48 @@ class KeyVaultService:
                 answer = _Answer(exc.status, exc.body())
         return self._respond(request, ctx, answer, route, raw)
 
-    def _prepare(self, request: web.Request, raw: bytes
-                 ) -> tuple[Context, _Answer | None, Route | None]:
+    def _prepare(
+        self, request: web.Request, raw: bytes
+    ) -> tuple[Context, _Answer | None, Route | None]:
         self.tick()
         host = request.host
         vault_name = self.vault_from_host(host) or ""
         port = _port_of(host)
-        ctx = Context(vault=vault_name, base=f"https://{host.lower()}", path=request.path,
-                      query=dict(request.query), api_version=request.query.get("api-version"))
+        ctx = Context(
+            vault=vault_name,
+            base=f"https://{host.lower()}",
+            path=request.path,
+            query=dict(request.query),
+            api_version=request.query.get("api-version"),
+        )
         route, match, allowed = self._match(request.method, request.path)
         vault = self.store.get_vault(vault_name) if vault_name else None
         if vault is None:
-            return ctx, _Answer(404, KeyVaultError(
-                404, "VaultNotFound", f"No vault is simulated at '{host}'. (A real client would "
-                "fail to resolve this host name.)").body()), route
+            return (
+                ctx,
+                _Answer(
+                    404,
+                    KeyVaultError(
+                        404,
+                        "VaultNotFound",
+                        f"No vault is simulated at '{host}'. (A real client would "
+                        "fail to resolve this host name.)",
+                    ).body(),
+                ),
+                route,
+            )
         challenge = self._challenge(vault.tenant_id, port)
         header = request.headers.get("Authorization")
         if not header:
-            return ctx, _Answer(401, _unauthorized(
-                "AKV10000: Request is missing a Bearer or PoP token."), challenge), route
+            return (
+                ctx,
+                _Answer(
+                    401,
+                    _unauthorized("AKV10000: Request is missing a Bearer or PoP token."),
+                    challenge,
+                ),
+                route,
+            )
         denied = self._authenticate(ctx, header, vault.tenant_id, port)
         if denied is not None:
             return ctx, _Answer(401, _unauthorized(denied), challenge), route
@@ -262,31 +312,72 @@ class KeyVaultService:
             # Unconfirmed wording for a missing api-version.
             return ctx, _error(bad_parameter("The api-version query parameter is missing.")), route
         if ctx.api_version not in SUPPORTED_API_VERSIONS:
-            return ctx, _error(bad_parameter(
-                f"The specified version ({ctx.api_version}) is not recognized. Consider using "
-                f"the latest supported version ({LATEST_API_VERSION}).")), route
+            return (
+                ctx,
+                _error(
+                    bad_parameter(
+                        f"The specified version ({ctx.api_version}) is not recognized. Consider using "
+                        f"the latest supported version ({LATEST_API_VERSION})."
+                    )
+                ),
+                route,
+            )
         if route is None:
             if allowed:
                 # Unconfirmed: the body the service gives for an unsupported method.
-                return ctx, _Answer(405, KeyVaultError(
-                    405, "BadParameter", f"The requested resource does not support http method "
-                    f"'{request.method}'.").body(), {"Allow": ", ".join(sorted(allowed))}), None
-            return ctx, _error(KeyVaultError(404, "NotFound", f"No Key Vault operation at "
-                                             f"{request.method} {request.path}.")), None
+                return (
+                    ctx,
+                    _Answer(
+                        405,
+                        KeyVaultError(
+                            405,
+                            "BadParameter",
+                            f"The requested resource does not support http method "
+                            f"'{request.method}'.",
+                        ).body(),
+                        {"Allow": ", ".join(sorted(allowed))},
+                    ),
+                    None,
+                )
+            # Unconfirmed: the body the service gives for a path it does not know.
+            return (
+                ctx,
+                _error(
+                    KeyVaultError(
+                        404,
+                        "NotFound",
+                        f"No Key Vault operation at {request.method} {request.path}.",
+                    )
+                ),
+                None,
+            )
         ctx.params = match
         retry_after = self.throttle.take(vault_name, request.method)
         if retry_after is not None:
             # Unconfirmed wording; the 429 + Retry-After shape is documented.
-            return ctx, _Answer(429, KeyVaultError(
-                429, "Throttled", "Request was not processed because too many requests were "
-                "received. Reason: GET requests per vault per 10 seconds exceeded.").body(),
-                {"Retry-After": str(retry_after)}), route
+            return (
+                ctx,
+                _Answer(
+                    429,
+                    KeyVaultError(
+                        429,
+                        "Throttled",
+                        "Request was not processed because too many requests were "
+                        "received. Reason: GET requests per vault per 10 seconds exceeded.",
+                    ).body(),
+                    {"Retry-After": str(retry_after)},
+                ),
+                route,
+            )
         if route.permission is not None:
             kind, permission = route.permission
             assert ctx.principal is not None
             if not self.authorize(vault_name, ctx.principal.object_id, kind, permission):
-                return ctx, _error(_forbidden(ctx.principal, kind, permission, vault_name,
-                                              vault.location)), route
+                return (
+                    ctx,
+                    _error(_forbidden(ctx.principal, kind, permission, vault_name, vault.location)),
+                    route,
+                )
         if raw:
             try:
                 ctx.body = json.loads(raw)
@@ -295,8 +386,9 @@ class KeyVaultService:
                 return ctx, _error(bad_parameter("The request body is not valid JSON.")), route
         return ctx, None, route
 
-    def _authenticate(self, ctx: Context, header: str, tenant_id: str | None,
-                      port: int | None) -> str | None:
+    def _authenticate(
+        self, ctx: Context, header: str, tenant_id: str | None, port: int | None
+    ) -> str | None:
         """Set ``ctx.principal``; or return why the token is refused (the 401 message)."""
         expected = self.audience(port)
         try:
@@ -309,18 +401,20 @@ class KeyVaultService:
             return f"Token validation failed: {exc.message}"
         if tenant_id and principal.tenant_id and principal.tenant_id.lower() != tenant_id.lower():
             # Unconfirmed wording, modelled on AKV10032 (token from another tenant's issuer).
-            return (f"AKV10032: Invalid issuer. Expected one of https://sts.windows.net/"
-                    f"{tenant_id}/, found: https://sts.windows.net/{principal.tenant_id}/.")
+            return (
+                f"AKV10032: Invalid issuer. Expected one of https://sts.windows.net/"
+                f"{tenant_id}/, found: https://sts.windows.net/{principal.tenant_id}/."
+            )
         ctx.principal = principal
         return None
 
     def _challenge(self, tenant_id: str | None, port: int | None) -> dict[str, str]:
         authority = f"https://{self.login_host}{_port_suffix(port)}/{tenant_id or ''}"
-        return {"WWW-Authenticate":
-                f'Bearer authorization="{authority}", resource="{self.audience(port)}"'}
+        return {
+            "WWW-Authenticate": f'Bearer authorization="{authority}", resource="{self.audience(port)}"'
+        }
 
-    def _match(self, method: str, path: str
-               ) -> tuple[Route | None, dict[str, str], set[str]]:
+    def _match(self, method: str, path: str) -> tuple[Route | None, dict[str, str], set[str]]:
         allowed: set[str] = set()
         for route in self._routes:
             found = route.pattern.fullmatch(path)
@@ -331,16 +425,26 @@ class KeyVaultService:
             allowed |= route.methods
         return None, {}, allowed
 
-    def _respond(self, request: web.Request, ctx: Context, answer: _Answer,
-                 route: Route | None, raw: bytes) -> web.Response:
+    def _respond(
+        self, request: web.Request, ctx: Context, answer: _Answer, route: Route | None, raw: bytes
+    ) -> web.Response:
         operation = route.operation if route is not None else "Unknown"
-        secret_read = (route is not None and route.secret_read and ctx.principal is not None)
-        logged_body: Any = ctx.body if ctx.body is not None else (
-            raw.decode("utf-8", "replace") if raw else None)
-        self.log.record("keyvault", operation, request.method, request.path, ctx.query,
-                        ctx.api_version, answer.status,
-                        ctx.principal.object_id if ctx.principal else None,
-                        body=logged_body, secret_read=secret_read)
+        secret_read = route is not None and route.secret_read and ctx.principal is not None
+        logged_body: Any = (
+            ctx.body if ctx.body is not None else (raw.decode("utf-8", "replace") if raw else None)
+        )
+        self.log.record(
+            "keyvault",
+            operation,
+            request.method,
+            request.path,
+            ctx.query,
+            ctx.api_version,
+            answer.status,
+            ctx.principal.object_id if ctx.principal else None,
+            body=logged_body,
+            secret_read=secret_read,
+        )
         headers = {
             "x-ms-request-id": str(uuid.uuid4()),
             "x-ms-keyvault-service-version": SERVICE_VERSION,
@@ -356,8 +460,9 @@ class KeyVaultService:
         if answer.body is None:
             return web.Response(status=answer.status, headers=headers)
         headers["Content-Type"] = _JSON
-        return web.Response(status=answer.status, headers=headers,
-                            body=json.dumps(answer.body).encode("utf-8"))
+        return web.Response(
+            status=answer.status, headers=headers, body=json.dumps(answer.body).encode("utf-8")
+        )
 
 
 def _port_of(host: str) -> int | None:
@@ -385,13 +490,18 @@ def _error(exc: KeyVaultError) -> _Answer:
     return _Answer(exc.status, exc.body())
 
 
-def _forbidden(principal: Principal, kind: str, permission: str, vault: str,
-               location: str) -> KeyVaultError:
-    caller = (f"appid={principal.app_id};oid={principal.object_id};"
-              f"iss=https://sts.windows.net/{principal.tenant_id}/")
+def _forbidden(
+    principal: Principal, kind: str, permission: str, vault: str, location: str
+) -> KeyVaultError:
+    caller = (
+        f"appid={principal.app_id};oid={principal.object_id};"
+        f"iss=https://sts.windows.net/{principal.tenant_id}/"
+    )
     return KeyVaultError(
-        403, "Forbidden",
+        403,
+        "Forbidden",
         f"The user, group or application '{caller}' does not have {kind} {permission} "
         f"permission on key vault '{vault};location={location}'. For help resolving this "
         "issue, please see https://go.microsoft.com/fwlink/?linkid=2125287",
-        inner="AccessDenied")
+        inner="AccessDenied",
+    )

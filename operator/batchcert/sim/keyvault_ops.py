@@ -96,12 +96,14 @@ class _Pager:
     def page(self, ctx: Context, items: list[dict[str, Any]]) -> Answer:
         size = self._size(ctx)
         offset = self._offset(ctx)
-        chunk = items[offset:offset + size]
+        chunk = items[offset : offset + size]
         next_link = None
         if offset + size < len(items):
             token = base64.urlsafe_b64encode(json.dumps({"offset": offset + size}).encode())
-            next_link = (f"{ctx.base}{ctx.path}?api-version={ctx.api_version}"
-                         f"&$skiptoken={token.decode().rstrip('=')}&maxresults={size}")
+            next_link = (
+                f"{ctx.base}{ctx.path}?api-version={ctx.api_version}"
+                f"&$skiptoken={token.decode().rstrip('=')}&maxresults={size}"
+            )
         return 200, {"value": chunk, "nextLink": next_link}, {}
 
     def _size(self, ctx: Context) -> int:
@@ -110,8 +112,9 @@ class _Pager:
             return min(self.default_size, _MAX_PAGE)
         if not raw.isdigit() or not 1 <= int(raw) <= _MAX_PAGE:
             # Unconfirmed wording; the spec bounds maxresults to 1..25.
-            raise bad_parameter(f"Invalid maxresults value '{raw}': it must be between 1 and "
-                                f"{_MAX_PAGE}.")
+            raise bad_parameter(
+                f"Invalid maxresults value '{raw}': it must be between 1 and {_MAX_PAGE}."
+            )
         return int(raw)
 
     @staticmethod
@@ -140,8 +143,10 @@ def build_routes(store: KeyVaultStore, page_size: int) -> list[Route]:
         for cert in sorted(vault.certificates.values(), key=lambda c: c.name.lower()):
             item = render.certificate_item(ctx.base, cert)
             if item is None and include_pending:
-                item = {"id": f"{ctx.base}/certificates/{cert.name}",
-                        "attributes": render.pending_only_bundle(ctx.base, cert)["attributes"]}
+                item = {
+                    "id": f"{ctx.base}/certificates/{cert.name}",
+                    "attributes": render.pending_only_bundle(ctx.base, cert)["attributes"],
+                }
             if item is not None:
                 items.append(item)
         return pager.page(ctx, items)
@@ -149,19 +154,30 @@ def build_routes(store: KeyVaultStore, page_size: int) -> list[Route]:
     def create(ctx: Context) -> Answer:
         name, body = _name(ctx), _body(ctx)
         enabled = _enabled(body.get("attributes"), "attributes")
-        cert = store.create(ctx.vault, name, body.get("policy"), tags=_tags(body.get("tags")),
-                            enabled=True if enabled is None else enabled)
+        cert = store.create(
+            ctx.vault,
+            name,
+            body.get("policy"),
+            tags=_tags(body.get("tags")),
+            enabled=True if enabled is None else enabled,
+        )
         assert cert.pending is not None
-        location = (f"{ctx.base}/certificates/{cert.name}/pending?api-version={ctx.api_version}"
-                    f"&request_id={cert.pending.request_id}")
-        return 202, render.accepted_operation_body(ctx.base, cert), {
-            "Location": location, "Retry-After": "10"}
+        location = (
+            f"{ctx.base}/certificates/{cert.name}/pending?api-version={ctx.api_version}"
+            f"&request_id={cert.pending.request_id}"
+        )
+        return (
+            202,
+            render.accepted_operation_body(ctx.base, cert),
+            {"Location": location, "Retry-After": "10"},
+        )
 
     def get_operation(ctx: Context) -> Answer:
         cert = store.certificate(ctx.vault, _name(ctx))
         if cert.pending is None:
-            raise KeyVaultError(404, "PendingCertificateNotFound",
-                                f"Pending certificate not found: {cert.name}")
+            raise KeyVaultError(
+                404, "PendingCertificateNotFound", f"Pending certificate not found: {cert.name}"
+            )
         headers = {"Retry-After": "10"} if cert.pending.status == "inProgress" else {}
         return 200, render.operation_body(ctx.base, cert), headers
 
@@ -195,12 +211,12 @@ def build_routes(store: KeyVaultStore, page_size: int) -> list[Route]:
         if body.get("policy") is not None:
             store.update_policy(ctx.vault, name, body["policy"])
         # Unconfirmed: nbf/exp in the update body are ignored (they are the X.509 validity).
-        version = store.update_version(ctx.vault, name, ctx.params.get("version") or None,
-                                       enabled=enabled, tags=tags)
+        version = store.update_version(
+            ctx.vault, name, ctx.params.get("version") or None, enabled=enabled, tags=tags
+        )
         cert = store.certificate(ctx.vault, name)
         with_policy = version is cert.current
-        return 200, render.certificate_bundle(ctx.base, cert, version,
-                                              with_policy=with_policy), {}
+        return 200, render.certificate_bundle(ctx.base, cert, version, with_policy=with_policy), {}
 
     def delete(ctx: Context) -> Answer:
         cert = store.delete(ctx.vault, _name(ctx))
@@ -213,15 +229,20 @@ def build_routes(store: KeyVaultStore, page_size: int) -> list[Route]:
         if cert is None or target is None:
             raise not_found(f"{name}/{version}" if version else name, "secret")
         if not target.enabled:
-            raise KeyVaultError(403, "Forbidden",
-                                "Operation get is not allowed on a disabled secret.",
-                                inner="SecretDisabled")
+            raise KeyVaultError(
+                403,
+                "Forbidden",
+                "Operation get is not allowed on a disabled secret.",
+                inner="SecretDisabled",
+            )
         return 200, render.secret_bundle(ctx.base, cert, target), {}
 
     def list_deleted(ctx: Context) -> Answer:
         vault = store.vault(ctx.vault)
-        items = [render.deleted_item(ctx.base, c)
-                 for c in sorted(vault.deleted.values(), key=lambda c: c.name.lower())]
+        items = [
+            render.deleted_item(ctx.base, c)
+            for c in sorted(vault.deleted.values(), key=lambda c: c.name.lower())
+        ]
         return pager.page(ctx, items)
 
     def get_deleted(ctx: Context) -> Answer:
@@ -236,47 +257,94 @@ def build_routes(store: KeyVaultStore, page_size: int) -> list[Route]:
         return 200, render.current_bundle(ctx.base, cert), {}
 
     def not_simulated(ctx: Context) -> Answer:
-        raise KeyVaultError(501, "NotImplemented",
-                            f"The simulator does not model {ctx.path}; only certificate create/"
-                            "get/versions/policy/update/delete and secret get are simulated.")
+        raise KeyVaultError(
+            501,
+            "NotImplemented",
+            f"The simulator does not model {ctx.path}; only certificate create/"
+            "get/versions/policy/update/delete and secret get are simulated.",
+        )
 
     name, version = r"(?P<name>[^/]+)", r"(?P<version>[^/]*)"
     cert_kind = "certificates"
 
-    def route(methods: str, pattern: str, operation: str, handler: Callable[[Context], Answer],
-              permission: str | None = None, kind: str = cert_kind,
-              secret_read: bool = False) -> Route:
-        return Route(frozenset(methods.split()), re.compile(pattern, re.IGNORECASE), operation,
-                     handler, (kind, permission) if permission else None, secret_read)
+    def route(
+        methods: str,
+        pattern: str,
+        operation: str,
+        handler: Callable[[Context], Answer],
+        permission: str | None = None,
+        kind: str = cert_kind,
+        secret_read: bool = False,
+    ) -> Route:
+        return Route(
+            frozenset(methods.split()),
+            re.compile(pattern, re.IGNORECASE),
+            operation,
+            handler,
+            (kind, permission) if permission else None,
+            secret_read,
+        )
 
     every = "GET PUT POST PATCH DELETE"
     return [
         route("GET", r"/certificates/?", "GetCertificates", list_certificates, "list"),
-        route(every, r"/certificates/(contacts|issuers(/.*)?|restore)", "NotSimulated",
-              not_simulated),
+        route(
+            every, r"/certificates/(contacts|issuers(/.*)?|restore)", "NotSimulated", not_simulated
+        ),
         route("POST", rf"/certificates/{name}/create", "CreateCertificate", create, "create"),
-        route("GET", rf"/certificates/{name}/pending", "GetCertificateOperation",
-              get_operation, "get"),
-        route(every, rf"/certificates/{name}/(pending(/merge)?|import|backup)", "NotSimulated",
-              not_simulated),
-        route("GET", rf"/certificates/{name}/versions", "GetCertificateVersions",
-              list_versions, "list"),
+        route(
+            "GET", rf"/certificates/{name}/pending", "GetCertificateOperation", get_operation, "get"
+        ),
+        route(
+            every,
+            rf"/certificates/{name}/(pending(/merge)?|import|backup)",
+            "NotSimulated",
+            not_simulated,
+        ),
+        route(
+            "GET",
+            rf"/certificates/{name}/versions",
+            "GetCertificateVersions",
+            list_versions,
+            "list",
+        ),
         route("GET", rf"/certificates/{name}/policy", "GetCertificatePolicy", get_policy, "get"),
-        route("PATCH", rf"/certificates/{name}/policy", "UpdateCertificatePolicy",
-              update_policy, "update"),
+        route(
+            "PATCH",
+            rf"/certificates/{name}/policy",
+            "UpdateCertificatePolicy",
+            update_policy,
+            "update",
+        ),
         route("DELETE", rf"/certificates/{name}", "DeleteCertificate", delete, "delete"),
-        route("GET", rf"/certificates/{name}(/{version})?", "GetCertificate",
-              get_certificate, "get"),
-        route("PATCH", rf"/certificates/{name}/{version}", "UpdateCertificate",
-              update_certificate, "update"),
-        route("GET", rf"/secrets/{name}(/{version})?", "GetSecret", get_secret, "get",
-              kind="secrets", secret_read=True),
+        route(
+            "GET", rf"/certificates/{name}(/{version})?", "GetCertificate", get_certificate, "get"
+        ),
+        route(
+            "PATCH",
+            rf"/certificates/{name}/{version}",
+            "UpdateCertificate",
+            update_certificate,
+            "update",
+        ),
+        route(
+            "GET",
+            rf"/secrets/{name}(/{version})?",
+            "GetSecret",
+            get_secret,
+            "get",
+            kind="secrets",
+            secret_read=True,
+        ),
         route(every, r"/secrets(/.*)?", "NotSimulated", not_simulated),
         route("GET", r"/deletedcertificates/?", "GetDeletedCertificates", list_deleted, "list"),
-        route("GET", rf"/deletedcertificates/{name}", "GetDeletedCertificate", get_deleted,
-              "get"),
-        route("DELETE", rf"/deletedcertificates/{name}", "PurgeDeletedCertificate", purge,
-              "purge"),
-        route("POST", rf"/deletedcertificates/{name}/recover", "RecoverDeletedCertificate",
-              recover, "recover"),
+        route("GET", rf"/deletedcertificates/{name}", "GetDeletedCertificate", get_deleted, "get"),
+        route("DELETE", rf"/deletedcertificates/{name}", "PurgeDeletedCertificate", purge, "purge"),
+        route(
+            "POST",
+            rf"/deletedcertificates/{name}/recover",
+            "RecoverDeletedCertificate",
+            recover,
+            "recover",
+        ),
     ]

@@ -174,14 +174,18 @@ def _normalize_secret_props(props: dict[str, Any]) -> dict[str, Any]:
 def _normalize_x509_props(props: dict[str, Any]) -> dict[str, Any]:
     subject = props.get("subject")
     sans_raw = _object(props.get("sans"), "policy.x509_props.sans")
-    sans = {k: _string_list(v, f"policy.x509_props.sans.{k}") for k, v in sans_raw.items()
-            if k in _SAN_KINDS and v is not None}
+    sans = {
+        k: _string_list(v, f"policy.x509_props.sans.{k}")
+        for k, v in sans_raw.items()
+        if k in _SAN_KINDS and v is not None
+    }
     if subject is not None and not isinstance(subject, str):
         raise invalid_property("policy.x509_props.subject", subject, "It must be a string.")
     if not subject and not any(sans.values()):
         # The SDKs refuse this client-side; the service's wording is unconfirmed.
-        raise bad_parameter("Property policy.x509_props must specify a subject or subject "
-                            "alternative names.")
+        raise bad_parameter(
+            "Property policy.x509_props must specify a subject or subject alternative names."
+        )
     if subject:
         try:
             parse_subject(subject)
@@ -190,16 +194,22 @@ def _normalize_x509_props(props: dict[str, Any]) -> dict[str, Any]:
     ekus = props.get("ekus")
     ekus = DEFAULT_EKUS[:] if ekus is None else _string_list(ekus, "policy.x509_props.ekus")
     usage = props.get("key_usage")
-    usage = (DEFAULT_KEY_USAGE[:] if usage is None
-             else _string_list(usage, "policy.x509_props.key_usage"))
+    usage = (
+        DEFAULT_KEY_USAGE[:]
+        if usage is None
+        else _string_list(usage, "policy.x509_props.key_usage")
+    )
     unknown = [u for u in usage if u not in KEY_USAGES]
     if unknown:
         raise invalid_property("policy.x509_props.key_usage", unknown)
     months: Any = props.get("validity_months")
     months = 12 if months is None else months
     if not _is_int(months) or not 1 <= months <= MAX_VALIDITY_MONTHS:
-        raise invalid_property("policy.x509_props.validity_months", months,
-                               f"It must be an integer between 1 and {MAX_VALIDITY_MONTHS}.")
+        raise invalid_property(
+            "policy.x509_props.validity_months",
+            months,
+            f"It must be an integer between 1 and {MAX_VALIDITY_MONTHS}.",
+        )
     return {
         "subject": subject or "",
         "sans": sans,
@@ -237,23 +247,32 @@ def validate_lifetime_actions(actions: Any, validity_months: int) -> list[dict[s
         trigger = _object(action.get("trigger"), f"{path}.trigger")
         kind = _object(action.get("action"), f"{path}.action").get("action_type")
         if kind not in ACTION_TYPES:
-            raise invalid_property(f"{path}.action.action_type", kind,
-                                   "Use AutoRenew or EmailContacts.")
-        given = {k: v for k, v in trigger.items()
-                 if k in ("lifetime_percentage", "days_before_expiry") and v is not None}
+            raise invalid_property(
+                f"{path}.action.action_type", kind, "Use AutoRenew or EmailContacts."
+            )
+        given = {
+            k: v
+            for k, v in trigger.items()
+            if k in ("lifetime_percentage", "days_before_expiry") and v is not None
+        }
         if len(given) != 1:
             # Unconfirmed wording: exactly one trigger kind is required by the spec's description.
-            raise invalid_property(f"{path}.trigger", trigger or None,
-                                   "Specify exactly one of lifetime_percentage or "
-                                   "days_before_expiry.")
-        (field, value), = given.items()
+            raise invalid_property(
+                f"{path}.trigger",
+                trigger or None,
+                "Specify exactly one of lifetime_percentage or days_before_expiry.",
+            )
+        ((field, value),) = given.items()
         if field == "lifetime_percentage" and not (_is_int(value) and 1 <= value <= 99):
-            raise invalid_property(f"{path}.trigger.lifetime_percentage", value,
-                                   "It must be between 1 and 99.")
+            raise invalid_property(
+                f"{path}.trigger.lifetime_percentage", value, "It must be between 1 and 99."
+            )
         if field == "days_before_expiry" and not (_is_int(value) and 1 <= value <= limit):
-            raise invalid_property(f"{path}.trigger.days_before_expiry", value,
-                                   f"It must be between 1 and {limit} "
-                                   f"(27 x validity_months {validity_months}).")
+            raise invalid_property(
+                f"{path}.trigger.days_before_expiry",
+                value,
+                f"It must be between 1 and {limit} (27 x validity_months {validity_months}).",
+            )
         out.append({"trigger": {field: value}, "action": {"action_type": kind}})
     return out
 
@@ -285,6 +304,9 @@ def render_policy(
 ) -> dict[str, Any]:
     """The policy as GET /certificates/{name}/policy returns it."""
     body = copy.deepcopy(policy)
-    body["attributes"] = {"enabled": policy["attributes"]["enabled"], "created": created,
-                          "updated": updated}
+    body["attributes"] = {
+        "enabled": policy["attributes"]["enabled"],
+        "created": created,
+        "updated": updated,
+    }
     return {"id": policy_id, **body}

@@ -13,6 +13,7 @@ produced by ``secret_bundle``, which the HTTP layer logs as a secret read.
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 from batchcert.sim.keyvault_policy import render_policy
@@ -22,7 +23,7 @@ from batchcert.sim.keyvault_store import (
     Certificate,
     CertVersion,
 )
-from batchcert.sim.x509 import export_pem, export_pkcs12
+from batchcert.sim.x509 import NOT_BEFORE_SKEW, add_months, export_pem, export_pkcs12
 
 PENDING_DETAILS = (
     "Pending certificate created. Certificate request is in progress. This may take some time "
@@ -43,12 +44,17 @@ def attributes(version: CertVersion) -> dict[str, Any]:
 
 
 def policy_body(base: str, cert: Certificate) -> dict[str, Any]:
-    return render_policy(cert.policy, f"{base}/certificates/{cert.name}/policy",
-                         cert.policy_created, cert.policy_updated)
+    return render_policy(
+        cert.policy,
+        f"{base}/certificates/{cert.name}/policy",
+        cert.policy_created,
+        cert.policy_updated,
+    )
 
 
-def certificate_bundle(base: str, cert: Certificate, version: CertVersion, *,
-                       with_policy: bool) -> dict[str, Any]:
+def certificate_bundle(
+    base: str, cert: Certificate, version: CertVersion, *, with_policy: bool
+) -> dict[str, Any]:
     """GET /certificates/{name}/[version]; the versionless form adds the policy."""
     body: dict[str, Any] = {
         "id": f"{base}/certificates/{cert.name}/{version.version}",
@@ -76,13 +82,18 @@ def pending_only_bundle(base: str, cert: Certificate) -> dict[str, Any]:
     """
     assert cert.pending is not None
     created = int(cert.pending.created)
-    months = cert.policy["x509_props"]["validity_months"]
+    issued = datetime.fromtimestamp(created, UTC)
+    expires = add_months(issued, cert.policy["x509_props"]["validity_months"])
     return {
         "id": f"{base}/certificates/{cert.name}/{cert.pending.version}",
         "attributes": {
-            "enabled": False, "nbf": created - 600, "exp": created + months * 30 * 86_400,
-            "created": created, "updated": created,
-            "recoveryLevel": RECOVERY_LEVEL, "recoverableDays": RECOVERABLE_DAYS,
+            "enabled": False,
+            "nbf": int((issued - NOT_BEFORE_SKEW).timestamp()),
+            "exp": int(expires.timestamp()),
+            "created": created,
+            "updated": created,
+            "recoveryLevel": RECOVERY_LEVEL,
+            "recoverableDays": RECOVERABLE_DAYS,
         },
         "policy": policy_body(base, cert),
         "pending": {"id": f"{base}/certificates/{cert.name}/pending"},
@@ -123,9 +134,7 @@ def accepted_operation_body(base: str, cert: Certificate) -> dict[str, Any]:
     """
     body = operation_body(base, cert)
     body.pop("target", None)
-    body["status"] = "inProgress"
-    body["status_details"] = PENDING_DETAILS
-    body["request_id"] = body.pop("request_id")
+    body.update(status="inProgress", status_details=PENDING_DETAILS)
     return body
 
 

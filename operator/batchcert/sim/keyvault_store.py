@@ -44,7 +44,9 @@ from batchcert.sim.x509 import (
     x5t,
 )
 
-RECOVERABLE_DAYS = 90  # the default soft-delete retention of a vault
+# A new vault's default soft-delete retention, without purge protection. Unconfirmed: a vault's
+# own retention setting (7-90 days) and purge protection are not modelled.
+RECOVERABLE_DAYS = 90
 RECOVERY_LEVEL = "Recoverable+Purgeable"
 _MAX_CATCH_UP = 1000  # bound on renewals created by one settle (validity >= 1 month anyway)
 
@@ -52,7 +54,8 @@ _MAX_CATCH_UP = 1000  # bound on renewals created by one settle (validity >= 1 m
 def not_found(name: str, what: str = "certificate") -> KeyVaultError:
     code = "CertificateNotFound" if what == "certificate" else "SecretNotFound"
     return KeyVaultError(
-        404, code,
+        404,
+        code,
         f"A {what} with (name/id) {name} was not found in this key vault. If you recently deleted "
         f"this {what} you may be able to recover it using the correct recovery command. For help "
         "resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182",
@@ -134,8 +137,9 @@ class SecretResolution:
 class KeyVaultStore:
     """Vaults and their certificates on the simulated clock (thread-safe)."""
 
-    def __init__(self, clock: SimClock, *, key_pool: KeyPool | None = None,
-                 issue_delay_s: float = 0.0) -> None:
+    def __init__(
+        self, clock: SimClock, *, key_pool: KeyPool | None = None, issue_delay_s: float = 0.0
+    ) -> None:
         self.clock = clock
         self.key_pool = key_pool if key_pool is not None else DEFAULT_KEY_POOL
         # Sim seconds a Self-issued create stays "inProgress"; 0 completes it before the first poll.
@@ -146,8 +150,9 @@ class KeyVaultStore:
         self._next_due = -math.inf
 
     # ----------------------------------------------------------------- vaults
-    def ensure_vault(self, name: str, *, tenant_id: str | None = None,
-                     location: str = "westus") -> Vault:
+    def ensure_vault(
+        self, name: str, *, tenant_id: str | None = None, location: str = "westus"
+    ) -> Vault:
         with self.lock:
             vault = self.vaults.get(name.lower())
             if vault is None:
@@ -177,28 +182,43 @@ class KeyVaultStore:
         return cert
 
     # ------------------------------------------------------------ certificates
-    def create(self, vault_name: str, name: str, policy_body: Any, *, enabled: bool = True,
-               tags: dict[str, str] | None = None, delay_s: float | None = None
-               ) -> Certificate:
+    def create(
+        self,
+        vault_name: str,
+        name: str,
+        policy_body: Any,
+        *,
+        enabled: bool = True,
+        tags: dict[str, str] | None = None,
+        delay_s: float | None = None,
+    ) -> Certificate:
         """Start a create (new certificate or new version); completes after ``delay_s``."""
         with self.lock:
             vault = self.vault(vault_name)
             if name.lower() in vault.deleted:
                 raise KeyVaultError(
-                    409, "Conflict",
+                    409,
+                    "Conflict",
                     f"Certificate {name} is currently in a deleted but recoverable state, and its "
                     "name cannot be reused; in this state, the certificate can only be recovered "
-                    "or purged.", inner="ObjectIsDeletedButRecoverable")
+                    "or purged.",
+                    inner="ObjectIsDeletedButRecoverable",
+                )
             now = self.clock.timestamp()
             cert = vault.certificates.get(name.lower())
             if cert is not None and cert.pending and cert.pending.status == "inProgress":
                 # Unconfirmed wording; the real service refuses a second concurrent create.
-                raise KeyVaultError(409, "Conflict", f"Certificate {name} has a pending "
-                                    "operation in progress; wait for it or cancel it.")
+                raise KeyVaultError(
+                    409,
+                    "Conflict",
+                    f"Certificate {name} has a pending "
+                    "operation in progress; wait for it or cancel it.",
+                )
             if cert is None:
                 if policy_body is None:
-                    raise KeyVaultError(400, "BadParameter",
-                                        "Property policy is required for a new certificate.")
+                    raise KeyVaultError(
+                        400, "BadParameter", "Property policy is required for a new certificate."
+                    )
                 policy = normalize_policy(policy_body)
                 cert = Certificate(name, policy, int(now), int(now))
                 vault.certificates[name.lower()] = cert
@@ -209,10 +229,15 @@ class KeyVaultStore:
             delay = self.issue_delay_s if delay_s is None else delay_s
             subject = parse_subject(cert.policy["x509_props"]["subject"] or "CN=" + name)
             cert.pending = PendingOperation(
-                request_id=secrets.token_hex(16), version=secrets.token_hex(16),
+                request_id=secrets.token_hex(16),
+                version=secrets.token_hex(16),
                 csr=base64.b64encode(build_csr(key, subject)).decode("ascii"),
-                key_pem=key_to_pem(key), created=now, complete_at=now + delay,
-                enabled=enabled, tags=dict(tags or {}))
+                key_pem=key_to_pem(key),
+                created=now,
+                complete_at=now + delay,
+                enabled=enabled,
+                tags=dict(tags or {}),
+            )
             self._settle(cert, now)
             self._next_due = -math.inf
             return cert
@@ -225,9 +250,15 @@ class KeyVaultStore:
             self._next_due = -math.inf
             return version
 
-    def update_version(self, vault_name: str, name: str, version: str | None, *,
-                       enabled: bool | None = None, tags: dict[str, str] | None = None
-                       ) -> CertVersion:
+    def update_version(
+        self,
+        vault_name: str,
+        name: str,
+        version: str | None,
+        *,
+        enabled: bool | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> CertVersion:
         with self.lock:
             cert = self.certificate(vault_name, name)
             target = cert.current if not version else cert.find(version)
@@ -268,8 +299,9 @@ class KeyVaultStore:
         cert = self.vault(vault_name).deleted.get(name.lower())
         if cert is None:
             # Real wording (older service versions): "Deleted Certificate not found: {name}".
-            raise KeyVaultError(404, "CertificateNotFound",
-                                f"Deleted Certificate not found: {name}")
+            raise KeyVaultError(
+                404, "CertificateNotFound", f"Deleted Certificate not found: {name}"
+            )
         return cert
 
     def purge(self, vault_name: str, name: str) -> None:
@@ -309,6 +341,12 @@ class KeyVaultStore:
         return created
 
     def _due(self, cert: Certificate) -> float:
+        """When ``cert`` next needs work: its pending create completing, or its AutoRenew.
+
+        Unconfirmed: whether Key Vault auto-renews a certificate whose current version is
+        disabled; the simulator does (the lifetime action belongs to the policy, not the
+        version). A renewal always issues an enabled version from the current policy.
+        """
         if cert.pending is not None and cert.pending.status == "inProgress":
             return cert.pending.complete_at
         current = cert.current
@@ -323,8 +361,14 @@ class KeyVaultStore:
         if pending is not None and pending.status == "inProgress":
             if pending.complete_at > now:
                 return 0
-            self._issue(cert, pending.complete_at, enabled=pending.enabled, tags=pending.tags,
-                        version=pending.version, key_pem=pending.key_pem)
+            self._issue(
+                cert,
+                pending.complete_at,
+                enabled=pending.enabled,
+                tags=pending.tags,
+                version=pending.version,
+                key_pem=pending.key_pem,
+            )
             pending.status = "completed"
             created += 1
         for _ in range(_MAX_CATCH_UP):
@@ -339,11 +383,20 @@ class KeyVaultStore:
         props = cert.policy["key_props"]
         if props.get("reuse_key") and cert.current is not None:
             return key_from_pem(cert.current.key_pem)
-        return self.key_pool.take(props["kty"], props.get("key_size", 2048),
-                                  props.get("crv", "P-256"))
+        return self.key_pool.take(
+            props["kty"], props.get("key_size", 2048), props.get("crv", "P-256")
+        )
 
-    def _issue(self, cert: Certificate, at: float, *, enabled: bool, tags: dict[str, str],
-               version: str | None = None, key_pem: str | None = None) -> CertVersion:
+    def _issue(
+        self,
+        cert: Certificate,
+        at: float,
+        *,
+        enabled: bool,
+        tags: dict[str, str],
+        version: str | None = None,
+        key_pem: str | None = None,
+    ) -> CertVersion:
         """Create a completed version issued at instant ``at`` with the current policy."""
         x509_props = cert.policy["x509_props"]
         issued = datetime.fromtimestamp(int(at), UTC)
@@ -352,46 +405,81 @@ class KeyVaultStore:
         key = key_from_pem(key_pem) if key_pem is not None else self._next_key(cert)
         sans = SubjectAlternativeNames(**x509_props["sans"])
         der = issue_self_signed(
-            key, subject=parse_subject(x509_props["subject"] or "CN=" + cert.name),
-            not_before=not_before, not_after=not_after, sans=sans,
-            ekus=x509_props["ekus"], key_usage=x509_props["key_usage"])
+            key,
+            subject=parse_subject(x509_props["subject"] or "CN=" + cert.name),
+            not_before=not_before,
+            not_after=not_after,
+            sans=sans,
+            ekus=x509_props["ekus"],
+            key_usage=x509_props["key_usage"],
+        )
         created = int(at)
         entry = CertVersion(
-            version=version or secrets.token_hex(16), created=created, updated=created,
-            nbf=int(not_before.timestamp()), exp=int(not_after.timestamp()), enabled=enabled,
-            cer=base64.b64encode(der).decode("ascii"), key_pem=key_pem or key_to_pem(key),
-            x5t=x5t(der), tags=dict(tags))
+            version=version or secrets.token_hex(16),
+            created=created,
+            updated=created,
+            nbf=int(not_before.timestamp()),
+            exp=int(not_after.timestamp()),
+            enabled=enabled,
+            cer=base64.b64encode(der).decode("ascii"),
+            key_pem=key_pem or key_to_pem(key),
+            x5t=x5t(der),
+            tags=dict(tags),
+        )
         cert.versions.append(entry)
         return entry
 
     # ------------------------------------------------------------- node logic
-    def resolve_secret(self, vault_name: str | None, name: str | None, version: str | None,
-                       *, pinned: bool) -> SecretResolution:
+    def resolve_secret(
+        self, vault_name: str | None, name: str | None, version: str | None, *, pinned: bool
+    ) -> SecretResolution:
         base = SecretResolution(ok=False, vault=vault_name, name=name, pinned=pinned)
         vault = self.get_vault(vault_name) if vault_name else None
         if vault is None:
-            return _replace(base, code="VaultNotFound",
-                            message=f"The vault '{vault_name}' does not exist.")
+            return _replace(
+                base, code="VaultNotFound", message=f"The vault '{vault_name}' does not exist."
+            )
         cert = vault.certificates.get((name or "").lower())
+        # A certificate whose first version is still being issued has no secret yet
+        # (Unconfirmed: the service may instead report the pending, disabled version).
         target = None if cert is None else (cert.find(version) if version else cert.current)
         if cert is None or target is None:
             shown = f"{name}/{version}" if version else name
-            return _replace(base, code="SecretNotFound", message=not_found(str(shown),
-                                                                           "secret").message)
+            return _replace(
+                base, code="SecretNotFound", message=not_found(str(shown), "secret").message
+            )
         if not target.enabled:
-            return _replace(base, code="CertificateDisabled", version=target.version,
-                            message="Operation get is not allowed on a disabled secret.")
-        return _replace(base, ok=True, version=target.version, x5t=target.x5t,
-                        not_before=target.nbf, expires=target.exp)
+            return _replace(
+                base,
+                code="CertificateDisabled",
+                version=target.version,
+                message="Operation get is not allowed on a disabled secret.",
+            )
+        return _replace(
+            base,
+            ok=True,
+            version=target.version,
+            x5t=target.x5t,
+            not_before=target.nbf,
+            expires=target.exp,
+        )
 
     # ------------------------------------------------------------ persistence
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            return {"version": 1, "vaults": [
-                {"name": v.name, "tenant_id": v.tenant_id, "location": v.location,
-                 "certificates": [asdict(c) for c in v.certificates.values()],
-                 "deleted": [asdict(c) for c in v.deleted.values()]}
-                for v in self.vaults.values()]}
+            return {
+                "version": 1,
+                "vaults": [
+                    {
+                        "name": v.name,
+                        "tenant_id": v.tenant_id,
+                        "location": v.location,
+                        "certificates": [asdict(c) for c in v.certificates.values()],
+                        "deleted": [asdict(c) for c in v.deleted.values()],
+                    }
+                    for v in self.vaults.values()
+                ],
+            }
 
     def restore(self, data: dict[str, Any]) -> None:
         with self.lock:
@@ -411,5 +499,3 @@ def _certificate_from_json(raw: dict[str, Any]) -> Certificate:
     fields["versions"] = [CertVersion(**v) for v in raw.get("versions", [])]
     fields["pending"] = PendingOperation(**raw["pending"]) if raw.get("pending") else None
     return Certificate(**fields)
-
-
