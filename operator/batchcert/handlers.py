@@ -14,11 +14,13 @@ turn its outcome into a status patch, Events, or a kopf retry. All decisions liv
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -36,6 +38,7 @@ GROUP, VERSION, PLURAL = "batchcert.dev", "v1alpha1", "batchcertpools"
 FINALIZER = "batchcert.dev/finalizer"
 PAUSED_ANNOTATION = "batchcert.dev/paused"
 _EVENT_MESSAGE_LIMIT = 1000
+T = TypeVar("T")
 
 
 @dataclass
@@ -94,6 +97,26 @@ def post_events(body: kopf.Body, events: list[Event]) -> None:
         )
 
 
+async def until_stopped(work: Coroutine[Any, Any, T], stopped: kopf.DaemonStopped) -> T | None:
+    """Run ``work`` unless kopf stops the timer first (deletion, shutdown): then cancel it.
+
+    kopf never cancels timers itself, so a tick stuck in a slow Azure call would be orphaned on
+    shutdown and outlive the clients it uses.
+    """
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stopped.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
 def _object_memory(memo: kopf.Memo) -> ObjectMemory:
     memory = memo.get("object")
     if memory is None:
@@ -113,6 +136,11 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
 
 
 def register_handlers(registry: kopf.OperatorRegistry, config: Config) -> None:
+    @kopf.on.login(registry=registry)
+    def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the ServiceAccount; elsewhere: KUBECONFIG (no API client library needed).
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure_settings(settings)
@@ -125,12 +153,22 @@ def register_handlers(registry: kopf.OperatorRegistry, config: Config) -> None:
             await services.clients.close()
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=config.tick_seconds, registry=registry)
-    async def on_tick(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    async def on_tick(
+        body: kopf.Body,
+        patch: kopf.Patch,
+        memo: kopf.Memo,
+        **kwargs: Any,
+    ) -> None:
+        stopped: kopf.DaemonStopped = kwargs["stopped"]  # kopf passes it to timers
         view = to_view(body)
         if view.deleting:
             return  # the delete handler owns the object's last moments
         services: Services = memo["services"]
-        outcome = await services.reconciler.reconcile(view, _object_memory(memo))
+        outcome = await until_stopped(
+            services.reconciler.reconcile(view, _object_memory(memo)), stopped
+        )
+        if outcome is None:
+            return
         if outcome.status_patch:
             patch.status.update(outcome.status_patch)
         post_events(body, outcome.events)

@@ -33,7 +33,12 @@ _SDK_RETRY_TOTAL = 3
 
 
 def _transport_kwargs(config: Config) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"retry_total": _SDK_RETRY_TOTAL}
+    # Bounded timeouts: an unreachable endpoint must become a condition in seconds, not minutes.
+    kwargs: dict[str, Any] = {
+        "retry_total": _SDK_RETRY_TOTAL,
+        "connection_timeout": 10,
+        "read_timeout": 60,
+    }
     if config.cloud.ca_bundle:
         kwargs["connection_verify"] = config.cloud.ca_bundle
     return kwargs

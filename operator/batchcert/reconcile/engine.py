@@ -32,7 +32,9 @@ from batchcert.assess.certificates import (
 )
 from batchcert.assess.nodes import build_nodes_status, summarize_nodes
 from batchcert.conditions import (
+    CERTIFICATE_READY,
     NODES_READY,
+    POOL_READY,
     READY,
     ConditionUpdate,
     apply_conditions,
@@ -132,6 +134,19 @@ class Reconciler:
                 conditions=set_condition(conditions, update, generation=obj.generation, now=now),
             )
             return self._finish(obj, old, paused, [], self._config.tick_seconds)
+
+        if not conditions:
+            # First visit: say so at once (kubectl shows Reconciling), then do the Azure work.
+            first = [
+                ConditionUpdate(t, None, "Reconciling", "first reconcile in progress")
+                for t in (POOL_READY, CERTIFICATE_READY, NODES_READY)
+            ]
+            initial = dict(
+                old,
+                observedGeneration=obj.generation,
+                conditions=apply_conditions([], first, generation=obj.generation, now=now),
+            )
+            return self._finish(obj, old, initial, [], 0.0)
 
         events: list[Event] = []
         # --- the pool -------------------------------------------------------------------------
