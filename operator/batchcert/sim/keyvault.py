@@ -47,7 +47,7 @@ from aiohttp import web
 
 from batchcert.sim.clock import SimClock
 from batchcert.sim.keyvault_ops import Context, Route, build_routes
-from batchcert.sim.keyvault_policy import KeyVaultError, bad_parameter, validate_lifetime_actions
+from batchcert.sim.keyvault_policy import KeyVaultError, validate_lifetime_actions
 from batchcert.sim.keyvault_store import KeyVaultStore, SecretResolution
 from batchcert.sim.requestlog import RequestLog
 from batchcert.sim.throttle import KeyVaultThrottle
@@ -253,138 +253,94 @@ class KeyVaultService:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read() if request.method in ("POST", "PUT", "PATCH") else b""
-        ctx, answer, route = self._prepare(request, raw)
-        if answer is None:
-            assert route is not None
-            try:
-                with self.store.lock:
-                    answer = _Answer(*route.handler(ctx))
-            except KeyVaultError as exc:
-                answer = _Answer(exc.status, exc.body())
-        return self._respond(request, ctx, answer, route, raw)
-
-    def _prepare(
-        self, request: web.Request, raw: bytes
-    ) -> tuple[Context, _Answer | None, Route | None]:
         self.tick()
         host = request.host
-        vault_name = self.vault_from_host(host) or ""
-        port = _port_of(host)
         ctx = Context(
-            vault=vault_name,
+            vault=self.vault_from_host(host) or "",
             base=f"https://{host.lower()}",
             path=request.path,
             query=dict(request.query),
             api_version=request.query.get("api-version"),
         )
-        route, match, allowed = self._match(request.method, request.path)
-        vault = self.store.get_vault(vault_name) if vault_name else None
+        route, ctx.params, allowed = self._match(request.method, request.path)
+        try:
+            self._admit(request, ctx, route, allowed, raw)
+            assert route is not None
+            with self.store.lock:
+                answer = _Answer(*route.handler(ctx))
+        except _RefusalError as refused:
+            answer = refused.answer
+        except KeyVaultError as exc:
+            answer = _Answer(exc.status, exc.body())
+        return self._respond(request, ctx, answer, route, raw)
+
+    def _admit(
+        self,
+        request: web.Request,
+        ctx: Context,
+        route: Route | None,
+        allowed: set[str],
+        raw: bytes,
+    ) -> None:
+        """Steps 2-8 of the pipeline (module docstring); raises ``_RefusalError`` to answer early."""
+        vault = self.store.get_vault(ctx.vault) if ctx.vault else None
         if vault is None:
-            return (
-                ctx,
-                _Answer(
-                    404,
-                    KeyVaultError(
-                        404,
-                        "VaultNotFound",
-                        f"No vault is simulated at '{host}'. (A real client would "
-                        "fail to resolve this host name.)",
-                    ).body(),
-                ),
-                route,
+            raise _refuse(
+                404,
+                "VaultNotFound",
+                f"No vault is simulated at '{request.host}'. (A real client would fail to "
+                "resolve this host name.)",
             )
+        port = _port_of(request.host)
         challenge = self._challenge(vault.tenant_id, port)
         header = request.headers.get("Authorization")
         if not header:
-            return (
-                ctx,
-                _Answer(
-                    401,
-                    _unauthorized("AKV10000: Request is missing a Bearer or PoP token."),
-                    challenge,
-                ),
-                route,
-            )
+            message = "AKV10000: Request is missing a Bearer or PoP token."
+            raise _refuse(401, "Unauthorized", message, headers=challenge)
         denied = self._authenticate(ctx, header, vault.tenant_id, port)
         if denied is not None:
-            return ctx, _Answer(401, _unauthorized(denied), challenge), route
+            raise _refuse(401, "Unauthorized", denied, headers=challenge)
         if ctx.api_version is None:
             # Unconfirmed wording for a missing api-version.
-            return ctx, _error(bad_parameter("The api-version query parameter is missing.")), route
+            raise _refuse(400, "BadParameter", "The api-version query parameter is missing.")
         if ctx.api_version not in SUPPORTED_API_VERSIONS:
-            return (
-                ctx,
-                _error(
-                    bad_parameter(
-                        f"The specified version ({ctx.api_version}) is not recognized. Consider using "
-                        f"the latest supported version ({LATEST_API_VERSION})."
-                    )
-                ),
-                route,
+            raise _refuse(
+                400,
+                "BadParameter",
+                f"The specified version ({ctx.api_version}) is not recognized. Consider using "
+                f"the latest supported version ({LATEST_API_VERSION}).",
+            )
+        if route is None and allowed:
+            # Unconfirmed: the body the service gives for an unsupported method.
+            message = f"The requested resource does not support http method '{request.method}'."
+            raise _refuse(
+                405, "BadParameter", message, headers={"Allow": ", ".join(sorted(allowed))}
             )
         if route is None:
-            if allowed:
-                # Unconfirmed: the body the service gives for an unsupported method.
-                return (
-                    ctx,
-                    _Answer(
-                        405,
-                        KeyVaultError(
-                            405,
-                            "BadParameter",
-                            f"The requested resource does not support http method "
-                            f"'{request.method}'.",
-                        ).body(),
-                        {"Allow": ", ".join(sorted(allowed))},
-                    ),
-                    None,
-                )
             # Unconfirmed: the body the service gives for a path it does not know.
-            return (
-                ctx,
-                _error(
-                    KeyVaultError(
-                        404,
-                        "NotFound",
-                        f"No Key Vault operation at {request.method} {request.path}.",
-                    )
-                ),
-                None,
+            raise _refuse(
+                404, "NotFound", f"No Key Vault operation at {request.method} {ctx.path}."
             )
-        ctx.params = match
-        retry_after = self.throttle.take(vault_name, request.method)
+        retry_after = self.throttle.take(ctx.vault, request.method)
         if retry_after is not None:
             # Unconfirmed wording; the 429 + Retry-After shape is documented.
-            return (
-                ctx,
-                _Answer(
-                    429,
-                    KeyVaultError(
-                        429,
-                        "Throttled",
-                        "Request was not processed because too many requests were "
-                        "received. Reason: GET requests per vault per 10 seconds exceeded.",
-                    ).body(),
-                    {"Retry-After": str(retry_after)},
-                ),
-                route,
+            message = (
+                "Request was not processed because too many requests were received. "
+                "Reason: GET requests per vault per 10 seconds exceeded."
             )
+            raise _refuse(429, "Throttled", message, headers={"Retry-After": str(retry_after)})
         if route.permission is not None:
-            kind, permission = route.permission
             assert ctx.principal is not None
-            if not self.authorize(vault_name, ctx.principal.object_id, kind, permission):
-                return (
-                    ctx,
-                    _error(_forbidden(ctx.principal, kind, permission, vault_name, vault.location)),
-                    route,
-                )
+            kind, permission = route.permission
+            if not self.authorize(ctx.vault, ctx.principal.object_id, kind, permission):
+                forbidden = _forbidden(ctx.principal, kind, permission, ctx.vault, vault.location)
+                raise _RefusalError(_Answer(forbidden.status, forbidden.body()))
         if raw:
             try:
                 ctx.body = json.loads(raw)
             except (ValueError, UnicodeDecodeError):
                 # Unconfirmed wording for a body that is not JSON.
-                return ctx, _error(bad_parameter("The request body is not valid JSON.")), route
-        return ctx, None, route
+                raise _refuse(400, "BadParameter", "The request body is not valid JSON.") from None
 
     def _authenticate(
         self, ctx: Context, header: str, tenant_id: str | None, port: int | None
@@ -482,12 +438,19 @@ def _claim(header: str, name: str) -> str:
     return str(claims.get(name, ""))
 
 
-def _unauthorized(message: str) -> dict[str, Any]:
-    return {"error": {"code": "Unauthorized", "message": message}}
+class _RefusalError(Exception):
+    """An early answer from the request pipeline (not an error of the simulator)."""
+
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
 
 
-def _error(exc: KeyVaultError) -> _Answer:
-    return _Answer(exc.status, exc.body())
+def _refuse(
+    status: int, code: str, message: str, *, headers: dict[str, str] | None = None
+) -> _RefusalError:
+    body = KeyVaultError(status, code, message).body()
+    return _RefusalError(_Answer(status, body, dict(headers or {})))
 
 
 def _forbidden(
