@@ -151,9 +151,7 @@ class RequestLog:
         """``[{"service", "operation", "status", "count"}]``, sorted for stable output."""
         with self._lock:
             items = sorted(self._counters.items())
-        return [
-            {"service": s, "operation": o, "status": st, "count": n} for (s, o, st), n in items
-        ]
+        return [{"service": s, "operation": o, "status": st, "count": n} for (s, o, st), n in items]
 
     def count(
         self, service: str | None = None, operation: str | None = None, status: int | None = None

@@ -7,7 +7,12 @@ or a ``TokenError`` it turns into its own 401 shape.
 
 Tokens are compact JWTs signed HS256 with a per-simulator secret, carrying the claims real Entra
 v1 access tokens carry that services look at: ``aud``, ``iss``, ``tid``, ``oid``, ``appid``,
-``iat``, ``nbf``, ``exp``. Times are simulated time, so advancing the clock expires tokens.
+``iat``, ``nbf``, ``exp``.
+
+Token times are *real* (wall-clock) seconds, deliberately not simulated time: clients cache
+tokens by ``expires_in`` on their own real clock, so judging them on the simulated clock would
+turn every clock advance into an expiry no client could foresee (Azure and its clients share
+one clock). The time source is injected, so tests can still expire tokens.
 
 Invariants:
 * a token verifies only with this simulator's secret (a restart with a state dir keeps it);
@@ -24,11 +29,9 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
-
-from batchcert.sim.clock import SimClock
 
 # Audiences of the services the simulator serves, as Entra puts them into ``aud``.
 ARM_AUDIENCES = ("https://management.azure.com/", "https://management.core.windows.net/")
@@ -130,19 +133,26 @@ def verify_jwt_signature(token: str, key: bytes) -> dict[str, Any]:
 
 
 class TokenAuthority:
-    """Mints and verifies the simulator's access tokens on the simulated clock."""
+    """Mints and verifies the simulator's access tokens (real-time validity, see module doc)."""
 
-    def __init__(self, clock: SimClock, tenant_id: str, issuer: str, key: bytes | None = None):
-        self.clock = clock
+    def __init__(
+        self, now: Callable[[], float], tenant_id: str, issuer: str, key: bytes | None = None
+    ):
+        self.now = now
         self.tenant_id = tenant_id
         self.issuer = issuer
         self.key = key if key is not None else secrets.token_bytes(32)
 
     def mint(
-        self, *, audience: str, object_id: str, app_id: str, name: str = "",
+        self,
+        *,
+        audience: str,
+        object_id: str,
+        app_id: str,
+        name: str = "",
         lifetime_s: int = TOKEN_LIFETIME_S,
     ) -> str:
-        now = int(self.clock.timestamp())
+        now = int(self.now())
         claims = {
             "aud": audience,
             "iss": self.issuer,
@@ -158,9 +168,7 @@ class TokenAuthority:
         }
         return encode_jwt(claims, self.key)
 
-    def verify_token(
-        self, authorization: str | None, audience: str | Iterable[str]
-    ) -> Principal:
+    def verify_token(self, authorization: str | None, audience: str | Iterable[str]) -> Principal:
         """Check an ``Authorization`` header value for one of the given audiences.
 
         Raises ``TokenError`` (never anything else) when the header is absent, not a bearer
@@ -168,7 +176,9 @@ class TokenAuthority:
         """
         audiences = [audience] if isinstance(audience, str) else list(audience)
         if not authorization or not authorization.strip():
-            raise TokenError("missing", "Authentication information is not given in the correct format.")
+            raise TokenError(
+                "missing", "Authentication information is not given in the correct format."
+            )
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise TokenError(
@@ -179,7 +189,7 @@ class TokenAuthority:
             claims = verify_jwt_signature(token.strip(), self.key)
         except ValueError as exc:
             raise TokenError("invalid", f"The access token is invalid: {exc}.") from exc
-        now = self.clock.timestamp()
+        now = self.now()
         exp, nbf = claims.get("exp"), claims.get("nbf")
         if not isinstance(exp, (int, float)) or not isinstance(nbf, (int, float)):
             raise TokenError("invalid", "The access token has no validity period.")
