@@ -35,7 +35,7 @@ def test_etcd_listens_only_on_the_given_loopback_ports() -> None:
     assert flags["listen-client-urls"] == "http://127.0.0.1:41001"
     assert flags["advertise-client-urls"] == "http://127.0.0.1:41001"
     assert flags["listen-peer-urls"] == "http://127.0.0.1:41002"
-    assert flags["initial-cluster"] == "default=http://127.0.0.1:41002"
+    assert flags["initial-cluster"] == "batchcert-dev=http://127.0.0.1:41002"
     assert not any(":2379" in arg or ":2380" in arg for arg in argv)
 
 

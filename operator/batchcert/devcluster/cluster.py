@@ -310,7 +310,7 @@ def _start_etcd(
         ports = EtcdPorts(client=client, peer=peer)
         # A failed attempt may have bootstrapped the data dir with other peer URLs.
         shutil.rmtree(directory.etcd_data, ignore_errors=True)
-        directory.etcd_data.mkdir(parents=True)
+        directory.etcd_data.mkdir(parents=True, mode=0o700)  # etcd warns about anything wider
         proc, record = processes.start_detached(
             "etcd",
             build_etcd_args(binaries.etcd, directory.etcd_data, ports),

@@ -34,13 +34,13 @@ def build_etcd_args(etcd: Path, data_dir: Path, ports: EtcdPorts) -> list[str]:
     peer = f"http://{LOOPBACK}:{ports.peer}"
     return [
         str(etcd),
-        "--name=default",
+        "--name=batchcert-dev",
         f"--data-dir={data_dir.resolve()}",
         f"--listen-client-urls={client}",
         f"--advertise-client-urls={client}",
         f"--listen-peer-urls={peer}",
         f"--initial-advertise-peer-urls={peer}",
-        f"--initial-cluster=default={peer}",
+        f"--initial-cluster=batchcert-dev={peer}",
         "--initial-cluster-state=new",
         "--unsafe-no-fsync=true",
         "--log-level=warn",
