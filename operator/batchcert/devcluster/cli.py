@@ -147,6 +147,13 @@ def _status(args: argparse.Namespace) -> int:
 
     report = status(args.state_dir)
     state = report.state
+    if report.liveness is Liveness.PARTIAL and state is not None:
+        alive = ", ".join(f"{p.name} pid {p.pid}" for p in report.alive)
+        print(
+            f"partial: only {alive} still runs from {report.state_dir}; "
+            "`down` stops it, `up` cleans it up and starts afresh"
+        )
+        return 1
     if report.liveness is not Liveness.RUNNING or state is None:
         print(f"{report.liveness.value}: no control plane is running from {report.state_dir}")
         return 1

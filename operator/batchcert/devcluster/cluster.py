@@ -251,6 +251,7 @@ class ClusterStatus:
     liveness: Liveness
     state: ClusterState | None
     ready: bool  # /readyz answered OK just now
+    alive: list[ProcessRecord]  # the recorded processes that still run
 
     @property
     def kubeconfig(self) -> Path:
@@ -264,7 +265,8 @@ def status(state_dir: Path | str = DEFAULT_STATE_DIR) -> ClusterStatus:
     ready = False
     if liveness is Liveness.RUNNING and state is not None and state.apiserver_port is not None:
         ready = _probe_apiserver(_admin_client(directory, state.apiserver_port), "/readyz")
-    return ClusterStatus(directory.root, liveness, state, ready)
+    alive = [] if state is None else [p for p in state.processes() if processes.is_alive(p)]
+    return ClusterStatus(directory.root, liveness, state, ready, alive)
 
 
 def _clear_previous_run(directory: StateDir) -> None:
