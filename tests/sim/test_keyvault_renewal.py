@@ -12,31 +12,26 @@ from __future__ import annotations
 
 import base64
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import requests
 from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
-from test_keyvault_harness import DAY, KeyVaultSim, auto_renew, policy, running_kvsim, versions
+from test_keyvault_harness import DAY, KeyVaultSim, auto_renew, policy, versions
 
 from batchcert.sim.requestlog import RequestFilter
+from batchcert.sim.server import RunningSimulator
 
 pytestmark = pytest.mark.sim
 
 
-@pytest.fixture(scope="module")
-def kvsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyVaultSim]:
-    """Interim: the module's own simulator until tests/sim/conftest.py offers the shared one."""
-    with running_kvsim(tmp_path_factory.mktemp("kv-renewal")) as sim:
-        yield sim
+@pytest.fixture
+def kvsim(sim: RunningSimulator) -> KeyVaultSim:
+    """The shared simulator (tests/sim/conftest.py), seen from the Key Vault side."""
+    return KeyVaultSim(sim)
 
 
 # --------------------------------------------------------------------- auto-renew
-
-
-def _advance_to(kvsim: KeyVaultSim, instant: float) -> None:
-    kvsim.clock.advance(max(0.0, instant - kvsim.clock.timestamp()))
 
 
 def test_autorenew_at_80_percent_fires_after_80_and_not_before(kvsim: KeyVaultSim) -> None:
@@ -47,11 +42,11 @@ def test_autorenew_at_80_percent_fires_after_80_and_not_before(kvsim: KeyVaultSi
     nbf = original.properties.not_before.timestamp()
     exp = original.properties.expires_on.timestamp()
 
-    _advance_to(kvsim, nbf + 0.79 * (exp - nbf))
+    kvsim.advance_to(nbf + 0.79 * (exp - nbf))
     assert len(versions(client, "rot")) == 1
-    assert kvsim.kv.tick() == 0
+    assert kvsim.tick() == 0
 
-    _advance_to(kvsim, nbf + 0.81 * (exp - nbf))
+    kvsim.advance_to(nbf + 0.81 * (exp - nbf))
     assert len(versions(client, "rot")) == 2
     renewed = client.get_certificate("rot")
     assert renewed.properties.version != original.properties.version
@@ -65,24 +60,15 @@ def test_autorenew_at_80_percent_fires_after_80_and_not_before(kvsim: KeyVaultSi
     # Renewed at the trigger point: a new 12-month lifetime from there.
     trigger = nbf + 0.8 * (exp - nbf)
     assert abs(renewed.properties.not_before.timestamp() - (trigger - 600)) < 2
-    assert kvsim.kv.tick() == 0 and len(versions(client, "rot")) == 2  # idempotent
+    assert kvsim.tick() == 0 and len(versions(client, "rot")) == 2  # idempotent
 
 
 def test_long_jump_creates_every_renewal_the_service_would_have_made(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
-    kvsim.kv.create_certificate(
-        vault,
-        "jump",
-        subject="CN=jump",
-        validity_months=12,
-        lifetime_action={
-            "trigger": {"lifetime_percentage": 80},
-            "action": {"action_type": "AutoRenew"},
-        },
-    )
-    start = kvsim.clock.timestamp()
-    kvsim.clock.advance(3 * 365 * DAY)
-    info = kvsim.kv.certificate_info(vault, "jump")
+    kvsim.control.add_certificate(vault, "jump", subject="CN=jump", auto_renew_percentage=80)
+    start = kvsim.now()
+    kvsim.control.advance(3 * 365 * DAY)
+    info = kvsim.control.certificate(vault, "jump")
     assert len(info["versions"]) == 4  # renewed at ~0.8, ~1.6, ~2.4 years
     created = [v["created"] for v in info["versions"]]
     assert all(b > a for a, b in itertools.pairwise(created))
@@ -91,7 +77,7 @@ def test_long_jump_creates_every_renewal_the_service_would_have_made(kvsim: KeyV
 
 def test_days_before_expiry_and_email_contacts(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
-    kvsim.kv.create_certificate(
+    kvsim.control.add_certificate(
         vault,
         "mail",
         subject="CN=mail",
@@ -101,7 +87,7 @@ def test_days_before_expiry_and_email_contacts(kvsim: KeyVaultSim) -> None:
             "action": {"action_type": "EmailContacts"},
         },
     )
-    kvsim.kv.create_certificate(
+    kvsim.control.add_certificate(
         vault,
         "days",
         subject="CN=days",
@@ -111,12 +97,12 @@ def test_days_before_expiry_and_email_contacts(kvsim: KeyVaultSim) -> None:
             "action": {"action_type": "AutoRenew"},
         },
     )
-    exp = kvsim.kv.certificate_info(vault, "days")["current"]["exp"]
-    _advance_to(kvsim, exp - 31 * DAY)
-    assert len(kvsim.kv.certificate_info(vault, "days")["versions"]) == 1
-    _advance_to(kvsim, exp - 29 * DAY)
-    assert len(kvsim.kv.certificate_info(vault, "days")["versions"]) == 2
-    assert len(kvsim.kv.certificate_info(vault, "mail")["versions"]) == 1  # never renews
+    exp = kvsim.control.certificate(vault, "days")["current"]["exp"]
+    kvsim.advance_to(exp - 31 * DAY)
+    assert len(kvsim.control.certificate(vault, "days")["versions"]) == 1
+    kvsim.advance_to(exp - 29 * DAY)
+    assert len(kvsim.control.certificate(vault, "days")["versions"]) == 2
+    assert len(kvsim.control.certificate(vault, "mail")["versions"]) == 1  # never renews
 
 
 # ------------------------------------------------------------- node-facing behaviour
@@ -127,7 +113,7 @@ def test_disable_is_what_the_node_logic_sees(kvsim: KeyVaultSim) -> None:
     client = kvsim.client(vault)
     cert = client.begin_create_certificate("web", policy()).result()
     url = f"{kvsim.vault_url(vault)}/secrets/web"
-    resolved = kvsim.kv.resolve_secret(url)
+    resolved = kvsim.resolve_secret(url)
     assert (resolved.ok, resolved.version, resolved.pinned) == (
         True,
         cert.properties.version,
@@ -135,13 +121,13 @@ def test_disable_is_what_the_node_logic_sees(kvsim: KeyVaultSim) -> None:
     )
 
     client.update_certificate_properties("web", enabled=False)
-    disabled = kvsim.kv.resolve_secret(url)
+    disabled = kvsim.resolve_secret(url)
     assert (disabled.ok, disabled.code) == (False, "CertificateDisabled")
     client.update_certificate_properties("web", enabled=True)
 
-    new_version = kvsim.kv.renew_certificate(vault, "web")
-    assert kvsim.kv.resolve_secret(url).version == new_version
-    pinned = kvsim.kv.resolve_secret(f"{url}/{cert.properties.version}")
+    new_version = kvsim.control.renew_certificate(vault, "web")
+    assert kvsim.resolve_secret(url).version == new_version
+    pinned = kvsim.resolve_secret(f"{url}/{cert.properties.version}")
     assert (pinned.ok, pinned.version, pinned.pinned) == (True, cert.properties.version, True)
     for bad, code in (
         (f"{kvsim.vault_url(vault)}/certificates/web", "NotASecretsUrl"),
@@ -150,7 +136,7 @@ def test_disable_is_what_the_node_logic_sees(kvsim: KeyVaultSim) -> None:
         ("https://nowhere.vault.sim.test/secrets/web", "VaultNotFound"),
         ("https://kv.vault.azure.net/secrets/web", "VaultNotFound"),
     ):
-        assert kvsim.kv.resolve_secret(bad).code == code, bad
+        assert kvsim.resolve_secret(bad).code == code, bad
 
 
 def test_secret_reads_are_logged_and_certificate_reads_are_not(kvsim: KeyVaultSim) -> None:
@@ -163,7 +149,7 @@ def test_secret_reads_are_logged_and_certificate_reads_are_not(kvsim: KeyVaultSi
         RequestFilter(service="keyvault", secret_read=True, path_regex="^/secrets/web")
     )
 
-    token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
+    token = kvsim.token()
     response = requests.get(
         f"{kvsim.vault_url(vault)}/secrets/web/?api-version=7.4",
         headers={"Authorization": f"Bearer {token}"},

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,18 +26,19 @@ from azure.keyvault.certificates._shared.challenge_auth_policy import (
     _validate_challenge_resource,
 )
 from cryptography import x509 as cx509
-from test_keyvault_harness import KeyVaultSim, auto_renew, policy, running_kvsim, versions
+from test_keyvault_harness import KeyVaultSim, auto_renew, policy, versions
 
-from batchcert.sim.requestlog import RequestFilter
+from batchcert.sim.keyvault import KeyVaultService
+from batchcert.sim.requestlog import RequestFilter, RequestLog
+from batchcert.sim.server import RunningSimulator
 
 pytestmark = pytest.mark.sim
 
 
-@pytest.fixture(scope="module")
-def kvsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyVaultSim]:
-    """Interim: the module's own simulator until tests/sim/conftest.py offers the shared one."""
-    with running_kvsim(tmp_path_factory.mktemp("kv-sdk")) as sim:
-        yield sim
+@pytest.fixture
+def kvsim(sim: RunningSimulator) -> KeyVaultSim:
+    """The shared simulator (tests/sim/conftest.py), seen from the Key Vault side."""
+    return KeyVaultSim(sim)
 
 
 # ------------------------------------------------------------------------ authentication
@@ -74,7 +74,7 @@ def test_first_request_gets_the_challenge_then_the_sdk_signs_in(kvsim: KeyVaultS
 
 
 def test_announced_resource_passes_the_sdks_own_check_unweakened(kvsim: KeyVaultSim) -> None:
-    scope = kvsim.kv.audience(kvsim.port) + "/.default"
+    scope = kvsim.audience + "/.default"
     _validate_challenge_resource(scope, f"{kvsim.vault_url('kv1')}/certificates/x")
     for foreign in (
         f"https://localhost:{kvsim.port}/certificates/x",
@@ -116,7 +116,7 @@ def test_caller_without_access_policy_gets_403_with_the_real_message(kvsim: KeyV
     assert (
         f"The user, group or application 'appid={stranger.client_id};oid="
         f"{stranger.object_id};iss=https://sts.windows.net/{kvsim.tenant_id}/' does not "
-        f"have certificates get permission on key vault '{vault};location=westus'."
+        f"have certificates get permission on key vault '{vault};location={kvsim.location}'."
     ) in error.message
     assert error.response is not None
     body = json.loads(error.response.text())
@@ -131,20 +131,17 @@ def test_create_stays_pending_until_the_issue_delay_passes_on_the_sim_clock(
 ) -> None:
     vault = kvsim.new_vault()
     client = kvsim.client(vault)
-    kvsim.kv.store.issue_delay_s = 30.0
-    try:
-        poller = client.begin_create_certificate("slow", policy(), _polling_interval=0.05)
-        operation = client.get_certificate_operation("slow")
-        assert operation.status == "inProgress"
-        assert operation.csr  # a real CSR, as the service shows while issuing
-        pending = client.get_certificate("slow")
-        assert pending.properties.enabled is False
-        assert pending.cer is None
-        assert not poller.done()
-        kvsim.clock.advance(30)
-        cert = poller.result(timeout=10)
-    finally:
-        kvsim.kv.store.issue_delay_s = 0.0
+    kvsim.set_issue_delay(30.0)
+    poller = client.begin_create_certificate("slow", policy(), _polling_interval=0.05)
+    operation = client.get_certificate_operation("slow")
+    assert operation.status == "inProgress"
+    assert operation.csr  # a real CSR, as the service shows while issuing
+    pending = client.get_certificate("slow")
+    assert pending.properties.enabled is False
+    assert pending.cer is None
+    assert not poller.done()
+    kvsim.control.advance(30)
+    cert = poller.result(timeout=10)
     assert cert.properties.enabled is True
     assert client.get_certificate_operation("slow").status == "completed"
     assert cert.properties.version == pending.properties.version  # the version id was reserved
@@ -169,7 +166,7 @@ def test_create_get_and_versions_carry_real_x509_material(kvsim: KeyVaultSim) ->
     pinned = client.get_certificate_version("web", cert.properties.version or "")
     assert pinned.cer == cert.cer and pinned.policy is None
 
-    kvsim.kv.renew_certificate(vault, "web")
+    kvsim.control.renew_certificate(vault, "web")
     listed = versions(client, "web")
     assert len(listed) == 2
     assert {v.version for v in listed} == {
@@ -180,9 +177,9 @@ def test_create_get_and_versions_carry_real_x509_material(kvsim: KeyVaultSim) ->
 
 def test_version_listing_pages_with_next_link(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
-    kvsim.kv.create_certificate(vault, "paged", subject="CN=paged", validity_months=12)
+    kvsim.control.add_certificate(vault, "paged", subject="CN=paged")
     for _ in range(4):
-        kvsim.kv.renew_certificate(vault, "paged")
+        kvsim.control.renew_certificate(vault, "paged")
     client = kvsim.client(vault)
     pages = list(client.list_properties_of_certificate_versions("paged", max_page_size=2).by_page())
     assert [len(list(p)) for p in pages] == [2, 2, 1]
@@ -245,12 +242,9 @@ def test_throttled_gets_answer_429_and_the_sdk_honours_retry_after(kvsim: KeyVau
     vault = kvsim.new_vault()
     client = kvsim.client(vault)
     client.begin_create_certificate("web", policy()).result()
-    kvsim.throttle.limit, kvsim.throttle.window_s = 2, 1.0
-    try:
-        for _ in range(4):  # the third and fourth GET wait out a 1 s Retry-After, then pass
-            client.get_certificate("web")
-    finally:
-        kvsim.throttle.reset()
+    kvsim.control.set_throttle(keyvault={"limit": 2, "windowSeconds": 1.0})
+    for _ in range(4):  # the third GET waits out a 1 s Retry-After, then passes
+        client.get_certificate("web")
     throttled = kvsim.log.query(RequestFilter(service="keyvault", status=429))
     assert throttled, "expected at least one 429"
     assert throttled[-1].operation == "GetCertificate"
@@ -258,20 +252,17 @@ def test_throttled_gets_answer_429_and_the_sdk_honours_retry_after(kvsim: KeyVau
 
 def test_throttle_answer_shape(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
-    token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
-    kvsim.throttle.limit, kvsim.throttle.window_s = 1, 30.0
-    try:
-        answers = [
-            requests.get(
-                f"{kvsim.vault_url(vault)}/certificates?api-version=7.5",
-                headers={"Authorization": f"Bearer {token}"},
-                verify=kvsim.ca_path,
-                timeout=10,
-            )
-            for _ in range(2)
-        ]
-    finally:
-        kvsim.throttle.reset()
+    token = kvsim.token()
+    kvsim.control.set_throttle(keyvault={"limit": 1, "windowSeconds": 30.0})
+    answers = [
+        requests.get(
+            f"{kvsim.vault_url(vault)}/certificates?api-version=7.5",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=kvsim.ca_path,
+            timeout=10,
+        )
+        for _ in range(2)
+    ]
     assert [a.status_code for a in answers] == [200, 429]
     assert 1 <= int(answers[1].headers["Retry-After"]) <= 30
     assert answers[1].json()["error"]["code"] == "Throttled"
@@ -327,7 +318,7 @@ def test_bad_input_gets_bad_parameter_never_500(
     kvsim: KeyVaultSim, method: str, path: str, body: bytes | None, fragment: str
 ) -> None:
     vault = kvsim.shared_vault()
-    token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
+    token = kvsim.token()
     separator = "&" if "?" in path else "?"
     response = requests.request(
         method,
@@ -358,7 +349,7 @@ def test_other_refusals_have_key_vault_error_bodies(
     kvsim: KeyVaultSim, method: str, path: str, status: int, code: str
 ) -> None:
     vault = kvsim.shared_vault()
-    token = kvsim.credential().get_token(kvsim.kv.audience(kvsim.port) + "/.default").token
+    token = kvsim.token()
     response = requests.request(
         method,
         f"{kvsim.vault_url(vault)}{path}",
@@ -405,10 +396,11 @@ async def test_aio_client_create_get_versions(kvsim: KeyVaultSim) -> None:
 
 def test_control_snapshot_restore_round_trips_through_json(kvsim: KeyVaultSim) -> None:
     vault = kvsim.new_vault()
-    version = kvsim.kv.create_certificate(vault, "keep", subject="CN=keep")
-    data = json.loads(json.dumps(kvsim.kv.snapshot()))
-    fresh = kvsim.fresh_service()
+    version = kvsim.control.add_certificate(vault, "keep", subject="CN=keep")["version"]
+    data = json.loads(json.dumps(kvsim.running.call(kvsim.kv.snapshot)))
+    clock = kvsim.running.sim.clock
+    fresh = KeyVaultService(clock, kvsim.kv.verify_token, lambda *_: True, RequestLog(clock=clock))
     fresh.restore(data)
     resolved = fresh.resolve_secret(f"https://{vault}.vault.sim.test/secrets/keep")
     assert (resolved.ok, resolved.version) == (True, version)
-    assert datetime.fromtimestamp(resolved.expires or 0, UTC) > kvsim.clock.now()
+    assert datetime.fromtimestamp(resolved.expires or 0, UTC) > clock.now()
