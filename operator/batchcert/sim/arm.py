@@ -164,8 +164,12 @@ class ArmService:
                 if self.sim.world.subscription(subscription) is None:
                     raise subscription_not_found(subscription)
             call = ArmCall(request, self.sim, params, api_version, principal, raw)
+            self.sim.tick()
             response = await arm_route.handler(call)
             response.headers.update(call.extra_headers)
+            if request.method != "GET":
+                self.sim.mark_dirty()
+                self.sim.tick()
         except ArmError as err:
             if err.from_batch_rp:
                 err.target = err.target or "BatchAccount"

@@ -167,7 +167,7 @@ def _check_conditions(call: ArmCall, pool: Pool | None) -> None:
     failed = False
     if if_match is not None:
         failed = pool is None or (if_match.strip() != "*" and if_match.strip() != pool.etag)
-    if if_none is not None and if_none.strip() == "*" and pool is not None:
+    if if_none is not None and pool is not None and if_none.strip() in ("*", pool.etag):
         failed = True
     if failed:
         # Unconfirmed: the code; 412 is ARM's norm and the Batch service's code is this one.
@@ -311,7 +311,7 @@ async def get_operation(call: ArmCall) -> web.Response:
     if op is None or op.subscription_id.lower() != call.subscription_id.lower():
         # Unconfirmed: what an unknown operation id answers.
         raise ArmError(404, "OperationNotFound", "The operation was not found.")
-    call.sim.tick(force=True)
+    call.sim.tick()
     if op.status == "InProgress":
         return web.Response(
             status=202,

@@ -526,7 +526,8 @@ def _errors(sim: Simulation) -> Callable[..., Awaitable[web.StreamResponse]]:
         except web.HTTPException as exc:
             return web.json_response({"error": exc.reason}, status=exc.status)
         if request.method != "GET":
-            sim.tick(force=True)
+            sim.mark_dirty()
+            sim.tick()
         return response
 
     return middleware

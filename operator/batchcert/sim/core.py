@@ -8,7 +8,8 @@ endpoint?); and persist/restore all of it for state dirs.
 Invariants:
 * ``tick`` is the only place simulated time takes effect: Key Vault renewals first, then pool
   deletions, resizes and node extensions, so a node polling at the same instant as a renewal
-  sees the new version. It runs before every request (rate-limited) and from a ticker.
+  sees the new version. It runs before every request, after every write, and from a ticker;
+  it walks the world only when something is due, so per-request ticks stay cheap.
 * all mutation happens on the server's event-loop thread (handlers and the ticker), so the
   state needs no locks beyond the ones the log, throttles and Key Vault store keep anyway.
 * the addresses clients see always carry the real port (``...sim.test:PORT``).
@@ -17,6 +18,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -45,8 +47,6 @@ LOGIN_HOST = f"login.{HOST_SUFFIX}"
 MANAGEMENT_HOST = f"management.{HOST_SUFFIX}"
 VAULT_SUFFIX = f"vault.{HOST_SUFFIX}"
 BATCH_SUFFIX = f"batch.{HOST_SUFFIX}"
-
-_TICK_MIN_INTERVAL_S = 0.02  # real seconds between request-driven ticks
 
 
 class KeyVaultPort(Protocol):
@@ -106,7 +106,8 @@ class Simulation:
         self.directory.resources.add(self.kv.audience(None).rstrip("/").lower())
         self.operator_secret = secrets.token_urlsafe(24)
         self.register_default_principals()
-        self._last_tick = 0.0
+        self._dirty = True
+        self._next_due = 0.0
 
     # --- wiring ----------------------------------------------------------------------------
 
@@ -171,24 +172,40 @@ class Simulation:
 
     # --- time ------------------------------------------------------------------------------
 
+    def mark_dirty(self) -> None:
+        """Something changed outside simulated time (a write): re-evaluate on the next tick."""
+        self._dirty = True
+
     def tick(self, *, force: bool = False) -> None:
-        real = time.monotonic()
-        if not force and real - self._last_tick < _TICK_MIN_INTERVAL_S:
-            return
-        self._last_tick = real
-        self.kv.tick()
+        """Bring the world up to the clock's now.
+
+        Cheap when nothing is due: the full walk over pools and nodes runs only when forced,
+        after a write, after a renewal, or when the earliest pending instant has passed.
+        """
+        renewed = self.kv.tick()
         now = self.clock.timestamp()
+        if not (force or self._dirty or renewed or now >= self._next_due):
+            return
+        self._dirty = False
         self._finish_deletions(now)
         for pool in self.world.all_pools():
-            nodes.advance_pool(
-                pool,
-                now,
-                self.world.behaviour_for(pool),
-                self.world.identity,
-                self.world.vault,
-                self.kv.resolve_secret,
-                self.tenant_id,
-            )
+            nodes.advance_pool(pool, now, self.world.behaviour_for(pool), self.world.identity,
+                               self.world.vault, self.kv.resolve_secret, self.tenant_id)
+        self._next_due = self._earliest_pending(now)
+
+    def _earliest_pending(self, now: float) -> float:
+        pending = [op.due for op in self.world.operations.values() if op.status == "InProgress"]
+        for pool in self.world.all_pools():
+            if pool.resize_due is not None:
+                pending.append(pool.resize_due)
+            for node in pool.nodes.values():
+                if node.ready_at > now:
+                    pending.append(node.ready_at)
+                for rt in node.extension_runtime.values():
+                    if rt.provisioning_state == "Failed":
+                        continue
+                    pending.append(rt.next_poll if rt.succeeded_once else rt.next_attempt)
+        return min(pending, default=math.inf)
 
     def _finish_deletions(self, now: float) -> None:
         for op in self.world.operations.values():
@@ -318,6 +335,7 @@ class Simulation:
             reg.secrets = list(app["secrets"])
         self.world = World.restore(data["world"])
         self.kv.restore(data["keyvault"])
+        self.mark_dirty()
 
     def save_state(self) -> None:
         if self.state_dir is None:

@@ -219,6 +219,7 @@ class SimulatorRuntime:
     def reset(self, seed_name: str) -> dict[str, Any]:
         sim = self.sim
         sim.world = type(sim.world)(sim.tenant_id)
+        sim.mark_dirty()
         sim.kv.restore({"version": 1, "vaults": []})
         sim.log.clear()
         sim.faults.clear()
@@ -260,7 +261,7 @@ class SimulatorRuntime:
         while True:
             await asyncio.sleep(_TICK_INTERVAL_S)
             try:
-                self.sim.tick(force=True)
+                self.sim.tick()
                 now = time.monotonic()
                 if now - last_token >= _TOKEN_FILE_REFRESH_S:
                     self.sim.write_federated_token()
