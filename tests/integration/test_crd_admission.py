@@ -9,8 +9,8 @@ module's own namespace:
   strings and lists, injection-looking names, versioned and ``/certificates/`` secret URIs,
   foreign-subscription identities, enormous node counts, contradicting fields), each refused by
   ``kubectl apply`` with a message naming the field and saying what to write instead;
-* unknown fields: refused under ``kubectl apply --validate=strict`` with the field's name, and
-  pruned (never stored) when validation is off;
+* unknown fields: refused under ``kubectl apply --validate=strict`` and ``--server-side`` with
+  the field's name, and pruned (never stored) when validation is off;
 * transitions: ``account`` and ``poolName`` cannot change, and ``poolName`` cannot be added or
   removed, on an existing object; mutable fields (and the disruptive ones, which the operator
   handles per ``disruptiveUpdatePolicy``) can;
@@ -312,6 +312,7 @@ def test_valid_variations_are_accepted(
     manifest = patched(prepared(load_example("batchcertpool.yaml"), name), changes)
     rc, output = apply(kube, manifest, "--dry-run=server")
     assert rc == 0, f"{why}:\n{output}"
+    parse_spec(manifest["spec"])  # what admission accepts, the operator can parse
 
 
 # --- refused: the catalogue ----------------------------------------------------------------------
@@ -631,6 +632,18 @@ INVALID_MANIFESTS: list[Invalid] = [
         {"spec.certificate": {"vaultUrl": "https://mykv.vault.azure.net", "name": "x"}},
         ('unknown field "spec.certificate"',),
         extra_args=("--validate=strict",),
+    ),
+    Invalid(
+        "extension-setting-by-its-azure-name-server-side",
+        {"spec.keyVaultExtension.pollingIntervalInS": "3600"},
+        (".spec.keyVaultExtension.pollingIntervalInS: field not declared in schema",),
+        extra_args=("--server-side",),
+    ),
+    Invalid(
+        "secretId-versioned-server-side",
+        _certs({"secretId": f"https://mykv.vault.azure.net/secrets/mycert/{VERSION}"}),
+        ("spec.certificates[0].secretId", "must be versionless"),
+        extra_args=("--server-side",),
     ),
 ]
 
