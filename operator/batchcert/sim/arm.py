@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Set by the fault injector on a request whose long-running operation must fail.
+LRO_FAILURE = web.RequestKey("sim_lro_failure", dict)
+
 SUB = r"/subscriptions/(?P<subscriptionId>[^/]+)"
 RG = SUB + r"/resourceGroups/(?P<resourceGroupName>[^/]+)"
 

@@ -23,7 +23,7 @@ import uuid
 from aiohttp import web
 
 from batchcert.sim import nodes
-from batchcert.sim.arm import RG, SUB, ArmCall, ArmRoute, route
+from batchcert.sim.arm import LRO_FAILURE, RG, SUB, ArmCall, ArmRoute, route
 from batchcert.sim.armerrors import (
     ArmError,
     arm_json,
@@ -287,7 +287,7 @@ async def delete_pool(call: ArmCall) -> web.Response:
             subscription_id=account.subscription_id,
             location=account.location.replace(" ", "").lower(),
             due=now + behaviour.delete_duration_s,
-            error=call.request.get("sim_lro_failure"),
+            error=call.request.get(LRO_FAILURE),
         )
         call.sim.world.operations[op.operation_id] = op
         pool.delete_operation = op.operation_id

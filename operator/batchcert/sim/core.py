@@ -293,6 +293,7 @@ class Simulation:
     def snapshot(self) -> dict[str, Any]:
         return {
             "version": 1,
+            "port": self.port,
             "clock": self.clock.now().isoformat(),
             "tokenKey": self.tokens.key.hex(),
             "clusterKey": self.directory.cluster_key.hex(),

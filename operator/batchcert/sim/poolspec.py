@@ -195,10 +195,8 @@ def validate_pool_body(body: Any, *, partial: bool) -> JsonDict:
         "properties",
     )
     props = {k: copy.deepcopy(v) for k, v in props_raw.items() if k not in READ_ONLY_PROPERTIES}
-    if not partial:
-        _string(_require(props, "vmSize", "properties"), "properties.vmSize")
-        _require(props, "deploymentConfiguration", "properties")
-    elif "vmSize" in props:
+    # Types first (the service deserializes before it validates), required properties after.
+    if "vmSize" in props:
         _string(props["vmSize"], "properties.vmSize")
     if "deploymentConfiguration" in props:
         props["deploymentConfiguration"] = _deployment(props["deploymentConfiguration"])
@@ -232,6 +230,8 @@ def validate_pool_body(body: Any, *, partial: bool) -> JsonDict:
                 f"properties.metadata[{i}].name",
             )
     if not partial:
+        _require(props, "vmSize", "properties")
+        _require(props, "deploymentConfiguration", "properties")
         props.setdefault("taskSlotsPerNode", 1)
         props.setdefault("interNodeCommunication", "Disabled")
         props.setdefault("taskSchedulingPolicy", {"nodeFillType": "Spread"})

@@ -36,7 +36,7 @@ from aiohttp import web
 
 from batchcert.hostaliases import install_host_aliases
 from batchcert.sim import armbatch, armresources, seed
-from batchcert.sim.arm import ArmService
+from batchcert.sim.arm import LRO_FAILURE, ArmService
 from batchcert.sim.armerrors import ArmError, arm_error_response
 from batchcert.sim.batchdata import BatchDataService, batch_error_body
 from batchcert.sim.clock import SimClock
@@ -116,7 +116,7 @@ def build_app(sim: Simulation, tls: SimTls, *, reset: Callable[[str], dict[str, 
                 return _fault_response(sim, service, request, rule.status, rule.body,
                                        rule.headers)
             if rule.lro_failure is not None:
-                request["sim_lro_failure"] = dict(rule.lro_failure)
+                request[LRO_FAILURE] = dict(rule.lro_failure)
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -180,9 +180,12 @@ class SimulatorRuntime:
 
     def _bind(self) -> socket.socket:
         port = self.options.port
-        if port == 0 and self.sim_json.exists():
-            with contextlib.suppress(ValueError, OSError, KeyError):
-                port = int(json.loads(self.sim_json.read_text())["port"])  # reuse across restarts
+        if port == 0:
+            # Reuse the previous run's port, so clients holding the old addresses keep working.
+            for previous in (self.sim_json, self.state_dir / "state.json"):
+                with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+                    port = int(json.loads(previous.read_text())["port"])
+                    break
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
