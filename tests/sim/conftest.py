@@ -52,22 +52,28 @@ def operator_credential(info: dict[str, Any]) -> Any:
     from azure.identity import ClientSecretCredential
 
     op = info["principals"]["operator"]
-    return ClientSecretCredential(info["tenantId"], op["clientId"], op["clientSecret"],
-                                  authority=info["authorityHost"],
-                                  disable_instance_discovery=True,
-                                  connection_verify=info["caBundle"])
+    return ClientSecretCredential(
+        info["tenantId"],
+        op["clientId"],
+        op["clientSecret"],
+        authority=info["authorityHost"],
+        disable_instance_discovery=True,
+        connection_verify=info["caBundle"],
+    )
 
 
 @pytest.fixture
 def workload_credential(info: dict[str, Any]) -> Any:
     from azure.identity import WorkloadIdentityCredential
 
-    return WorkloadIdentityCredential(tenant_id=info["tenantId"],
-                                      client_id=info["principals"]["workload"]["clientId"],
-                                      token_file_path=info["federatedTokenFile"],
-                                      authority=info["authorityHost"],
-                                      disable_instance_discovery=True,
-                                      connection_verify=info["caBundle"])
+    return WorkloadIdentityCredential(
+        tenant_id=info["tenantId"],
+        client_id=info["principals"]["workload"]["clientId"],
+        token_file_path=info["federatedTokenFile"],
+        authority=info["authorityHost"],
+        disable_instance_discovery=True,
+        connection_verify=info["caBundle"],
+    )
 
 
 @pytest.fixture
@@ -75,10 +81,14 @@ def arm(info: dict[str, Any], demo: dict[str, Any], operator_credential: Any) ->
     """``BatchManagementClient`` for the demo subscription (fast retries for tests)."""
     from azure.mgmt.batch import BatchManagementClient
 
-    return BatchManagementClient(operator_credential, demo["subscriptionId"],
-                                 base_url=info["resourceManager"],
-                                 credential_scopes=["https://management.azure.com/.default"],
-                                 connection_verify=info["caBundle"], retry_backoff_factor=0.05)
+    return BatchManagementClient(
+        operator_credential,
+        demo["subscriptionId"],
+        base_url=info["resourceManager"],
+        credential_scopes=["https://management.azure.com/.default"],
+        connection_verify=info["caBundle"],
+        retry_backoff_factor=0.05,
+    )
 
 
 @pytest.fixture
@@ -86,27 +96,39 @@ def batch(info: dict[str, Any], demo: dict[str, Any], operator_credential: Any) 
     """``BatchClient`` for the demo account's data plane (the ``accountEndpoint``)."""
     from azure.batch import BatchClient
 
-    return BatchClient(f"https://{demo['accountEndpoint']}", operator_credential,
-                       connection_verify=info["caBundle"], retry_backoff_factor=0.05)
+    return BatchClient(
+        f"https://{demo['accountEndpoint']}",
+        operator_credential,
+        connection_verify=info["caBundle"],
+        retry_backoff_factor=0.05,
+    )
 
 
 @pytest.fixture
 def kv_extension(demo: dict[str, Any]) -> Callable[..., dict[str, Any]]:
-    def build(*, urls: list[Any] | None = None, client_id: str | None = "demo",
-              polling: str = "300", require_initial_sync: bool = True,
-              version: str = "2.0", os_type: str = "Linux",
-              name: str = "KVExtensions") -> dict[str, Any]:
+    def build(
+        *,
+        urls: list[Any] | None = None,
+        client_id: str | None = "demo",
+        polling: str = "300",
+        require_initial_sync: bool = True,
+        version: str = "2.0",
+        os_type: str = "Linux",
+        name: str = "KVExtensions",
+    ) -> dict[str, Any]:
         auth: dict[str, Any] = {"msiEndpoint": "http://169.254.169.254/metadata/identity"}
         if client_id is not None:
-            auth["msiClientId"] = demo["identity"]["clientId"] if client_id == "demo" \
-                else client_id
+            auth["msiClientId"] = demo["identity"]["clientId"] if client_id == "demo" else client_id
         return {
-            "name": name, "publisher": "Microsoft.Azure.KeyVault",
-            "type": f"KeyVaultFor{os_type}", "typeHandlerVersion": version,
+            "name": name,
+            "publisher": "Microsoft.Azure.KeyVault",
+            "type": f"KeyVaultFor{os_type}",
+            "typeHandlerVersion": version,
             "autoUpgradeMinorVersion": True,
             "settings": {
                 "secretsManagementSettings": {
-                    "pollingIntervalInS": polling, "requireInitialSync": require_initial_sync,
+                    "pollingIntervalInS": polling,
+                    "requireInitialSync": require_initial_sync,
                     "certificateStoreLocation": "/var/lib/waagent/Microsoft.Azure.KeyVault",
                     "observedCertificates": urls if urls is not None else [demo["secretId"]],
                 },
@@ -119,24 +141,43 @@ def kv_extension(demo: dict[str, Any]) -> Callable[..., dict[str, Any]]:
 
 @pytest.fixture
 def pool_body(demo: dict[str, Any]) -> Callable[..., dict[str, Any]]:
-    def build(*, nodes: int = 1, extensions: list[dict[str, Any]] | None = None,
-              identity: bool = True, vm_size: str = "STANDARD_D2S_V3") -> dict[str, Any]:
-        body: dict[str, Any] = {"properties": {
-            "vmSize": vm_size,
-            "taskSchedulingPolicy": {"nodeFillType": "Pack"},
-            "deploymentConfiguration": {"virtualMachineConfiguration": {
-                "imageReference": {"publisher": "canonical", "offer": "ubuntuserver",
-                                   "sku": "20.04-lts", "version": "latest"},
-                "nodeAgentSkuId": "batch.node.ubuntu 20.04",
-                "extensions": extensions or [],
-            }},
-            "scaleSettings": {"fixedScale": {"targetDedicatedNodes": nodes,
-                                             "targetLowPriorityNodes": 0,
-                                             "resizeTimeout": "PT15M"}},
-        }}
+    def build(
+        *,
+        nodes: int = 1,
+        extensions: list[dict[str, Any]] | None = None,
+        identity: bool = True,
+        vm_size: str = "STANDARD_D2S_V3",
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "properties": {
+                "vmSize": vm_size,
+                "taskSchedulingPolicy": {"nodeFillType": "Pack"},
+                "deploymentConfiguration": {
+                    "virtualMachineConfiguration": {
+                        "imageReference": {
+                            "publisher": "canonical",
+                            "offer": "ubuntuserver",
+                            "sku": "20.04-lts",
+                            "version": "latest",
+                        },
+                        "nodeAgentSkuId": "batch.node.ubuntu 20.04",
+                        "extensions": extensions or [],
+                    }
+                },
+                "scaleSettings": {
+                    "fixedScale": {
+                        "targetDedicatedNodes": nodes,
+                        "targetLowPriorityNodes": 0,
+                        "resizeTimeout": "PT15M",
+                    }
+                },
+            }
+        }
         if identity:
-            body["identity"] = {"type": "UserAssigned",
-                                "userAssignedIdentities": {demo["identity"]["resourceId"]: {}}}
+            body["identity"] = {
+                "type": "UserAssigned",
+                "userAssignedIdentities": {demo["identity"]["resourceId"]: {}},
+            }
         return body
 
     return build
@@ -149,8 +190,10 @@ def example_body(demo: dict[str, Any]) -> Callable[[str], dict[str, Any]]:
     def load(name: str) -> dict[str, Any]:
         text = (DATA / f"{name}.request.json").read_text()
         text = text.replace("/subscriptions/subid/", f"/subscriptions/{demo['subscriptionId']}/")
-        text = text.replace("/resourceGroups/default-azurebatch-japaneast/",
-                            f"/resourceGroups/{demo['resourceGroup']}/")
+        text = text.replace(
+            "/resourceGroups/default-azurebatch-japaneast/",
+            f"/resourceGroups/{demo['resourceGroup']}/",
+        )
         return copy.deepcopy(json.loads(text))
 
     return load
@@ -169,17 +212,24 @@ def raw(info: dict[str, Any]) -> Callable[..., RawResponse]:
     """Plain HTTPS calls (``requests``, CA-verified) for what SDKs would not send."""
     import requests
 
-    def call(method: str, url: str, *, token: str | None = None, body: Any = None,
-             data: str | bytes | None = None, headers: dict[str, str] | None = None
-             ) -> RawResponse:
+    def call(
+        method: str,
+        url: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        data: str | bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawResponse:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
         if body is not None:
             data = json.dumps(body)
             all_headers.setdefault("Content-Type", "application/json")
-        response = requests.request(method, url, data=data, headers=all_headers,
-                                    verify=info["caBundle"], timeout=30)
+        response = requests.request(
+            method, url, data=data, headers=all_headers, verify=info["caBundle"], timeout=30
+        )
         return RawResponse(response.status_code, dict(response.headers), response.text)
 
     return call

@@ -36,24 +36,29 @@ def _wire(pipeline: Any, deserialized: Any, headers: Any) -> Any:
     return pipeline.http_response
 
 
-def test_batch_account_get_returns_the_data_plane_endpoint(arm: Any,
-                                                           demo: dict[str, Any]) -> None:
+def test_batch_account_get_returns_the_data_plane_endpoint(arm: Any, demo: dict[str, Any]) -> None:
     account = arm.batch_account.get(demo["resourceGroup"], demo["batchAccount"])
     assert account.account_endpoint == demo["accountEndpoint"]
     assert account.account_endpoint.startswith("demobatch.westeurope.batch.sim.test:")
     assert account.provisioning_state == "Succeeded"
 
 
-def test_user_assigned_identities_example_round_trips(arm: Any, demo: dict[str, Any],
-                                                      control: Any,
-                                                      example_body: Callable[[str], Any]) -> None:
+def test_user_assigned_identities_example_round_trips(
+    arm: Any, demo: dict[str, Any], control: Any, example_body: Callable[[str], Any]
+) -> None:
     body = example_body("PoolCreate_UserAssignedIdentities")
     for name in ("id1", "id2"):
-        control.add_identity(demo["subscriptionId"], demo["resourceGroup"], name,
-                             client_id=f"{name}-client", principal_id=f"{name}-principal")
+        control.add_identity(
+            demo["subscriptionId"],
+            demo["resourceGroup"],
+            name,
+            client_id=f"{name}-client",
+            principal_id=f"{name}-principal",
+        )
     created = _create(arm, demo, "testpool", body, cls=_wire).json()
-    fetched = arm.pool.get(demo["resourceGroup"], demo["batchAccount"], "testpool",
-                           cls=_wire).json()
+    fetched = arm.pool.get(
+        demo["resourceGroup"], demo["batchAccount"], "testpool", cls=_wire
+    ).json()
     assert created == fetched
     props = fetched["properties"]
     assert props["vmSize"] == "Standard_D4ds_v5"
@@ -66,18 +71,24 @@ def test_user_assigned_identities_example_round_trips(arm: Any, demo: dict[str, 
     assert props["taskSchedulingPolicy"] == {"nodeFillType": "Spread"}
     assert (props["currentDedicatedNodes"], props["currentLowPriorityNodes"]) == (0, 0)
     assert set(fetched["identity"]["userAssignedIdentities"]) == set(
-        body["identity"]["userAssignedIdentities"])
+        body["identity"]["userAssignedIdentities"]
+    )
     identities = fetched["identity"]["userAssignedIdentities"].values()
     assert {v["clientId"] for v in identities} == {"id1-client", "id2-client"}
     assert {v["principalId"] for v in identities} == {"id1-principal", "id2-principal"}
     # The typed model sees the same thing.
     typed = _get(arm, demo, "testpool")
-    assert typed.identity.user_assigned_identities[
-        next(iter(body["identity"]["userAssignedIdentities"]))].client_id == "id1-client"
+    assert (
+        typed.identity.user_assigned_identities[
+            next(iter(body["identity"]["userAssignedIdentities"]))
+        ].client_id
+        == "id1-client"
+    )
 
 
 def test_extensions_example_round_trips_settings_verbatim(
-        arm: Any, demo: dict[str, Any], example_body: Callable[[str], Any]) -> None:
+    arm: Any, demo: dict[str, Any], example_body: Callable[[str], Any]
+) -> None:
     body = example_body("PoolCreate_VirtualMachineConfiguration_Extensions")
     _create(arm, demo, "testpool", body)
     response = arm.pool.get(demo["resourceGroup"], demo["batchAccount"], "testpool", cls=_wire)
@@ -96,8 +107,12 @@ def test_put_replaces_and_patch_merges(arm: Any, demo: dict[str, Any], pool_body
     body["properties"]["displayName"] = "first"
     first = _create(arm, demo, "p", body)
     # PATCH: only what is sent changes.
-    patched = arm.pool.update(demo["resourceGroup"], demo["batchAccount"], "p",
-                              {"properties": {"metadata": [{"name": "team", "value": "b"}]}})
+    patched = arm.pool.update(
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        "p",
+        {"properties": {"metadata": [{"name": "team", "value": "b"}]}},
+    )
     assert patched.display_name == "first"
     assert patched.metadata[0].value == "b"
     assert patched.etag != first.etag
@@ -108,30 +123,48 @@ def test_put_replaces_and_patch_merges(arm: Any, demo: dict[str, Any], pool_body
     assert replaced.creation_time == first.creation_time
 
 
-def test_if_none_match_star_refuses_an_existing_pool(arm: Any, demo: dict[str, Any],
-                                                    pool_body: Body) -> None:
+def test_if_none_match_star_refuses_an_existing_pool(
+    arm: Any, demo: dict[str, Any], pool_body: Body
+) -> None:
     _create(arm, demo, "p", pool_body(nodes=0), match_condition=MatchConditions.IfMissing)
     with pytest.raises(HttpResponseError) as caught:
         _create(arm, demo, "p", pool_body(nodes=0), match_condition=MatchConditions.IfMissing)
     assert caught.value.status_code == 412
 
 
-def test_if_match_must_name_the_current_etag(arm: Any, demo: dict[str, Any],
-                                             pool_body: Body) -> None:
+def test_if_match_must_name_the_current_etag(
+    arm: Any, demo: dict[str, Any], pool_body: Body
+) -> None:
     created = _create(arm, demo, "p", pool_body(nodes=0))
     with pytest.raises(HttpResponseError) as caught:
-        arm.pool.update(demo["resourceGroup"], demo["batchAccount"], "p",
-                        {"properties": {"displayName": "x"}}, etag='W/"0x8D000000000000A"',
-                        match_condition=MatchConditions.IfNotModified)
+        arm.pool.update(
+            demo["resourceGroup"],
+            demo["batchAccount"],
+            "p",
+            {"properties": {"displayName": "x"}},
+            etag='W/"0x8D000000000000A"',
+            match_condition=MatchConditions.IfNotModified,
+        )
     assert caught.value.status_code == 412
     assert caught.value.response.json()["error"]["code"] == "ConditionNotMet"
-    updated = arm.pool.update(demo["resourceGroup"], demo["batchAccount"], "p",
-                              {"properties": {"displayName": "x"}}, etag=created.etag,
-                              match_condition=MatchConditions.IfNotModified)
+    updated = arm.pool.update(
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        "p",
+        {"properties": {"displayName": "x"}},
+        etag=created.etag,
+        match_condition=MatchConditions.IfNotModified,
+    )
     assert updated.display_name == "x"
     with pytest.raises(HttpResponseError) as missing:
-        _create(arm, demo, "absent", pool_body(nodes=0), etag=created.etag,
-                match_condition=MatchConditions.IfNotModified)
+        _create(
+            arm,
+            demo,
+            "absent",
+            pool_body(nodes=0),
+            etag=created.etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
     assert missing.value.status_code == 412
 
 
@@ -149,22 +182,25 @@ def test_not_found_bodies(arm: Any, demo: dict[str, Any]) -> None:
     assert group.value.error.code == "ResourceGroupNotFound"
 
 
-def test_list_pages_with_next_link(arm: Any, demo: dict[str, Any], pool_body: Body,
-                                   control: Any) -> None:
+def test_list_pages_with_next_link(
+    arm: Any, demo: dict[str, Any], pool_body: Body, control: Any
+) -> None:
     for i in range(5):
         _create(arm, demo, f"pool{i}", pool_body(nodes=0))
     control.set_settings(armListPageSize=2)
     control.clear_requests()
-    names = [p.name for p in arm.pool.list_by_batch_account(demo["resourceGroup"],
-                                                            demo["batchAccount"])]
+    names = [
+        p.name for p in arm.pool.list_by_batch_account(demo["resourceGroup"], demo["batchAccount"])
+    ]
     assert names == [f"pool{i}" for i in range(5)]
     pages = control.requests(service="arm", operation="Pool_ListByBatchAccount")
     assert len(pages) == 3
     assert "$skiptoken" in pages[1]["query"]
 
 
-def test_delete_is_a_location_lro_polled_to_completion(arm: Any, demo: dict[str, Any],
-                                                       pool_body: Body, control: Any) -> None:
+def test_delete_is_a_location_lro_polled_to_completion(
+    arm: Any, demo: dict[str, Any], pool_body: Body, control: Any
+) -> None:
     _create(arm, demo, "p", pool_body(nodes=0))
     control.set_node_behaviour(lroRetryAfterSeconds=1, deleteDurationSeconds=60)
     poller = arm.pool.begin_delete(demo["resourceGroup"], demo["batchAccount"], "p")
@@ -177,18 +213,30 @@ def test_delete_is_a_location_lro_polled_to_completion(arm: Any, demo: dict[str,
     assert poller.status() == "Succeeded"
     with pytest.raises(ResourceNotFoundError):
         _get(arm, demo, "p")
-    statuses = [r["status"] for r in control.requests(service="arm")
-                if r["operation"] in ("Pool_Delete", "Pool_DeleteOperationResult")]
+    statuses = [
+        r["status"]
+        for r in control.requests(service="arm")
+        if r["operation"] in ("Pool_Delete", "Pool_DeleteOperationResult")
+    ]
     assert statuses[0] == 202
     assert statuses[-1] == 200
 
 
-def test_delete_response_headers(arm: Any, demo: dict[str, Any], pool_body: Body, raw: Any,
-                                 info: dict[str, Any], arm_token: str, control: Any) -> None:
+def test_delete_response_headers(
+    arm: Any,
+    demo: dict[str, Any],
+    pool_body: Body,
+    raw: Any,
+    info: dict[str, Any],
+    arm_token: str,
+    control: Any,
+) -> None:
     _create(arm, demo, "p", pool_body(nodes=0))
-    url = (f"{info['resourceManager']}subscriptions/{demo['subscriptionId']}/resourceGroups/"
-           f"{demo['resourceGroup']}/providers/Microsoft.Batch/batchAccounts/"
-           f"{demo['batchAccount']}/pools/p?api-version=2025-06-01")
+    url = (
+        f"{info['resourceManager']}subscriptions/{demo['subscriptionId']}/resourceGroups/"
+        f"{demo['resourceGroup']}/providers/Microsoft.Batch/batchAccounts/"
+        f"{demo['batchAccount']}/pools/p?api-version=2025-06-01"
+    )
     answer = raw("DELETE", url, token=arm_token)
     assert answer.status == 202
     assert "Azure-AsyncOperation" not in answer.headers
@@ -201,15 +249,17 @@ def test_delete_response_headers(arm: Any, demo: dict[str, Any], pool_body: Body
     assert raw("DELETE", url, token=arm_token).status == 204
 
 
-def test_delete_of_a_missing_pool_is_204_and_the_poller_finishes(arm: Any,
-                                                                 demo: dict[str, Any]) -> None:
+def test_delete_of_a_missing_pool_is_204_and_the_poller_finishes(
+    arm: Any, demo: dict[str, Any]
+) -> None:
     poller = arm.pool.begin_delete(demo["resourceGroup"], demo["batchAccount"], "never")
     poller.result(timeout=10)
     assert poller.done()
 
 
-def test_new_pool_resizes_then_settles_when_nodes_arrive(arm: Any, demo: dict[str, Any],
-                                                        pool_body: Body, control: Any) -> None:
+def test_new_pool_resizes_then_settles_when_nodes_arrive(
+    arm: Any, demo: dict[str, Any], pool_body: Body, control: Any
+) -> None:
     control.set_node_behaviour(arrivalDelaySeconds=120)
     created = _create(arm, demo, "p", pool_body(nodes=2))
     assert created.allocation_state == "Resizing"
@@ -223,24 +273,34 @@ def test_new_pool_resizes_then_settles_when_nodes_arrive(arm: Any, demo: dict[st
     assert settled.resize_operation_status.target_dedicated_nodes == 2
 
 
-def test_resize_by_patching_scale_settings(arm: Any, demo: dict[str, Any], pool_body: Body,
-                                           control: Any) -> None:
+def test_resize_by_patching_scale_settings(
+    arm: Any, demo: dict[str, Any], pool_body: Body, control: Any
+) -> None:
     _create(arm, demo, "p", pool_body(nodes=1))
     control.advance(3600)
-    resized = arm.pool.update(demo["resourceGroup"], demo["batchAccount"], "p", {"properties": {
-        "scaleSettings": {"fixedScale": {"targetDedicatedNodes": 3}}}})
+    resized = arm.pool.update(
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        "p",
+        {"properties": {"scaleSettings": {"fixedScale": {"targetDedicatedNodes": 3}}}},
+    )
     assert resized.allocation_state == "Resizing"
     control.advance(3600)
     assert _get(arm, demo, "p").current_dedicated_nodes == 3
-    arm.pool.update(demo["resourceGroup"], demo["batchAccount"], "p", {"properties": {
-        "scaleSettings": {"fixedScale": {"targetDedicatedNodes": 0}}}})
+    arm.pool.update(
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        "p",
+        {"properties": {"scaleSettings": {"fixedScale": {"targetDedicatedNodes": 0}}}},
+    )
     control.advance(3600)
     shrunk = _get(arm, demo, "p")
     assert (shrunk.allocation_state, shrunk.current_dedicated_nodes) == ("Steady", 0)
 
 
-def test_capacity_shortfall_reports_a_resize_error(arm: Any, demo: dict[str, Any],
-                                                   pool_body: Body, control: Any) -> None:
+def test_capacity_shortfall_reports_a_resize_error(
+    arm: Any, demo: dict[str, Any], pool_body: Body, control: Any
+) -> None:
     control.set_node_behaviour(capacity=1)
     _create(arm, demo, "p", pool_body(nodes=3))
     control.advance(3600)

@@ -40,8 +40,9 @@ def test_clock_advances_and_scales(control: Any) -> None:
         control.advance(-1)
 
 
-def test_request_log_filters_and_counters(arm: Any, demo: dict[str, Any], control: Any,
-                                          info: dict[str, Any]) -> None:
+def test_request_log_filters_and_counters(
+    arm: Any, demo: dict[str, Any], control: Any, info: dict[str, Any]
+) -> None:
     control.clear_requests()
     arm.batch_account.get(demo["resourceGroup"], demo["batchAccount"])
     with pytest.raises(ResourceNotFoundError):
@@ -54,41 +55,50 @@ def test_request_log_filters_and_counters(arm: Any, demo: dict[str, Any], contro
     assert first["principal"] == info["principals"]["operator"]["objectId"]
     assert control.requests(status=404)[0]["operation"] == "Pool_Get"
     assert control.requests(sinceSeq=first["seq"], service="arm") == everything[1:]
-    counters = {(c["service"], c["operation"], c["status"]): c["count"]
-                for c in control.counters()["counters"]}
+    counters = {
+        (c["service"], c["operation"], c["status"]): c["count"]
+        for c in control.counters()["counters"]
+    }
     assert counters[("arm", "Pool_Get", 404)] == 1
     assert counters[("arm", "BatchAccount_Get", 200)] == 1
 
 
-def test_certificate_metadata_reads_are_not_secret_reads(info: dict[str, Any],
-                                                         demo: dict[str, Any], control: Any,
-                                                         operator_credential: Any,
-                                                         raw: Any) -> None:
+def test_certificate_metadata_reads_are_not_secret_reads(
+    info: dict[str, Any], demo: dict[str, Any], control: Any, operator_credential: Any, raw: Any
+) -> None:
     from azure.keyvault.certificates import CertificateClient
 
-    client = CertificateClient(demo["vaultUrl"], operator_credential,
-                               connection_verify=info["caBundle"])
+    client = CertificateClient(
+        demo["vaultUrl"], operator_credential, connection_verify=info["caBundle"]
+    )
     cert = client.get_certificate(demo["certificate"])
-    assert cert.properties.version == control.certificate(
-        demo["vault"], demo["certificate"])["current"]["version"]
+    assert (
+        cert.properties.version
+        == control.certificate(demo["vault"], demo["certificate"])["current"]["version"]
+    )
     assert control.counters()["secretReads"] == 0
     # A principal allowed to read secrets does so, and it is counted.
-    control.grant(demo["vault"], info["principals"]["operator"]["objectId"],
-                  {"secrets": ["get"]})
+    control.grant(demo["vault"], info["principals"]["operator"]["objectId"], {"secrets": ["get"]})
     token = operator_credential.get_token(f"{info['keyVaultAudience']}/.default").token
     assert raw("GET", f"{demo['secretId']}?api-version=7.5", token=token).status == 200
     assert control.counters()["secretReads"] == 1
     assert control.requests(secretRead=True)[0]["service"] == "keyvault"
 
 
-def test_drift_is_visible_through_the_sdk(arm: Any, demo: dict[str, Any], control: Any,
-                                          pool_body: Callable[..., Any]) -> None:
-    created = arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "p",
-                              pool_body(nodes=1))
+def test_drift_is_visible_through_the_sdk(
+    arm: Any, demo: dict[str, Any], control: Any, pool_body: Callable[..., Any]
+) -> None:
+    created = arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "p", pool_body(nodes=1))
     ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "p")
-    control.drift_pool(*ids, patch={"properties": {
-        "metadata": [{"name": "changed", "value": "by-hand"}],
-        "scaleSettings": {"fixedScale": {"targetDedicatedNodes": 2}}}})
+    control.drift_pool(
+        *ids,
+        patch={
+            "properties": {
+                "metadata": [{"name": "changed", "value": "by-hand"}],
+                "scaleSettings": {"fixedScale": {"targetDedicatedNodes": 2}},
+            }
+        },
+    )
     drifted = arm.pool.get(demo["resourceGroup"], demo["batchAccount"], "p")
     assert drifted.etag != created.etag
     assert drifted.metadata[0].name == "changed"
@@ -98,8 +108,9 @@ def test_drift_is_visible_through_the_sdk(arm: Any, demo: dict[str, Any], contro
         arm.pool.get(demo["resourceGroup"], demo["batchAccount"], "p")
 
 
-def test_reset_empties_the_world_and_can_reseed(arm: Any, demo: dict[str, Any], control: Any,
-                                                pool_body: Callable[..., Any]) -> None:
+def test_reset_empties_the_world_and_can_reseed(
+    arm: Any, demo: dict[str, Any], control: Any, pool_body: Callable[..., Any]
+) -> None:
     arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "p", pool_body(nodes=0))
     control.reset(seed="none")
     with pytest.raises(ResourceNotFoundError):
@@ -124,24 +135,43 @@ def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
 
     def client(info: dict[str, Any]) -> Any:
         op = info["principals"]["operator"]
-        cred = ClientSecretCredential(info["tenantId"], op["clientId"], op["clientSecret"],
-                                      authority=info["authorityHost"],
-                                      disable_instance_discovery=True,
-                                      connection_verify=info["caBundle"])
-        return BatchManagementClient(cred, info["demo"]["subscriptionId"],
-                                     base_url=info["resourceManager"],
-                                     credential_scopes=["https://management.azure.com/.default"],
-                                     connection_verify=info["caBundle"])
+        cred = ClientSecretCredential(
+            info["tenantId"],
+            op["clientId"],
+            op["clientSecret"],
+            authority=info["authorityHost"],
+            disable_instance_discovery=True,
+            connection_verify=info["caBundle"],
+        )
+        return BatchManagementClient(
+            cred,
+            info["demo"]["subscriptionId"],
+            base_url=info["resourceManager"],
+            credential_scopes=["https://management.azure.com/.default"],
+            connection_verify=info["caBundle"],
+        )
 
-    body = {"properties": {"vmSize": "STANDARD_D2S_V3", "deploymentConfiguration": {
-        "virtualMachineConfiguration": {"imageReference": {
-            "publisher": "canonical", "offer": "ubuntuserver", "sku": "20.04-lts"},
-            "nodeAgentSkuId": "batch.node.ubuntu 20.04"}}}}
+    body = {
+        "properties": {
+            "vmSize": "STANDARD_D2S_V3",
+            "deploymentConfiguration": {
+                "virtualMachineConfiguration": {
+                    "imageReference": {
+                        "publisher": "canonical",
+                        "offer": "ubuntuserver",
+                        "sku": "20.04-lts",
+                    },
+                    "nodeAgentSkuId": "batch.node.ubuntu 20.04",
+                }
+            },
+        }
+    }
     with simulator(state_dir=tmp_path, seed="demo", clock_scale=0) as first:
         info = first.info
         demo = info["demo"]
-        created = client(info).pool.create(demo["resourceGroup"], demo["batchAccount"], "kept",
-                                           body)
+        created = client(info).pool.create(
+            demo["resourceGroup"], demo["batchAccount"], "kept", body
+        )
         version = first.control.certificate(demo["vault"], demo["certificate"])["current"]
         ca = Path(first.ca_bundle).read_bytes()
         port = first.port
@@ -152,15 +182,28 @@ def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
         assert second.info["principals"] == info["principals"]
         again = client(second.info).pool.get(demo["resourceGroup"], demo["batchAccount"], "kept")
         assert again.etag == created.etag
-        assert second.control.certificate(demo["vault"], demo["certificate"])["current"] \
-            == version
+        assert second.control.certificate(demo["vault"], demo["certificate"])["current"] == version
 
 
 def test_cli_runs_in_the_foreground_and_stops_cleanly(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2] / "operator"))
-    proc = subprocess.Popen([sys.executable, "-m", "batchcert", "sim", "--state-dir",
-                             str(tmp_path), "--seed", "demo", "--clock-scale", "0"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchcert",
+            "sim",
+            "--state-dir",
+            str(tmp_path),
+            "--seed",
+            "demo",
+            "--clock-scale",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 30
         sim_json = tmp_path / "sim.json"
@@ -169,9 +212,19 @@ def test_cli_runs_in_the_foreground_and_stops_cleanly(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "sim.json never appeared"
             time.sleep(0.05)
         info = json.loads(sim_json.read_text())
-        assert set(info) >= {"port", "caBundle", "tenantId", "authorityHost", "resourceManager",
-                             "keyVaultDnsSuffix", "batchDnsSuffix", "hostAliases", "control",
-                             "principals", "federatedTokenFile"}
+        assert set(info) >= {
+            "port",
+            "caBundle",
+            "tenantId",
+            "authorityHost",
+            "resourceManager",
+            "keyVaultDnsSuffix",
+            "batchDnsSuffix",
+            "hostAliases",
+            "control",
+            "principals",
+            "federatedTokenFile",
+        }
         assert SimControl(sim_json).clock()["scale"] == 0.0
     finally:
         proc.send_signal(signal.SIGTERM)

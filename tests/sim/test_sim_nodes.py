@@ -30,10 +30,20 @@ Ext = Callable[..., dict[str, Any]]
 def make_pool(arm: Any, demo: dict[str, Any], pool_body: Body, control: Any) -> Callable[..., str]:
     """Create a pool, let its nodes arrive and boot, return its name."""
 
-    def make(name: str = "p", *, nodes: int = 1, extensions: list[dict[str, Any]],
-             settle: float = 60.0, **kw: Any) -> str:
-        arm.pool.create(demo["resourceGroup"], demo["batchAccount"], name,
-                        pool_body(nodes=nodes, extensions=extensions, **kw))
+    def make(
+        name: str = "p",
+        *,
+        nodes: int = 1,
+        extensions: list[dict[str, Any]],
+        settle: float = 60.0,
+        **kw: Any,
+    ) -> str:
+        arm.pool.create(
+            demo["resourceGroup"],
+            demo["batchAccount"],
+            name,
+            pool_body(nodes=nodes, extensions=extensions, **kw),
+        )
         control.advance(settle)
         return name
 
@@ -49,14 +59,15 @@ def _ext(batch: Any, pool: str, node_id: str | None = None) -> Any:
 def _versions(ext: Any) -> dict[str, str]:
     for status in ext.instance_view.sub_statuses or []:
         if status.code.startswith("ComponentStatus/observedCertificates"):
-            return {c["url"]: c["version"] for c in json.loads(status.message)[
-                "observedCertificates"]}
+            return {
+                c["url"]: c["version"] for c in json.loads(status.message)["observedCertificates"]
+            }
     return {}
 
 
 def test_healthy_node_reports_success_and_the_fetched_version(
-        batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any,
-        demo: dict[str, Any]) -> None:
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any, demo: dict[str, Any]
+) -> None:
     pool = make_pool(extensions=[kv_extension()], nodes=2)
     nodes = list(batch.list_nodes(pool))
     assert len(nodes) == 2
@@ -77,22 +88,32 @@ def test_healthy_node_reports_success_and_the_fetched_version(
     assert same.provisioning_state == "Succeeded"
 
 
-def test_extension_settings_come_back_as_sent(batch: Any, make_pool: Callable[..., str],
-                                              kv_extension: Ext, raw: Any, demo: dict[str, Any],
-                                              operator_credential: Any) -> None:
+def test_extension_settings_come_back_as_sent(
+    batch: Any,
+    make_pool: Callable[..., str],
+    kv_extension: Ext,
+    raw: Any,
+    demo: dict[str, Any],
+    operator_credential: Any,
+) -> None:
     ext = kv_extension()
     pool = make_pool(extensions=[ext])
     node = next(iter(batch.list_nodes(pool))).id
     token = operator_credential.get_token("https://batch.core.windows.net//.default").token
-    answer = raw("GET", f"https://{demo['accountEndpoint']}/pools/{pool}/nodes/{node}/extensions"
-                 "?api-version=2025-06-01", token=token)
+    answer = raw(
+        "GET",
+        f"https://{demo['accountEndpoint']}/pools/{pool}/nodes/{node}/extensions"
+        "?api-version=2025-06-01",
+        token=token,
+    )
     [entry] = answer.json()["value"]
     assert entry["vmExtension"] == ext
     assert set(entry["instanceView"]) == {"name", "statuses", "subStatuses"}
 
 
-def test_paging_follows_odata_next_link(batch: Any, make_pool: Callable[..., str],
-                                        kv_extension: Ext, control: Any) -> None:
+def test_paging_follows_odata_next_link(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any
+) -> None:
     pool = make_pool(extensions=[kv_extension()], nodes=3)
     control.clear_requests()
     assert len(list(batch.list_nodes(pool, max_results=1))) == 3
@@ -114,8 +135,9 @@ def test_batch_error_bodies(batch: Any, make_pool: Callable[..., str], kv_extens
     assert node.value.error.code == "NodeNotFound"
 
 
-def test_wrong_client_id_fails_naming_it(batch: Any, make_pool: Callable[..., str],
-                                         kv_extension: Ext, control: Any) -> None:
+def test_wrong_client_id_fails_naming_it(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any
+) -> None:
     wrong = "99999999-9999-9999-9999-999999999999"
     pool = make_pool(extensions=[kv_extension(client_id=wrong)])
     ext = _ext(batch, pool)
@@ -133,30 +155,36 @@ def test_wrong_client_id_fails_naming_it(batch: Any, make_pool: Callable[..., st
     assert next(iter(batch.list_nodes(pool))).state == "unusable"
 
 
-def test_principal_id_instead_of_client_id_is_not_found(batch: Any, make_pool: Callable[..., str],
-                                                        kv_extension: Ext,
-                                                        demo: dict[str, Any]) -> None:
+def test_principal_id_instead_of_client_id_is_not_found(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, demo: dict[str, Any]
+) -> None:
     pool = make_pool(extensions=[kv_extension(client_id=demo["identity"]["principalId"])])
     assert "Identity not found" in _ext(batch, pool).instance_view.statuses[0].message
 
 
-def test_missing_client_id_fails(batch: Any, make_pool: Callable[..., str],
-                                 kv_extension: Ext) -> None:
+def test_missing_client_id_fails(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext
+) -> None:
     pool = make_pool(extensions=[kv_extension(client_id=None)])
     assert "Identity not found" in _ext(batch, pool).instance_view.statuses[0].message
 
 
-def test_pool_without_identity_fails(batch: Any, make_pool: Callable[..., str],
-                                     kv_extension: Ext) -> None:
+def test_pool_without_identity_fails(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext
+) -> None:
     pool = make_pool(extensions=[kv_extension()], identity=False)
     assert "No managed identity" in _ext(batch, pool).instance_view.statuses[0].message
 
 
-def test_no_vault_access_fails_with_a_forbidden_message(batch: Any, make_pool: Callable[..., str],
-                                                        kv_extension: Ext, control: Any,
-                                                        demo: dict[str, Any]) -> None:
-    control.grant(demo["vault"], demo["identity"]["principalId"], {"secrets": ["get", "list"]},
-                  operation="remove")
+def test_no_vault_access_fails_with_a_forbidden_message(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any, demo: dict[str, Any]
+) -> None:
+    control.grant(
+        demo["vault"],
+        demo["identity"]["principalId"],
+        {"secrets": ["get", "list"]},
+        operation="remove",
+    )
     pool = make_pool(extensions=[kv_extension()])
     message = _ext(batch, pool).instance_view.statuses[0].message
     assert "Forbidden" in message
@@ -169,7 +197,8 @@ def test_no_vault_access_fails_with_a_forbidden_message(batch: Any, make_pool: C
 
 
 def test_without_initial_sync_the_failure_shows_in_substatuses(
-        batch: Any, make_pool: Callable[..., str], kv_extension: Ext) -> None:
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext
+) -> None:
     pool = make_pool(extensions=[kv_extension(client_id="nobody", require_initial_sync=False)])
     ext = _ext(batch, pool)
     assert ext.provisioning_state == "Succeeded"
@@ -179,24 +208,25 @@ def test_without_initial_sync_the_failure_shows_in_substatuses(
     assert next(iter(batch.list_nodes(pool))).state == "idle"
 
 
-def test_certificates_url_is_refused(batch: Any, make_pool: Callable[..., str], kv_extension: Ext,
-                                     demo: dict[str, Any]) -> None:
+def test_certificates_url_is_refused(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, demo: dict[str, Any]
+) -> None:
     url = demo["secretId"].replace("/secrets/", "/certificates/")
     pool = make_pool(extensions=[kv_extension(urls=[url])])
     assert "NotASecretsUrl" in _ext(batch, pool).instance_view.statuses[0].message
 
 
-def test_disabled_certificate_is_refused(batch: Any, make_pool: Callable[..., str],
-                                         kv_extension: Ext, control: Any,
-                                         demo: dict[str, Any]) -> None:
+def test_disabled_certificate_is_refused(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any, demo: dict[str, Any]
+) -> None:
     control.set_certificate_enabled(demo["vault"], demo["certificate"], False)
     pool = make_pool(extensions=[kv_extension()])
     assert "Disabled" in _ext(batch, pool).instance_view.statuses[0].message
 
 
 def test_rotation_is_picked_up_within_one_polling_interval(
-        batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any,
-        demo: dict[str, Any]) -> None:
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any, demo: dict[str, Any]
+) -> None:
     pool = make_pool(extensions=[kv_extension(polling="300")])
     before = _versions(_ext(batch, pool))[demo["secretId"]]
     renewed = control.renew_certificate(demo["vault"], demo["certificate"])
@@ -207,9 +237,9 @@ def test_rotation_is_picked_up_within_one_polling_interval(
     assert _versions(_ext(batch, pool))[demo["secretId"]] == renewed
 
 
-def test_auto_renewal_reaches_nodes_through_the_clock(batch: Any, make_pool: Callable[..., str],
-                                                      kv_extension: Ext, control: Any,
-                                                      demo: dict[str, Any]) -> None:
+def test_auto_renewal_reaches_nodes_through_the_clock(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any, demo: dict[str, Any]
+) -> None:
     pool = make_pool(extensions=[kv_extension(polling="3600")])
     first = _versions(_ext(batch, pool))[demo["secretId"]]
     control.advance(300 * 86_400)  # past 80% of a 12-month lifetime: AutoRenew fired
@@ -218,8 +248,9 @@ def test_auto_renewal_reaches_nodes_through_the_clock(batch: Any, make_pool: Cal
     assert _versions(_ext(batch, pool))[demo["secretId"]] == current
 
 
-def test_versioned_url_never_rotates(batch: Any, make_pool: Callable[..., str], kv_extension: Ext,
-                                     control: Any, demo: dict[str, Any]) -> None:
+def test_versioned_url_never_rotates(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any, demo: dict[str, Any]
+) -> None:
     pinned = control.certificate(demo["vault"], demo["certificate"])["current"]["version"]
     url = f"{demo['secretId']}/{pinned}"
     pool = make_pool(extensions=[kv_extension(urls=[url], polling="60")])
@@ -230,12 +261,17 @@ def test_versioned_url_never_rotates(batch: Any, make_pool: Callable[..., str], 
     assert _versions(_ext(batch, pool)) == {url: pinned}
 
 
-def test_v3_object_settings_on_windows(batch: Any, make_pool: Callable[..., str],
-                                       kv_extension: Ext, demo: dict[str, Any]) -> None:
+def test_v3_object_settings_on_windows(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, demo: dict[str, Any]
+) -> None:
     ext = kv_extension(version="3.0", os_type="Windows")
-    ext["settings"]["secretsManagementSettings"]["observedCertificates"] = [{
-        "url": demo["secretId"], "certificateStoreName": "MY",
-        "certificateStoreLocation": "LocalMachine"}]
+    ext["settings"]["secretsManagementSettings"]["observedCertificates"] = [
+        {
+            "url": demo["secretId"],
+            "certificateStoreName": "MY",
+            "certificateStoreLocation": "LocalMachine",
+        }
+    ]
     pool = make_pool(extensions=[ext])
     found = _ext(batch, pool)
     assert found.provisioning_state == "Succeeded"
@@ -243,9 +279,9 @@ def test_v3_object_settings_on_windows(batch: Any, make_pool: Callable[..., str]
     assert demo["secretId"] in _versions(found)
 
 
-def test_a_node_taken_down_reports_its_state(batch: Any, make_pool: Callable[..., str],
-                                             kv_extension: Ext, control: Any,
-                                             demo: dict[str, Any]) -> None:
+def test_a_node_taken_down_reports_its_state(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any, demo: dict[str, Any]
+) -> None:
     pool = make_pool(extensions=[kv_extension()], nodes=2)
     node = next(iter(batch.list_nodes(pool))).id
     ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], pool)
@@ -257,19 +293,38 @@ def test_a_node_taken_down_reports_its_state(batch: Any, make_pool: Callable[...
     assert {n.state for n in batch.list_nodes(pool)} == {"idle"}
 
 
-def test_identity_changes_reach_only_new_nodes(arm: Any, batch: Any, demo: dict[str, Any],
-                                               make_pool: Callable[..., str], kv_extension: Ext,
-                                               control: Any) -> None:
+def test_identity_changes_reach_only_new_nodes(
+    arm: Any,
+    batch: Any,
+    demo: dict[str, Any],
+    make_pool: Callable[..., str],
+    kv_extension: Ext,
+    control: Any,
+) -> None:
     pool = make_pool(extensions=[kv_extension()])
     # Shrink to zero, swap the identity for one without vault access, grow again.
-    other = control.add_identity(demo["subscriptionId"], demo["resourceGroup"], "other-identity",
-                                 client_id=demo["identity"]["clientId"].replace("4", "5"))
-    arm.pool.update(demo["resourceGroup"], demo["batchAccount"], pool, {"properties": {
-        "scaleSettings": {"fixedScale": {"targetDedicatedNodes": 0}}}})
+    other = control.add_identity(
+        demo["subscriptionId"],
+        demo["resourceGroup"],
+        "other-identity",
+        client_id=demo["identity"]["clientId"].replace("4", "5"),
+    )
+    arm.pool.update(
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        pool,
+        {"properties": {"scaleSettings": {"fixedScale": {"targetDedicatedNodes": 0}}}},
+    )
     control.advance(3600)
-    arm.pool.update(demo["resourceGroup"], demo["batchAccount"], pool, {
-        "identity": {"type": "UserAssigned", "userAssignedIdentities": {other["id"]: {}}},
-        "properties": {"scaleSettings": {"fixedScale": {"targetDedicatedNodes": 1}}}})
+    arm.pool.update(
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        pool,
+        {
+            "identity": {"type": "UserAssigned", "userAssignedIdentities": {other["id"]: {}}},
+            "properties": {"scaleSettings": {"fixedScale": {"targetDedicatedNodes": 1}}},
+        },
+    )
     control.advance(60)
     # The extension still names the demo identity's clientId: the new node cannot find it.
     assert "Identity not found" in _ext(batch, pool).instance_view.statuses[0].message

@@ -24,9 +24,11 @@ pytestmark = pytest.mark.sim
 
 @pytest.fixture
 def account_url(info: dict[str, Any], demo: dict[str, Any]) -> str:
-    return (f"{info['resourceManager']}subscriptions/{demo['subscriptionId']}/resourceGroups/"
-            f"{demo['resourceGroup']}/providers/Microsoft.Batch/batchAccounts/"
-            f"{demo['batchAccount']}?api-version=2025-06-01")
+    return (
+        f"{info['resourceManager']}subscriptions/{demo['subscriptionId']}/resourceGroups/"
+        f"{demo['resourceGroup']}/providers/Microsoft.Batch/batchAccounts/"
+        f"{demo['batchAccount']}?api-version=2025-06-01"
+    )
 
 
 def test_rate_limit_headers_count_down(raw: Any, arm_token: str, account_url: str) -> None:
@@ -38,9 +40,9 @@ def test_rate_limit_headers_count_down(raw: Any, arm_token: str, account_url: st
     assert int(deleted.headers["x-ms-ratelimit-remaining-subscription-deletes"]) == 199
 
 
-def test_exhausted_bucket_answers_429_and_the_sdk_waits(arm: Any, demo: dict[str, Any],
-                                                        control: Any, raw: Any, arm_token: str,
-                                                        account_url: str) -> None:
+def test_exhausted_bucket_answers_429_and_the_sdk_waits(
+    arm: Any, demo: dict[str, Any], control: Any, raw: Any, arm_token: str, account_url: str
+) -> None:
     control.set_throttle(arm={"reads": {"burst": 2, "refillPerSecond": 1}})
     raw("GET", account_url, token=arm_token)
     raw("GET", account_url, token=arm_token)
@@ -57,8 +59,9 @@ def test_exhausted_bucket_answers_429_and_the_sdk_waits(arm: Any, demo: dict[str
     assert time.monotonic() - started >= 0.9  # Retry-After was honoured, not hammered
 
 
-def test_buckets_are_per_principal(control: Any, raw: Any, arm_token: str, account_url: str,
-                                   workload_credential: Any) -> None:
+def test_buckets_are_per_principal(
+    control: Any, raw: Any, arm_token: str, account_url: str, workload_credential: Any
+) -> None:
     control.set_throttle(arm={"reads": {"burst": 1, "refillPerSecond": 0.01}})
     assert raw("GET", account_url, token=arm_token).status == 200
     assert raw("GET", account_url, token=arm_token).status == 429
@@ -66,8 +69,9 @@ def test_buckets_are_per_principal(control: Any, raw: Any, arm_token: str, accou
     assert raw("GET", account_url, token=other).status == 200
 
 
-def test_buckets_can_run_on_the_simulated_clock(control: Any, raw: Any, arm_token: str,
-                                                account_url: str) -> None:
+def test_buckets_can_run_on_the_simulated_clock(
+    control: Any, raw: Any, arm_token: str, account_url: str
+) -> None:
     control.set_throttle(arm={"reads": {"burst": 1, "refillPerSecond": 1}, "clock": "sim"})
     assert raw("GET", account_url, token=arm_token).status == 200
     assert raw("GET", account_url, token=arm_token).status == 429
@@ -75,8 +79,9 @@ def test_buckets_can_run_on_the_simulated_clock(control: Any, raw: Any, arm_toke
     assert raw("GET", account_url, token=arm_token).status == 200
 
 
-def test_keyvault_get_window(control: Any, raw: Any, info: dict[str, Any], demo: dict[str, Any],
-                             operator_credential: Any) -> None:
+def test_keyvault_get_window(
+    control: Any, raw: Any, info: dict[str, Any], demo: dict[str, Any], operator_credential: Any
+) -> None:
     control.set_throttle(keyvault={"limit": 2, "windowSeconds": 10, "clock": "sim"})
     token = operator_credential.get_token(f"{info['keyVaultAudience']}/.default").token
     url = f"{demo['vaultUrl']}/certificates/{demo['certificate']}?api-version=7.5"
@@ -85,19 +90,25 @@ def test_keyvault_get_window(control: Any, raw: Any, info: dict[str, Any], demo:
     assert raw("GET", url, token=token).status == 200
 
 
-def test_injected_503_is_retried_by_the_sdk(arm: Any, demo: dict[str, Any],
-                                            control: Any) -> None:
-    control.add_fault(match={"service": "arm", "method": "GET", "pathRegex": "/batchAccounts/"},
-                      status=503, count=2)
+def test_injected_503_is_retried_by_the_sdk(arm: Any, demo: dict[str, Any], control: Any) -> None:
+    control.add_fault(
+        match={"service": "arm", "method": "GET", "pathRegex": "/batchAccounts/"},
+        status=503,
+        count=2,
+    )
     assert arm.batch_account.get(demo["resourceGroup"], demo["batchAccount"]).name
     ops = [(r["operation"], r["status"]) for r in control.requests(service="arm")]
     assert ops == [("InjectedFault", 503), ("InjectedFault", 503), ("BatchAccount_Get", 200)]
 
 
-def test_injected_status_with_body_reaches_the_caller(arm: Any, demo: dict[str, Any],
-                                                      control: Any) -> None:
-    control.add_fault(match={"service": "arm", "pathRegex": "/pools/p$"}, status=403,
-                      body={"error": {"code": "AuthorizationFailed", "message": "no"}})
+def test_injected_status_with_body_reaches_the_caller(
+    arm: Any, demo: dict[str, Any], control: Any
+) -> None:
+    control.add_fault(
+        match={"service": "arm", "pathRegex": "/pools/p$"},
+        status=403,
+        body={"error": {"code": "AuthorizationFailed", "message": "no"}},
+    )
     with pytest.raises(HttpResponseError) as caught:
         arm.pool.get(demo["resourceGroup"], demo["batchAccount"], "p")
     assert caught.value.status_code == 403
@@ -120,18 +131,24 @@ def test_dropped_connection_is_retried_by_the_sdk(batch: Any, control: Any) -> N
     assert ops[-1] == "ComputeNode_List"
 
 
-def test_lro_failure_surfaces_from_begin_delete(arm: Any, demo: dict[str, Any], control: Any,
-                                                pool_body: Callable[..., Any]) -> None:
+def test_lro_failure_surfaces_from_begin_delete(
+    arm: Any, demo: dict[str, Any], control: Any, pool_body: Callable[..., Any]
+) -> None:
     arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "p", pool_body(nodes=0))
     control.set_node_behaviour(lroRetryAfterSeconds=1, deleteDurationSeconds=0)
-    control.add_fault(match={"service": "arm", "method": "DELETE"},
-                      lroFailure={"code": "PoolDeleteFailed", "message": "injected"}, count=1)
+    control.add_fault(
+        match={"service": "arm", "method": "DELETE"},
+        lroFailure={"code": "PoolDeleteFailed", "message": "injected"},
+        count=1,
+    )
     poller = arm.pool.begin_delete(demo["resourceGroup"], demo["batchAccount"], "p")
     with pytest.raises(HttpResponseError) as caught:
         poller.result(timeout=30)
     assert "PoolDeleteFailed" in str(caught.value)
-    assert arm.pool.get(demo["resourceGroup"], demo["batchAccount"], "p").provisioning_state \
+    assert (
+        arm.pool.get(demo["resourceGroup"], demo["batchAccount"], "p").provisioning_state
         == "Succeeded"
+    )
 
 
 def test_fault_windows_expire(arm: Any, demo: dict[str, Any], control: Any) -> None:
@@ -142,13 +159,16 @@ def test_fault_windows_expire(arm: Any, demo: dict[str, Any], control: Any) -> N
     assert arm.batch_account.get(demo["resourceGroup"], demo["batchAccount"]).name
 
 
-@pytest.mark.parametrize("spec", [
-    {"match": {"service": "dns"}, "status": 500},
-    {"match": {"pathRegex": "("}, "status": 500},
-    {"status": 99},
-    {"match": {"service": "arm"}},
-    {"status": 500, "count": 0},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"match": {"service": "dns"}, "status": 500},
+        {"match": {"pathRegex": "("}, "status": 500},
+        {"status": 99},
+        {"match": {"service": "arm"}},
+        {"status": 500, "count": 0},
+    ],
+)
 def test_bad_fault_specs_are_refused(control: Any, spec: dict[str, Any]) -> None:
     with pytest.raises(SimControlError) as caught:
         control.add_fault(**spec)

@@ -62,8 +62,11 @@ def test_clock_scales_advances_and_never_jumps() -> None:
 def test_tokens_verify_per_audience_and_expire() -> None:
     now = FakeTime()
     authority = TokenAuthority(now, "tenant", "issuer")
-    batch = authority.mint(audience=audience_from_scope("https://batch.core.windows.net//.default"),
-                           object_id="oid", app_id="app")
+    batch = authority.mint(
+        audience=audience_from_scope("https://batch.core.windows.net//.default"),
+        object_id="oid",
+        app_id="app",
+    )
     principal = authority.verify_token(f"Bearer {batch}", "https://batch.core.windows.net/")
     assert (principal.object_id, principal.app_id, principal.tenant_id) == ("oid", "app", "tenant")
     with pytest.raises(TokenError) as wrong:
@@ -119,8 +122,13 @@ def test_keyvault_window_counts_gets_per_vault() -> None:
 def test_faults_match_count_and_expire() -> None:
     real = FakeTime()
     faults = FaultInjector(monotonic=real)
-    faults.add_from_json({"match": {"service": "arm", "method": "get", "pathRegex": "/pools/"},
-                          "status": 503, "count": 2})
+    faults.add_from_json(
+        {
+            "match": {"service": "arm", "method": "get", "pathRegex": "/pools/"},
+            "status": 503,
+            "count": 2,
+        }
+    )
     faults.add_from_json({"match": {"service": "batch"}, "drop": True, "durationSeconds": 5})
     assert faults.match("arm", "PUT", "/x/pools/p") is None
     assert faults.match("arm", "GET", "/x/pools/p") is not None
@@ -136,8 +144,7 @@ def test_request_log_filters_bounds_and_counts() -> None:
     log = RequestLog(max_entries=2)
     for status in (200, 404, 200):
         log.record("arm", "Pool_Get", "GET", "/p", {}, "2025-06-01", status, "me")
-    log.record("keyvault", "GetSecret", "GET", "/secrets/s", {}, "7.5", 200, "me",
-               secret_read=True)
+    log.record("keyvault", "GetSecret", "GET", "/secrets/s", {}, "7.5", 200, "me", secret_read=True)
     assert len(log.query()) == 2  # bounded
     assert log.count("arm", "Pool_Get") == 3  # counters are not
     assert log.count(status=404) == 1
@@ -147,19 +154,26 @@ def test_request_log_filters_bounds_and_counts() -> None:
 
 
 def _pool(**props: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"properties": {
-        "vmSize": "x",
-        "deploymentConfiguration": {"virtualMachineConfiguration": {
-            "imageReference": {"publisher": "p", "offer": "o", "sku": "s"},
-            "nodeAgentSkuId": "n"}},
-    }}
+    body: dict[str, Any] = {
+        "properties": {
+            "vmSize": "x",
+            "deploymentConfiguration": {
+                "virtualMachineConfiguration": {
+                    "imageReference": {"publisher": "p", "offer": "o", "sku": "s"},
+                    "nodeAgentSkuId": "n",
+                }
+            },
+        }
+    }
     body["properties"].update(props)
     return body
 
 
 def test_pool_defaults_and_enum_casing() -> None:
-    spec = validate_pool_body(_pool(taskSchedulingPolicy={"nodeFillType": "pack"},
-                                    provisioningState="ignored"), partial=False)
+    spec = validate_pool_body(
+        _pool(taskSchedulingPolicy={"nodeFillType": "pack"}, provisioningState="ignored"),
+        partial=False,
+    )
     props = spec["properties"]
     assert props["taskSchedulingPolicy"] == {"nodeFillType": "Pack"}
     assert props["taskSlotsPerNode"] == 1
@@ -167,14 +181,18 @@ def test_pool_defaults_and_enum_casing() -> None:
     assert "provisioningState" not in props
 
 
-@pytest.mark.parametrize(("api_version", "steady_and_empty", "refused"), [
-    ("2025-06-01", False, True),
-    ("2025-06-01", True, False),
-    ("2024-07-01", True, False),
-    ("2024-02-01", True, True),  # before 2024-07-01 these never changed
-])
-def test_update_rules_follow_the_api_version(api_version: str, steady_and_empty: bool,
-                                             refused: bool) -> None:
+@pytest.mark.parametrize(
+    ("api_version", "steady_and_empty", "refused"),
+    [
+        ("2025-06-01", False, True),
+        ("2025-06-01", True, False),
+        ("2024-07-01", True, False),
+        ("2024-02-01", True, True),  # before 2024-07-01 these never changed
+    ],
+)
+def test_update_rules_follow_the_api_version(
+    api_version: str, steady_and_empty: bool, refused: bool
+) -> None:
     old = validate_pool_body(_pool(), partial=False)
     new = validate_pool_body(_pool(vmSize="y"), partial=False)
     if refused:
@@ -183,18 +201,34 @@ def test_update_rules_follow_the_api_version(api_version: str, steady_and_empty:
         assert caught.value.code == "PropertyCannotBeUpdated"
     else:
         check_update(old, new, api_version=api_version, steady_and_empty=steady_and_empty)
-    scaled = validate_pool_body(_pool(scaleSettings={"fixedScale": {"targetDedicatedNodes": 4}}),
-                                partial=False)
+    scaled = validate_pool_body(
+        _pool(scaleSettings={"fixedScale": {"targetDedicatedNodes": 4}}), partial=False
+    )
     check_update(old, scaled, api_version=api_version, steady_and_empty=False)
 
 
 def test_scale_targets() -> None:
-    assert scale_targets({"properties": {"scaleSettings": {"fixedScale": {
-        "targetDedicatedNodes": 2, "targetLowPriorityNodes": 1}}}}) == (2, 1)
-    assert scale_targets({"properties": {"scaleSettings": {"autoScale": {
-        "formula": "$TargetDedicatedNodes=3;"}}}}) == (3, 0)
-    assert scale_targets({"properties": {"scaleSettings": {"autoScale": {
-        "formula": "$TargetDedicatedNodes = min(10, $PendingTasks)"}}}}) == (0, 0)
+    assert scale_targets(
+        {
+            "properties": {
+                "scaleSettings": {
+                    "fixedScale": {"targetDedicatedNodes": 2, "targetLowPriorityNodes": 1}
+                }
+            }
+        }
+    ) == (2, 1)
+    assert scale_targets(
+        {"properties": {"scaleSettings": {"autoScale": {"formula": "$TargetDedicatedNodes=3;"}}}}
+    ) == (3, 0)
+    assert scale_targets(
+        {
+            "properties": {
+                "scaleSettings": {
+                    "autoScale": {"formula": "$TargetDedicatedNodes = min(10, $PendingTasks)"}
+                }
+            }
+        }
+    ) == (0, 0)
     assert scale_targets({"properties": {}}) == (0, 0)
 
 
@@ -206,29 +240,74 @@ def test_etags_and_times_look_like_azure() -> None:
 
 
 def _kv(settings: Any, **ext: Any) -> dict[str, Any]:
-    return {"name": "kv", "publisher": "Microsoft.Azure.KeyVault", "type": "KeyVaultForLinux",
-            "typeHandlerVersion": "2.0", "settings": settings, **ext}
+    return {
+        "name": "kv",
+        "publisher": "Microsoft.Azure.KeyVault",
+        "type": "KeyVaultForLinux",
+        "typeHandlerVersion": "2.0",
+        "settings": settings,
+        **ext,
+    }
 
 
 def test_kv_settings_v2_strings_and_v3_objects() -> None:
-    v2 = parse_kv_extension(_kv({"secretsManagementSettings": {
-        "pollingIntervalInS": "600", "requireInitialSync": True,
-        "observedCertificates": ["https://a.vault.sim.test/secrets/c"]},
-        "authenticationSettings": {"msiClientId": "cid"}}))
+    v2 = parse_kv_extension(
+        _kv(
+            {
+                "secretsManagementSettings": {
+                    "pollingIntervalInS": "600",
+                    "requireInitialSync": True,
+                    "observedCertificates": ["https://a.vault.sim.test/secrets/c"],
+                },
+                "authenticationSettings": {"msiClientId": "cid"},
+            }
+        )
+    )
     assert (v2.polling_s, v2.require_initial_sync, v2.msi_client_id, v2.problem) == (
-        600.0, True, "cid", None)
+        600.0,
+        True,
+        "cid",
+        None,
+    )
     assert v2.urls == ("https://a.vault.sim.test/secrets/c",)
-    v3 = parse_kv_extension(_kv({"secretsManagementSettings": {
-        "observedCertificates": [{"url": "https://a.vault.sim.test/secrets/c",
-                                  "certificateStoreName": "MY",
-                                  "certificateStoreLocation": "LocalMachine"}]}},
-        type="KeyVaultForWindows", typeHandlerVersion="3.0"))
+    v3 = parse_kv_extension(
+        _kv(
+            {
+                "secretsManagementSettings": {
+                    "observedCertificates": [
+                        {
+                            "url": "https://a.vault.sim.test/secrets/c",
+                            "certificateStoreName": "MY",
+                            "certificateStoreLocation": "LocalMachine",
+                        }
+                    ]
+                }
+            },
+            type="KeyVaultForWindows",
+            typeHandlerVersion="3.0",
+        )
+    )
     assert (v3.os_type, v3.urls, v3.polling_s, v3.require_initial_sync) == (
-        "Windows", ("https://a.vault.sim.test/secrets/c",), 3600.0, False)
+        "Windows",
+        ("https://a.vault.sim.test/secrets/c",),
+        3600.0,
+        False,
+    )
 
 
 def test_kv_settings_problems_are_reported_not_raised() -> None:
     assert parse_kv_extension(_kv({})).problem is not None
-    assert "pollingIntervalInS" in (parse_kv_extension(_kv({"secretsManagementSettings": {
-        "pollingIntervalInS": "often", "observedCertificates": ["u"]}})).problem or "")
+    assert "pollingIntervalInS" in (
+        parse_kv_extension(
+            _kv(
+                {
+                    "secretsManagementSettings": {
+                        "pollingIntervalInS": "often",
+                        "observedCertificates": ["u"],
+                    }
+                }
+            )
+        ).problem
+        or ""
+    )
     assert not is_kv_extension({"publisher": "Microsoft.Azure.Monitor", "type": "AzureMonitor"})

@@ -15,17 +15,31 @@ def add_parser(subparsers: Any) -> None:
         "sim",
         help="run the local Azure simulator (Entra ID, ARM, Key Vault, Batch) over HTTPS",
         description="Serve simulated Azure endpoints on 127.0.0.1 over HTTPS and write "
-                    "DIR/sim.json with the port, CA bundle, tenant and principals.",
+        "DIR/sim.json with the port, CA bundle, tenant and principals.",
     )
-    parser.add_argument("--state-dir", default=".state/sim",
-                        help="where sim.json, the CA and the persisted state live "
-                             "(default: %(default)s)")
-    parser.add_argument("--port", type=int, default=0,
-                        help="HTTPS port (default: the previous run's port, else a free one)")
-    parser.add_argument("--seed", choices=("demo", "none"), default="demo",
-                        help="world to create on start (default: %(default)s)")
-    parser.add_argument("--clock-scale", type=float, default=1.0,
-                        help="simulated seconds per real second (default: %(default)s)")
+    parser.add_argument(
+        "--state-dir",
+        default=".state/sim",
+        help="where sim.json, the CA and the persisted state live (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="HTTPS port (default: the previous run's port, else a free one)",
+    )
+    parser.add_argument(
+        "--seed",
+        choices=("demo", "none"),
+        default="demo",
+        help="world to create on start (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--clock-scale",
+        type=float,
+        default=1.0,
+        help="simulated seconds per real second (default: %(default)s)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -38,16 +52,19 @@ def run(args: argparse.Namespace) -> int:
     from batchcert.sim.server import SimOptions, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    options = SimOptions(state_dir=Path(args.state_dir), port=args.port, seed=args.seed,
-                         clock_scale=args.clock_scale)
+    options = SimOptions(
+        state_dir=Path(args.state_dir), port=args.port, seed=args.seed, clock_scale=args.clock_scale
+    )
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        print(f"batchcert sim: writing {Path(args.state_dir) / 'sim.json'}; Ctrl-C to stop",
-              flush=True)
+        print(
+            f"batchcert sim: writing {Path(args.state_dir) / 'sim.json'}; Ctrl-C to stop",
+            flush=True,
+        )
         await serve(options, stop)
 
     asyncio.run(main())

@@ -38,14 +38,16 @@ class SimControl:
 
     # --- transport ------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None,
-                query: dict[str, Any] | None = None) -> Any:
+    def request(
+        self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None
+    ) -> Any:
         url = self.base + path
         if query:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, context=self._ssl, timeout=self.timeout) as resp:
                 raw = resp.read()
@@ -64,36 +66,82 @@ class SimControl:
         self.info = self.request("POST", "/reset", {"seed": seed})
         return self.info
 
-    def add_batch_account(self, subscription_id: str, resource_group: str, name: str,
-                          location: str = "westeurope") -> dict[str, Any]:
-        return self.request("PUT", "/batchAccounts", {
-            "subscriptionId": subscription_id, "resourceGroup": resource_group, "name": name,
-            "location": location})
+    def add_batch_account(
+        self, subscription_id: str, resource_group: str, name: str, location: str = "westeurope"
+    ) -> dict[str, Any]:
+        return self.request(
+            "PUT",
+            "/batchAccounts",
+            {
+                "subscriptionId": subscription_id,
+                "resourceGroup": resource_group,
+                "name": name,
+                "location": location,
+            },
+        )
 
-    def add_identity(self, subscription_id: str, resource_group: str, name: str,
-                     location: str = "westeurope", *, client_id: str | None = None,
-                     principal_id: str | None = None) -> dict[str, Any]:
-        return self.request("PUT", "/identities", {
-            "subscriptionId": subscription_id, "resourceGroup": resource_group, "name": name,
-            "location": location, "clientId": client_id, "principalId": principal_id})
+    def add_identity(
+        self,
+        subscription_id: str,
+        resource_group: str,
+        name: str,
+        location: str = "westeurope",
+        *,
+        client_id: str | None = None,
+        principal_id: str | None = None,
+    ) -> dict[str, Any]:
+        return self.request(
+            "PUT",
+            "/identities",
+            {
+                "subscriptionId": subscription_id,
+                "resourceGroup": resource_group,
+                "name": name,
+                "location": location,
+                "clientId": client_id,
+                "principalId": principal_id,
+            },
+        )
 
-    def add_vault(self, subscription_id: str, resource_group: str, name: str,
-                  location: str = "westeurope") -> dict[str, Any]:
-        return self.request("PUT", "/vaults", {
-            "subscriptionId": subscription_id, "resourceGroup": resource_group, "name": name,
-            "location": location})
+    def add_vault(
+        self, subscription_id: str, resource_group: str, name: str, location: str = "westeurope"
+    ) -> dict[str, Any]:
+        return self.request(
+            "PUT",
+            "/vaults",
+            {
+                "subscriptionId": subscription_id,
+                "resourceGroup": resource_group,
+                "name": name,
+                "location": location,
+            },
+        )
 
-    def grant(self, vault: str, object_id: str, permissions: dict[str, list[str]],
-              operation: str = "add") -> dict[str, Any]:
-        return self.request("POST", f"/vaults/{vault}/accessPolicies", {
-            "objectId": object_id, "permissions": permissions, "operation": operation})
+    def grant(
+        self, vault: str, object_id: str, permissions: dict[str, list[str]], operation: str = "add"
+    ) -> dict[str, Any]:
+        return self.request(
+            "POST",
+            f"/vaults/{vault}/accessPolicies",
+            {"objectId": object_id, "permissions": permissions, "operation": operation},
+        )
 
-    def add_certificate(self, vault: str, name: str, *, subject: str | None = None,
-                        validity_months: int = 12, auto_renew_percentage: int | None = 80,
-                        lifetime_action: dict[str, Any] | None = None,
-                        enabled: bool = True) -> dict[str, Any]:
-        body: dict[str, Any] = {"subject": subject, "validityMonths": validity_months,
-                                "enabled": enabled}
+    def add_certificate(
+        self,
+        vault: str,
+        name: str,
+        *,
+        subject: str | None = None,
+        validity_months: int = 12,
+        auto_renew_percentage: int | None = 80,
+        lifetime_action: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "subject": subject,
+            "validityMonths": validity_months,
+            "enabled": enabled,
+        }
         if lifetime_action is not None:
             body["lifetimeAction"] = lifetime_action
         elif auto_renew_percentage is not None:
@@ -114,12 +162,24 @@ class SimControl:
     def delete_certificate(self, vault: str, name: str) -> None:
         self.request("DELETE", f"/vaults/{vault}/certificates/{name}")
 
-    def add_principal(self, name: str, *, client_id: str | None = None,
-                      client_secret: str | None = None,
-                      federated: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return self.request("POST", "/principals", {
-            "name": name, "clientId": client_id, "clientSecret": client_secret,
-            "federated": federated or []})
+    def add_principal(
+        self,
+        name: str,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        federated: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        return self.request(
+            "POST",
+            "/principals",
+            {
+                "name": name,
+                "clientId": client_id,
+                "clientSecret": client_secret,
+                "federated": federated or [],
+            },
+        )
 
     # --- time and behaviour ---------------------------------------------------------------
 
@@ -143,8 +203,10 @@ class SimControl:
 
     @staticmethod
     def pool_path(subscription_id: str, resource_group: str, account: str, pool: str) -> str:
-        return (f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
-                f"/batchAccounts/{account}/pools/{pool}")
+        return (
+            f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+            f"/batchAccounts/{account}/pools/{pool}"
+        )
 
     def pools(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/pools")["pools"])
@@ -159,8 +221,9 @@ class SimControl:
         self.request("DELETE", self.pool_path(*ids))
 
     def set_node_state(self, *ids: str, node_id: str, state: str | None) -> dict[str, Any]:
-        return self.request("PUT", f"{self.pool_path(*ids)}/nodes/{node_id}/state",
-                            {"state": state})
+        return self.request(
+            "PUT", f"{self.pool_path(*ids)}/nodes/{node_id}/state", {"state": state}
+        )
 
     def set_pool_node_behaviour(self, *ids: str, **settings: Any) -> dict[str, Any]:
         return self.request("PUT", f"{self.pool_path(*ids)}/nodeBehaviour", settings)

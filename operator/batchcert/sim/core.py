@@ -189,8 +189,15 @@ class Simulation:
         self._dirty = False
         self._finish_deletions(now)
         for pool in self.world.all_pools():
-            nodes.advance_pool(pool, now, self.world.behaviour_for(pool), self.world.identity,
-                               self.world.vault, self.kv.resolve_secret, self.tenant_id)
+            nodes.advance_pool(
+                pool,
+                now,
+                self.world.behaviour_for(pool),
+                self.world.identity,
+                self.world.vault,
+                self.kv.resolve_secret,
+                self.tenant_id,
+            )
         self._next_due = self._earliest_pending(now)
 
     def _earliest_pending(self, now: float) -> float:

@@ -71,15 +71,25 @@ def service_of(host: str, path: str) -> str | None:
     return None
 
 
-def _fault_response(sim: Simulation, service: str, request: web.Request, status: int,
-                    body: Any, headers: dict[str, str]) -> web.Response:
+def _fault_response(
+    sim: Simulation,
+    service: str,
+    request: web.Request,
+    status: int,
+    body: Any,
+    headers: dict[str, str],
+) -> web.Response:
     if body is None:
-        code = {429: "TooManyRequests", 500: "InternalServerError", 502: "BadGateway",
-                503: "ServiceUnavailable", 504: "GatewayTimeout"}.get(status, "InjectedFault")
+        code = {
+            429: "TooManyRequests",
+            500: "InternalServerError",
+            502: "BadGateway",
+            503: "ServiceUnavailable",
+            504: "GatewayTimeout",
+        }.get(status, "InjectedFault")
         message = f"Injected fault: HTTP {status}."
         if service == "batch":
-            body = batch_error_body(request.host, code, message, [], "injected",
-                                    sim.clock.now())
+            body = batch_error_body(request.host, code, message, [], "injected", sim.clock.now())
         elif service == "entra":
             body = {"error": "temporarily_unavailable", "error_description": message}
         else:  # ARM and Key Vault share the {"error": {"code", "message"}} shape
@@ -89,12 +99,18 @@ def _fault_response(sim: Simulation, service: str, request: web.Request, status:
     return web.Response(status=status, text=str(body), headers=headers)
 
 
-def build_app(sim: Simulation, tls: SimTls, *, reset: Callable[[str], dict[str, Any]],
-              save: Callable[[], None], info: Callable[[], dict[str, Any]]) -> web.Application:
+def build_app(
+    sim: Simulation,
+    tls: SimTls,
+    *,
+    reset: Callable[[str], dict[str, Any]],
+    save: Callable[[], None],
+    info: Callable[[], dict[str, Any]],
+) -> web.Application:
     @web.middleware
-    async def simulate(request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
+    async def simulate(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         service = service_of(request.host, request.path)
         if service is None or service == "control":
             return await handler(request)
@@ -104,17 +120,31 @@ def build_app(sim: Simulation, tls: SimTls, *, reset: Callable[[str], dict[str, 
             if rule.latency_s:
                 await asyncio.sleep(rule.latency_s)
             if rule.drop:
-                sim.log.record(service, "InjectedDrop", request.method, request.path,
-                               dict(request.query), request.query.get("api-version"), 0, None)
+                sim.log.record(
+                    service,
+                    "InjectedDrop",
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    request.query.get("api-version"),
+                    0,
+                    None,
+                )
                 if request.transport is not None:
                     request.transport.abort()
                 raise asyncio.CancelledError()
             if rule.status is not None:
-                sim.log.record(service, "InjectedFault", request.method, request.path,
-                               dict(request.query), request.query.get("api-version"),
-                               rule.status, None)
-                return _fault_response(sim, service, request, rule.status, rule.body,
-                                       rule.headers)
+                sim.log.record(
+                    service,
+                    "InjectedFault",
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    request.query.get("api-version"),
+                    rule.status,
+                    None,
+                )
+                return _fault_response(sim, service, request, rule.status, rule.body, rule.headers)
             if rule.lro_failure is not None:
                 request[LRO_FAILURE] = dict(rule.lro_failure)
         try:
@@ -124,14 +154,26 @@ def build_app(sim: Simulation, tls: SimTls, *, reset: Callable[[str], dict[str, 
                 return arm_error_response(ArmError(exc.status, "NotFound", exc.reason))
             raise
 
-    def record_entra(operation: str, request: web.Request, status: int, principal: str | None,
-                     body: Any) -> None:
-        sim.log.record("entra", operation, request.method, request.path, dict(request.query),
-                       None, status, principal, body=body)
+    def record_entra(
+        operation: str, request: web.Request, status: int, principal: str | None, body: Any
+    ) -> None:
+        sim.log.record(
+            "entra",
+            operation,
+            request.method,
+            request.path,
+            dict(request.query),
+            None,
+            status,
+            principal,
+            body=body,
+        )
 
     root = web.Application(middlewares=[simulate])
-    root.add_domain(LOGIN_HOST, build_entra_app(sim.directory, sim.tokens,
-                                                lambda: sim.authority_host, record_entra))
+    root.add_domain(
+        LOGIN_HOST,
+        build_entra_app(sim.directory, sim.tokens, lambda: sim.authority_host, record_entra),
+    )
     management = web.Application()
     management.add_subapp("/_sim/", build_control_app(sim, reset=reset, save=save, info=info))
     arm = ArmService(sim, armbatch.routes() + armresources.routes())
@@ -145,8 +187,9 @@ def build_app(sim: Simulation, tls: SimTls, *, reset: Callable[[str], dict[str, 
     root.add_domain(f"*.{BATCH_SUFFIX}", batch_app)
 
     async def unknown_host(request: web.Request) -> web.Response:
-        return web.json_response({"error": f"no simulated service at host '{request.host}'"},
-                                 status=404)
+        return web.json_response(
+            {"error": f"no simulated service at host '{request.host}'"}, status=404
+        )
 
     root.router.add_route("*", "/{tail:.*}", unknown_host)
     return root
@@ -167,8 +210,11 @@ class SimulatorRuntime:
     def __init__(self, options: SimOptions) -> None:
         self.options = options
         self._own_dir = options.state_dir is None
-        self.state_dir = (Path(tempfile.mkdtemp(prefix="batchcert-sim-"))
-                          if options.state_dir is None else Path(options.state_dir))
+        self.state_dir = (
+            Path(tempfile.mkdtemp(prefix="batchcert-sim-"))
+            if options.state_dir is None
+            else Path(options.state_dir)
+        )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.sim_json = self.state_dir / "sim.json"
         self.tls = SimTls(self.state_dir)
@@ -200,8 +246,9 @@ class SimulatorRuntime:
         return sock
 
     def _new_simulation(self) -> Simulation:
-        sim = Simulation(port=self.port, clock=SimClock(scale=self.options.clock_scale),
-                         state_dir=self.state_dir)
+        sim = Simulation(
+            port=self.port, clock=SimClock(scale=self.options.clock_scale), state_dir=self.state_dir
+        )
         if not self._own_dir:
             sim.load_state()
             sim.clock.set_scale(self.options.clock_scale)
@@ -214,8 +261,12 @@ class SimulatorRuntime:
 
     def info(self) -> dict[str, Any]:
         info = self.sim.info(str(self.tls.ca_bundle))
-        if self.sim.world.account(seed.DEMO_SUBSCRIPTION, seed.DEMO_RESOURCE_GROUP,
-                                  seed.DEMO_ACCOUNT) is not None:
+        if (
+            self.sim.world.account(
+                seed.DEMO_SUBSCRIPTION, seed.DEMO_RESOURCE_GROUP, seed.DEMO_ACCOUNT
+            )
+            is not None
+        ):
             info["demo"] = seed.demo_ids(self.sim)
         return info
 
@@ -249,15 +300,20 @@ class SimulatorRuntime:
 
     async def start(self) -> None:
         app = build_app(self.sim, self.tls, reset=self.reset, save=self.save, info=self.info)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=2.0)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
         await self._runner.setup()
         site = web.SockSite(self._runner, self._sock, ssl_context=self.tls.server_context)
         await site.start()
         self._ticker = asyncio.create_task(self._tick_forever(), name="batchcert-sim-ticker")
         self._write_sim_json()
-        log.info("Azure simulator serving on https://%s:%s (state dir %s)", self.options.host,
-                 self.port, self.state_dir)
+        log.info(
+            "Azure simulator serving on https://%s:%s (state dir %s)",
+            self.options.host,
+            self.port,
+            self.state_dir,
+        )
 
     async def _tick_forever(self) -> None:
         last_token = last_save = time.monotonic()
@@ -395,11 +451,20 @@ class RunningSimulator:
 
 
 @contextlib.contextmanager
-def simulator(*, state_dir: Path | str | None = None, port: int = 0, seed: str = "none",
-              clock_scale: float = 1.0) -> Iterator[RunningSimulator]:
+def simulator(
+    *,
+    state_dir: Path | str | None = None,
+    port: int = 0,
+    seed: str = "none",
+    clock_scale: float = 1.0,
+) -> Iterator[RunningSimulator]:
     """Synchronous form of ``run_simulator``."""
-    options = SimOptions(state_dir=Path(state_dir) if state_dir is not None else None,
-                         port=port, seed=seed, clock_scale=clock_scale)
+    options = SimOptions(
+        state_dir=Path(state_dir) if state_dir is not None else None,
+        port=port,
+        seed=seed,
+        clock_scale=clock_scale,
+    )
     thread = SimulatorThread(options)
     runtime = thread.start()
     install_host_aliases({"*.sim.test": "127.0.0.1"})
@@ -410,12 +475,20 @@ def simulator(*, state_dir: Path | str | None = None, port: int = 0, seed: str =
 
 
 @contextlib.asynccontextmanager
-async def run_simulator(*, state_dir: Path | str | None = None, port: int = 0,
-                        seed: str = "none", clock_scale: float = 1.0
-                        ) -> AsyncIterator[RunningSimulator]:
+async def run_simulator(
+    *,
+    state_dir: Path | str | None = None,
+    port: int = 0,
+    seed: str = "none",
+    clock_scale: float = 1.0,
+) -> AsyncIterator[RunningSimulator]:
     """``async with run_simulator(seed="demo") as sim:`` — a simulator on its own thread."""
-    options = SimOptions(state_dir=Path(state_dir) if state_dir is not None else None,
-                         port=port, seed=seed, clock_scale=clock_scale)
+    options = SimOptions(
+        state_dir=Path(state_dir) if state_dir is not None else None,
+        port=port,
+        seed=seed,
+        clock_scale=clock_scale,
+    )
     thread = SimulatorThread(options)
     runtime = await asyncio.to_thread(thread.start)
     install_host_aliases({"*.sim.test": "127.0.0.1"})
