@@ -337,7 +337,11 @@ def _build_one(
             target.module_dir, go_env, log, on_list_line, describe, progress, target, log_path,
         )  # fmt: skip
         counters.compiling = True
-        build = [go, "build", "-v", "-trimpath", "-ldflags", " ".join(target.ldflags)]
+        # -buildvcs=false: the wrapper modules sit inside this git checkout, and stamping its
+        # commit would fail where git distrusts the checkout's owner and would make the binaries
+        # differ per commit (they are byte-for-byte reproducible without it).
+        build = [go, "build", "-v", "-trimpath", "-buildvcs=false"]
+        build += ["-ldflags", " ".join(target.ldflags)]
         _run_logged(
             [*build, "-o", str(output), target.package],
             target.module_dir, go_env, log, on_build_line, describe, progress, target, log_path,
