@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +26,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from batchcert.sim.client import SimControl, SimControlError
-from batchcert.sim.server import simulator
+from batchcert.sim.server import run_simulator, simulator
 
 pytestmark = pytest.mark.sim
 
@@ -239,3 +240,12 @@ def test_in_process_simulator_leaves_no_threads() -> None:
         assert running.control.clock()
         assert "batchcert-sim" in {t.name for t in threading.enumerate()}
     assert {t.name for t in threading.enumerate()} - before == set()
+
+
+async def test_async_form_serves_and_stops() -> None:
+    async with run_simulator(seed="demo") as running:
+        assert running.info["demo"]["batchAccount"] == "demobatch"
+        assert running.control.clock()["scale"] == 1.0
+        port = running.port
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # the port is closed again
