@@ -83,6 +83,7 @@ def render_account(call: ArmCall, account: BatchAccount) -> JsonDict:
             "provisioningState": "Succeeded",
             "poolAllocationMode": "BatchService",
             "publicNetworkAccess": "Enabled",
+            # Unconfirmed values (quotas depend on the subscription); shapes are the spec's.
             "dedicatedCoreQuota": 500,
             "lowPriorityCoreQuota": 500,
             "dedicatedCoreQuotaPerVMFamilyEnforced": True,
@@ -293,7 +294,9 @@ async def delete_pool(call: ArmCall) -> web.Response:
         pool.delete_operation = op.operation_id
         pool.provisioning_state = "Deleting"
         pool.provisioning_state_transition_time = now
-        pool.nodes.clear()  # nodes go first; the pool record lingers while Deleting
+        # Unconfirmed: nodes vanish at once; the pool record lingers (Deleting) until the
+        # operation completes.
+        pool.nodes.clear()
         pool.resize_due = None
     op = call.sim.world.operations[pool.delete_operation]
     location = (
@@ -327,6 +330,7 @@ async def get_operation(call: ArmCall) -> web.Response:
             error.get("code", "InternalServerError"),
             error.get("message", "The operation failed."),
         )
+    # The doc allows 200 or 204 when done; Unconfirmed which one Batch sends (200, no body).
     return web.Response(status=200)
 
 
@@ -361,6 +365,7 @@ async def list_pools(call: ArmCall) -> web.Response:
 
 
 async def disable_auto_scale(call: ArmCall) -> web.Response:
+    # Unconfirmed: the pool keeps its current node counts as a fixed scale.
     pool = _account(call).pools.get(call.params["poolName"].lower())
     if pool is None:
         raise _pool_not_found()

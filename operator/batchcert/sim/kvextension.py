@@ -196,6 +196,8 @@ def fetch(
                 "VaultNotFound",
                 f"Failed to download {url}: vault '{vault_name}' not found.",
             )
+        # The docs ask for secrets get + list; fetching a known URL needs get. Unconfirmed
+        # whether the extension also lists (a get-only grant succeeds here).
         if not vault.allows(identity.get("principalId", ""), "secrets", "get"):
             # The Key Vault 403 text names the caller and the vault like this.
             return FetchOutcome(

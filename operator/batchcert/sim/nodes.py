@@ -46,7 +46,10 @@ def start_resize(pool: Pool, now: float, behaviour: NodeBehaviour) -> None:
 
 
 def stop_resize(pool: Pool, now: float) -> None:
-    """``stopResize``: the pool keeps the nodes it has and becomes Steady (via Stopping)."""
+    """``stopResize``: the pool keeps the nodes it has and becomes Steady.
+
+    Unconfirmed: Azure passes through ``Stopping``; the simulator settles at once.
+    """
     if pool.allocation_state != "Resizing":
         return
     pool.resize_due = None

@@ -197,7 +197,12 @@ class DeleteOperation:
 
 @dataclass
 class NodeBehaviour:
-    """How simulated nodes come and go (simulated seconds); changeable via the control API."""
+    """How simulated nodes come and go (simulated seconds); changeable via the control API.
+
+    Unconfirmed, all of them: real allocation, boot and deletion take minutes and vary; these
+    are short defaults for interactive use. The DELETE ``Retry-After`` value is likewise a
+    guess (the header's presence is documented, its value is not).
+    """
 
     arrival_delay_s: float = 30.0  # resize start -> nodes allocated
     boot_s: float = 10.0  # allocated (starting) -> extension runs / idle
