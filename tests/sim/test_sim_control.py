@@ -249,3 +249,37 @@ async def test_async_form_serves_and_stops() -> None:
         port = running.port
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # the port is closed again
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/throttle", {"arm": 1}),
+        ("PUT", "/throttle", {"arm": {"clock": "lunar"}}),
+        ("PUT", "/vaults/demokv/certificates/x", {"validityMonths": "x"}),
+        (
+            "POST",
+            "/vaults/demokv/accessPolicies",
+            {"objectId": "o", "permissions": {"secrets": "get"}},
+        ),
+        (
+            "POST",
+            "/vaults/demokv/accessPolicies",
+            {"objectId": "o", "permissions": {"secrets": [1]}},
+        ),
+        ("POST", "/principals", {"name": "x", "federated": [1]}),
+        (
+            "PUT",
+            "/batchAccounts",
+            {"subscriptionId": "s", "resourceGroup": "r", "name": "abc", "location": 5},
+        ),
+        ("PUT", "/nodeBehaviour", {"capacity": "x"}),
+        ("POST", "/reset", {"seed": "nope"}),
+    ],
+)
+def test_control_api_refuses_bad_input_with_400(
+    control: Any, method: str, path: str, body: dict[str, Any]
+) -> None:
+    with pytest.raises(SimControlError) as caught:
+        control.request(method, path, body)
+    assert caught.value.status == 400

@@ -16,6 +16,7 @@ request log (it records what clients did to "Azure", not to the simulator).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -23,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from batchcert.sim import control_observe, control_world, seed
-from batchcert.sim.control_http import ControlError, Route, need, ok, read_body
+from batchcert.sim.control_http import ControlError, Route, need, ok, optional, read_body
 from batchcert.sim.entra import FederatedCredential
 from batchcert.sim.keyvault_policy import KeyVaultError
 
 if TYPE_CHECKING:
     from batchcert.sim.core import Simulation
+
+log = logging.getLogger(__name__)
 
 
 def build_control_app(
@@ -58,7 +61,10 @@ def build_control_app(
     async def put_resource_group(request: web.Request) -> web.Response:
         d = await read_body(request)
         seed.add_resource_group(
-            sim, need(d, "subscriptionId"), need(d, "name"), d.get("location", "westeurope")
+            sim,
+            need(d, "subscriptionId"),
+            need(d, "name"),
+            optional(d, "location", str, "westeurope"),
         )
         return ok()
 
@@ -69,7 +75,7 @@ def build_control_app(
             need(d, "subscriptionId"),
             need(d, "resourceGroup"),
             need(d, "name"),
-            d.get("location", "westeurope"),
+            optional(d, "location", str, "westeurope"),
         )
         return ok({"id": account.arm_id, "accountEndpoint": sim.account_endpoint(account)})
 
@@ -80,9 +86,9 @@ def build_control_app(
             need(d, "subscriptionId"),
             need(d, "resourceGroup"),
             need(d, "name"),
-            d.get("location", "westeurope"),
-            client_id=d.get("clientId"),
-            principal_id=d.get("principalId"),
+            optional(d, "location", str, "westeurope"),
+            client_id=optional(d, "clientId", str),
+            principal_id=optional(d, "principalId", str),
         )
         return ok(
             {
@@ -100,7 +106,7 @@ def build_control_app(
             need(d, "subscriptionId"),
             need(d, "resourceGroup"),
             need(d, "name"),
-            d.get("location", "westeurope"),
+            optional(d, "location", str, "westeurope"),
         )
         return ok({"id": vault.arm_id, "vaultUri": sim.vault_uri(vault.name)})
 
@@ -112,7 +118,7 @@ def build_control_app(
             request.match_info["vault"],
             need(d, "objectId"),
             perms,
-            operation=d.get("operation", "add"),
+            operation=optional(d, "operation", str, "add"),
         )
         return ok({"accessPolicies": [asdict(p) for p in vault.access_policies]})
 
@@ -129,10 +135,10 @@ def build_control_app(
             sim,
             m["vault"],
             m["name"],
-            subject=d.get("subject"),
-            validity_months=int(d.get("validityMonths", 12)),
+            subject=optional(d, "subject", str),
+            validity_months=optional(d, "validityMonths", int, 12),
             lifetime_action=action,
-            enabled=bool(d.get("enabled", True)),
+            enabled=optional(d, "enabled", bool, True),
         )
         return ok({"version": version, **sim.kv.certificate_info(m["vault"], m["name"])})
 
@@ -162,19 +168,21 @@ def build_control_app(
 
     async def post_principal(request: web.Request) -> web.Response:
         d = await read_body(request)
-        federated = [
-            FederatedCredential(
-                need(f, "issuer"),
-                need(f, "subject"),
-                list(f.get("audiences") or ["api://AzureADTokenExchange"]),
+        federated = []
+        for entry in optional(d, "federated", list, []):
+            if not isinstance(entry, dict):
+                raise ControlError(400, "'federated' is a list of {issuer, subject, audiences?}")
+            audiences = optional(entry, "audiences", list, ["api://AzureADTokenExchange"])
+            federated.append(
+                FederatedCredential(
+                    need(entry, "issuer"), need(entry, "subject"), [str(a) for a in audiences]
+                )
             )
-            for f in d.get("federated") or []
-        ]
         app_reg = sim.directory.register(
             need(d, "name"),
-            client_id=d.get("clientId"),
-            object_id=d.get("objectId"),
-            client_secret=d.get("clientSecret"),
+            client_id=optional(d, "clientId", str),
+            object_id=optional(d, "objectId", str),
+            client_secret=optional(d, "clientSecret", str),
             federated=federated,
         )
         return ok(
@@ -245,6 +253,9 @@ def _errors(sim: Simulation) -> Callable[..., Awaitable[web.StreamResponse]]:
             return web.json_response({"error": message}, status=status if status >= 400 else 400)
         except web.HTTPException as exc:
             return web.json_response({"error": exc.reason}, status=exc.status)
+        except Exception as exc:  # a simulator bug: answer JSON, keep the traceback server-side
+            log.exception("control API failed on %s %s", request.method, request.path)
+            return web.json_response({"error": f"internal simulator error: {exc!r}"}, status=500)
         if request.method != "GET":
             sim.mark_dirty()
             sim.tick()

@@ -48,3 +48,18 @@ def need(data: dict[str, Any], key: str, kind: type | tuple[type, ...] = str) ->
     ):
         raise ControlError(400, f"'{key}' is required ({getattr(kind, '__name__', kind)})")
     return value
+
+
+_MISSING = object()
+
+
+def optional(
+    data: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None
+) -> Any:
+    """``data[key]`` if present and of ``kind`` (``default`` when absent or null), else a 400."""
+    value = data.get(key, _MISSING)
+    if value is _MISSING or value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ControlError(400, f"'{key}' must be {getattr(kind, '__name__', kind)}")
+    return value

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchcert.sim.control_http import ControlError, Route, need, ok, read_body
+from batchcert.sim.control_http import ControlError, Route, need, ok, optional, read_body
 from batchcert.sim.faults import FaultSpecError
 from batchcert.sim.requestlog import RequestFilter
 from batchcert.sim.throttle import BucketSpec
@@ -91,7 +91,11 @@ def routes(sim: Simulation) -> list[Route]:
 
     async def put_throttle(request: web.Request) -> web.Response:
         d = await read_body(request)
-        arm = d.get("arm") or {}
+        arm = optional(d, "arm", dict, {})
+        kv = optional(d, "keyvault", dict, {})
+        for section in (arm, kv):
+            if section.get("clock") not in (None, "real", "sim"):
+                raise ControlError(400, "'clock' is 'real' or 'sim'")
         specs = {}
         for kind in ("reads", "writes", "deletes"):
             if kind in arm:
@@ -106,7 +110,6 @@ def routes(sim: Simulation) -> list[Route]:
             enabled=arm.get("enabled"),
             use_sim_clock=None if clock is None else clock == "sim",
         )
-        kv = d.get("keyvault") or {}
         if "limit" in kv:
             sim.kv_throttle.limit = int(need(kv, "limit", int))
         if "windowSeconds" in kv:

@@ -46,7 +46,7 @@ def add_batch_account(
 ) -> BatchAccount:
     if not ACCOUNT_NAME.match(name):
         raise SeedError("Batch account names are 3-24 letters and digits")
-    if not location.replace(" ", "").isalnum():
+    if not isinstance(location, str) or not location.replace(" ", "").isalnum():
         raise SeedError("location must be a region name such as westeurope")
     add_resource_group(sim, subscription_id, resource_group, location)
     return sim.world.add_account(BatchAccount(subscription_id, resource_group, name, location))
@@ -99,6 +99,13 @@ def grant(
         raise SeedError(f"vault {vault_name!r} is not seeded")
     if operation not in ("add", "replace", "remove"):
         raise SeedError("operation must be add, replace or remove")
+    if not isinstance(permissions, dict) or not all(
+        kind in ("keys", "secrets", "certificates", "storage")
+        and isinstance(values, list)
+        and all(isinstance(v, str) for v in values)
+        for kind, values in permissions.items()
+    ):
+        raise SeedError("permissions is {keys|secrets|certificates|storage: [permission, ...]}")
     apply_access_policies(
         vault,
         operation,
