@@ -56,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet = ["azure.core.pipeline.policies.http_logging_policy", "azure.identity"]
+    if not args.verbose:
+        quiet.append("kopf.objects")  # one "Timer succeeded" line per object per tick otherwise
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     registry = kopf.OperatorRegistry()
     register_handlers(registry, config)

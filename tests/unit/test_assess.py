@@ -238,3 +238,12 @@ async def test_watcher_retries_failures_sooner() -> None:
     assert (await watcher.reading(CERT)).error_status == 404
     clock[0] = 16
     assert (await watcher.reading(CERT)).facts is not None
+
+
+def test_an_unusable_node_is_named_by_its_failing_extension() -> None:
+    report = node("n1", state="unusable", prov="Failed", level="Error", message="Identity not found")
+    _, verdicts = build_nodes_status(NodesReading(T0, (report,)))
+    assert verdicts[0].cause == "IdentityNotFound"
+    bare = NodeExtensionReport("n2", "unusable", False)
+    _, verdicts = build_nodes_status(NodesReading(T0, (bare,)))
+    assert verdicts[0].cause == "NodeUnusable"

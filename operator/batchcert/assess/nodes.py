@@ -88,19 +88,21 @@ def assess_node(report: NodeExtensionReport) -> NodeVerdict:
     node_state = (report.node_state or "").lower()
     if report.error:
         return NodeVerdict("transitioning", None, report.error)
+    provisioning = (report.provisioning_state or "").lower()
+    text = _messages(report)
+    has_error = any(
+        (s.level or "").lower() == "error" for s in report.statuses + report.sub_statuses
+    )
+    # A failing extension with requireInitialSync can make the node unusable: name the root
+    # cause from the extension when it says one, the node state only when it does not.
+    if report.extension_found and (provisioning == "failed" or has_error):
+        return NodeVerdict("failed", _cause_of(text), text or "extension provisioning failed")
     if node_state in _FAILED_NODE_STATES:
         return NodeVerdict("failed", "NodeUnusable", f"node state is {report.node_state}")
     if node_state in _TRANSITIONAL_NODE_STATES:
         return NodeVerdict("transitioning", None, f"node state is {report.node_state}")
     if not report.extension_found:
         return NodeVerdict("failed", "ExtensionMissing", "the Key Vault extension is not installed")
-    provisioning = (report.provisioning_state or "").lower()
-    text = _messages(report)
-    has_error = any(
-        (s.level or "").lower() == "error" for s in report.statuses + report.sub_statuses
-    )
-    if provisioning == "failed" or has_error:
-        return NodeVerdict("failed", _cause_of(text), text or "extension provisioning failed")
     if provisioning == "succeeded":
         return NodeVerdict("ready", None, text)
     return NodeVerdict("transitioning", None, text or f"extension is {report.provisioning_state}")

@@ -173,10 +173,12 @@ class PoolReconciler:
                 ),
                 events,
             )
+        # While Azure is still allocating, look again soon so status follows the nodes arriving.
+        allocating = (pool.allocation_state or "").lower() != "steady"
         return PoolResult(
             _ready("PoolReady", f"pool {pool_name} matches the spec; {_allocation(pool)}"),
             events,
-            busy=patch is not None,
+            busy=patch is not None or allocating,
         )
 
     async def _scale_to_zero_step(

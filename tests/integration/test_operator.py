@@ -1,0 +1,196 @@
+"""The real operator process, the real API server and the Azure simulator over HTTPS.
+
+Covers the user's story and its failure modes: apply → Ready with the pool Azure holds carrying
+the identity and extension settings the docs require; a renewal seen in status (version,
+lastRotationTime, rotations, CertificateRotated Event, NodesReady RotationPropagating then True,
+nodes holding the new version); a wrong clientId named in NodesReady without a crash loop; a
+disruptive change refused visibly under Report and applied under ScaleToZero; a pool deleted out
+of band recreated; deletion with Delete and with Orphan; ``kubectl wait`` on Ready.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from support.stack import OperatorStack
+
+pytestmark = pytest.mark.integration
+
+
+def _status(stack: OperatorStack, name: str, ns: str) -> dict:  # type: ignore[type-arg]
+    return dict(stack.get(name, ns).get("status", {}))
+
+
+def _no_tracebacks(stack: OperatorStack) -> None:
+    assert stack.operator.is_running()
+    assert "Traceback" not in stack.operator.log(), stack.operator.log()[-4000:]
+
+
+def test_apply_goes_ready_and_azure_holds_what_the_docs_require(stack: OperatorStack) -> None:
+    ns = stack.namespace("ready")
+    stack.apply(stack.manifest("render", ns))
+    stack.wait_ready("render", ns)
+
+    pool = stack.pool_in_azure("render")
+    assert pool is not None
+    demo = stack.demo
+    identities = {k.lower(): v for k, v in pool["identity"]["userAssignedIdentities"].items()}
+    assert demo["identity"]["resourceId"].lower() in identities
+    vmc = pool["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]
+    (ext,) = vmc["extensions"]
+    assert (ext["publisher"], ext["type"]) == ("Microsoft.Azure.KeyVault", "KeyVaultForLinux")
+    settings = ext["settings"]
+    # clientId looked up from the identity (the manifest omits it), never the principal id
+    assert settings["authenticationSettings"]["msiClientId"] == demo["identity"]["clientId"]
+    secrets = settings["secretsManagementSettings"]
+    assert [c["url"] for c in secrets["observedCertificates"]] == [demo["secretId"]]
+    assert secrets["pollingIntervalInS"] == "60"
+
+    status = _status(stack, "render", ns)
+    cert = stack.control.certificate(demo["vault"], demo["certificate"])
+    assert status["certificates"][0]["version"] == cert["current"]["version"]
+    assert status["pool"]["resourceId"].endswith("/pools/render")
+    assert (status["nodes"]["ready"], status["nodes"]["total"]) == (1, 1)
+    assert status["observedGeneration"] == stack.get("render", ns)["metadata"]["generation"]
+    assert "PoolCreated" in stack.event_reasons(ns)
+    _no_tracebacks(stack)
+
+
+def test_rotation_is_seen_counted_and_propagates(stack: OperatorStack) -> None:
+    ns, demo = stack.namespace("rotate"), stack.demo
+    cert_name = f"rot-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert_name)
+    stack.apply(
+        stack.manifest("rot", ns, certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert_name}])
+    )
+    stack.wait_ready("rot", ns)
+    before = _status(stack, "rot", ns)["certificates"][0]
+    assert before["rotations"] == 0
+
+    new_version = stack.control.renew_certificate(demo["vault"], cert_name)
+
+    def rotated() -> bool:
+        return bool(_status(stack, "rot", ns)["certificates"][0]["rotations"] == 1)
+
+    stack.wait_until("rotations == 1", rotated, name="rot", namespace=ns, timeout=60)
+    after = _status(stack, "rot", ns)
+    item = after["certificates"][0]
+    assert item["version"] == new_version != before["version"]
+    assert item["thumbprint"] != before["thumbprint"]
+    assert item["lastRotationTime"]
+    nodes_ready = next(c for c in after["conditions"] if c["type"] == "NodesReady")
+    assert (nodes_ready["status"], nodes_ready["reason"]) == ("False", "RotationPropagating")
+    assert "CertificateRotated" in stack.event_reasons(ns)
+
+    stack.wait_ready("rot", ns, timeout=120)  # one polling interval (60 s) later
+    pool = stack.control.pool(
+        demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "rot"
+    )
+    fetched = [e["versions"] for n in pool["nodes"] for e in n["extensions"].values()]
+    assert fetched, pool
+    assert all(new_version in versions.values() for versions in fetched), fetched
+    assert _status(stack, "rot", ns)["certificates"][0]["rotations"] == 1  # counted once
+    _no_tracebacks(stack)
+
+
+def test_wrong_client_id_is_named_in_nodes_ready(stack: OperatorStack) -> None:
+    ns, demo = stack.namespace("wrongid"), stack.demo
+    stack.apply(
+        stack.manifest(
+            "wrongid",
+            ns,
+            identity={
+                "resourceId": demo["identity"]["resourceId"],
+                "clientId": "00000000-0000-0000-0000-0000000000ff",
+            },
+        )
+    )
+
+    def named() -> bool:
+        return stack.condition("wrongid", ns, "NodesReady").get("reason") == "IdentityNotFound"
+
+    stack.wait_until("NodesReady=IdentityNotFound", named, name="wrongid", namespace=ns)
+    nodes = stack.condition("wrongid", ns, "NodesReady")
+    assert nodes["status"] == "False"
+    assert "spec.identity.clientId" in nodes["message"]
+    ready = stack.condition("wrongid", ns, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "IdentityNotFound")
+    assert stack.condition("wrongid", ns, "PoolReady")["status"] == "True"
+    assert _status(stack, "wrongid", ns)["nodes"]["failures"][0]["code"] == "IdentityNotFound"
+    _no_tracebacks(stack)
+
+
+def test_disruptive_change_is_reported_then_applied_by_scaling_to_zero(
+    stack: OperatorStack,
+) -> None:
+    ns = stack.namespace("resize")
+    manifest = stack.manifest("resize", ns)
+    stack.apply(manifest)
+    stack.wait_ready("resize", ns)
+
+    manifest["spec"]["vmSize"] = "STANDARD_D4S_V3"
+    stack.apply(manifest)
+
+    def refused() -> bool:
+        return (
+            stack.condition("resize", ns, "PoolReady").get("reason") == "UpdateRequiresDisruption"
+        )
+
+    stack.wait_until("UpdateRequiresDisruption", refused, name="resize", namespace=ns)
+    assert stack.condition("resize", ns, "Ready")["status"] == "False"
+    assert "ScaleToZero" in stack.condition("resize", ns, "PoolReady")["message"]
+    pool = stack.pool_in_azure("resize")
+    assert pool is not None
+    assert pool["properties"]["vmSize"].upper() == "STANDARD_D2S_V3"  # nothing silently applied
+
+    manifest["spec"]["disruptiveUpdatePolicy"] = "ScaleToZero"
+    stack.apply(manifest)
+    generation = stack.get("resize", ns)["metadata"]["generation"]
+
+    def applied() -> bool:
+        ready = stack.condition("resize", ns, "Ready")
+        return ready.get("status") == "True" and ready.get("observedGeneration") == generation
+
+    stack.wait_until("Ready after ScaleToZero", applied, name="resize", namespace=ns, timeout=120)
+    pool = stack.pool_in_azure("resize")
+    assert pool is not None
+    assert pool["properties"]["vmSize"].upper() == "STANDARD_D4S_V3"
+    assert pool["properties"]["scaleSettings"]["fixedScale"]["targetDedicatedNodes"] == 1
+    reasons = stack.event_reasons(ns)
+    assert "PoolScalingToZero" in reasons
+    assert "PoolUpdated" in reasons
+    _no_tracebacks(stack)
+
+
+def test_pool_deleted_out_of_band_is_recreated(stack: OperatorStack) -> None:
+    ns, demo = stack.namespace("drift"), stack.demo
+    stack.apply(stack.manifest("drift", ns))
+    stack.wait_ready("drift", ns)
+    stack.control.delete_pool_out_of_band(
+        demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "drift"
+    )
+
+    def recreated() -> bool:
+        return stack.event_reasons(ns).count("PoolCreated") == 2
+
+    stack.wait_until("the pool recreated", recreated, name="drift", namespace=ns, timeout=90)
+    stack.wait_ready("drift", ns)
+    assert stack.pool_in_azure("drift") is not None
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("Delete", False), ("Orphan", True)])
+def test_deletion_policy(stack: OperatorStack, policy: str, kept: bool) -> None:
+    ns = stack.namespace(f"del-{policy.lower()}")
+    name = f"gone-{policy.lower()}"
+    stack.apply(stack.manifest(name, ns, deletionPolicy=policy))
+    stack.wait_ready(name, ns)
+    result = stack.cluster.kubectl("delete", "bcp", name, "-n", ns, "--timeout=90s", timeout=100)
+    assert result.returncode == 0, stack.explain(name, ns, result.stderr)
+    listed = stack.cluster.kubectl("get", "bcp", "-n", ns, "-o", "json", check=True)
+    assert json.loads(listed.stdout)["items"] == []
+    assert (stack.pool_in_azure(name) is not None) is kept
+    expected = "PoolOrphaned" if kept else "PoolDeleting"
+    assert expected in stack.event_reasons(ns)
