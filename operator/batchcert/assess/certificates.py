@@ -121,7 +121,14 @@ def build_certificate_status(
         "secretId": cert.versionless_secret_uri,
         "rotations": int((previous or {}).get("rotations") or 0),
     }
-    for key in ("version", "shortVersion", "thumbprint", "notBefore", "notAfter", "lastRotationTime"):
+    for key in (
+        "version",
+        "shortVersion",
+        "thumbprint",
+        "notBefore",
+        "notAfter",
+        "lastRotationTime",
+    ):
         if previous and previous.get(key):
             item[key] = previous[key]
     if previous and previous.get("expectedRenewalTime"):
