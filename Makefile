@@ -1,6 +1,7 @@
 # The one test command is `make test`; CI runs exactly that through .ci/run.
 #
 #   make test          venv + install, control-plane binaries, ruff, mypy, import-linter, pytest
+#   make demo          the whole story locally (cluster, simulator, operator, Ready, rotation)
 #   make test PYTEST_ARGS='-m unit'    (arguments for pytest)
 #   make constraints   re-pin constraints.txt from the current venv
 #   make clean         stop the default dev cluster; remove the venv and tool caches
@@ -16,10 +17,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: test install binaries lint constraints clean
+.PHONY: test demo install binaries lint constraints clean
 
 test: install binaries lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: install binaries
+	$(BIN)/batchcert demo $(DEMO_ARGS)
 
 install: $(VENV)/.installed
 
