@@ -50,6 +50,9 @@ class Cloud:
     ca_bundle: str | None = None
     host_aliases: Mapping[str, str] = field(default_factory=dict)
     tenant_id: str | None = None
+    # Certificates are read only from hosts under this suffix: the operator never sends its
+    # credential to a "vault" that is not one of this cloud's Key Vaults.
+    keyvault_dns_suffix: str = ".vault.azure.net"
 
     @property
     def is_custom(self) -> bool:
@@ -79,6 +82,7 @@ PUBLIC_CLOUDS = {
         "https://login.chinacloudapi.cn",
         arm_audience="https://management.chinacloudapi.cn/",
         batch_audience="https://batch.chinacloudapi.cn/",
+        keyvault_dns_suffix=".vault.azure.cn",
     ),
     "AzureUSGovernment": Cloud(
         "AzureUSGovernment",
@@ -86,6 +90,7 @@ PUBLIC_CLOUDS = {
         "https://login.microsoftonline.us",
         arm_audience="https://management.usgovcloudapi.net/",
         batch_audience="https://batch.core.usgovcloudapi.net/",
+        keyvault_dns_suffix=".vault.usgovcloudapi.net",
     ),
 }
 
@@ -103,6 +108,7 @@ def load_cloud_file(path: str | Path) -> Cloud:
             ca_bundle=data.get("caBundle"),
             host_aliases=dict(data.get("hostAliases") or {}),
             tenant_id=data.get("tenantId"),
+            keyvault_dns_suffix=str(data.get("keyVaultDnsSuffix") or ".vault.azure.net"),
         )
     except KeyError as exc:
         raise ValueError(f"cloud file {path} lacks {exc.args[0]!r}") from None

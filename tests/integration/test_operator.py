@@ -194,3 +194,23 @@ def test_deletion_policy(stack: OperatorStack, policy: str, kept: bool) -> None:
     assert (stack.pool_in_azure(name) is not None) is kept
     expected = "PoolOrphaned" if kept else "PoolDeleting"
     assert expected in stack.event_reasons(ns)
+
+
+def test_a_vault_outside_the_cloud_is_never_contacted(stack: OperatorStack) -> None:
+    ns = stack.namespace("foreign")
+    stack.apply(
+        stack.manifest(
+            "foreign",
+            ns,
+            certificates=[{"vaultUrl": "https://collector.example.net", "name": "mycert"}],
+        )
+    )
+
+    def refused() -> bool:
+        return stack.condition("foreign", ns, "Ready").get("reason") == "VaultNotAllowed"
+
+    stack.wait_until("Ready=VaultNotAllowed", refused, name="foreign", namespace=ns)
+    assert "collector.example.net" in stack.condition("foreign", ns, "Ready")["message"]
+    assert stack.pool_in_azure("foreign") is None
+    touched = [r for r in stack.control.requests() if "/pools/foreign" in r["path"]]
+    assert touched == [], touched

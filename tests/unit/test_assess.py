@@ -19,6 +19,7 @@ from batchcert.assess.certificates import (
     assess_reading,
     build_certificate_status,
     expected_renewal_time,
+    is_cloud_vault,
 )
 from batchcert.assess.nodes import MAX_FAILURES, build_nodes_status, summarize_nodes
 from batchcert.models.azure import (
@@ -241,9 +242,27 @@ async def test_watcher_retries_failures_sooner() -> None:
 
 
 def test_an_unusable_node_is_named_by_its_failing_extension() -> None:
-    report = node("n1", state="unusable", prov="Failed", level="Error", message="Identity not found")
+    report = node(
+        "n1", state="unusable", prov="Failed", level="Error", message="Identity not found"
+    )
     _, verdicts = build_nodes_status(NodesReading(T0, (report,)))
     assert verdicts[0].cause == "IdentityNotFound"
     bare = NodeExtensionReport("n2", "unusable", False)
     _, verdicts = build_nodes_status(NodesReading(T0, (bare,)))
     assert verdicts[0].cause == "NodeUnusable"
+
+
+@pytest.mark.parametrize(
+    ("url", "suffix", "allowed"),
+    [
+        ("https://mykv.vault.azure.net", ".vault.azure.net", True),
+        ("https://MyKV.Vault.Azure.Net/", "vault.azure.net", True),
+        ("https://demokv.vault.sim.test:33605", ".vault.sim.test", True),
+        ("https://vault.azure.net", ".vault.azure.net", False),
+        ("https://evil.example/vault.azure.net", ".vault.azure.net", False),
+        ("https://mykv.vault.azure.net.evil.example", ".vault.azure.net", False),
+        ("https://mykv.vault.azure.cn", ".vault.azure.net", False),
+    ],
+)
+def test_only_the_clouds_vaults_are_read(url: str, suffix: str, allowed: bool) -> None:
+    assert is_cloud_vault(url, suffix) is allowed

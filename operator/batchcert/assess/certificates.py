@@ -11,10 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from batchcert.conditions import CERTIFICATE_READY, ConditionUpdate, format_time
 from batchcert.models.azure import CertificateFacts, CertificateReading
 from batchcert.models.spec import CertificateRef
+
+
+def is_cloud_vault(vault_url: str, dns_suffix: str) -> bool:
+    """Whether ``vault_url`` names a Key Vault of the configured cloud (``*.vault.azure.net``)."""
+    host = (urlsplit(vault_url).hostname or "").lower().rstrip(".")
+    suffix = "." + dns_suffix.lower().strip(".")
+    return host.endswith(suffix) and len(host) > len(suffix)
 
 
 def auto_renew_action(facts: CertificateFacts) -> Any:

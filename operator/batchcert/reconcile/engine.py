@@ -28,6 +28,7 @@ from batchcert.assess.certificates import (
     assess_reading,
     build_certificate_status,
     find_previous,
+    is_cloud_vault,
     summarize_certificates,
 )
 from batchcert.assess.nodes import build_nodes_status, summarize_nodes
@@ -122,6 +123,25 @@ class Reconciler:
                 [],
                 60.0,
             )
+        foreign = [
+            c.vault
+            for c in spec.certificates
+            if not is_cloud_vault(c.vault, self._config.cloud.keyvault_dns_suffix)
+        ]
+        if foreign:
+            update = ConditionUpdate(
+                READY,
+                False,
+                "VaultNotAllowed",
+                f"{', '.join(sorted(set(foreign)))} is not a Key Vault of this cloud "
+                f"(*{self._config.cloud.keyvault_dns_suffix}): the operator sends no credential "
+                "there and creates no pool that would",
+            )
+            refused = dict(
+                old,
+                conditions=set_condition(conditions, update, generation=obj.generation, now=now),
+            )
+            return self._finish(obj, old, refused, [], 60.0)
         if obj.paused:
             update = ConditionUpdate(
                 READY,
