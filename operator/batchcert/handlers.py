@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any, TypeVar
 
 import kopf
 
+from batchcert import metrics
 from batchcert.adapters.arm import ArmAdapter
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.batchnodes import BatchNodesAdapter
@@ -164,9 +166,11 @@ def register_handlers(registry: kopf.OperatorRegistry, config: Config) -> None:
         if view.deleting:
             return  # the delete handler owns the object's last moments
         services: Services = memo["services"]
+        started = time.monotonic()
         outcome = await until_stopped(
             services.reconciler.reconcile(view, _object_memory(memo)), stopped
         )
+        metrics.observe(view, outcome, time.monotonic() - started, services.clients.pacer)
         if outcome is None:
             return
         if outcome.status_patch:
@@ -178,5 +182,7 @@ def register_handlers(registry: kopf.OperatorRegistry, config: Config) -> None:
         services: Services = memo["services"]
         outcome = await services.reconciler.delete(to_view(body), _object_memory(memo))
         post_events(body, outcome.events)
+        if outcome.done:
+            metrics.forget(to_view(body))
         if not outcome.done:
             raise kopf.TemporaryError("the pool is being deleted in Azure", delay=outcome.retry_in)

@@ -1,4 +1,10 @@
-"""``batchcert run``: start the operator (a thin wrapper over kopf with the project's settings)."""
+"""``batchcert run``: start the operator (a thin wrapper over kopf with the project's settings).
+
+Process-level concerns live here and nowhere else: the kubeconfig, log format, the liveness
+endpoint kopf serves, and the Prometheus endpoint (``batchcert.metrics``). The metrics endpoint is
+off unless ``--metrics-port`` is given, so several operators on one machine (tests, the demo)
+never fight over a port; the Deployment in ``deploy/`` turns it on.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,23 @@ def add_parser(subparsers: Any) -> None:
         "--kubeconfig", help="kubeconfig to use (default: in-cluster or KUBECONFIG)"
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or one JSON object per line, with the object's reference",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus metrics on this port at /metrics (0, the default: off)",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
     parser.set_defaults(func=run)
 
 
@@ -52,16 +75,24 @@ def run(args: argparse.Namespace) -> int:
         install_host_aliases(config.cloud.host_aliases)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if args.log_format == "json":
+        # kopf's own JSON formatter: adds the object reference (namespace/name/uid) to each line.
+        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    else:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     quiet = ["azure.core.pipeline.policies.http_logging_policy", "azure.identity"]
     if not args.verbose:
         quiet.append("kopf.objects")  # one "Timer succeeded" line per object per tick otherwise
     for name in quiet:
         logging.getLogger(name).setLevel(logging.WARNING)
 
+    if args.metrics_port:
+        from batchcert.metrics import serve
+
+        serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
     register_handlers(registry, config)
     namespaces = args.namespace or None
@@ -71,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
             standalone=True,
+            liveness_endpoint=args.liveness,
         )
     )
     return 0

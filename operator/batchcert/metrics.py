@@ -1,0 +1,238 @@
+"""Prometheus metrics of the operator, updated from one place and rendered at scrape time.
+
+The handler layer calls :func:`observe` once after every reconcile with the object, the outcome
+and how long it took; :func:`forget` when the object is gone. Everything per object is derived
+from the object's *resulting status* (the durable record), never from counters kept in memory, so
+a restarted operator reports the same rotation counts and expiry times as before the restart.
+Azure request counts are read from the ARM pacer's own counters at scrape time (the adapters
+already count every attempt and every 429), so no adapter knows about Prometheus.
+
+Invariants: one series set per object, dropped by ``forget``; condition gauges follow
+kube-state-metrics (one series per status value, exactly one of them 1); timestamps are Unix
+seconds; nothing from a spec or a credential ever becomes a label except namespace, object name
+and certificate name.
+
+Metric names (also listed in the README):
+
+* ``batchcert_certificate_expiration_timestamp_seconds{namespace,name,certificate}``
+* ``batchcert_certificate_not_before_timestamp_seconds{namespace,name,certificate}``
+* ``batchcert_certificate_renewal_timestamp_seconds{namespace,name,certificate}``
+* ``batchcert_certificate_rotations_total{namespace,name,certificate}``
+* ``batchcert_pool_nodes{namespace,name,state}`` (state: ready | transitioning | failed)
+* ``batchcert_condition{namespace,name,type,status}`` (status: True | False | Unknown)
+* ``batchcert_reconcile_duration_seconds`` (histogram)
+* ``batchcert_azure_requests_total{service,operation,code}``
+* ``batchcert_azure_throttled_total{service}``
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from batchcert.adapters.pacing import ArmPacer
+from batchcert.reconcile.memory import ObjectView
+from batchcert.reconcile.outcome import Outcome
+
+CONDITION_VALUES = ("True", "False", "Unknown")
+NODE_STATES = ("ready", "transitioning", "failed")
+# Reconciles are usually milliseconds (nothing due) and sometimes seconds (an Azure round trip).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386: what the API server will hold after our status patch."""
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = apply_merge_patch(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def to_timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class StatusCollector(Collector):
+    """Renders every per-object family from the latest status of each object, at scrape time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # scrapes run in the HTTP server's thread
+        self._statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self._pacer: ArmPacer | None = None
+
+    def update(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        with self._lock:
+            self._statuses[(namespace, name)] = status
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._statuses.pop((namespace, name), None)
+
+    def watch_pacer(self, pacer: ArmPacer) -> None:
+        self._pacer = pacer
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            statuses = dict(self._statuses)
+        yield from self._certificate_families(statuses)
+        yield from self._pool_families(statuses)
+        yield from self._azure_families()
+
+    @staticmethod
+    def _certificate_families(statuses: dict[tuple[str, str], dict[str, Any]]) -> Iterator[Metric]:
+        labels = ["namespace", "name", "certificate"]
+        expiry = GaugeMetricFamily(
+            "batchcert_certificate_expiration_timestamp_seconds",
+            "When the certificate's current version expires (notAfter), Unix seconds.",
+            labels=labels,
+        )
+        not_before = GaugeMetricFamily(
+            "batchcert_certificate_not_before_timestamp_seconds",
+            "When the certificate's current version became valid (notBefore), Unix seconds.",
+            labels=labels,
+        )
+        renewal = GaugeMetricFamily(
+            "batchcert_certificate_renewal_timestamp_seconds",
+            "When Key Vault is expected to renew the certificate (its AutoRenew action), Unix seconds.",
+            labels=labels,
+        )
+        rotations = CounterMetricFamily(
+            "batchcert_certificate_rotations",
+            "New certificate versions the operator has seen (durable: read from status).",
+            labels=labels,
+        )
+        for (namespace, name), status in sorted(statuses.items()):
+            for item in status.get("certificates") or []:
+                key = [namespace, name, str(item.get("name", ""))]
+                for family, field in (
+                    (expiry, "notAfter"),
+                    (not_before, "notBefore"),
+                    (renewal, "expectedRenewalTime"),
+                ):
+                    value = to_timestamp(item.get(field))
+                    if value is not None:
+                        family.add_metric(key, value)
+                rotations.add_metric(key, float(item.get("rotations") or 0))
+        yield from (expiry, not_before, renewal, rotations)
+
+    @staticmethod
+    def _pool_families(statuses: dict[tuple[str, str], dict[str, Any]]) -> Iterator[Metric]:
+        nodes = GaugeMetricFamily(
+            "batchcert_pool_nodes",
+            "Nodes of the pool by the state of their Key Vault extension.",
+            labels=["namespace", "name", "state"],
+        )
+        conditions = GaugeMetricFamily(
+            "batchcert_condition",
+            "The object's conditions, one series per status value (1 for the current one).",
+            labels=["namespace", "name", "type", "status"],
+        )
+        for (namespace, name), status in sorted(statuses.items()):
+            counts = status.get("nodes")
+            if isinstance(counts, dict):
+                for state in NODE_STATES:
+                    nodes.add_metric([namespace, name, state], float(counts.get(state) or 0))
+            for condition in status.get("conditions") or []:
+                current = condition.get("status", "Unknown")
+                for value in CONDITION_VALUES:
+                    conditions.add_metric(
+                        [namespace, name, str(condition.get("type", "")), value],
+                        1.0 if current == value else 0.0,
+                    )
+        yield from (nodes, conditions)
+
+    def _azure_families(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "batchcert_azure_requests",
+            "HTTP attempts sent to Azure, by service, operation kind and status code.",
+            labels=["service", "operation", "code"],
+        )
+        throttled = CounterMetricFamily(
+            "batchcert_azure_throttled",
+            "Azure answers of 429 Too Many Requests, by service.",
+            labels=["service"],
+        )
+        pacer = self._pacer
+        if pacer is not None:
+            # Copy first: the event loop thread may add a key while we iterate.
+            for (kind, code), count in sorted(dict(pacer.sent).items()):
+                requests.add_metric(["arm", kind, str(code)], float(count))
+            throttled.add_metric(["arm"], float(pacer.throttled))
+        yield from (requests, throttled)
+
+
+class Metrics:
+    """The operator's metrics on one registry (the process default in production)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.status = StatusCollector()
+        registry.register(self.status)
+        self.reconcile_duration = Histogram(
+            "batchcert_reconcile_duration_seconds",
+            "Wall time of one reconcile of one object (most find nothing due).",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+
+    def observe(
+        self,
+        view: ObjectView,
+        outcome: Outcome | None,
+        seconds: float,
+        pacer: ArmPacer | None = None,
+    ) -> None:
+        """Record one reconcile: its duration, and the status it leaves on the object."""
+        self.reconcile_duration.observe(seconds)
+        if pacer is not None:
+            self.status.watch_pacer(pacer)
+        if outcome is None:  # cancelled by shutdown or deletion: nothing new was seen
+            return
+        status = apply_merge_patch(view.status, outcome.status_patch)
+        self.status.update(view.namespace, view.name, status)
+
+    def forget(self, view: ObjectView) -> None:
+        self.status.forget(view.namespace, view.name)
+
+
+_default: Metrics | None = None
+
+
+def default_metrics() -> Metrics:
+    """The process-wide metrics, registered on first use (a second registration would raise)."""
+    global _default
+    if _default is None:
+        _default = Metrics()
+    return _default
+
+
+def observe(
+    view: ObjectView, outcome: Outcome | None, seconds: float, pacer: ArmPacer | None = None
+) -> None:
+    default_metrics().observe(view, outcome, seconds, pacer)
+
+
+def forget(view: ObjectView) -> None:
+    default_metrics().forget(view)
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:
+    """Expose ``/metrics`` on ``port`` from a daemon thread (the event loop is never blocked)."""
+    default_metrics()
+    start_http_server(port, addr=address)

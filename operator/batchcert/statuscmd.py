@@ -1,0 +1,306 @@
+"""``batchcert status NAME [-n NS]`` (also ``kubectl batchcert status``): one BatchCertPool's story.
+
+Reads the object and its recent Events from the API server and prints, readable at a glance: the
+pool, the identity, every certificate (version, thumbprint, validity, expected renewal, last
+rotation), the nodes (with failure reasons), the conditions and the Events. Exits 0 only when the
+object is Ready for its current generation (the same rule as kstatus and ``kubectl wait``), 1 when
+it is not, 2 when it cannot be read, so scripts can branch on it.
+
+Rendering is pure (:func:`render_status` takes the object, its Events and the time) so it is
+unit-tested on captured status; only :func:`run` talks to Kubernetes. Nothing secret is ever in
+what is printed: status carries URIs, versions and thumbprints, never key material.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+GROUP, VERSION, PLURAL = "batchcert.dev", "v1alpha1", "batchcertpools"
+CONDITION_ORDER = ("Ready", "PoolReady", "CertificateReady", "NodesReady")
+EXIT_READY, EXIT_NOT_READY, EXIT_UNREADABLE = 0, 1, 2
+RECENT_EVENTS = 10
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="show one BatchCertPool's pool, certificates, nodes, conditions and events",
+        description=(
+            "Show one BatchCertPool at a glance. Exit status: 0 Ready for the current "
+            "generation, 1 not Ready, 2 not found or unreadable."
+        ),
+    )
+    parser.add_argument("name", help="the BatchCertPool's name")
+    parser.add_argument("-n", "--namespace", help="its namespace (default: the context's)")
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: KUBECONFIG/in-cluster)")
+    parser.set_defaults(func=run)
+
+
+# --- pure rendering ---------------------------------------------------------------------------
+
+
+def parse_time(text: Any) -> datetime | None:
+    if not text or not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def humanize(delta_seconds: float) -> str:
+    """``3d4h``, ``5m``, ``12s``: the two largest units, like kubectl's AGE."""
+    seconds = int(abs(delta_seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return "".join(parts)
+
+
+def when(text: Any, now: datetime) -> str:
+    """A timestamp with its distance from now: ``2027-01-01T00:00:00Z (in 34d2h)``."""
+    moment = parse_time(text)
+    if moment is None:
+        return "-"
+    delta = (moment - now).total_seconds()
+    relative = f"in {humanize(delta)}" if delta > 0 else f"{humanize(delta)} ago"
+    return f"{text} ({relative})"
+
+
+def get_condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == type_:
+            return dict(condition)
+    return None
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    """Ready=True for the current generation (an older generation's Ready says nothing)."""
+    generation = (obj.get("metadata") or {}).get("generation")
+    status = obj.get("status") or {}
+    ready = get_condition(status, "Ready")
+    if ready is None or ready.get("status") != "True":
+        return False
+    observed = ready.get("observedGeneration", status.get("observedGeneration"))
+    return generation is None or observed == generation
+
+
+def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append((indent + "  ".join([*cells, row[-1]])).rstrip())
+    return lines
+
+
+def _pool_lines(obj: dict[str, Any]) -> list[str]:
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    account = spec.get("account") or {}
+    pool = status.get("pool") or {}
+    name = pool.get("name") or spec.get("poolName") or obj["metadata"]["name"]
+    lines = [f"Pool:         {name}"]
+    lines.append(
+        f"  Account:    {account.get('name', '-')} "
+        f"(resource group {account.get('resourceGroup', '-')}, "
+        f"subscription {account.get('subscriptionId', '-')})"
+    )
+    if pool:
+        lines.append(
+            f"  State:      {pool.get('provisioningState', '-')}, "
+            f"allocation {pool.get('allocationState', '-')}, "
+            f"{pool.get('currentDedicatedNodes', 0)} dedicated + "
+            f"{pool.get('currentLowPriorityNodes', 0)} low-priority nodes"
+        )
+        lines.append(f"  Resource:   {pool.get('resourceId', '-')}")
+    else:
+        lines.append("  State:      not seen in Azure yet")
+    lines.append(f"  VM size:    {spec.get('vmSize', '-')}, node agent {spec.get('nodeAgentSkuId', '-')}")
+    identity = spec.get("identity") or {}
+    client_id = identity.get("clientId") or "looked up from the resource"
+    lines.append(f"Identity:     {identity.get('resourceId', '-')}")
+    lines.append(f"  Client ID:  {client_id}")
+    return lines
+
+
+def _certificate_lines(status: dict[str, Any], now: datetime) -> list[str]:
+    items = status.get("certificates") or []
+    lines = [f"Certificates: {len(items)}"]
+    for item in items:
+        lines.append(f"  {item.get('name', '-')}  {item.get('secretId', '-')}")
+        lines.append(f"    Version:           {item.get('version', '-')}")
+        lines.append(f"    Thumbprint:        {item.get('thumbprint', '-')}")
+        lines.append(f"    Not before:        {when(item.get('notBefore'), now)}")
+        lines.append(f"    Not after:         {when(item.get('notAfter'), now)}")
+        lines.append(f"    Expected renewal:  {when(item.get('expectedRenewalTime'), now)}")
+        rotations = int(item.get("rotations") or 0)
+        last = when(item.get("lastRotationTime"), now) if item.get("lastRotationTime") else "never"
+        lines.append(f"    Last rotation:     {last}; {rotations} rotation(s) seen")
+    return lines
+
+
+def _node_lines(status: dict[str, Any], now: datetime) -> list[str]:
+    nodes = status.get("nodes")
+    if not nodes:
+        return ["Nodes:        not checked yet"]
+    lines = [
+        f"Nodes:        {nodes.get('ready', 0)}/{nodes.get('total', 0)} ready, "
+        f"{nodes.get('transitioning', 0)} transitioning, {nodes.get('failed', 0)} failed "
+        f"(checked {when(nodes.get('lastCheckTime'), now)})"
+    ]
+    failures = nodes.get("failures") or []
+    if failures:
+        lines.append("  Failures:")
+        rows = [["NODE", "CODE", "SINCE", "MESSAGE"]]
+        for failure in failures:
+            since = parse_time(failure.get("time"))
+            rows.append(
+                [
+                    str(failure.get("nodeId", "-")),
+                    str(failure.get("code", "-")),
+                    humanize((now - since).total_seconds()) if since else "-",
+                    str(failure.get("message", "")),
+                ]
+            )
+        lines += _table(rows, indent="    ")
+    return lines
+
+
+def _condition_lines(status: dict[str, Any], now: datetime) -> list[str]:
+    conditions = list(status.get("conditions") or [])
+    if not conditions:
+        return ["Conditions:   none yet (the operator has not seen this object)"]
+    order = {t: i for i, t in enumerate(CONDITION_ORDER)}
+    conditions.sort(key=lambda c: order.get(c.get("type", ""), len(order)))
+    rows = [["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"]]
+    for condition in conditions:
+        since = parse_time(condition.get("lastTransitionTime"))
+        rows.append(
+            [
+                str(condition.get("type", "-")),
+                str(condition.get("status", "-")),
+                str(condition.get("reason", "-")),
+                humanize((now - since).total_seconds()) if since else "-",
+                str(condition.get("message", "")),
+            ]
+        )
+    return ["Conditions:", *_table(rows)]
+
+
+def _event_time(event: dict[str, Any]) -> datetime | None:
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        moment = parse_time(event.get(key))
+        if moment is not None:
+            return moment
+    return parse_time((event.get("metadata") or {}).get("creationTimestamp"))
+
+
+def _event_lines(events: list[dict[str, Any]], now: datetime) -> list[str]:
+    if not events:
+        return ["Events:       none"]
+    floor = datetime.min.replace(tzinfo=UTC)
+    ordered = sorted(events, key=lambda e: _event_time(e) or floor)[-RECENT_EVENTS:]
+    rows = [["AGE", "TYPE", "REASON", "MESSAGE"]]
+    for event in ordered:
+        moment = _event_time(event)
+        rows.append(
+            [
+                humanize((now - moment).total_seconds()) if moment else "-",
+                str(event.get("type", "-")),
+                str(event.get("reason", "-")),
+                str(event.get("message", "")),
+            ]
+        )
+    return [f"Events (last {len(ordered)}, oldest first):", *_table(rows)]
+
+
+def render_status(obj: dict[str, Any], events: list[dict[str, Any]], now: datetime) -> str:
+    meta, status = obj.get("metadata") or {}, obj.get("status") or {}
+    ready = get_condition(status, "Ready") or {}
+    verdict = "Ready" if is_ready(obj) else "NOT Ready"
+    if ready.get("status") == "True" and not is_ready(obj):
+        verdict += " (Ready is for an older generation: the operator has not caught up)"
+    lines = [
+        f"Name:         {meta.get('name', '-')}",
+        f"Namespace:    {meta.get('namespace', '-')}",
+        f"Generation:   {meta.get('generation', '-')} "
+        f"(observed {status.get('observedGeneration', '-')})",
+        f"Status:       {verdict}: {ready.get('reason', 'NoStatus')}"
+        + (f" - {ready['message']}" if ready.get("message") else ""),
+    ]
+    if str((meta.get("annotations") or {}).get("batchcert.dev/paused", "")).lower() == "true":
+        lines.append("Paused:       yes (annotation batchcert.dev/paused=true)")
+    sections = [
+        lines,
+        _pool_lines(obj),
+        _certificate_lines(status, now),
+        _node_lines(status, now),
+        _condition_lines(status, now),
+        _event_lines(events, now),
+    ]
+    return "\n\n".join("\n".join(section) for section in sections) + "\n"
+
+
+# --- I/O --------------------------------------------------------------------------------------
+
+
+def _load_kubernetes(kubeconfig: str | None) -> str:
+    """Configure the client; return the current context's namespace (or ``default``)."""
+    from kubernetes import config
+
+    try:
+        config.load_kube_config(config_file=kubeconfig)
+    except config.ConfigException:
+        if kubeconfig:
+            raise
+        config.load_incluster_config()
+        try:
+            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
+                return handle.read().strip() or "default"
+        except OSError:
+            return "default"
+    _, active = config.list_kube_config_contexts(config_file=kubeconfig)
+    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        namespace = args.namespace or _load_kubernetes(args.kubeconfig)
+        if args.namespace:
+            _load_kubernetes(args.kubeconfig)
+        api = client.ApiClient()
+        # Typed as Any: the client's stubs describe models, and we ask for raw dicts/JSON.
+        custom: Any = client.CustomObjectsApi(api)
+        core: Any = client.CoreV1Api(api)
+        obj: dict[str, Any] = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, args.name
+        )
+        uid = obj["metadata"]["uid"]
+        listed = core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.uid={uid}", _preload_content=False
+        )
+    except ApiException as exc:
+        what = "not found" if exc.status == 404 else f"cannot be read ({exc.status} {exc.reason})"
+        where = args.namespace or "the current namespace"
+        print(f"batchcertpool {args.name} in {where} {what}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    except Exception as exc:  # kubeconfig missing, server unreachable: say so, no traceback
+        print(f"cannot reach the cluster: {exc}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    import json
+
+    # Raw JSON, not the client's models: events keep their camelCase keys like status does.
+    events = list(json.loads(listed.data).get("items") or [])
+    print(render_status(obj, events, datetime.now(UTC)), end="")
+    return EXIT_READY if is_ready(obj) else EXIT_NOT_READY
