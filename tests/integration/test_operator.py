@@ -211,6 +211,7 @@ def test_a_vault_outside_the_cloud_is_never_contacted(stack: OperatorStack) -> N
 
     stack.wait_until("Ready=VaultNotAllowed", refused, name="foreign", namespace=ns)
     assert "collector.example.net" in stack.condition("foreign", ns, "Ready")["message"]
-    assert stack.pool_in_azure("foreign") is None
+    # Nothing reached Azure for this object: no pool request, no Key Vault request at all.
     touched = [r for r in stack.control.requests() if "/pools/foreign" in r["path"]]
     assert touched == [], touched
+    assert stack.pool_in_azure("foreign") is None

@@ -170,24 +170,25 @@ class Reconciler:
 
         events: list[Event] = []
         # --- the pool -------------------------------------------------------------------------
-        if memory.generation_seen != obj.generation or mono >= memory.next_pool_check:
+        # No Azure work on the pool until kopf's finalizer guarantees we can clean up after it.
+        pool_due = memory.generation_seen != obj.generation or mono >= memory.next_pool_check
+        if pool_due and obj.has_finalizer:
             result = await self._pools.reconcile(obj, spec, memory)
             events += result.events
-            if result.retry_after is not None:
+            if result.busy:  # Azure is changing the pool for us: follow it closely
+                memory.failures, delay = 0, self._config.busy_interval_seconds
+            elif result.condition.status is True:
+                memory.failures, delay = 0, self._config.drift_interval_seconds
+            else:
+                # A failure, or a state only a user can fix: back off (honouring Retry-After)
+                # from the busy interval up to the drift interval, so nothing hot-loops.
                 memory.failures += 1
+                memory.identity_client_ids.clear()
                 delay = backoff_delay(
                     memory.failures,
                     retry_after=result.retry_after or None,
                     base=self._config.busy_interval_seconds,
                     cap=self._config.drift_interval_seconds,
-                )
-            else:
-                memory.failures = 0
-                settled = result.condition.status is True and not result.busy
-                delay = (
-                    self._config.drift_interval_seconds
-                    if settled
-                    else self._config.busy_interval_seconds
                 )
             memory.next_pool_check = mono + delay
             memory.generation_seen = obj.generation

@@ -53,10 +53,13 @@ async def resolve_client_id(
     """The identity's clientId: from the spec, else looked up once and remembered."""
     if spec.identity.client_id:
         return spec.identity.client_id
-    if memory.identity_client_id is None:
+    key = spec.identity.resource_id.lower()
+    if key not in memory.identity_client_ids:
         identity = await arm.get_identity(spec.identity.resource_id)
-        memory.identity_client_id = identity.client_id if identity else None
-    return memory.identity_client_id
+        if identity is None:
+            return None  # not remembered: looked up again on the next attempt
+        memory.identity_client_ids = {key: identity.client_id}
+    return memory.identity_client_ids[key]
 
 
 class PoolReconciler:
@@ -96,9 +99,6 @@ class PoolReconciler:
         events: list[Event] = []
 
         if pool is None:
-            if not obj.has_finalizer:
-                # Never write to Azure before the finalizer guarantees we can clean up.
-                return PoolResult(_not_ready("Reconciling", "waiting for the finalizer"), busy=True)
             try:
                 pool = await self._arm.create_pool(account, pool_name, desired)
             except AzureCallError as exc:

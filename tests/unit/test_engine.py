@@ -1,0 +1,327 @@
+"""The level-driven reconcile against in-memory fakes of the adapters, with an injected clock.
+
+Covers: the first visit writes Reconciling at once and calls no Azure; the finalizer guard;
+creation with the owner uid, adoption of our own pool after a 412 and refusal of a foreign one;
+a second tick with nothing new writes nothing and calls no ARM; Report leaves a disruptive change
+unapplied; ScaleToZero scales down, applies at zero, scales back, each step chosen from the level
+it sees; a failure backs off instead of hot-looping; a rotation is counted once; a foreign vault
+is refused before any call.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from batchcert.config import Config
+from batchcert.errors import AzureCallError
+from batchcert.models.azure import (
+    CertificateFacts,
+    CertificateReading,
+    ExtensionStatus,
+    IdentityInfo,
+    LifetimeAction,
+    NodeExtensionReport,
+    NodesReading,
+    PoolState,
+)
+from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.engine import Reconciler
+from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.translate.pool_body import UID_METADATA
+from support.builders import IDENTITY, base_spec
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+UID = "uid-1"
+
+
+class FakeArm:
+    def __init__(self) -> None:
+        self.pool: dict[str, Any] | None = None
+        self.calls: list[str] = []
+        self.fail_next: AzureCallError | None = None
+        self.down = False  # every call fails with 503 while True
+        self.steady_after_patch = True
+
+    def _maybe_fail(self) -> None:
+        if self.down:
+            raise AzureCallError(
+                service="arm",
+                operation="pools.get",
+                status=503,
+                code="ServiceUnavailable",
+                message="down",
+            )
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+
+    def _state(self) -> PoolState:
+        assert self.pool is not None
+        return PoolState("/subscriptions/s/pools/render-pool", copy.deepcopy(self.pool), '"e1"')
+
+    async def get_identity(self, resource_id: str) -> IdentityInfo | None:
+        self.calls.append("identities.get")
+        return IdentityInfo(resource_id, "looked-up-client-id", "principal")
+
+    async def get_account_endpoint(self, account: Any) -> str:
+        self.calls.append("batchAccounts.get")
+        return "acct.region.batch.example"
+
+    async def get_pool(self, account: Any, name: str) -> PoolState | None:
+        self.calls.append("pools.get")
+        self._maybe_fail()
+        return self._state() if self.pool is not None else None
+
+    async def create_pool(self, account: Any, name: str, body: dict[str, Any]) -> PoolState:
+        self.calls.append("pools.create")
+        self._maybe_fail()
+        if self.pool is not None:
+            raise AzureCallError(
+                service="arm",
+                operation="pools.create",
+                status=412,
+                code="ConditionNotMet",
+                message="exists",
+            )
+        self.pool = copy.deepcopy(body)
+        self.pool["name"] = name
+        self.pool["properties"].update(
+            provisioningState="Succeeded", allocationState="Steady", currentDedicatedNodes=1
+        )
+        return self._state()
+
+    async def update_pool(
+        self, account: Any, name: str, patch: dict[str, Any], *, etag: str | None
+    ) -> PoolState:
+        self.calls.append("pools.update")
+        assert self.pool is not None
+        if "identity" in patch:
+            self.pool["identity"] = patch["identity"]
+        self.pool["properties"].update(patch.get("properties", {}))
+        scale = self.pool["properties"]["scaleSettings"]["fixedScale"]
+        self.pool["properties"]["currentDedicatedNodes"] = scale["targetDedicatedNodes"]
+        return self._state()
+
+    async def begin_delete_pool(self, account: Any, name: str) -> None:
+        self.calls.append("pools.delete")
+        self.pool = None
+
+
+class FakeNodes:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def read_nodes(self, endpoint: str, pool: str, ext: str, now: datetime) -> NodesReading:
+        self.calls += 1
+        ok = ExtensionStatus(code="ProvisioningState/succeeded", level="Info", message="ok")
+        return NodesReading(now, (NodeExtensionReport("n1", "idle", True, "Succeeded", (ok,)),))
+
+
+class World:
+    def __init__(self) -> None:
+        self.now = T0
+        self.mono = 0.0
+        self.version = "v1"
+        self.kv_reads = 0
+        self.arm = FakeArm()
+        self.nodes = FakeNodes()
+        config = Config(
+            busy_interval_seconds=10,
+            drift_interval_seconds=300,
+            cert_interval_seconds=300,
+            node_interval_seconds=300,
+        )
+
+        async def read(
+            key: tuple[str, str], vault: str, name: str, now: datetime
+        ) -> CertificateReading:
+            self.kv_reads += 1
+            facts = CertificateFacts(
+                vault,
+                name,
+                self.version,
+                "AB",
+                T0 - timedelta(days=1),
+                T0 + timedelta(days=364),
+                True,
+                (LifetimeAction("AutoRenew", lifetime_percentage=80),),
+            )
+            return CertificateReading(key, now, facts=facts)
+
+        self.watcher = CertificateWatcher(
+            read, interval=300, retry_interval=10, now=lambda: self.now, monotonic=lambda: self.mono
+        )
+        self.reconciler = Reconciler(
+            arm=self.arm,
+            nodes=self.nodes,
+            watcher=self.watcher,  # type: ignore[arg-type]
+            config=config,
+            now=lambda: self.now,
+            monotonic=lambda: self.mono,
+        )
+        self.memory = ObjectMemory()
+        self.status: dict[str, Any] = {}
+        self.spec = base_spec(identity={"resourceId": IDENTITY})
+        self.generation = 1
+        self.events: list[str] = []
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.mono += seconds
+
+    async def tick(self, *, finalizer: bool = True) -> dict[str, Any]:
+        view = ObjectView(
+            "team-a",
+            "render-pool",
+            UID,
+            self.generation,
+            copy.deepcopy(self.spec),
+            copy.deepcopy(self.status),
+            has_finalizer=finalizer,
+        )
+        outcome = await self.reconciler.reconcile(view, self.memory)
+        _merge(self.status, outcome.status_patch)
+        self.events += [e.reason for e in outcome.events]
+        return outcome.status_patch
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next(c for c in self.status["conditions"] if c["type"] == type_)
+
+
+def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+async def converge(world: World, ticks: int = 4) -> None:
+    for _ in range(ticks):
+        await world.tick()
+        world.advance(11)
+
+
+async def test_first_visit_says_reconciling_and_calls_nothing() -> None:
+    world = World()
+    await world.tick()
+    assert world.condition("Ready")["reason"] == "Reconciling"
+    assert world.arm.calls == [] and world.kv_reads == 0
+
+
+async def test_no_azure_write_before_the_finalizer() -> None:
+    world = World()
+    await world.tick()
+    await world.tick(finalizer=False)
+    assert world.arm.calls == []
+    await world.tick()
+    assert "pools.create" in world.arm.calls
+
+
+async def test_create_then_ready_then_quiet() -> None:
+    world = World()
+    await converge(world)
+    assert world.condition("Ready")["status"] == "True", world.status
+    assert world.arm.pool is not None
+    meta = {m["name"]: m["value"] for m in world.arm.pool["properties"]["metadata"]}
+    assert meta[UID_METADATA] == UID
+    ext = world.arm.pool["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"][
+        "extensions"
+    ][0]
+    assert ext["settings"]["authenticationSettings"]["msiClientId"] == "looked-up-client-id"
+    assert world.events.count("PoolCreated") == 1
+    calls_before, kv_before = len(world.arm.calls), world.kv_reads
+    world.advance(60)
+    assert await world.tick() == {}  # nothing new: no write, no ARM call, no Key Vault read
+    assert len(world.arm.calls) == calls_before and world.kv_reads == kv_before
+
+
+async def test_our_pool_is_adopted_after_a_crash_and_a_foreign_one_is_refused() -> None:
+    world = World()
+    await world.tick()
+    await world.tick()  # creates
+    world.memory = ObjectMemory()  # the operator restarted; status was never written
+    await world.tick()
+    assert world.arm.calls.count("pools.create") == 1
+    assert world.condition("PoolReady")["reason"] == "PoolReady"
+
+    foreign = World()
+    foreign.arm.pool = copy.deepcopy(world.arm.pool)
+    assert foreign.arm.pool is not None
+    foreign.arm.pool["properties"]["metadata"] = [{"name": UID_METADATA, "value": "someone-else"}]
+    await converge(foreign, 2)
+    assert foreign.condition("PoolReady")["reason"] == "PoolNotOwned"
+    assert "pools.update" not in foreign.arm.calls and "pools.delete" not in foreign.arm.calls
+
+
+async def test_report_leaves_disruptive_changes_and_scale_to_zero_applies_them() -> None:
+    world = World()
+    await converge(world)
+    world.spec["vmSize"] = "STANDARD_D4S_V3"
+    world.generation = 2
+    await converge(world, 2)
+    assert world.condition("PoolReady")["reason"] == "UpdateRequiresDisruption"
+    assert world.condition("Ready")["status"] == "False"
+    assert world.arm.pool is not None
+    assert world.arm.pool["properties"]["vmSize"] == "STANDARD_DS2_V2"
+
+    world.spec["disruptiveUpdatePolicy"] = "ScaleToZero"
+    world.generation = 3
+    await converge(world, 6)
+    props = world.arm.pool["properties"]
+    assert props["vmSize"] == "STANDARD_D4S_V3"
+    assert props["scaleSettings"]["fixedScale"]["targetDedicatedNodes"] == 1
+    assert world.condition("Ready")["status"] == "True"
+    assert world.events.index("PoolScalingToZero") < world.events.index("PoolUpdated")
+
+
+async def test_failures_back_off_instead_of_hot_looping() -> None:
+    world = World()
+    await converge(world)
+    world.arm.down = True
+    world.advance(301)
+    before = world.arm.calls.count("pools.get")
+    for _ in range(300):  # ten minutes of 2-second ticks during an outage
+        await world.tick()
+        world.advance(2)
+    attempts = world.arm.calls.count("pools.get") - before
+    assert 4 <= attempts <= 15, attempts  # jittered exponential backoff, not 300 calls
+    assert world.condition("PoolReady")["reason"] == "AzureUnavailable"
+    assert world.events.count("AzureUnavailable") == 1  # the Warning once, not per retry
+    world.arm.down = False
+    for _ in range(200):
+        await world.tick()
+        world.advance(2)
+    assert world.condition("Ready")["status"] == "True"
+
+
+async def test_rotation_is_counted_once_and_propagates() -> None:
+    world = World()
+    await converge(world)
+    world.version = "v2"
+    world.advance(301)
+    await world.tick()
+    item = world.status["certificates"][0]
+    assert (item["version"], item["rotations"]) == ("v2", 1)
+    assert world.condition("NodesReady")["reason"] == "RotationPropagating"
+    for _ in range(40):
+        world.advance(10)
+        await world.tick()
+    assert world.status["certificates"][0]["rotations"] == 1
+    assert world.events.count("CertificateRotated") == 1
+    assert world.condition("Ready")["status"] == "True"
+
+
+async def test_a_foreign_vault_is_refused_before_any_call() -> None:
+    world = World()
+    world.spec["certificates"] = [{"vaultUrl": "https://collector.example.net", "name": "x"}]
+    await converge(world, 3)
+    assert world.condition("Ready")["reason"] == "VaultNotAllowed"
+    assert world.arm.calls == [] and world.kv_reads == 0
