@@ -133,6 +133,7 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.level = logging.INFO
+    settings.posting.reporting_component = "batchcert-operator"  # "From" in kubectl describe
     settings.watching.server_timeout = 300
     settings.peering.standalone = True
 
