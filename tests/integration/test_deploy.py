@@ -7,6 +7,9 @@ can-i`` as that identity); the real operator process, logged in with the Service
 and run with the Deployment's own flags (JSON logs, metrics, liveness), takes an object through
 create → Ready → rotation → delete with no 403 anywhere in its log; ``batchcert status`` on a
 Ready and on a failing object (output and exit status); the metrics endpoint after a rotation.
+The image: the Dockerfile passes hadolint, and its install step (``pip install -c
+constraints.txt .`` on the files .dockerignore lets through) gives a working ``batchcert run``
+in a clean virtual environment (pip's cache may be warm, so this takes seconds, not minutes).
 
 With ``BATCHCERT_CAPTURE_STATUS=DIR`` the story also saves the objects it sees (Reconciling,
 Ready, RotationPropagating, a user-action failure) as JSON into DIR; ``tests/data/status/`` was
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from support.deploy import DEPLOY_DIR, running_deployed_operator
+from support.deploy import DEPLOY_DIR, REPO_ROOT, running_deployed_operator
 
 if TYPE_CHECKING:
     from support.cluster import KubeCluster
@@ -305,3 +309,56 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
     assert "Traceback" not in op.log(), op.log()[-4000:]
     lines = [line for line in op.log().splitlines() if line.strip()]
     assert lines and all(json.loads(line) for line in lines), "--log-format=json: every line"
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--failure-threshold", "info", str(REPO_ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_image_install_step_gives_a_working_batchcert_run(tmp_path: Path) -> None:
+    # The build context exactly as .dockerignore admits it: no venv, no tests, no caches.
+    context = tmp_path / "context"
+    context.mkdir()
+    for name in ("constraints.txt", "pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, context / name)
+    shutil.copytree(
+        REPO_ROOT / "operator",
+        context / "operator",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
+    install = subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-c",
+            str(context / "constraints.txt"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    help_text = subprocess.run(
+        [str(venv / "bin" / "batchcert"), "run", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    for flag in ("--metrics-port", "--liveness", "--log-format", "--namespace"):
+        assert flag in help_text
+    # The image is the runtime only: no test tools, no simulator extras.
+    assert not (venv / "bin" / "pytest").exists()
+    assert not (venv / "bin" / "hadolint").exists()

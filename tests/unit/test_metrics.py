@@ -1,0 +1,135 @@
+"""The Prometheus metrics (batchcert.metrics) on a private registry, from captured status.
+
+Covers: every family renders from one object's status (certificate timestamps, durable rotation
+count, node states, kube-state-metrics style conditions with exactly one 1 per condition); the
+status after the reconcile's merge patch is what is reported; a cancelled reconcile (no outcome)
+only counts its duration; ``forget`` drops the object's series; Azure request and 429 counts come
+from the ARM pacer; the exposition parses and carries no spec value beyond the allowed labels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from batchcert.adapters.pacing import ArmPacer
+from batchcert.metrics import Metrics, apply_merge_patch
+from batchcert.reconcile.memory import ObjectView
+from batchcert.reconcile.outcome import Outcome
+
+pytestmark = pytest.mark.unit
+
+CAPTURED = Path(__file__).resolve().parents[1] / "data" / "status"
+
+
+def view_of(name: str, status: dict[str, Any] | None = None) -> ObjectView:
+    obj = json.loads((CAPTURED / f"{name}.json").read_text())
+    return ObjectView(
+        namespace="team-a",
+        name="render",
+        uid="u1",
+        generation=obj["metadata"]["generation"],
+        spec=obj["spec"],
+        status=obj["status"] if status is None else status,
+    )
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(metrics: Metrics, metric: str, /, **labels: str) -> float | None:
+    return samples(metrics).get((metric, tuple(sorted(labels.items()))))
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics(CollectorRegistry())
+
+
+def test_certificate_families_from_status(metrics: Metrics) -> None:
+    view = view_of("rotation-propagating")
+    metrics.observe(view, Outcome({}, [], 1.0), 0.02)
+    (item,) = view.status["certificates"]
+    key = {"namespace": "team-a", "name": "render", "certificate": item["name"]}
+    assert value(metrics, "batchcert_certificate_rotations_total", **key) == 1.0
+    expiry = value(metrics, "batchcert_certificate_expiration_timestamp_seconds", **key)
+    not_before = value(metrics, "batchcert_certificate_not_before_timestamp_seconds", **key)
+    assert expiry is not None and not_before is not None and expiry > not_before
+    assert value(metrics, "batchcert_certificate_renewal_timestamp_seconds", **key)
+
+
+def test_nodes_and_conditions(metrics: Metrics) -> None:
+    metrics.observe(view_of("ready"), Outcome({}, [], 1.0), 0.02)
+    obj = {"namespace": "team-a", "name": "render"}
+    assert value(metrics, "batchcert_pool_nodes", state="ready", **obj) == 1.0
+    assert value(metrics, "batchcert_pool_nodes", state="failed", **obj) == 0.0
+    for type_ in ("Ready", "PoolReady", "CertificateReady", "NodesReady"):
+        values = {
+            status: value(metrics, "batchcert_condition", type=type_, status=status, **obj)
+            for status in ("True", "False", "Unknown")
+        }
+        assert values == {"True": 1.0, "False": 0.0, "Unknown": 0.0}
+
+
+def test_the_status_after_the_patch_is_reported(metrics: Metrics) -> None:
+    before = view_of("ready")
+    patch = {"conditions": [{"type": "Ready", "status": "False", "reason": "PoolUpdating"}]}
+    metrics.observe(before, Outcome(patch, [], 1.0), 0.02)
+    obj = {"namespace": "team-a", "name": "render"}
+    assert value(metrics, "batchcert_condition", type="Ready", status="False", **obj) == 1.0
+    assert value(metrics, "batchcert_condition", type="NodesReady", status="True", **obj) is None
+
+
+def test_cancelled_reconcile_counts_only_its_duration(metrics: Metrics) -> None:
+    metrics.observe(view_of("ready"), None, 0.5)
+    assert value(metrics, "batchcert_reconcile_duration_seconds_count") == 1.0
+    assert not any(name == "batchcert_condition" for name, _ in samples(metrics))
+
+
+def test_forget_drops_the_objects_series(metrics: Metrics) -> None:
+    view = view_of("ready")
+    metrics.observe(view, Outcome({}, [], 1.0), 0.02)
+    metrics.forget(view)
+    names = {name for name, _ in samples(metrics)}
+    assert "batchcert_condition" not in names
+    assert "batchcert_pool_nodes" not in names
+    assert "batchcert_reconcile_duration_seconds_count" in names
+
+
+def test_azure_requests_come_from_the_pacer(metrics: Metrics) -> None:
+    pacer = ArmPacer()
+    pacer.sent[("reads", 200)] += 3
+    pacer.sent[("writes", 429)] += 1
+    pacer.throttled = 1
+    metrics.observe(view_of("ready"), Outcome({}, [], 1.0), 0.02, pacer)
+    requests = "batchcert_azure_requests_total"
+    assert value(metrics, requests, service="arm", operation="reads", code="200") == 3.0
+    assert value(metrics, requests, service="arm", operation="writes", code="429") == 1.0
+    assert value(metrics, "batchcert_azure_throttled_total", service="arm") == 1.0
+
+
+def test_no_spec_values_leak_into_labels(metrics: Metrics) -> None:
+    view = view_of("ready")
+    metrics.observe(view, Outcome({}, [], 1.0), 0.02)
+    text = generate_latest(metrics.registry).decode()
+    for secret_ish in (view.spec["identity"]["resourceId"], view.spec["account"]["subscriptionId"]):
+        assert secret_ish not in text
+
+
+def test_merge_patch_semantics() -> None:
+    target = {"a": {"b": 1, "c": 2}, "d": [1], "e": 5}
+    assert apply_merge_patch(target, {"a": {"b": None}, "d": [2], "e": None}) == {
+        "a": {"c": 2},
+        "d": [2],
+    }
