@@ -133,3 +133,22 @@ def test_merge_patch_semantics() -> None:
         "a": {"c": 2},
         "d": [2],
     }
+
+
+def test_example_alerts_use_only_metrics_we_expose(metrics: Metrics) -> None:
+    import re
+
+    import yaml
+
+    pacer = ArmPacer()
+    pacer.sent[("reads", 200)] += 1
+    metrics.observe(view_of("rotation-propagating"), Outcome({}, [], 1.0), 0.02, pacer)
+    exposed = {name for name, _ in samples(metrics)}
+    rules = yaml.safe_load((CAPTURED.parents[2] / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    used = {
+        name
+        for group in rules["spec"]["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"\bbatchcert_[a-z_]+", rule["expr"])
+    }
+    assert used and used <= exposed, used - exposed
