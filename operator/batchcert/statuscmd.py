@@ -123,7 +123,9 @@ def _pool_lines(obj: dict[str, Any]) -> list[str]:
         lines.append(f"  Resource:   {pool.get('resourceId', '-')}")
     else:
         lines.append("  State:      not seen in Azure yet")
-    lines.append(f"  VM size:    {spec.get('vmSize', '-')}, node agent {spec.get('nodeAgentSkuId', '-')}")
+    lines.append(
+        f"  VM size:    {spec.get('vmSize', '-')}, node agent {spec.get('nodeAgentSkuId', '-')}"
+    )
     identity = spec.get("identity") or {}
     client_id = identity.get("clientId") or "looked up from the resource"
     lines.append(f"Identity:     {identity.get('resourceId', '-')}")
