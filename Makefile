@@ -3,6 +3,7 @@
 #   make test          venv + install, control-plane binaries, ruff, mypy, import-linter, pytest
 #   make demo          the whole story locally (cluster, simulator, operator, Ready, rotation)
 #   make test PYTEST_ARGS='-m unit'    (arguments for pytest)
+#   make bench         the scale benchmark (~15 min; BENCH_ARGS=--large adds 1000 pools/nodes)
 #   make constraints   re-pin constraints.txt from the current venv
 #   make clean         stop the default dev cluster; remove the venv and tool caches
 #
@@ -16,8 +17,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: test demo install binaries lint constraints clean
+.PHONY: test demo bench install binaries lint constraints clean
 
 test: install binaries lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -25,12 +27,20 @@ test: install binaries lint
 demo: install binaries
 	$(BIN)/batchcert demo $(DEMO_ARGS)
 
+# Not part of `make test`: real cluster + simulator + operator at scale, results in benchmarks/results/.
+bench: install binaries $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
 install: $(VENV)/.installed
 
 # Reinstalled whenever the dependencies or their pins change.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
 	@touch $@
 
 binaries: install
@@ -42,7 +52,7 @@ lint: install
 	$(BIN)/lint-imports
 
 constraints: install
-	{ echo "# Pins for every dependency of batchcert-operator[test], so CI installs what was tested."; \
+	{ echo "# Pins for every dependency of batchcert-operator[test] (and [bench]), so CI installs what was tested."; \
 	  echo "# Regenerate from a working venv with: make constraints"; \
 	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
 

@@ -1,0 +1,180 @@
+"""The pure arithmetic of the benchmark: floors, per-hour scaling, request classes, the table.
+
+Role: everything ``benchmarks/run.py`` computes from what it measured, kept free of I/O so
+``tests/unit/test_bench_math.py`` can check it without starting a process.
+
+Invariants: no imports beyond the standard library; every function is deterministic.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+# ARM's documented token buckets, per subscription and principal.
+ARM_WRITE_BURST = 200
+ARM_WRITE_RATE = 10.0
+ARM_READ_BURST = 250
+ARM_READ_RATE = 25.0
+
+# ARM operations the simulator logs that are writes (PUT/PATCH/POST) or deletes; every other ARM
+# operation is a read (GET). Entra token calls are counted apart: they are not ARM.
+ARM_WRITE_OPERATIONS = frozenset(
+    {
+        "Pool_Create",
+        "Pool_Update",
+        "Pool_DisableAutoScale",
+        "Pool_StopResize",
+        "Vaults_UpdateAccessPolicy",
+    }
+)
+ARM_DELETE_OPERATIONS = frozenset({"Pool_Delete"})
+INJECTED_OPERATIONS = frozenset({"InjectedFault", "InjectedDrop"})
+
+
+def bucket_floor_seconds(
+    writes_per_subscription: Mapping[str, int],
+    *,
+    burst: int = ARM_WRITE_BURST,
+    rate: float = ARM_WRITE_RATE,
+) -> float:
+    """Seconds the write buckets alone impose: subscriptions refill in parallel, so the floor is
+    the slowest subscription's ``max(0, writes - burst) / rate``."""
+    return max(
+        (max(0, n - burst) / rate for n in writes_per_subscription.values()),
+        default=0.0,
+    )
+
+
+def per_hour(count: float, window_seconds: float, scale: float = 1.0) -> float:
+    """Scale a count measured over ``window_seconds`` of real time, with every interval of the
+    operator divided by ``scale``, back to one hour at production intervals.
+
+    With intervals shortened k times, ``window`` real seconds hold as many checks as
+    ``window * k`` production seconds, so the hourly rate is ``count * 3600 / (window * k)``.
+    """
+    if window_seconds <= 0 or scale <= 0:
+        raise ValueError("window and scale must be positive")
+    return count * 3600.0 / (window_seconds * scale)
+
+
+def checks_per_hour(interval_seconds: float) -> float:
+    return 3600.0 / interval_seconds
+
+
+def counters_delta(
+    before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The simulator's ``/counters`` rows that grew between two snapshots, with the growth."""
+
+    def key(row: Mapping[str, Any]) -> tuple[str, str, int]:
+        return (str(row["service"]), str(row["operation"]), int(row["status"]))
+
+    old = {key(r): int(r["count"]) for r in before}
+    rows = []
+    for row in after:
+        grown = int(row["count"]) - old.get(key(row), 0)
+        if grown > 0:
+            service, operation, status = key(row)
+            rows.append(
+                {"service": service, "operation": operation, "status": status, "count": grown}
+            )
+    return rows
+
+
+def request_classes(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Counter rows folded into the classes the targets speak of."""
+    classes = dict.fromkeys(
+        (
+            "arm_reads",
+            "arm_writes",
+            "arm_deletes",
+            "keyvault_reads",
+            "keyvault_writes",
+            "batch_reads",
+            "entra",
+            "throttled_429",
+            "injected",
+        ),
+        0,
+    )
+    for row in rows:
+        service, operation = str(row["service"]), str(row["operation"])
+        status, count = int(row["status"]), int(row["count"])
+        if status == 429:
+            classes["throttled_429"] += count
+        if operation in INJECTED_OPERATIONS:
+            classes["injected"] += count
+        elif service == "arm":
+            if operation in ARM_WRITE_OPERATIONS:
+                classes["arm_writes"] += count
+            elif operation in ARM_DELETE_OPERATIONS:
+                classes["arm_deletes"] += count
+            else:
+                classes["arm_reads"] += count
+        elif service == "keyvault":
+            is_read = operation.lower().startswith(("get", "list"))
+            classes["keyvault_reads" if is_read else "keyvault_writes"] += count
+        elif service == "batch":
+            classes["batch_reads"] += count
+        elif service == "entra":
+            classes["entra"] += count
+    return classes
+
+
+def by_operation(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """``service/operation`` → count (statuses summed), for the JSON results."""
+    totals: dict[str, int] = {}
+    for row in rows:
+        name = f"{row['service']}/{row['operation']}"
+        totals[name] = totals.get(name, 0) + int(row["count"])
+    return dict(sorted(totals.items()))
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """``total`` items over ``parts`` bins, the first bins taking the remainder."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def ratio(value: float, floor: float) -> float | None:
+    return None if floor <= 0 else value / floor
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def format_cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub Markdown table; floats rounded to what the measurement can support."""
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" for _ in headers) + "|",
+    ]
+    for row in rows:
+        if len(row) != len(headers):
+            raise ValueError(f"row has {len(row)} cells, expected {len(headers)}")
+        lines.append("| " + " | ".join(format_cell(c) for c in row) + " |")
+    return "\n".join(lines) + "\n"
