@@ -66,6 +66,7 @@ def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Serv
     reconciler = Reconciler(
         arm=ArmAdapter(clients),
         nodes=BatchNodesAdapter(clients, config.node_concurrency),
+        keyvault=keyvault,
         watcher=watcher,
         config=config,
         now=now,

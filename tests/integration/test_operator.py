@@ -215,3 +215,36 @@ def test_a_vault_outside_the_cloud_is_never_contacted(stack: OperatorStack) -> N
     touched = [r for r in stack.control.requests() if "/pools/foreign" in r["path"]]
     assert touched == [], touched
     assert stack.pool_in_azure("foreign") is None
+
+
+def test_create_if_missing_creates_an_auto_renewing_certificate(stack: OperatorStack) -> None:
+    ns, demo = stack.namespace("create"), stack.demo
+    cert_name = f"new-{uuid.uuid4().hex[:6]}"
+    # createIfMissing needs certificates/create on the vault, beyond the operator's get/list.
+    operator_oid = stack.sim.info["principals"]["operator"]["objectId"]
+    stack.control.grant(demo["vault"], operator_oid, {"certificates": ["get", "list", "create"]})
+    stack.apply(
+        stack.manifest(
+            "created",
+            ns,
+            certificates=[
+                {
+                    "vaultUrl": demo["vaultUrl"],
+                    "name": cert_name,
+                    "createIfMissing": {
+                        "subject": "CN=render.example.com",
+                        "renewAtLifetimePercentage": 75,
+                    },
+                }
+            ],
+        )
+    )
+    stack.wait_ready("created", ns)
+    cert = stack.control.certificate(demo["vault"], cert_name)
+    assert len(cert["versions"]) == 1
+    actions = cert["policy"]["lifetime_actions"]
+    assert actions == [
+        {"trigger": {"lifetime_percentage": 75}, "action": {"action_type": "AutoRenew"}}
+    ]
+    assert "CertificateCreated" in stack.event_reasons(ns)
+    assert _status(stack, "created", ns)["certificates"][0]["version"] == cert["current"]["version"]

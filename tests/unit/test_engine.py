@@ -122,12 +122,24 @@ class FakeNodes:
         return NodesReading(now, (NodeExtensionReport("n1", "idle", True, "Succeeded", (ok,)),))
 
 
+class FakeKeyVault:
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.created: list[tuple[str, dict[str, Any]]] = []
+
+    async def begin_create_certificate(self, vault: str, name: str, body: dict[str, Any]) -> None:
+        self.created.append((name, body))
+        self.world.exists = True
+
+
 class World:
     def __init__(self) -> None:
         self.now = T0
         self.mono = 0.0
         self.version = "v1"
         self.kv_reads = 0
+        self.exists = True
+        self.keyvault = FakeKeyVault(self)
         self.arm = FakeArm()
         self.nodes = FakeNodes()
         config = Config(
@@ -141,6 +153,8 @@ class World:
             key: tuple[str, str], vault: str, name: str, now: datetime
         ) -> CertificateReading:
             self.kv_reads += 1
+            if not self.exists:
+                return CertificateReading(key, now, error_status=404, error_message="missing")
             facts = CertificateFacts(
                 vault,
                 name,
@@ -157,6 +171,7 @@ class World:
             read, interval=300, retry_interval=10, now=lambda: self.now, monotonic=lambda: self.mono
         )
         self.reconciler = Reconciler(
+            keyvault=self.keyvault,  # type: ignore[arg-type]
             arm=self.arm,
             nodes=self.nodes,
             watcher=self.watcher,  # type: ignore[arg-type]
@@ -325,3 +340,59 @@ async def test_a_foreign_vault_is_refused_before_any_call() -> None:
     await converge(world, 3)
     assert world.condition("Ready")["reason"] == "VaultNotAllowed"
     assert world.arm.calls == [] and world.kv_reads == 0
+
+
+async def test_create_if_missing_creates_once_with_auto_renew() -> None:
+    world = World()
+    world.exists = False
+    cert = world.spec["certificates"][0]
+    cert["createIfMissing"] = {"subject": "CN=render.example.com"}
+    await world.tick()
+    world.advance(11)
+    await world.tick()
+    assert len(world.keyvault.created) == 1
+    name, body = world.keyvault.created[0]
+    assert name == "mycert"
+    assert body["policy"]["issuer"] == {"name": "Self"}
+    assert body["policy"]["lifetime_actions"] == [
+        {"trigger": {"lifetime_percentage": 80}, "action": {"action_type": "AutoRenew"}}
+    ]
+    assert "CertificateCreated" in world.events
+    await converge(world)
+    assert len(world.keyvault.created) == 1
+    assert world.condition("CertificateReady")["status"] == "True"
+
+
+async def test_a_missing_certificate_without_create_if_missing_is_reported() -> None:
+    world = World()
+    world.exists = False
+    await converge(world)
+    assert world.keyvault.created == []
+    assert world.condition("CertificateReady")["reason"] == "CertificateNotFound"
+
+
+async def test_a_refused_create_names_the_cause_and_backs_off() -> None:
+    world = World()
+    world.exists = False
+    world.spec["certificates"][0]["createIfMissing"] = {"subject": "CN=render.example.com"}
+    attempts = []
+
+    async def refuse(vault: str, name: str, body: dict[str, Any]) -> None:
+        attempts.append(name)
+        raise AzureCallError(
+            service="keyvault",
+            operation="certificates.create",
+            status=403,
+            code="Forbidden",
+            message="no certificates create permission",
+        )
+
+    world.keyvault.begin_create_certificate = refuse  # type: ignore[method-assign]
+    for _ in range(150):  # five minutes of 2-second ticks
+        await world.tick()
+        world.advance(2)
+    condition = world.condition("CertificateReady")
+    assert condition["reason"] == "AuthorizationFailed"
+    assert "create permission" in condition["message"]
+    assert 2 <= len(attempts) <= 10, attempts
+    assert world.events.count("CertificateCreateFailed") == 1

@@ -8,6 +8,9 @@ the current version, its thumbprint and validity, and the policy with its lifeti
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
+
+from azure.core.rest import HttpRequest
 
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.errors import translating
@@ -58,6 +61,22 @@ class KeyVaultAdapter:
             enabled=bool(props.enabled),
             lifetime_actions=tuple(actions),
         )
+
+    async def begin_create_certificate(
+        self, vault_url: str, name: str, body: dict[str, Any]
+    ) -> None:
+        """Start creating a certificate (``POST /certificates/{name}/create``).
+
+        Only the initial request is sent (Key Vault answers 202 with a pending operation); the
+        SDK's ``create_certificate`` would poll to completion, and a handler never waits on Azure.
+        Completion is observed by later reads.
+        """
+        client = self._clients.vault(vault_url)
+        async with translating("keyvault", "certificates.create"):
+            response = await client.send_request(
+                HttpRequest("POST", f"/certificates/{name}/create", json=body)
+            )
+            response.raise_for_status()
 
     async def read_certificate(
         self, key: tuple[str, str], vault_url: str, name: str, now: datetime

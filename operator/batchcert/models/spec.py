@@ -112,6 +112,14 @@ class PoolIdentity(_Model):
         return self.resource_id.rstrip("/").rsplit("/", 1)[-1]
 
 
+class CreateIfMissing(_Model):
+    """Create the certificate, self-signed with an AutoRenew lifetime action, when it is absent."""
+
+    subject: str
+    validity_in_months: int = 12
+    renew_at_lifetime_percentage: int = 80
+
+
 class CertificateRef(_Model):
     """One Key Vault certificate to keep on every node.
 
@@ -123,6 +131,7 @@ class CertificateRef(_Model):
     secret_id: str | None = None
     certificate_store_location: str | None = None
     certificate_store_name: str | None = None
+    create_if_missing: CreateIfMissing | None = None
 
     @model_validator(mode="after")
     def _vault_and_name(self) -> CertificateRef:

@@ -23,8 +23,10 @@ from pydantic import ValidationError
 
 from batchcert.adapters.arm import ArmAdapter
 from batchcert.adapters.batchnodes import BatchNodesAdapter
+from batchcert.adapters.keyvault import KeyVaultAdapter
 from batchcert.assess.certificates import (
     CertificatePolicy,
+    CertificateVerdict,
     assess_reading,
     build_certificate_status,
     find_previous,
@@ -44,11 +46,13 @@ from batchcert.conditions import (
 )
 from batchcert.config import Config
 from batchcert.errors import AzureCallError, backoff_delay, classify
+from batchcert.models.azure import CertificateReading
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
 from batchcert.reconcile.pool import PoolReconciler
+from batchcert.translate.certificate_body import build_create_certificate_body
 from batchcert.translate.merge_patch import build_merge_patch
 
 STATUS_KEYS = ("observedGeneration", "conditions", "pool", "certificates", "nodes")
@@ -78,6 +82,7 @@ class Reconciler:
         *,
         arm: ArmAdapter,
         nodes: BatchNodesAdapter,
+        keyvault: KeyVaultAdapter,
         watcher: CertificateWatcher,
         config: Config,
         now: Callable[[], datetime],
@@ -86,6 +91,7 @@ class Reconciler:
         self._arm = arm
         self._pools = PoolReconciler(arm)
         self._nodes = nodes
+        self._keyvault = keyvault
         self._watcher = watcher
         self._config = config
         self._now = now
@@ -199,6 +205,8 @@ class Reconciler:
 
         # --- certificates (shared cache; Azure only when a reading expired) -----------------------
         readings = await asyncio.gather(*(self._watcher.reading(c) for c in spec.certificates))
+        if obj.has_finalizer:
+            events += await self._create_missing(spec, readings, memory)
         previous_items = list(old.get("certificates") or [])
         items: list[dict[str, Any]] = []
         verdicts = []
@@ -207,7 +215,20 @@ class Reconciler:
                 cert, reading, find_previous(previous_items, cert), now
             )
             items.append(item)
-            verdicts.append(assess_reading(cert, reading, now, self._cert_policy))
+            verdict = assess_reading(cert, reading, now, self._cert_policy)
+            create_failure = memory.certificate_create_failures.get(cert.key)
+            if create_failure is not None and not verdict.ok:
+                verdict = CertificateVerdict(False, create_failure[2], create_failure[3])
+            if cert.key in memory.certificates_creating:
+                if verdict.ok:
+                    memory.certificates_creating.discard(cert.key)
+                else:
+                    verdict = CertificateVerdict(
+                        False,
+                        "CertificateCreating",
+                        f"certificate {cert.cert_name} in {cert.vault} is being created",
+                    )
+            verdicts.append(verdict)
             if rotated_to is not None:
                 events.append(
                     Event(
@@ -250,6 +271,66 @@ class Reconciler:
         )
         events += self._transition_events(conditions, new["conditions"])
         return self._finish(obj, old, new, events, self._config.tick_seconds)
+
+    async def _create_missing(
+        self,
+        spec: BatchCertPoolSpec,
+        readings: list[CertificateReading],
+        memory: ObjectMemory,
+    ) -> list[Event]:
+        """``createIfMissing``: start creating absent certificates, once; never wait for it.
+
+        A refused create (no ``certificates/create`` permission, say) is retried with backoff and
+        its reason replaces CertificateNotFound in the condition, so the user sees what to fix.
+        """
+        events: list[Event] = []
+        for cert, reading in zip(spec.certificates, readings, strict=True):
+            wanted = cert.create_if_missing
+            if wanted is None or reading.error_status != 404:
+                continue
+            if cert.key in memory.certificates_creating:
+                continue
+            failed = memory.certificate_create_failures.get(cert.key)
+            if failed is not None and self._monotonic() < failed[0]:
+                continue  # backing off after a refused create
+            label = f"certificate {cert.cert_name} in {cert.vault}"
+            try:
+                await self._keyvault.begin_create_certificate(
+                    cert.vault, cert.cert_name, build_create_certificate_body(wanted)
+                )
+            except AzureCallError as exc:
+                if exc.status != 409:  # 409: another pool sharing it is creating it already
+                    verdict = classify(exc)
+                    attempts = failed[1] + 1 if failed else 1
+                    message = f"creating {label} failed: {verdict.message}"
+                    retry_at = self._monotonic() + backoff_delay(
+                        attempts,
+                        retry_after=verdict.retry_after,
+                        base=self._config.busy_interval_seconds,
+                        cap=self._config.drift_interval_seconds,
+                    )
+                    memory.certificate_create_failures[cert.key] = (
+                        retry_at,
+                        attempts,
+                        verdict.reason,
+                        message,
+                    )
+                    if failed is None:
+                        events.append(Event("Warning", "CertificateCreateFailed", message))
+                    continue
+            else:
+                events.append(
+                    Event(
+                        "Normal",
+                        "CertificateCreated",
+                        f"creating {label}: self-signed {wanted.subject}, "
+                        f"AutoRenew at {wanted.renew_at_lifetime_percentage}% of its lifetime",
+                    )
+                )
+            memory.certificate_create_failures.pop(cert.key, None)
+            memory.certificates_creating.add(cert.key)
+            self._watcher.invalidate(cert)
+        return events
 
     async def _assess_nodes(
         self,
@@ -331,6 +412,7 @@ class Reconciler:
                 "ExtensionTransitioning",
                 "RotationPropagating",
                 "CertificatePending",
+                "CertificateCreating",
                 "ScalingToZero",
                 "PoolUpdating",
                 "PoolRecreating",

@@ -47,4 +47,9 @@ class ObjectMemory:
     nodes: NodesReading | None = None
     failures: int = 0
     pool_condition: ConditionUpdate | None = None
+    certificates_creating: set[tuple[str, str]] = field(default_factory=set)
+    # certificate key → (monotonic time of the next attempt, attempts, reason, message)
+    certificate_create_failures: dict[tuple[str, str], tuple[float, int, str, str]] = field(
+        default_factory=dict
+    )
     last_reasons: dict[str, str] = field(default_factory=dict)
