@@ -248,3 +248,37 @@ def test_create_if_missing_creates_an_auto_renewing_certificate(stack: OperatorS
     ]
     assert "CertificateCreated" in stack.event_reasons(ns)
     assert _status(stack, "created", ns)["certificates"][0]["version"] == cert["current"]["version"]
+
+
+def test_grant_secrets_access_lets_the_nodes_read_a_new_vault(stack: OperatorStack) -> None:
+    ns, demo, info = stack.namespace("grant"), stack.demo, stack.sim.info
+    vault = f"kv{uuid.uuid4().hex[:8]}"
+    stack.control.add_vault(demo["subscriptionId"], demo["resourceGroup"], vault)
+    stack.control.grant(
+        vault, info["principals"]["operator"]["objectId"], {"certificates": ["get", "list"]}
+    )
+    stack.control.add_certificate(vault, "granted")
+    vault_id = (
+        f"/subscriptions/{demo['subscriptionId']}/resourceGroups/{demo['resourceGroup']}"
+        f"/providers/Microsoft.KeyVault/vaults/{vault}"
+    )
+    vault_url = demo["vaultUrl"].replace("demokv.", f"{vault}.")
+    stack.apply(
+        stack.manifest(
+            "granted",
+            ns,
+            identity={
+                "resourceId": demo["identity"]["resourceId"],
+                "grantSecretsAccess": {"vaults": [vault_id]},
+            },
+            certificates=[{"vaultUrl": vault_url, "name": "granted"}],
+        )
+    )
+    stack.wait_ready("granted", ns)
+    assert "VaultAccessGranted" in stack.event_reasons(ns)
+    granted = [
+        r
+        for r in stack.control.requests()
+        if r["path"].endswith(f"/vaults/{vault}/accessPolicies/add")
+    ]
+    assert len(granted) == 1, granted  # once: later checks find the grant in place

@@ -19,6 +19,7 @@ from batchcert.models.azure import IdentityInfo, PoolState
 from batchcert.models.spec import AccountRef
 
 _MSI_API_VERSION = "2023-01-31"
+_KEYVAULT_API_VERSION = "2023-07-01"
 
 
 def _subscription_of(resource_id: str) -> str:
@@ -57,7 +58,32 @@ class ArmAdapter:
                 code="InvalidResponse",
                 message=f"identity {resource_id} has no clientId",
             )
-        return IdentityInfo(resource_id, str(client_id), props.get("principalId"))
+        return IdentityInfo(
+            resource_id, str(client_id), props.get("principalId"), props.get("tenantId")
+        )
+
+    async def get_vault(self, resource_id: str) -> dict[str, Any] | None:
+        """A Key Vault's ARM resource (with its access policies), or None if it does not exist."""
+        return await self._send("vaults.get", "GET", resource_id, None)
+
+    async def add_access_policy(self, resource_id: str, body: dict[str, Any]) -> None:
+        """``accessPolicies/add``: ARM merges the permissions into the entry for the object id."""
+        await self._send(
+            "vaults.accessPolicies.add", "PUT", f"{resource_id}/accessPolicies/add", body
+        )
+
+    async def _send(
+        self, operation: str, method: str, resource_path: str, body: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        client = self._clients.arm(_subscription_of(resource_path))
+        url = f"{self._clients.config.cloud.resource_manager}{resource_path}"
+        request = HttpRequest(method, url, params={"api-version": _KEYVAULT_API_VERSION}, json=body)
+        async with translating("arm", operation):
+            response = await client.send_request(request)
+            if response.status_code == 404 and method == "GET":
+                return None
+            response.raise_for_status()
+            return dict(response.json()) if response.content else {}
 
     async def get_account_endpoint(self, account: AccountRef) -> str:
         client = self._clients.arm(account.subscription_id)

@@ -16,6 +16,7 @@ class IdentityInfo:
     resource_id: str
     client_id: str
     principal_id: str | None = None
+    tenant_id: str | None = None
 
 
 @dataclass(frozen=True)

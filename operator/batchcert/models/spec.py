@@ -103,9 +103,17 @@ class Scale(_Model):
         return self
 
 
+class GrantSecretsAccess(_Model):
+    """Give the pool's identity secrets get/list on these vaults (ARM resource ids)."""
+
+    mode: str = "AccessPolicy"
+    vaults: Annotated[list[str], Field(min_length=1)]
+
+
 class PoolIdentity(_Model):
     resource_id: str
     client_id: str | None = None
+    grant_secrets_access: GrantSecretsAccess | None = None
 
     @property
     def name(self) -> str:

@@ -48,6 +48,7 @@ from batchcert.config import Config
 from batchcert.errors import AzureCallError, backoff_delay, classify
 from batchcert.models.azure import CertificateReading
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
+from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
@@ -90,6 +91,7 @@ class Reconciler:
     ) -> None:
         self._arm = arm
         self._pools = PoolReconciler(arm)
+        self._access = AccessGranter(arm)
         self._nodes = nodes
         self._keyvault = keyvault
         self._watcher = watcher
@@ -176,6 +178,26 @@ class Reconciler:
 
         events: list[Event] = []
         # --- the pool -------------------------------------------------------------------------
+        # --- vault access for the pool's identity (only when asked, and only when due) ---------
+        if (
+            spec.identity.grant_secrets_access is not None
+            and obj.has_finalizer
+            and (
+                memory.access_generation != obj.generation
+                or (memory.access_recheck and mono >= memory.access_next_check)
+            )
+        ):
+            granted, access_events = await self._access.ensure(spec)
+            events += access_events
+            memory.access_generation = obj.generation
+            memory.access_recheck = not granted
+            memory.access_failures = 0 if granted else memory.access_failures + 1
+            memory.access_next_check = mono + backoff_delay(
+                max(1, memory.access_failures),
+                base=self._config.busy_interval_seconds,
+                cap=self._config.drift_interval_seconds,
+            )
+
         # No Azure work on the pool until kopf's finalizer guarantees we can clean up after it.
         pool_due = memory.generation_seen != obj.generation or mono >= memory.next_pool_check
         if pool_due and obj.has_finalizer:
@@ -246,6 +268,15 @@ class Reconciler:
         nodes_status, nodes_condition = await self._assess_nodes(
             obj, spec, memory, items, mono, now, old.get("nodes")
         )
+
+        if (
+            nodes_condition.reason == "VaultAccessDenied"
+            and spec.identity.grant_secrets_access is not None
+            and not memory.access_recheck
+        ):
+            # Someone revoked the grant (or it never reached this vault): look again, calmly.
+            memory.access_recheck = True
+            memory.access_next_check = mono + self._config.busy_interval_seconds
 
         new: dict[str, Any] = {"observedGeneration": obj.generation}
         pool = memory.pool

@@ -48,6 +48,10 @@ class ObjectMemory:
     failures: int = 0
     pool_condition: ConditionUpdate | None = None
     certificates_creating: set[tuple[str, str]] = field(default_factory=set)
+    access_generation: int | None = None  # the spec generation whose vault access was ensured
+    access_recheck: bool = False
+    access_next_check: float = 0.0
+    access_failures: int = 0
     # certificate key → (monotonic time of the next attempt, attempts, reason, message)
     certificate_create_failures: dict[tuple[str, str], tuple[float, int, str, str]] = field(
         default_factory=dict
