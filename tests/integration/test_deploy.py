@@ -2,11 +2,12 @@
 
 Covers: the kustomize base and the namespaced overlay pass server-side dry run (schema, RBAC
 objects, the CRD) and the base applies for real; the Deployment's hardening is what the docs
-promise; the ServiceAccount can do what the operator needs and nothing else (``kubectl auth
-can-i`` as that identity); the real operator process, logged in with the ServiceAccount's token
-and run with the Deployment's own flags (JSON logs, metrics, liveness), takes an object through
-create → Ready → rotation → delete with no 403 anywhere in its log; ``batchcert status`` on a
-Ready and on a failing object (output and exit status); the metrics endpoint after a rotation.
+promise, and its Pod passes the namespace's enforced "restricted" Pod Security Standard; the
+ServiceAccount can do what the operator needs and nothing else (``kubectl auth can-i`` as that
+identity); the real operator process, logged in with the ServiceAccount's token and run with the
+Deployment's own flags (JSON logs, metrics, liveness), takes an object through create → Ready →
+rotation → delete with no 403 anywhere in its log; ``batchcert status`` on a Ready and on a
+failing object (output and exit status); the metrics endpoint after a rotation.
 The image: the Dockerfile passes hadolint, and its install step (``pip install -c
 constraints.txt .`` on the files .dockerignore lets through) gives a working ``batchcert run``
 in a clean virtual environment (pip's cache may be warm, so this takes seconds, not minutes).
@@ -18,6 +19,7 @@ captured this way and feeds the Argo CD health check's unit tests.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -134,6 +136,31 @@ def test_deployment_is_hardened_and_wired() -> None:
     (cluster_role,) = [d for d in overlay if d["kind"] == "ClusterRole"]
     verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
     assert verbs <= {"get", "list", "watch"}, "the namespaced install writes nothing cluster-wide"
+
+
+def test_pod_template_meets_the_restricted_pod_security_standard(
+    deployed: OperatorStack,
+) -> None:
+    # The namespace enforces "restricted"; a Deployment is only warned about, so submit the
+    # Pod itself (dry run: nothing runs it here) and let the admission plugin judge.
+    (deployment,) = [d for d in _kustomize(DEPLOY_DIR / "base") if d["kind"] == "Deployment"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "psa-check", "namespace": "batchcert-system"},
+        "spec": deployment["spec"]["template"]["spec"],
+    }
+    result = deployed.cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(pod)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "violate" not in result.stderr, result.stderr
+    insecure = copy.deepcopy(pod)
+    insecure["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
+    refused = deployed.cluster.kubectl(
+        "create", "--dry-run=server", "-f", "-", input=json.dumps(insecure)
+    )
+    assert refused.returncode != 0 and "allowPrivilegeEscalation" in refused.stderr
 
 
 ALLOWED = [
