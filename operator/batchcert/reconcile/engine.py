@@ -112,163 +112,25 @@ class Reconciler:
         now, mono = self._now(), self._monotonic()
         old = _own_status(obj.status)
         conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
-        try:
-            spec = parse_spec(obj.spec)
-        except ValidationError as exc:
-            # Admission should have refused this; say what is wrong rather than guess.
-            problem = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
-            )
-            update = ConditionUpdate(READY, False, "InvalidSpec", f"spec is invalid: {problem}")
-            return self._finish(
-                obj,
-                old,
-                {
-                    "conditions": set_condition(
-                        conditions, update, generation=obj.generation, now=now
-                    )
-                },
-                [],
-                60.0,
-            )
-        foreign = [
-            c.vault
-            for c in spec.certificates
-            if not is_cloud_vault(c.vault, self._config.cloud.keyvault_dns_suffix)
-        ]
-        if foreign:
-            update = ConditionUpdate(
-                READY,
-                False,
-                "VaultNotAllowed",
-                f"{', '.join(sorted(set(foreign)))} is not a Key Vault of this cloud "
-                f"(*{self._config.cloud.keyvault_dns_suffix}): the operator sends no credential "
-                "there and creates no pool that would",
-            )
-            refused = dict(
-                old,
-                conditions=set_condition(conditions, update, generation=obj.generation, now=now),
-            )
-            return self._finish(obj, old, refused, [], 60.0)
-        if obj.paused:
-            update = ConditionUpdate(
-                READY,
-                False,
-                "ReconcilePaused",
-                "reconciliation is paused by the batchcert.dev/paused annotation",
-            )
-            paused = dict(
-                old,
-                conditions=set_condition(conditions, update, generation=obj.generation, now=now),
-            )
-            return self._finish(obj, old, paused, [], self._config.tick_seconds)
-
-        if not conditions:
-            # First visit: say so at once (kubectl shows Reconciling), then do the Azure work.
-            first = [
-                ConditionUpdate(t, None, "Reconciling", "first reconcile in progress")
-                for t in (POOL_READY, CERTIFICATE_READY, NODES_READY)
-            ]
-            initial = dict(
-                old,
-                observedGeneration=obj.generation,
-                conditions=apply_conditions([], first, generation=obj.generation, now=now),
-            )
-            return self._finish(obj, old, initial, [], 0.0)
+        spec_or_refusal = self._parse_or_refuse(obj, old, conditions, now)
+        if isinstance(spec_or_refusal, Outcome):
+            return spec_or_refusal
+        spec = spec_or_refusal
 
         events: list[Event] = []
-        # --- the pool -------------------------------------------------------------------------
-        # --- vault access for the pool's identity (only when asked, and only when due) ---------
-        if (
-            spec.identity.grant_secrets_access is not None
-            and obj.has_finalizer
-            and (
-                memory.access_generation != obj.generation
-                or (memory.access_recheck and mono >= memory.access_next_check)
-            )
-        ):
-            granted, access_events = await self._access.ensure(spec)
-            events += access_events
-            memory.access_generation = obj.generation
-            memory.access_recheck = not granted
-            memory.access_failures = 0 if granted else memory.access_failures + 1
-            memory.access_next_check = mono + backoff_delay(
-                max(1, memory.access_failures),
-                base=self._config.busy_interval_seconds,
-                cap=self._config.drift_interval_seconds,
-            )
-
-        # No Azure work on the pool until kopf's finalizer guarantees we can clean up after it.
-        pool_due = memory.generation_seen != obj.generation or mono >= memory.next_pool_check
-        if pool_due and obj.has_finalizer:
-            result = await self._pools.reconcile(obj, spec, memory)
-            events += result.events
-            if result.busy:  # Azure is changing the pool for us: follow it closely
-                memory.failures, delay = 0, self._config.busy_interval_seconds
-            elif result.condition.status is True:
-                memory.failures, delay = 0, self._config.drift_interval_seconds
-            else:
-                # A failure, or a state only a user can fix: back off (honouring Retry-After)
-                # from the busy interval up to the drift interval, so nothing hot-loops.
-                memory.failures += 1
-                memory.identity_client_ids.clear()
-                delay = backoff_delay(
-                    memory.failures,
-                    retry_after=result.retry_after or None,
-                    base=self._config.busy_interval_seconds,
-                    cap=self._config.drift_interval_seconds,
-                )
-            memory.next_pool_check = mono + delay
-            memory.generation_seen = obj.generation
-            memory.pool_condition = result.condition
+        if obj.has_finalizer:  # no Azure write before kopf's finalizer guarantees the clean-up
+            events += await self._ensure_access(obj, spec, memory, mono)
+            events += await self._reconcile_pool_if_due(obj, spec, memory, mono)
         pool_condition = memory.pool_condition or ConditionUpdate(
-            "PoolReady", None, "Reconciling", "not checked yet"
+            POOL_READY, None, "Reconciling", "not checked yet"
         )
-
-        # --- certificates (shared cache; Azure only when a reading expired) -----------------------
-        readings = await asyncio.gather(*(self._watcher.reading(c) for c in spec.certificates))
-        if obj.has_finalizer:
-            events += await self._create_missing(spec, readings, memory)
-        previous_items = list(old.get("certificates") or [])
-        items: list[dict[str, Any]] = []
-        verdicts = []
-        for cert, reading in zip(spec.certificates, readings, strict=True):
-            item, rotated_to = build_certificate_status(
-                cert, reading, find_previous(previous_items, cert), now
-            )
-            items.append(item)
-            verdict = assess_reading(cert, reading, now, self._cert_policy)
-            create_failure = memory.certificate_create_failures.get(cert.key)
-            if create_failure is not None and not verdict.ok:
-                verdict = CertificateVerdict(False, create_failure[2], create_failure[3])
-            if cert.key in memory.certificates_creating:
-                if verdict.ok:
-                    memory.certificates_creating.discard(cert.key)
-                else:
-                    verdict = CertificateVerdict(
-                        False,
-                        "CertificateCreating",
-                        f"certificate {cert.cert_name} in {cert.vault} is being created",
-                    )
-            verdicts.append(verdict)
-            if rotated_to is not None:
-                events.append(
-                    Event(
-                        "Normal",
-                        "CertificateRotated",
-                        f"certificate {cert.cert_name} in {cert.vault} rotated to version "
-                        f"{rotated_to.version} (thumbprint {rotated_to.thumbprint}); "
-                        f"nodes pick it up within {spec.key_vault_extension.polling_interval_seconds}s",
-                    )
-                )
-                memory.next_nodes_check = 0.0
-        cert_condition = summarize_certificates(verdicts)
-
-        # --- nodes ------------------------------------------------------------------------------
+        items, cert_condition, cert_events = await self._assess_certificates(
+            obj, spec, memory, list(old.get("certificates") or []), now
+        )
+        events += cert_events
         nodes_status, nodes_condition = await self._assess_nodes(
             obj, spec, memory, items, mono, now, old.get("nodes")
         )
-
         if (
             nodes_condition.reason == "VaultAccessDenied"
             and spec.identity.grant_secrets_access is not None
@@ -301,7 +163,154 @@ class Reconciler:
             now=now,
         )
         events += self._transition_events(conditions, new["conditions"])
-        return self._finish(obj, old, new, events, self._config.tick_seconds)
+        return self._finish(old, new, events, self._config.tick_seconds)
+
+    def _parse_or_refuse(
+        self,
+        obj: ObjectView,
+        old: dict[str, Any],
+        conditions: list[dict[str, Any]],
+        now: datetime,
+    ) -> BatchCertPoolSpec | Outcome:
+        """The parsed spec, or the outcome of a tick that must not touch Azure at all."""
+
+        def refuse(reason: str, message: str, next_in: float) -> Outcome:
+            update = ConditionUpdate(READY, False, reason, message)
+            refused = dict(
+                old,
+                conditions=set_condition(conditions, update, generation=obj.generation, now=now),
+            )
+            return self._finish(old, refused, [], next_in)
+
+        try:
+            spec = parse_spec(obj.spec)
+        except ValidationError as exc:
+            # Admission should have refused this; say what is wrong rather than guess.
+            problem = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            return refuse("InvalidSpec", f"spec is invalid: {problem}", 60.0)
+        suffix = self._config.cloud.keyvault_dns_suffix
+        foreign = sorted(
+            {c.vault for c in spec.certificates if not is_cloud_vault(c.vault, suffix)}
+        )
+        if foreign:
+            return refuse(
+                "VaultNotAllowed",
+                f"{', '.join(foreign)} is not a Key Vault of this cloud (*{suffix}): the operator "
+                "sends no credential there and creates no pool that would",
+                60.0,
+            )
+        if obj.paused:
+            return refuse(
+                "ReconcilePaused",
+                "reconciliation is paused by the batchcert.dev/paused annotation",
+                self._config.tick_seconds,
+            )
+        if not conditions:
+            # First visit: say so at once (kubectl shows Reconciling), then do the Azure work.
+            first = [
+                ConditionUpdate(t, None, "Reconciling", "first reconcile in progress")
+                for t in (POOL_READY, CERTIFICATE_READY, NODES_READY)
+            ]
+            initial = dict(
+                old,
+                observedGeneration=obj.generation,
+                conditions=apply_conditions([], first, generation=obj.generation, now=now),
+            )
+            return self._finish(old, initial, [], 0.0)
+        return spec
+
+    async def _ensure_access(
+        self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory, mono: float
+    ) -> list[Event]:
+        """Vault access for the pool's identity: only when asked for, and only when due."""
+        if spec.identity.grant_secrets_access is None or not (
+            memory.access_generation != obj.generation
+            or (memory.access_recheck and mono >= memory.access_next_check)
+        ):
+            return []
+        granted, events = await self._access.ensure(spec)
+        memory.access_generation = obj.generation
+        memory.access_recheck = not granted
+        memory.access_failures = 0 if granted else memory.access_failures + 1
+        memory.access_next_check = mono + backoff_delay(
+            max(1, memory.access_failures),
+            base=self._config.busy_interval_seconds,
+            cap=self._config.drift_interval_seconds,
+        )
+        return events
+
+    async def _reconcile_pool_if_due(
+        self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory, mono: float
+    ) -> list[Event]:
+        if memory.generation_seen == obj.generation and mono < memory.next_pool_check:
+            return []
+        result = await self._pools.reconcile(obj, spec, memory)
+        if result.busy:  # Azure is changing the pool for us: follow it closely
+            memory.failures, delay = 0, self._config.busy_interval_seconds
+        elif result.condition.status is True:
+            memory.failures, delay = 0, self._config.drift_interval_seconds
+        else:
+            # A failure, or a state only a user can fix: back off (honouring Retry-After)
+            # from the busy interval up to the drift interval, so nothing hot-loops.
+            memory.failures += 1
+            memory.identity_client_ids.clear()
+            delay = backoff_delay(
+                memory.failures,
+                retry_after=result.retry_after or None,
+                base=self._config.busy_interval_seconds,
+                cap=self._config.drift_interval_seconds,
+            )
+        memory.next_pool_check = mono + delay
+        memory.generation_seen = obj.generation
+        memory.pool_condition = result.condition
+        return result.events
+
+    async def _assess_certificates(
+        self,
+        obj: ObjectView,
+        spec: BatchCertPoolSpec,
+        memory: ObjectMemory,
+        previous_items: list[dict[str, Any]],
+        now: datetime,
+    ) -> tuple[list[dict[str, Any]], ConditionUpdate, list[Event]]:
+        """Readings from the shared cache (Azure only when one expired) → items and condition."""
+        readings = await asyncio.gather(*(self._watcher.reading(c) for c in spec.certificates))
+        events = await self._create_missing(spec, readings, memory) if obj.has_finalizer else []
+        items: list[dict[str, Any]] = []
+        verdicts = []
+        for cert, reading in zip(spec.certificates, readings, strict=True):
+            item, rotated_to = build_certificate_status(
+                cert, reading, find_previous(previous_items, cert), now
+            )
+            items.append(item)
+            verdict = assess_reading(cert, reading, now, self._cert_policy)
+            create_failure = memory.certificate_create_failures.get(cert.key)
+            if create_failure is not None and not verdict.ok:
+                verdict = CertificateVerdict(False, create_failure[2], create_failure[3])
+            if cert.key in memory.certificates_creating:
+                if verdict.ok:
+                    memory.certificates_creating.discard(cert.key)
+                else:
+                    verdict = CertificateVerdict(
+                        False,
+                        "CertificateCreating",
+                        f"certificate {cert.cert_name} in {cert.vault} is being created",
+                    )
+            verdicts.append(verdict)
+            if rotated_to is not None:
+                events.append(
+                    Event(
+                        "Normal",
+                        "CertificateRotated",
+                        f"certificate {cert.cert_name} in {cert.vault} rotated to version "
+                        f"{rotated_to.version} (thumbprint {rotated_to.thumbprint}); nodes "
+                        f"pick it up within {spec.key_vault_extension.polling_interval_seconds}s",
+                    )
+                )
+                memory.next_nodes_check = 0.0
+        return items, summarize_certificates(verdicts), events
 
     async def _create_missing(
         self,
@@ -451,13 +460,9 @@ class Reconciler:
                 events.append(Event("Warning", condition["reason"], condition["message"]))
         return events
 
+    @staticmethod
     def _finish(
-        self,
-        obj: ObjectView,
-        old: dict[str, Any],
-        new: dict[str, Any],
-        events: list[Event],
-        next_check_in: float,
+        old: dict[str, Any], new: dict[str, Any], events: list[Event], next_check_in: float
     ) -> Outcome:
         return Outcome(build_merge_patch(old, new), events, next_check_in)
 
