@@ -1,0 +1,1091 @@
+"""The operator at scale: convergence, steady-state Azure cost, rotation fan-out, node status.
+
+Runs everything for real, on this machine: a local etcd + kube-apiserver (``Cluster.up``), the
+Azure simulator as its own process (``batchcert sim --seed demo``) with per-operation latencies
+injected through its fault API and ARM's token buckets on, and the operator as its own process
+(``batchcert run``) with the simulator's credentials. Azure requests are counted by the simulator
+(its ``/counters`` and request log), not by the operator, so nothing the operator does is hidden.
+
+Phases, in order (one operator process for 1, a second for 2-4):
+
+1. convergence of N pools applied at once (N = 1 as the latency baseline, then 10 and 100;
+   1000 with ``--large``), production intervals;
+2. steady state with every interval divided by ``--scale`` (k), over a window of whole drift
+   intervals, scaled back to requests per pool per hour at production intervals;
+3. rotation fan-out: the certificate every pool shares is renewed;
+4. node status for pools of 1 and 100 nodes (1000 with ``--large``);
+5. the simulator's own capacity (``benchmarks/sim_throughput.py``), after the rest has stopped.
+
+Writes ``benchmarks/results/`` (``results.json``, ``results.md``, ``*.png``).
+
+Run:  make bench            (or: .venv/bin/python benchmarks/run.py [--large] [--scale 10])
+This is a benchmark, not a test: it asserts nothing and is not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO / "operator"))
+sys.path.insert(
+    0, str(REPO / "tests")
+)  # support.cluster / support.operator: the tests' own harness
+
+import benchmath  # noqa: E402
+import psutil  # type: ignore[import-untyped]  # noqa: E402
+import yaml  # noqa: E402
+
+from batchcert.sim.client import SimControl  # noqa: E402
+from support.cluster import KUBECTL, KubeCluster, running_kube_cluster  # noqa: E402
+from support.operator import OperatorProcess, start_operator  # noqa: E402
+
+RESULTS = BENCH / "results"
+STATE = REPO / ".state" / "bench"
+
+# Production defaults (operator/batchcert/config.py).
+PRODUCTION = {"tick": 5.0, "drift": 300.0, "cert": 300.0, "node": 300.0, "busy": 15.0}
+
+SUBSCRIPTIONS = [f"00000000-0000-0000-0000-00000000b00{i}" for i in range(1, 4)]
+RESOURCE_GROUP = "bench-rg"
+GROUP_CERTS = 4  # every pool observes the shared certificate and one of these
+SHARED_CERT = "bench-shared"
+POOLS_PER_ACCOUNT = 100  # a Batch account's default pool quota
+
+# Per-operation latencies injected into the simulator (first matching rule wins). Typical
+# in-region figures: a synchronous Batch RP pool PUT/PATCH takes about a second, ARM GETs and
+# Batch data-plane GETs about 100-150 ms, a Key Vault GET about 50 ms, an Entra token 200 ms.
+LATENCIES: list[tuple[str, str, str | None, float]] = [
+    ("arm", "PUT", "/pools/", 1.0),
+    ("arm", "PATCH", "/pools/", 1.0),
+    ("arm", "DELETE", "/pools/", 0.5),
+    ("arm", "POST", None, 0.5),
+    ("arm", "GET", None, 0.15),
+    ("batch", "GET", None, 0.1),
+    ("keyvault", "GET", None, 0.05),
+    ("entra", "POST", None, 0.2),
+]
+
+BATCH_LATENCY = next(t for s, _, _, t in LATENCIES if s == "batch")
+
+# Nodes arrive and boot in seconds, not Azure's minutes: allocation time is Azure's, not the
+# operator's, and would only dilute the figures (it is reported as part of the latency floor).
+NODE_BEHAVIOUR = {
+    "arrivalDelaySeconds": 10,
+    "bootSeconds": 5,
+    "removalDelaySeconds": 5,
+    "deleteDurationSeconds": 5,
+    "lroRetryAfterSeconds": 2,
+    "extensionRetryIntervalSeconds": 5,
+    "extensionMaxAttempts": 25,
+}
+
+
+def seconds_text(seconds: float | None) -> str:
+    return "did not finish" if seconds is None else f"{seconds:.1f} s"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def start_simulator(state_dir: Path) -> subprocess.Popen[bytes]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "sim.json").unlink(missing_ok=True)
+    log_file = (state_dir / "sim.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchcert", "sim", "--state-dir", str(state_dir), "--seed", "demo"],
+        env=dict(os.environ, PYTHONPATH=str(REPO / "operator")),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log_file.close()
+    deadline = time.monotonic() + 60
+    while not (state_dir / "sim.json").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the simulator did not start; see {state_dir / 'sim.log'}")
+        time.sleep(0.1)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def operator_intervals(scale: float) -> dict[str, str]:
+    """Every interval divided by ``scale``; the tick too, but never below 1 s (a faster tick
+    would only burn the shared CPU: the tick checks what is due, it calls nothing)."""
+    return {
+        "BATCHCERT_TICK_SECONDS": str(max(1.0, PRODUCTION["tick"] / scale)),
+        "BATCHCERT_DRIFT_INTERVAL_SECONDS": str(PRODUCTION["drift"] / scale),
+        "BATCHCERT_CERT_INTERVAL_SECONDS": str(PRODUCTION["cert"] / scale),
+        "BATCHCERT_NODE_INTERVAL_SECONDS": str(PRODUCTION["node"] / scale),
+        "BATCHCERT_BUSY_INTERVAL_SECONDS": str(PRODUCTION["busy"] / scale),
+    }
+
+
+@dataclass
+class ProcessSampler:
+    """Samples the operator's CPU seconds and RSS twice a second on a thread."""
+
+    pid: int
+    peak_rss: int = 0
+    samples: list[tuple[float, float, int]] = field(default_factory=list)  # (t, cpu s, rss)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self._process = psutil.Process(self.pid)
+
+    def sample(self) -> tuple[float, int]:
+        try:
+            times = self._process.cpu_times()
+            rss = int(self._process.memory_info().rss)
+        except psutil.Error:
+            return (self.samples[-1][1] if self.samples else 0.0), 0
+        cpu = float(times.user + times.system)
+        self.peak_rss = max(self.peak_rss, rss)
+        self.samples.append((time.monotonic(), cpu, rss))
+        return cpu, rss
+
+    def start(self) -> ProcessSampler:
+        def loop() -> None:
+            while not self._stop.wait(0.5):
+                self.sample()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def series(self, every: float = 2.0) -> list[tuple[float, float, float]]:
+        """(seconds since start, CPU seconds, RSS MB), one sample per ``every`` seconds."""
+        out: list[tuple[float, float, float]] = []
+        for t, cpu, rss in self.samples:
+            t0 = self.samples[0][0]
+            if not out or t - t0 >= out[-1][0] + every:
+                out.append((round(t - t0, 1), round(cpu, 2), round(rss / 2**20, 1)))
+        return out
+
+    def window(self, start: float, end: float) -> tuple[float, int]:
+        """CPU seconds used and peak RSS between two monotonic instants."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            return 0.0, max((s[2] for s in inside), default=0)
+        return inside[-1][1] - inside[0][1], max(s[2] for s in inside)
+
+
+@contextmanager
+def operator_process(
+    kube: KubeCluster, sim_json: Path, log_path: Path, scale: float
+) -> Iterator[tuple[OperatorProcess, ProcessSampler]]:
+    op = start_operator(kube.kubeconfig, sim_json, log_path, extra_env=operator_intervals(scale))
+    sampler = ProcessSampler(op.process.pid).start()
+    try:
+        yield op, sampler
+    finally:
+        sampler.stop()
+        if op.is_running():
+            os.killpg(op.process.pid, signal.SIGTERM)
+            try:
+                op.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                op.kill()
+
+
+# --- the simulated world ------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    vault: str
+    vault_url: str
+    accounts: list[tuple[str, str]]  # (subscription, account name)
+    identities: dict[str, str]  # subscription → identity resource id
+
+
+def seed_world(control: SimControl, max_pools: int) -> World:
+    demo = control.info["demo"]
+    vault = str(demo["vault"])
+    vault_url = str(demo["vaultUrl"]).rstrip("/")
+    per_sub = math.ceil(max_pools / len(SUBSCRIPTIONS))
+    accounts_per_sub = max(1, math.ceil(per_sub / POOLS_PER_ACCOUNT))
+    accounts: list[tuple[str, str]] = []
+    identities: dict[str, str] = {}
+    for s, sub in enumerate(SUBSCRIPTIONS):
+        control.request("PUT", "/resourceGroups", {"subscriptionId": sub, "name": RESOURCE_GROUP})
+        for a in range(accounts_per_sub):
+            name = f"bench{s}a{a}"
+            control.add_batch_account(sub, RESOURCE_GROUP, name)
+            accounts.append((sub, name))
+        ident = control.add_identity(sub, RESOURCE_GROUP, "bench-identity")
+        identities[sub] = str(ident["id"])
+        control.grant(vault, str(ident["principalId"]), {"secrets": ["get", "list"]})
+    for cert in [SHARED_CERT, *(f"bench-group-{g}" for g in range(GROUP_CERTS))]:
+        control.add_certificate(vault, cert)
+    control.set_node_behaviour(**NODE_BEHAVIOUR)
+    for service, method, path, seconds in LATENCIES:
+        match: dict[str, str] = {"service": service, "method": method}
+        if path:
+            match["pathRegex"] = path
+        control.add_fault(match=match, latencySeconds=seconds)
+    return World(vault, vault_url, accounts, identities)
+
+
+def manifest(world: World, name: str, namespace: str, index: int, nodes: int = 1) -> dict[str, Any]:
+    """Pool ``index`` of a fleet: accounts filled round-robin across subscriptions."""
+    sub, account = world.accounts[index % len(world.accounts)]
+    return {
+        "apiVersion": "batchcert.dev/v1alpha1",
+        "kind": "BatchCertPool",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"bench": namespace}},
+        "spec": {
+            "account": {"subscriptionId": sub, "resourceGroup": RESOURCE_GROUP, "name": account},
+            "vmSize": "STANDARD_D2S_V3",
+            "image": {
+                "publisher": "canonical",
+                "offer": "0001-com-ubuntu-server-jammy",
+                "sku": "22_04-lts",
+                "version": "latest",
+            },
+            "nodeAgentSkuId": "batch.node.ubuntu 22.04",
+            "scale": {"fixed": {"targetDedicatedNodes": nodes}},
+            "identity": {"resourceId": world.identities[sub]},
+            "certificates": [
+                {"secretId": f"{world.vault_url}/secrets/{SHARED_CERT}"},
+                {"secretId": f"{world.vault_url}/secrets/bench-group-{index % GROUP_CERTS}"},
+            ],
+            "keyVaultExtension": {"pollingIntervalSeconds": 60},
+        },
+    }
+
+
+# --- observing the cluster ----------------------------------------------------------------------
+
+
+def list_pools(kube: KubeCluster, selector: str | None = None) -> list[dict[str, Any]]:
+    """One ``kubectl get bcp -A -o json`` (never one call per object)."""
+    args = ["get", "bcp", "-A", "-o", "json"]
+    if selector:
+        args += ["-l", selector]
+    result = kube.kubectl(*args, timeout=120)
+    if result.returncode != 0:
+        return []
+    return list(json.loads(result.stdout).get("items", []))
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return bool(condition.get("status") == "True")
+    return False
+
+
+def poll_until(
+    kube: KubeCluster,
+    selector: str | None,
+    count: Callable[[list[dict[str, Any]]], int],
+    total: int,
+    timeout: float,
+    started: float,
+) -> tuple[float | None, list[tuple[float, int]]]:
+    """Poll once a second until ``count(items) >= total``; returns (seconds or None, series)."""
+    series: list[tuple[float, int]] = []
+    while True:
+        done = count(list_pools(kube, selector))
+        elapsed = time.monotonic() - started
+        series.append((round(elapsed, 2), done))
+        if done >= total:
+            return elapsed, series
+        if elapsed > timeout:
+            return None, series
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
+
+
+def apply_all(kube: KubeCluster, manifests: list[dict[str, Any]]) -> None:
+    for start in range(0, len(manifests), 500):
+        text = yaml.safe_dump_all(manifests[start : start + 500])
+        kube.kubectl("apply", "-f", "-", input=text, check=True, timeout=300)
+
+
+def create_namespace(kube: KubeCluster, name: str) -> None:
+    kube.kubectl("create", "namespace", name)
+
+
+def counters(control: SimControl) -> list[dict[str, Any]]:
+    return list(control.counters()["counters"])
+
+
+def last_seq(control: SimControl) -> int:
+    found = control.requests(limit=1)
+    return int(found[-1]["seq"]) if found else 0
+
+
+def parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# --- phases -------------------------------------------------------------------------------------
+
+
+def converge(
+    kube: KubeCluster,
+    control: SimControl,
+    sampler: ProcessSampler,
+    world: World,
+    n: int,
+    timeout: float,
+) -> dict[str, Any]:
+    namespace = f"bench-n{n}"
+    create_namespace(kube, namespace)
+    manifests = [manifest(world, f"n{n}-{i:04d}", namespace, i) for i in range(n)]
+    per_sub: dict[str, int] = {}
+    for i in range(n):
+        sub = world.accounts[i % len(world.accounts)][0]
+        per_sub[sub] = per_sub.get(sub, 0) + 1
+    before = counters(control)
+    cpu0, _ = sampler.sample()
+    t0 = time.monotonic()
+    log(f"convergence: applying {n} BatchCertPools in {namespace}")
+    apply_all(kube, manifests)
+    applied = time.monotonic() - t0
+    seconds, series = poll_until(
+        kube, f"bench={namespace}", lambda items: sum(map(is_ready, items)), n, timeout, t0
+    )
+    t1 = time.monotonic()
+    cpu1, _ = sampler.sample()
+    delta = benchmath.counters_delta(before, counters(control))
+    _, peak = sampler.window(t0, t1)
+    floor = benchmath.bucket_floor_seconds(per_sub)
+    classes = benchmath.request_classes(delta)
+    # The read bucket too: measured ARM reads per pool, spread like the pools.
+    reads_per_pool = classes["arm_reads"] / n
+    read_floor = benchmath.bucket_floor_seconds(
+        {sub: round(count * reads_per_pool) for sub, count in per_sub.items()},
+        burst=benchmath.ARM_READ_BURST,
+        rate=benchmath.ARM_READ_RATE,
+    )
+    log(f"convergence N={n}: {seconds_text(seconds)}")
+    return {
+        "n": n,
+        "subscriptions": len(per_sub),
+        "pools_per_subscription": per_sub,
+        "apply_seconds": round(applied, 2),
+        "seconds": None if seconds is None else round(seconds, 2),
+        "timeout_seconds": timeout,
+        "bucket_floor_seconds": floor,
+        "arm_reads_per_pool": round(reads_per_pool, 2),
+        "read_bucket_floor_seconds": read_floor,
+        "requests": classes,
+        "by_operation": benchmath.by_operation(delta),
+        "operator_cpu_seconds": round(cpu1 - cpu0, 2),
+        "operator_peak_rss_mb": round(max(peak, sampler.peak_rss) / 2**20, 1),
+        "ready_series": series,
+    }
+
+
+def steady_state(
+    control: SimControl,
+    sampler: ProcessSampler,
+    pools: int,
+    certificates: int,
+    scale: float,
+    intervals: int,
+) -> dict[str, Any]:
+    drift = PRODUCTION["drift"] / scale
+    # Let the restart's first pass (every object checks everything at once) go by.
+    time.sleep(1.5 * drift)
+    window = intervals * drift
+    before = counters(control)
+    t0 = time.monotonic()
+    log(f"steady state: measuring {window:.0f} s ({intervals} drift intervals at 1/{scale:g})")
+    time.sleep(window)
+    t1 = time.monotonic()
+    delta = benchmath.counters_delta(before, counters(control))
+    classes = benchmath.request_classes(delta)
+    cpu, peak = sampler.window(t0, t1)
+    per_pool_hour = {
+        k: benchmath.per_hour(v, window, scale) / pools
+        for k, v in classes.items()
+        if k in ("arm_reads", "arm_writes", "arm_deletes", "keyvault_reads", "batch_reads", "entra")
+    }
+    checks = benchmath.checks_per_hour(PRODUCTION["cert"])
+    return {
+        "scale": scale,
+        "window_seconds": window,
+        "production_seconds_represented": window * scale,
+        "pools": pools,
+        "distinct_certificates": certificates,
+        "requests_in_window": classes,
+        "by_operation": benchmath.by_operation(delta),
+        "per_pool_per_hour": {k: round(v, 3) for k, v in per_pool_hour.items()},
+        "arm_reads_per_pool_per_drift_interval": round(classes["arm_reads"] / pools / intervals, 3),
+        "keyvault_reads_per_hour": round(
+            benchmath.per_hour(classes["keyvault_reads"], window, scale), 1
+        ),
+        "keyvault_reads_per_hour_expected": certificates * checks,
+        "operator_cpu_seconds_in_window": round(cpu, 2),
+        "operator_cpu_fraction": round(cpu / window, 4),
+        "operator_peak_rss_mb": round(peak / 2**20, 1),
+    }
+
+
+def rotation(
+    kube: KubeCluster, control: SimControl, world: World, pools: int, scale: float
+) -> dict[str, Any]:
+    seq = last_seq(control)
+    old = control.certificate(world.vault, SHARED_CERT)
+    t0 = time.monotonic()
+    version = control.renew_certificate(world.vault, SHARED_CERT)
+    log(f"rotation: {SHARED_CERT} renewed to {version[:8]}; waiting for {pools} pools")
+
+    def showing_new(items: list[dict[str, Any]]) -> int:
+        shown = 0
+        for obj in items:
+            for cert in (obj.get("status") or {}).get("certificates") or []:
+                if str(cert.get("secretId", "")).endswith(f"/{SHARED_CERT}"):
+                    shown += cert.get("version") == version
+        return shown
+
+    cert_interval = PRODUCTION["cert"] / scale
+    seconds, series = poll_until(kube, None, showing_new, pools, cert_interval * 3 + 60, t0)
+    time.sleep(2)
+    reads = control.requests(service="keyvault", pathRegex=f"/certificates/{SHARED_CERT}")
+    reads = [r for r in reads if int(r["seq"]) > seq]
+    log(f"rotation: {seconds_text(seconds)}, {len(reads)} KV reads")
+    return {
+        "pools": pools,
+        "old_version": str(old.get("current") or old.get("currentVersion") or ""),
+        "new_version": version,
+        "seconds": None if seconds is None else round(seconds, 2),
+        "cert_interval_seconds": cert_interval,
+        "keyvault_reads_of_the_certificate": len(reads),
+        "shown_series": series,
+    }
+
+
+def node_passes(control: SimControl, pool: str, since: int) -> list[dict[str, Any]]:
+    """Group the Batch data-plane requests for ``pool`` into passes (each starts with a List)."""
+    records = control.requests(service="batch", pathRegex=f"/pools/{pool}/", sinceSeq=since)
+    records += control.requests(service="batch", pathRegex=f"/pools/{pool}/nodes$", sinceSeq=since)
+    records = sorted({int(r["seq"]): r for r in records}.values(), key=lambda r: int(r["seq"]))
+    passes: list[list[dict[str, Any]]] = []
+    for record in records:
+        if record["operation"] == "ComputeNode_List" or not passes:
+            passes.append([])
+        passes[-1].append(record)
+    out = []
+    for group in passes:
+        times = [parse_time(r["time"]) for r in group if r.get("time")]
+        out.append(
+            {
+                "requests": len(group),
+                "by_operation": benchmath.by_operation(
+                    {"service": "batch", "operation": r["operation"], "count": 1} for r in group
+                ),
+                # Log times are answer times: add the first request's injected latency back.
+                "seconds": round(max(times) - min(times) + BATCH_LATENCY, 2) if times else None,
+            }
+        )
+    return out
+
+
+def node_status(
+    kube: KubeCluster,
+    control: SimControl,
+    world: World,
+    sizes: list[int],
+    scale: float,
+    concurrency: int,
+) -> list[dict[str, Any]]:
+    namespace = "bench-nodes"
+    create_namespace(kube, namespace)
+    names = {size: f"nodes-{size}" for size in sizes}
+    manifests = [
+        manifest(world, names[size], namespace, i, nodes=size) for i, size in enumerate(sizes)
+    ]
+    t0 = time.monotonic()
+    log(f"node status: pools of {sizes} nodes")
+    apply_all(kube, manifests)
+    ready_after, _ = poll_until(
+        kube, f"bench={namespace}", lambda items: sum(map(is_ready, items)), len(sizes), 420, t0
+    )
+    since = last_seq(control)
+    node_interval = PRODUCTION["node"] / scale
+    time.sleep(2 * node_interval + 10)  # two whole passes after Ready
+    results = []
+    for size in sizes:
+        passes = node_passes(control, names[size], since)
+        # Only complete passes: one List plus one ListExtensions per node.
+        complete = [p for p in passes if p["requests"] >= size + 1]
+        results.append(
+            {
+                "nodes": size,
+                "ready_seconds": None if ready_after is None else round(ready_after, 2),
+                "passes_observed": len(passes),
+                "requests_per_pass": complete[-1]["requests"] if complete else None,
+                "seconds_per_pass": complete[-1]["seconds"] if complete else None,
+                "by_operation": complete[-1]["by_operation"] if complete else {},
+                "concurrency": concurrency,
+                "node_interval_seconds": node_interval,
+            }
+        )
+        log(f"node status {size} nodes: {results[-1]}")
+    return results
+
+
+def simulator_capacity(requests: int, concurrency: int) -> list[dict[str, Any]]:
+    """benchmarks/sim_throughput.py's measurement, as a function, on a fresh simulator."""
+    import asyncio
+    import ssl
+    import statistics
+
+    import sim_throughput
+
+    from batchcert.hostaliases import install_host_aliases
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sim-capacity-") as tmp:
+        proc = sim_throughput.start_simulator(Path(tmp))
+        try:
+            info = json.loads((Path(tmp) / "sim.json").read_text())
+            install_host_aliases(info["hostAliases"])
+            control = SimControl(Path(tmp) / "sim.json")
+            targets = sim_throughput.prepare(info, control)
+            tokens = {
+                "ARM": targets.pop("arm_token"),
+                "KV": targets.pop("kv_token"),
+                "Batch": targets.pop("batch_token"),
+            }
+            context = ssl.create_default_context(cafile=info["caBundle"])
+            for name, url in targets.items():
+                for level in (1, concurrency):
+                    elapsed, lat = asyncio.run(
+                        sim_throughput.hammer(
+                            url, tokens[name.split()[0]], requests, level, context
+                        )
+                    )
+                    rows.append(
+                        {
+                            "operation": name,
+                            "concurrency": level,
+                            "requests_per_second": round(requests / elapsed, 1),
+                            "p50_ms": round(statistics.median(lat) * 1000, 2),
+                            "p99_ms": round(benchmath.percentile(lat, 0.99) * 1000, 2),
+                        }
+                    )
+                    log(f"simulator capacity: {rows[-1]}")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    return rows
+
+
+# --- reporting ----------------------------------------------------------------------------------
+
+
+def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    steady = results.get("steady_state")
+    if steady:
+        per_hour = steady["per_pool_per_hour"]
+        out.append(
+            {
+                "target": "steady state: 0 ARM writes",
+                "measured": per_hour["arm_writes"],
+                "met": per_hour["arm_writes"] == 0 and per_hour["arm_deletes"] == 0,
+            }
+        )
+        out.append(
+            {
+                "target": "steady state: ≤ 1 ARM read per pool per drift interval",
+                "measured": steady["arm_reads_per_pool_per_drift_interval"],
+                "met": steady["arm_reads_per_pool_per_drift_interval"] <= 1.05,
+            }
+        )
+        expected = steady["keyvault_reads_per_hour_expected"]
+        measured = steady["keyvault_reads_per_hour"]
+        out.append(
+            {
+                "target": f"steady state: Key Vault reads/h = distinct certificates × checks/h = {expected:g}",
+                "measured": measured,
+                "met": abs(measured - expected) <= 0.2 * expected,
+            }
+        )
+    rot = results.get("rotation")
+    if rot:
+        limit = rot["cert_interval_seconds"] + 10
+        out.append(
+            {
+                "target": f"rotation on all {rot['pools']} pools within one check interval + 10 s ({limit:g} s at 1/{results['scale']:g} intervals)",
+                "measured": rot["seconds"],
+                "met": rot["seconds"] is not None and rot["seconds"] <= limit,
+            }
+        )
+        out.append(
+            {
+                "target": "rotation: one Key Vault read of the shared certificate",
+                "measured": rot["keyvault_reads_of_the_certificate"],
+                "met": rot["keyvault_reads_of_the_certificate"] <= 1,
+            }
+        )
+    baseline = next((c for c in results["convergence"] if c["n"] == 1), None)
+    for conv in results["convergence"]:
+        if conv["n"] == 1:
+            continue
+        latency_floor = float(baseline["seconds"] or 0) if baseline else 0.0
+        floor = conv["bucket_floor_seconds"] + latency_floor
+        ratio = benchmath.ratio(conv["seconds"] or math.inf, floor)
+        conv["floor_seconds"] = floor
+        conv["ratio_to_floor"] = None if ratio is None else round(ratio, 2)
+        out.append(
+            {
+                "target": f"convergence N={conv['n']} within 1.2× (bucket floor {conv['bucket_floor_seconds']:g} s + single-pool latency)",
+                "measured": conv["ratio_to_floor"],
+                "met": ratio is not None and ratio <= 1.2,
+            }
+        )
+        out.append(
+            {
+                "target": f"convergence N={conv['n']}: 429s near zero",
+                "measured": conv["requests"]["throttled_429"],
+                "met": conv["requests"]["throttled_429"] <= max(1, conv["n"] // 100),
+            }
+        )
+        if conv["n"] >= 1000:
+            out.append(
+                {
+                    "target": "operator peak RSS < 250 MB at 1000 pools",
+                    "measured": conv["operator_peak_rss_mb"],
+                    "met": conv["operator_peak_rss_mb"] < 250,
+                }
+            )
+    return out
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    parts = [
+        f"Command: `{results['command']}` — {results['started']}, {results['machine']}, "
+        f"commit {results['commit']}\n"
+    ]
+    parts.append("\n### Convergence (production intervals)\n\n")
+    parts.append(
+        benchmath.render_table(
+            [
+                "N",
+                "subs",
+                "Ready after s",
+                "bucket floor s",
+                "ratio to floor",
+                "read-bucket floor s",
+                "ARM writes",
+                "ARM reads",
+                "KV reads",
+                "Batch reads",
+                "429s",
+                "operator CPU s",
+                "peak RSS MB",
+            ],
+            [
+                [
+                    c["n"],
+                    c["subscriptions"],
+                    c["seconds"],
+                    c["bucket_floor_seconds"],
+                    c.get("ratio_to_floor"),
+                    c["read_bucket_floor_seconds"],
+                    c["requests"]["arm_writes"],
+                    c["requests"]["arm_reads"],
+                    c["requests"]["keyvault_reads"],
+                    c["requests"]["batch_reads"],
+                    c["requests"]["throttled_429"],
+                    c["operator_cpu_seconds"],
+                    c["operator_peak_rss_mb"],
+                ]
+                for c in results["convergence"]
+            ],
+        )
+    )
+    steady = results.get("steady_state")
+    if steady:
+        parts.append(
+            f"\n### Steady state ({steady['pools']} pools, intervals ÷ {steady['scale']:g}, "
+            f"{steady['window_seconds']:g} s window ≙ {steady['production_seconds_represented']:g} s)\n\n"
+        )
+        per = steady["per_pool_per_hour"]
+        parts.append(
+            benchmath.render_table(
+                [
+                    "per pool per hour",
+                    "ARM writes",
+                    "ARM reads",
+                    "KV reads",
+                    "Batch reads",
+                    "Entra",
+                ],
+                [
+                    [
+                        "measured",
+                        per["arm_writes"],
+                        per["arm_reads"],
+                        per["keyvault_reads"],
+                        per["batch_reads"],
+                        per["entra"],
+                    ]
+                ],
+            )
+        )
+        parts.append(
+            f"\nARM reads per pool per drift interval: {steady['arm_reads_per_pool_per_drift_interval']}; "
+            f"Key Vault reads per hour (all pools): {steady['keyvault_reads_per_hour']} "
+            f"(expected {steady['keyvault_reads_per_hour_expected']:g} = "
+            f"{steady['distinct_certificates']} certificates × 12 checks); operator CPU "
+            f"{steady['operator_cpu_fraction'] * 100:.1f} % of a core at 1/{steady['scale']:g} intervals.\n"
+        )
+    rot = results.get("rotation")
+    if rot:
+        parts.append("\n### Rotation fan-out\n\n")
+        parts.append(
+            benchmath.render_table(
+                ["pools sharing", "check interval s", "all show new version after s", "KV reads"],
+                [
+                    [
+                        rot["pools"],
+                        rot["cert_interval_seconds"],
+                        rot["seconds"],
+                        rot["keyvault_reads_of_the_certificate"],
+                    ]
+                ],
+            )
+        )
+    if results.get("node_status"):
+        parts.append("\n### Node status\n\n")
+        parts.append(
+            benchmath.render_table(
+                ["nodes", "Ready after s", "requests per pass", "seconds per pass", "concurrency"],
+                [
+                    [
+                        n["nodes"],
+                        n["ready_seconds"],
+                        n["requests_per_pass"],
+                        n["seconds_per_pass"],
+                        n["concurrency"],
+                    ]
+                    for n in results["node_status"]
+                ],
+            )
+        )
+    if results.get("simulator_capacity"):
+        parts.append("\n### Simulator capacity (throttling off)\n\n")
+        parts.append(
+            benchmath.render_table(
+                ["operation", "concurrency", "req/s", "p50 ms", "p99 ms"],
+                [
+                    [
+                        r["operation"],
+                        r["concurrency"],
+                        r["requests_per_second"],
+                        r["p50_ms"],
+                        r["p99_ms"],
+                    ]
+                    for r in results["simulator_capacity"]
+                ],
+            )
+        )
+        parts.append(
+            f"\nPeak request rate the operator drove during the run: {results.get('peak_request_rate')} req/s.\n"
+        )
+    parts.append("\n### Targets\n\n")
+    parts.append(
+        benchmath.render_table(
+            ["target", "measured", "met"],
+            [[v["target"], v["measured"], v["met"]] for v in results["verdicts"]],
+        )
+    )
+    return "".join(parts)
+
+
+def plot(results: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for conv in results["convergence"]:
+        xs = [p[0] for p in conv["ready_series"]]
+        ys = [p[1] / conv["n"] * 100 for p in conv["ready_series"]]
+        ax.plot(xs, ys, label=f"N={conv['n']}")
+    ax.set_xlabel("seconds after kubectl apply")
+    ax.set_ylabel("% of BatchCertPools Ready")
+    ax.set_title("Convergence")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "convergence.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [str(c["n"]) for c in results["convergence"]]
+    classes = ["arm_writes", "arm_reads", "keyvault_reads", "batch_reads"]
+    bottom = [0.0] * len(names)
+    for cls in classes:
+        values = [c["requests"][cls] / c["n"] for c in results["convergence"]]
+        ax.bar(names, values, bottom=bottom, label=cls)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_xlabel("N pools")
+    ax.set_ylabel("Azure requests per pool until Ready")
+    ax.set_title("Convergence cost")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "convergence_requests.png", dpi=100)
+    plt.close(fig)
+
+    steady = results.get("steady_state")
+    if steady:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        per = steady["per_pool_per_hour"]
+        keys = ["arm_writes", "arm_reads", "keyvault_reads", "batch_reads", "entra"]
+        ax.bar(keys, [per[k] for k in keys])
+        ax.axhline(
+            benchmath.checks_per_hour(PRODUCTION["drift"]),
+            color="red",
+            linestyle="--",
+            label="1 ARM read per drift interval",
+        )
+        ax.set_ylabel("requests per pool per hour")
+        ax.set_title(f"Steady state ({steady['pools']} pools, scaled from 1/{steady['scale']:g})")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / "steady_state.png", dpi=100)
+        plt.close(fig)
+
+    rot = results.get("rotation")
+    if rot:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot([p[0] for p in rot["shown_series"]], [p[1] for p in rot["shown_series"]])
+        ax.axvline(
+            rot["cert_interval_seconds"] + 10,
+            color="red",
+            linestyle="--",
+            label="check interval + 10 s",
+        )
+        ax.set_xlabel("seconds after the renewal")
+        ax.set_ylabel("pools showing the new version")
+        ax.set_title("Rotation fan-out")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(RESULTS / "rotation.png", dpi=100)
+        plt.close(fig)
+
+    nodes = [n for n in results.get("node_status", []) if n["seconds_per_pass"] is not None]
+    if nodes:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+        sizes = [n["nodes"] for n in nodes]
+        left.plot(sizes, [n["seconds_per_pass"] for n in nodes], marker="o")
+        left.set_xscale("log")
+        left.set_xlabel("nodes in the pool")
+        left.set_ylabel("seconds per node-status pass")
+        right.plot(sizes, [n["requests_per_pass"] for n in nodes], marker="s", color="tab:orange")
+        right.set_xscale("log")
+        right.set_yscale("log")
+        right.set_xlabel("nodes in the pool")
+        right.set_ylabel("Batch requests per pass")
+        fig.suptitle(f"Node status pass (concurrency {nodes[0]['concurrency']})")
+        fig.tight_layout()
+        fig.savefig(RESULTS / "node_status.png", dpi=100)
+        plt.close(fig)
+
+    phases = [
+        (key, label)
+        for key, label in (
+            ("operator_series_phase1", "convergence (production intervals)"),
+            ("operator_series_phase2", f"steady/rotation/nodes (intervals ÷ {results['scale']:g})"),
+        )
+        if results.get(key)
+    ]
+    if phases:
+        fig, (mem, cpu) = plt.subplots(1, 2, figsize=(10, 4))
+        for key, label in phases:
+            series = results[key]
+            mem.plot([p[0] for p in series], [p[2] for p in series], label=label)
+            cpu.plot([p[0] for p in series], [p[1] for p in series], label=label)
+        mem.set_xlabel("seconds since the operator started")
+        mem.set_ylabel("operator RSS (MB)")
+        cpu.set_xlabel("seconds since the operator started")
+        cpu.set_ylabel("operator CPU seconds (cumulative)")
+        mem.legend(fontsize="small")
+        fig.suptitle("The operator process")
+        fig.tight_layout()
+        fig.savefig(RESULTS / "operator_process.png", dpi=100)
+        plt.close(fig)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--large",
+        action="store_true",
+        help="also N=1000 pools and a 1000-node pool (long: about 30 min more)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=10.0,
+        help="divide the operator's intervals by this in phases 2-4 (default 10)",
+    )
+    parser.add_argument(
+        "--steady-intervals",
+        type=int,
+        default=6,
+        help="drift intervals in the steady-state window (default 6)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="convergence fleet sizes (default 1 10 100, plus 1000 with --large)",
+    )
+    parser.add_argument(
+        "--node-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="nodes per pool in the node-status phase (default 1 100, plus 1000 with --large)",
+    )
+    parser.add_argument("--capacity-requests", type=int, default=500)
+    args = parser.parse_args()
+
+    sizes = args.sizes or ([1, 10, 100, 1000] if args.large else [1, 10, 100])
+    node_sizes = args.node_sizes or ([1, 100, 1000] if args.large else [1, 100])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if STATE.exists():
+        subprocess.run(["rm", "-rf", str(STATE)], check=False)
+    STATE.mkdir(parents=True)
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "command": "make bench" + (" BENCH_ARGS=--large" if args.large else ""),
+        "argv": sys.argv[1:],
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
+        "commit": git_describe(),
+        "scale": args.scale,
+        "latencies": [
+            {"service": s, "method": m, "pathRegex": p, "seconds": t} for s, m, p, t in LATENCIES
+        ],
+        "node_behaviour": NODE_BEHAVIOUR,
+        "kubectl": KUBECTL,
+        "convergence": [],
+    }
+    sim = start_simulator(STATE / "sim")
+    try:
+        sim_json = STATE / "sim" / "sim.json"
+        control = SimControl(sim_json)
+        results["throttle"] = control.request("GET", "/throttle")
+        world = seed_world(control, sum(sizes) + sum(node_sizes))
+        total_pools = sum(sizes)
+        log("starting the control plane")
+        with running_kube_cluster(STATE / "cluster") as kube:
+            with operator_process(kube, sim_json, STATE / "operator-1.log", 1.0) as (op, sampler):
+                time.sleep(3)
+                for n in sizes:
+                    timeout = 600.0 if n <= 100 else 1800.0
+                    results["convergence"].append(
+                        converge(kube, control, sampler, world, n, timeout)
+                    )
+                results["operator_peak_rss_mb_phase1"] = round(sampler.peak_rss / 2**20, 1)
+                results["operator_series_phase1"] = sampler.series()
+            log(f"restarting the operator with intervals ÷ {args.scale:g}")
+            with operator_process(kube, sim_json, STATE / "operator-2.log", args.scale) as (
+                op,
+                sampler,
+            ):
+                results["steady_state"] = steady_state(
+                    control,
+                    sampler,
+                    total_pools,
+                    1 + min(GROUP_CERTS, max(sizes)),
+                    args.scale,
+                    args.steady_intervals,
+                )
+                log(f"steady state: {results['steady_state']['per_pool_per_hour']}")
+                results["rotation"] = rotation(kube, control, world, total_pools, args.scale)
+                results["node_status"] = node_status(
+                    kube, control, world, node_sizes, args.scale, 8
+                )
+                results["operator_series_phase2"] = sampler.series()
+                if not op.is_running():
+                    results["operator_died"] = op.log()[-4000:]
+        log_all = control.requests()
+        results["peak_request_rate"] = peak_rate(log_all)
+    finally:
+        stop_process(sim)
+    results["simulator_capacity"] = simulator_capacity(args.capacity_requests, 16)
+    results["verdicts"] = verdicts(results)
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / "results.md").write_text(render_markdown(results))
+    plot(results)
+    log(f"done in {results['total_seconds']:.0f} s; see {RESULTS / 'results.md'}")
+    print((RESULTS / "results.md").read_text())
+
+
+def git_describe() -> str:
+    """The commit measured, and whether operator/ had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "operator")
+    return git("rev-parse", "--short", "HEAD") + (
+        " + uncommitted operator/ changes" if dirty else ""
+    )
+
+
+def peak_rate(records: list[dict[str, Any]]) -> int:
+    """The busiest second of Azure requests in the (bounded) request log."""
+    per_second: dict[int, int] = {}
+    for record in records:
+        if record.get("time"):
+            second = int(parse_time(record["time"]))
+            per_second[second] = per_second.get(second, 0) + 1
+    return max(per_second.values(), default=0)
+
+
+if __name__ == "__main__":
+    main()
