@@ -4,7 +4,8 @@ Covers: the kustomize base and the namespaced overlay pass server-side dry run (
 objects, the CRD) and the base applies for real; the Deployment's hardening is what the docs
 promise, and its Pod passes the namespace's enforced "restricted" Pod Security Standard; the
 ServiceAccount can do what the operator needs and nothing else (``kubectl auth can-i`` as that
-identity); the real operator process, logged in with the ServiceAccount's token and run with the
+identity); the namespaced overlay's RBAC alone carries one namespace's object to Ready and
+deletion; the real operator process, logged in with the ServiceAccount's token and run with the
 Deployment's own flags (JSON logs, metrics, liveness), takes an object through create → Ready →
 rotation → delete with no 403 anywhere in its log; ``batchcert status`` on a Ready and on a
 failing object (output and exit status); the metrics endpoint after a rotation.
@@ -136,6 +137,59 @@ def test_deployment_is_hardened_and_wired() -> None:
     (cluster_role,) = [d for d in overlay if d["kind"] == "ClusterRole"]
     verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
     assert verbs <= {"get", "list", "watch"}, "the namespaced install writes nothing cluster-wide"
+
+
+def test_namespaced_overlay_rbac_is_enough_for_one_namespace(
+    kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    """The overlay's Role + discovery-only ClusterRole, under a ServiceAccount of its own and
+    bound to a fresh namespace, carry an object through Ready and deletion.
+
+    Runs before any test that starts the module's cluster-wide operator (file order), so no
+    other operator touches the object.
+    """
+    from batchcert.sim.server import simulator
+    from support.stack import OperatorStack
+
+    name = "batchcert-operator-scoped"
+    ns = f"scoped-{uuid.uuid4().hex[:6]}"
+    kube_cluster.kubectl("create", "namespace", ns, check=True)
+    rbac = []
+    for doc in _kustomize(DEPLOY_DIR / "overlays" / "namespaced"):
+        if doc["kind"] not in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"):
+            continue
+        doc["metadata"]["name"] = name
+        if doc["kind"] in ("Role", "RoleBinding"):
+            doc["metadata"]["namespace"] = ns
+        if "roleRef" in doc:
+            doc["roleRef"]["name"] = name
+        for subject in doc.get("subjects", []):
+            subject["name"] = name
+        rbac.append(doc)
+    kubeconfig = kube_cluster.serviceaccount_kubeconfig(f"batchcert-system/{name}")
+    kube_cluster.apply(yaml.safe_dump_all(rbac))
+    with (
+        simulator(state_dir=tmp_path / "sim", seed="demo", clock_scale=1.0) as sim,
+        running_deployed_operator(
+            kubeconfig, Path(sim.sim_json), tmp_path / "operator.log", scope=("--namespace", ns)
+        ) as op,
+    ):
+        sim.control.set_node_behaviour(
+            arrivalDelaySeconds=1, bootSeconds=1, removalDelaySeconds=1, deleteDurationSeconds=1
+        )
+        stack = OperatorStack(kube_cluster, sim, op)
+        stack.apply(stack.manifest("scoped", ns))
+        stack.wait_ready("scoped", ns)
+        result = kube_cluster.kubectl("delete", "bcp", "scoped", "-n", ns, "--timeout=60s")
+        assert result.returncode == 0, stack.explain("scoped", ns, result.stderr)
+        assert stack.pool_in_azure("scoped") is None
+        assert op.forbidden_lines() == []
+        assert "Traceback" not in op.log(), op.log()[-4000:]
+    denied = kube_cluster.kubectl(
+        "auth", "can-i", "patch", "batchcertpools.batchcert.dev", "-n", "default",
+        as_=f"batchcert-system/{name}",
+    )
+    assert denied.stdout.strip() == "no", "the namespaced install writes only its namespace"
 
 
 def test_pod_template_meets_the_restricted_pod_security_standard(

@@ -11,6 +11,7 @@ by name rather than as a mysterious timeout.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from support.operator import FAST_INTERVALS, OperatorProcess, operator_env
 
+_FORBIDDEN = re.compile(r"forbidden|Not enough permissions|\b403\b", re.IGNORECASE)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy"
 
@@ -49,8 +51,9 @@ class DeployedOperator(OperatorProcess):
             return int(response.status)
 
     def forbidden_lines(self) -> list[str]:
-        markers = ("403", "Forbidden", "forbidden", "Not enough permissions")
-        return [line for line in self.log().splitlines() if any(m in line for m in markers)]
+        # kopf's APIForbiddenError, the API server's "is forbidden", kopf's fallback warnings
+        # ("Not enough permissions"), or a bare status code (not digits inside a timestamp).
+        return [line for line in self.log().splitlines() if _FORBIDDEN.search(line)]
 
 
 @contextmanager
