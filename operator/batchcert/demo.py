@@ -135,11 +135,14 @@ class Demo:
         )
 
     # --- the story ----------------------------------------------------------------------------
-    def start_cluster(self) -> None:
+    def start_cluster(self, keep: bool) -> None:
         from batchcert.devcluster.cluster import Cluster
 
         step("Starting a real kube-apiserver + etcd (built from Go modules on first use)")
-        self.cluster = Cluster.up(self.state_dir / "cluster", build_if_missing=True)
+        # With --keep the servers must outlive this process (by default they die with it).
+        self.cluster = Cluster.up(
+            self.state_dir / "cluster", build_if_missing=True, die_with_parent=not keep
+        )
         print(f"Kubernetes {self.cluster.kubernetes_version} at {self.cluster.server}")
         self.kubectl("apply", "-f", str(CRD), show=True)
         self.kubectl(
@@ -281,6 +284,11 @@ class Demo:
         if keep:
             step("Leaving everything running (--keep)")
             print(f"  export KUBECONFIG={self.cluster.kubeconfig}\n  logs: {self.state_dir}")
+            pids = " ".join(str(p.pid) for p in self.processes)
+            print(
+                f"  stop: kill {pids}; batchcert dev cluster down --state-dir "
+                f"{self.state_dir / 'cluster'}"
+            )
             self.processes.clear()
             self.cluster = None
             return
@@ -294,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     demo = Demo(state_dir)
     started = time.monotonic()
     try:
-        demo.start_cluster()
+        demo.start_cluster(args.keep)
         info = demo.start_simulator()
         demo.start_operator(info)
         demo.apply_example(info)

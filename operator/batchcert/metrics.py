@@ -174,6 +174,10 @@ class StatusCollector(Collector):
             for (kind, code), count in sorted(dict(pacer.sent).items()):
                 requests.add_metric(["arm", kind, str(code)], float(count))
             throttled.add_metric(["arm"], float(pacer.throttled))
+            for (service, kind, code), count in sorted(dict(pacer.others_sent).items()):
+                requests.add_metric([service, kind, str(code)], float(count))
+            for service, count in sorted(dict(pacer.others_throttled).items()):
+                throttled.add_metric([service], float(count))
         yield from (requests, throttled)
 
 

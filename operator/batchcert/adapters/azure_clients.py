@@ -24,7 +24,7 @@ from azure.identity.aio import (
 from azure.keyvault.certificates.aio import CertificateClient
 from azure.mgmt.batch.aio import BatchManagementClient
 
-from batchcert.adapters.pacing import ArmPacer, ArmPacingPolicy
+from batchcert.adapters.pacing import ArmPacer, ArmPacingPolicy, CountingPolicy
 from batchcert.config import Config
 
 # The SDK retries transient failures itself (honouring Retry-After); keep that short so a storm
@@ -104,7 +104,10 @@ class AzureClients:
         key = vault_url.lower().rstrip("/")
         if key not in self._vaults:
             self._vaults[key] = CertificateClient(
-                vault_url, self.credential, **_transport_kwargs(self.config)
+                vault_url,
+                self.credential,
+                per_retry_policies=[CountingPolicy(self.pacer, "keyvault")],
+                **_transport_kwargs(self.config),
             )
         return self._vaults[key]
 
@@ -116,6 +119,7 @@ class AzureClients:
                 endpoint,
                 self.credential,
                 credential_scopes=[self.config.cloud.batch_scope],
+                per_retry_policies=[CountingPolicy(self.pacer, "batch")],
                 **_transport_kwargs(self.config),
             )
         return self._batch[key]

@@ -86,6 +86,9 @@ class ArmPacer:
     buckets: dict[tuple[str, str], TokenBucket] = field(default_factory=dict)
     sent: Counter[tuple[str, int]] = field(default_factory=Counter)
     throttled: int = 0
+    # Key Vault and Batch data-plane attempts (not paced: their limits are far above our load).
+    others_sent: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    others_throttled: Counter[str] = field(default_factory=Counter)
 
     def bucket(self, subscription: str, kind: str) -> TokenBucket:
         key = (subscription.lower(), kind)
@@ -127,4 +130,22 @@ class ArmPacingPolicy(AsyncHTTPPolicy):
             delay = _retry_after(response.http_response.headers)
             if bucket is not None and delay:
                 bucket.block_for(delay)
+        return response
+
+
+class CountingPolicy(AsyncHTTPPolicy):
+    """A per-retry policy for the Key Vault and Batch clients: count every attempt and 429."""
+
+    def __init__(self, pacer: ArmPacer, service: str) -> None:
+        super().__init__()
+        self._pacer = pacer
+        self._service = service
+
+    async def send(self, request: PipelineRequest) -> PipelineResponse:
+        response = await self.next.send(request)
+        status = response.http_response.status_code
+        kind = request_kind(request.http_request.method)
+        self._pacer.others_sent[(self._service, kind, status)] += 1
+        if status == 429:
+            self._pacer.others_throttled[self._service] += 1
         return response
