@@ -2,7 +2,8 @@
 
 Covers: first sighting is not a rotation, a new version is (count, time); every CertificateReady
 reason (missing, forbidden, disabled, expired, expiring without AutoRenew, AutoRenew disabled,
-stuck, ready); node verdicts named by cause from the extension's messages; RotationPropagating;
+stuck, ready); node verdicts named by cause from the extension's messages, including a fetch
+that fails after a first success (a Warning subStatus, found by the fault suite); RotationPropagating;
 bounded failures; the watcher reads each certificate once per interval however many ask, and
 single-flights concurrent askers.
 """
@@ -266,3 +267,51 @@ def test_an_unusable_node_is_named_by_its_failing_extension() -> None:
 )
 def test_only_the_clouds_vaults_are_read(url: str, suffix: str, allowed: bool) -> None:
     assert is_cloud_vault(url, suffix) is allowed
+
+
+@pytest.mark.parametrize(
+    ("message", "cause"),
+    [
+        (
+            "Forbidden (403). The user, group or application 'appid=x;oid=y' does not have "
+            "secrets get permission on key vault 'demokv'",
+            "VaultAccessDenied",
+        ),
+        ("SecretNotFound: secret decay-1 not found", "CertificateNotFound"),
+        ("CertificateDisabled: certificate decay-1 is disabled", "CertificateDisabled"),
+    ],
+)
+def test_a_fetch_failing_after_a_first_success_is_a_failure(message: str, cause: str) -> None:
+    # The extension keeps its old versions and says so only with a Warning subStatus; the
+    # healthy statuses around it (and the downloaded-certificates JSON) must not hide it.
+    report = NodeExtensionReport(
+        "n1",
+        "idle",
+        True,
+        "Succeeded",
+        (
+            ExtensionStatus(
+                code="ProvisioningState/succeeded",
+                level="Info",
+                message="Successfully started Key Vault extension service.",
+            ),
+        ),
+        (
+            ExtensionStatus(
+                code="ComponentStatus/observedCertificates/succeeded",
+                level="Info",
+                message='{"observedCertificates": [{"url": "https://kv/secrets/c", "version": "v"}]}',
+            ),
+            ExtensionStatus(code="ComponentStatus/fetch/failed", level="Warning", message=message),
+        ),
+    )
+    status, verdicts = build_nodes_status(NodesReading(T0, (report,)))
+    assert status["failed"] == 1 and status["failures"][0]["code"] == cause
+    condition = summarize_nodes(verdicts, target_nodes=1, rotation_pending_until=None)
+    assert (condition.status, condition.reason) == (False, cause)
+
+
+def test_a_warning_that_is_not_a_failed_component_stays_healthy() -> None:
+    _, verdicts = build_nodes_status(NodesReading(T0, (node("n1", level="Warning"),)))
+    condition = summarize_nodes(verdicts, target_nodes=1, rotation_pending_until=None)
+    assert (condition.status, condition.reason) == (True, "ExtensionSucceeded")

@@ -1,7 +1,8 @@
 """Assess every node's Key Vault extension: ``status.nodes`` and the ``NodesReady`` condition.
 
 A node is *ready* when it is usable and our extension's provisioning state is Succeeded with no
-Error-level status; *transitioning* while the node or the extension is still coming up; *failed*
+Error-level status and no failed component (a Warning ``.../failed`` subStatus after a first
+success means the node can no longer fetch, and would miss every rotation); *transitioning* while the node or the extension is still coming up; *failed*
 otherwise. A failure is named by its cause, read from the extension's messages, so the condition
 says what to fix (wrong client ID, no vault access, certificate missing).
 
@@ -17,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from batchcert.conditions import NODES_READY, ConditionUpdate, format_time
-from batchcert.models.azure import NodeExtensionReport, NodesReading
+from batchcert.models.azure import ExtensionStatus, NodeExtensionReport, NodesReading
 
 MAX_FAILURES = 10
 
@@ -84,18 +85,35 @@ def _messages(report: NodeExtensionReport) -> str:
     return " ".join(p for p in parts if p).strip()
 
 
+def _is_failed_fetch(status: ExtensionStatus) -> bool:
+    """A component that says it failed, at any level.
+
+    After a first success the extension keeps serving the versions it already has and reports a
+    failed fetch (access revoked, certificate disabled or deleted) only as a *Warning* subStatus
+    whose code ends in ``/failed``; such a node misses every rotation from then on, so it is a
+    failed node, not a healthy one.
+    """
+    return (status.code or "").lower().endswith("/failed")
+
+
 def assess_node(report: NodeExtensionReport) -> NodeVerdict:
     node_state = (report.node_state or "").lower()
     if report.error:
         return NodeVerdict("transitioning", None, report.error)
     provisioning = (report.provisioning_state or "").lower()
     text = _messages(report)
-    has_error = any(
-        (s.level or "").lower() == "error" for s in report.statuses + report.sub_statuses
-    )
+    failing = [
+        s
+        for s in report.statuses + report.sub_statuses
+        if (s.level or "").lower() == "error" or _is_failed_fetch(s)
+    ]
     # A failing extension with requireInitialSync can make the node unusable: name the root
     # cause from the extension when it says one, the node state only when it does not.
-    if report.extension_found and (provisioning == "failed" or has_error):
+    if report.extension_found and (provisioning == "failed" or failing):
+        # The cause comes from the failing statuses when there are any (the healthy ones around
+        # them, e.g. the list of downloaded certificates, say nothing about what broke).
+        cause_text = " ".join(s.message or s.display_status or s.code or "" for s in failing)
+        text = cause_text.strip() or text
         return NodeVerdict("failed", _cause_of(text), text or "extension provisioning failed")
     if node_state in _FAILED_NODE_STATES:
         return NodeVerdict("failed", "NodeUnusable", f"node state is {report.node_state}")
