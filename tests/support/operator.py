@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchcert.devcluster.processes import start_detached
+
 FAST_INTERVALS = {
     "BATCHCERT_TICK_SECONDS": "1",
     "BATCHCERT_DRIFT_INTERVAL_SECONDS": "5",
@@ -69,11 +71,8 @@ def start_operator(
     args = [sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(kubeconfig)]
     for namespace in namespaces:
         args += ["--namespace", namespace]
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    log.close()
+    # Dies with the test process even if pytest itself is killed: no orphaned operator.
+    process, _ = start_detached("operator", args, log_path, die_with_parent=True, env=env)
     return OperatorProcess(process, log_path)
 
 

@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +79,12 @@ def is_alive(record: ProcessRecord) -> bool:
 
 
 def start_detached(
-    name: str, argv: list[str], log_path: Path, *, die_with_parent: bool = False
+    name: str,
+    argv: list[str],
+    log_path: Path,
+    *,
+    die_with_parent: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
     """Start ``argv`` in a new session with stdout and stderr appended to ``log_path``.
 
@@ -97,6 +102,7 @@ def start_detached(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env=dict(env) if env is not None else None,
             # Safe despite threads: the hook only calls prctl and getppid.
             preexec_fn=preexec,
         )
