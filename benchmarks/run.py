@@ -958,7 +958,7 @@ def main() -> None:
     parser.add_argument(
         "--large",
         action="store_true",
-        help="also N=1000 pools and a 1000-node pool (long: about 30 min more)",
+        help="also N=1000 pools and a 1000-node pool (much longer; not run by default)",
     )
     parser.add_argument(
         "--scale",
