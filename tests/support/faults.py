@@ -252,3 +252,63 @@ def timed(check: Callable[[], bool], timeout: float, poll: float = 0.5) -> float
             return time.monotonic() - start
         time.sleep(poll)
     return None
+
+
+@dataclass
+class FaultWindow:
+    """A fault rule with a real-time window: when it started, when it clears, what it hit."""
+
+    stack: FaultStack
+    rule: dict[str, Any]
+    since: int
+    started: float
+    seconds: float
+
+    @property
+    def clears_at(self) -> float:
+        return self.started + self.seconds
+
+    def injected(self) -> list[dict[str, Any]]:
+        """Every request the fault answered (or dropped) in place of Azure."""
+        return [
+            r
+            for r in self.stack.control.requests(sinceSeq=self.since)
+            if r["operation"] in ("InjectedFault", "InjectedDrop")
+        ]
+
+    def rate_per_minute(self) -> float:
+        return per_minute(len(self.injected()), self.seconds)
+
+    def seconds_since_cleared(self) -> float:
+        return round(max(0.0, time.monotonic() - self.clears_at), 1)
+
+
+def open_fault(stack: FaultStack, seconds: float, **spec: Any) -> FaultWindow:
+    since = stack.last_seq()
+    rule = stack.control.add_fault(durationSeconds=seconds, **spec)
+    return FaultWindow(stack, rule, since, time.monotonic(), seconds)
+
+
+def start_replica(
+    stack: FaultStack, *, peering: str, priority: int, log_path: Path
+) -> OperatorProcess:
+    """One more operator process on the same namespace, as a replica under kopf peering."""
+    import sys
+
+    from support.operator import FAST_INTERVALS, operator_env
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BATCHCERT_"))}
+    env.update(FAST_INTERVALS)
+    env.update(operator_env(stack.sim_json))
+    args = [sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(stack.cluster.kubeconfig)]
+    args += ["--namespace", stack.home, "--peering", peering, "--priority", str(priority)]
+    log = log_path.open("ab")
+    process = subprocess.Popen(
+        args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log.close()
+    return OperatorProcess(process, log_path)
+
+
+def stop_operator(op: OperatorProcess) -> None:
+    _stop(op)
