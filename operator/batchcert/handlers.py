@@ -127,7 +127,9 @@ def _object_memory(memo: kopf.Memo) -> ObjectMemory:
     return memory
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> None:
+def configure_settings(
+    settings: kopf.OperatorSettings, *, peering: str | None = None, priority: int = 0
+) -> None:
     settings.persistence.finalizer = FINALIZER
     # Our handlers keep no progress worth persisting (the reconcile is level-driven), so kopf's
     # bookkeeping goes to annotations under our own prefix, never into the status contract.
@@ -136,10 +138,24 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "batchcert-operator"  # "From" in kubectl describe
     settings.watching.server_timeout = 300
-    settings.peering.standalone = True
+    if peering is None:
+        settings.peering.standalone = True  # one replica: nothing to coordinate with
+    else:
+        # Several replicas: kopf's peering object (crds/kopf-peering.yaml) lets only the live
+        # operator with the highest priority act; equal priorities all pause (kopf's rule).
+        settings.peering.standalone = False
+        settings.peering.name = peering
+        settings.peering.mandatory = True
+        settings.peering.priority = priority
 
 
-def register_handlers(registry: kopf.OperatorRegistry, config: Config) -> None:
+def register_handlers(
+    registry: kopf.OperatorRegistry,
+    config: Config,
+    *,
+    peering: str | None = None,
+    priority: int = 0,
+) -> None:
     @kopf.on.login(registry=registry)
     def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # In a pod: the ServiceAccount; elsewhere: KUBECONFIG (no API client library needed).
@@ -147,7 +163,7 @@ def register_handlers(registry: kopf.OperatorRegistry, config: Config) -> None:
 
     @kopf.on.startup(registry=registry)
     async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure_settings(settings)
+        configure_settings(settings, peering=peering, priority=priority)
         memo["services"] = build_services(config)
 
     @kopf.on.cleanup(registry=registry)

@@ -36,6 +36,19 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--kubeconfig", help="kubeconfig to use (default: in-cluster or KUBECONFIG)"
     )
+    parser.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="run as one of several replicas coordinated by kopf's peering object NAME "
+        "(a KopfPeering in the watched namespace, or a ClusterKopfPeering cluster-wide; "
+        "CRDs in crds/kopf-peering.yaml); without it the operator assumes it is alone",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        help="with --peering: the live replica with the highest priority acts, the others wait",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format",
@@ -94,14 +107,16 @@ def run(args: argparse.Namespace) -> int:
 
         serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
-    register_handlers(registry, config)
+    register_handlers(registry, config, peering=args.peering, priority=args.priority)
     namespaces = args.namespace or None
     asyncio.run(
         kopf.operator(
             registry=registry,
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
-            standalone=True,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            priority=args.priority,
             liveness_endpoint=args.liveness,
         )
     )

@@ -1,0 +1,68 @@
+"""Two replicas never both act: kopf peering (``batchcert run --peering NAME --priority N``).
+
+Covers: two operator processes on one namespace sharing the KopfPeering object; both start
+paused, only the higher priority one resumes while the other stays paused; a new object converges with exactly one pool
+PUT in the simulator's log (a second acting replica would send its own guarded PUT and be refused
+with 412) and no other pool write. Not covered: failover after the leader dies (kopf waits the
+peer's 60 s lifetime before the other replica resumes; too slow for this suite's budget).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from support.faults import FaultStack, Scenario, start_replica, stop_operator, timed
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+PEERING = "batchcert"
+
+
+def _peers(fstack: FaultStack) -> dict[str, object]:
+    result = fstack.cluster.kubectl("get", "kopfpeering", PEERING, "-n", fstack.home, "-o", "json")
+    if result.returncode != 0:
+        return {}
+    return dict(json.loads(result.stdout).get("status") or {})
+
+
+def test_two_replicas_never_both_act(fstack: FaultStack, scenario: Scenario) -> None:
+    name = "replicated"
+    scenario.injected = (
+        "two operator processes on one namespace (kopf peering, priorities 100 and 10)"
+    )
+    fstack.cluster.apply(
+        f"apiVersion: kopf.dev/v1\nkind: KopfPeering\nmetadata: {{name: {PEERING}, namespace: {fstack.home}}}\n"
+    )
+    fstack.kill_operator()  # the module's standalone operator must not be a third actor
+    logs = fstack.log_path.parent
+    leader = start_replica(fstack, peering=PEERING, priority=100, log_path=logs / "leader.log")
+    follower = start_replica(fstack, peering=PEERING, priority=10, log_path=logs / "follower.log")
+    try:
+        assert timed(lambda: len(_peers(fstack)) == 2, timeout=60) is not None, _peers(fstack)
+        # kopf starts every peered operator paused; only the highest priority one resumes.
+        assert timed(lambda: "Resuming operations" in leader.log(), timeout=30) is not None, (
+            leader.log()[-3000:]
+        )
+        since = fstack.last_seq()
+        fstack.apply(fstack.manifest(name, fstack.home))
+        scenario.converge_seconds = round(fstack.timed_ready(name), 1)
+        writes = [
+            r
+            for r in fstack.control.requests(sinceSeq=since, service="arm")
+            if r["method"] in ("PUT", "PATCH", "DELETE") and "/pools/" in r["path"]
+        ]
+        assert [(w["operation"], w["status"]) for w in writes] == [("Pool_Create", 200)], writes
+        assert len(fstack.pools_named(name)) == 1
+        assert "Resuming operations" not in follower.log(), follower.log()[-3000:]
+        for op in (leader, follower):
+            assert op.is_running() and "Traceback" not in op.log(), op.log()[-3000:]
+        scenario.extra = {"poolWrites": len(writes), "peers": len(_peers(fstack))}
+        scenario.operator_did = (
+            "the follower stayed paused while the leader lived; one pool PUT in all; Ready"
+        )
+    finally:
+        stop_operator(leader)
+        stop_operator(follower)
+        fstack.start_operator()  # back to one standalone operator for the fixture's cleanup
