@@ -10,6 +10,7 @@ is refused before any call.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -396,3 +397,21 @@ async def test_a_refused_create_names_the_cause_and_backs_off() -> None:
     assert "create permission" in condition["message"]
     assert 2 <= len(attempts) <= 10, attempts
     assert world.events.count("CertificateCreateFailed") == 1
+
+
+async def test_one_identity_read_for_many_pools() -> None:
+    world = World()
+    views = [
+        ObjectView("team-a", f"pool-{i}", f"uid-{i}", 1, copy.deepcopy(world.spec), {})
+        for i in range(20)  # twenty objects sharing one identity, ticking together
+    ]
+    memories = [ObjectMemory() for _ in views]
+    pairs = list(zip(views, memories, strict=True))
+    first = await asyncio.gather(*(world.reconciler.reconcile(v, m) for v, m in pairs))
+    again = [
+        (ObjectView(v.namespace, v.name, v.uid, 1, v.spec, o.status_patch), m)
+        for (v, m), o in zip(pairs, first, strict=True)
+    ]
+    await asyncio.gather(*(world.reconciler.reconcile(v, m) for v, m in again))
+    assert world.arm.calls.count("identities.get") == 1
+    assert world.arm.calls.count("pools.get") >= 20  # every object did reconcile its pool

@@ -6,16 +6,26 @@ clients per account endpoint. Custom clouds (Azure Stack Hub, the project's simu
 authority with instance discovery disabled and their CA bundle; Key Vault's challenge-resource
 check is never weakened.
 
-Invariants: clients are created lazily and reused; :meth:`AzureClients.close` closes every one.
+Every client and the credential share ONE aiohttp session whose connector holds ONE SSL context
+(the default trust store plus the cloud's CA bundle, if any). Passing a CA bundle *path* to each
+client instead makes azure-core build a fresh SSL context per request, so aiohttp can never reuse
+a connection: a TLS handshake per call and memory growing with every node pass (measured by
+``benchmarks/``).
+
+Invariants: clients are created lazily and reused; construct inside the running event loop;
+:meth:`AzureClients.close` closes every client, the credential, then the shared session.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
 
+import aiohttp
 from azure.batch.aio import BatchClient
 from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity.aio import (
     ClientSecretCredential,
     DefaultAzureCredential,
@@ -32,25 +42,23 @@ from batchcert.config import Config
 _SDK_RETRY_TOTAL = 3
 
 
-def _transport_kwargs(config: Config) -> dict[str, Any]:
-    # Bounded timeouts: an unreachable endpoint must become a condition in seconds, not minutes.
-    kwargs: dict[str, Any] = {
-        "retry_total": _SDK_RETRY_TOTAL,
-        "connection_timeout": 10,
-        "read_timeout": 60,
-    }
-    if config.cloud.ca_bundle:
-        kwargs["connection_verify"] = config.cloud.ca_bundle
-    return kwargs
+def build_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """The default trust store, plus a custom cloud's CA bundle when it has one."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
 
 
-def build_credential(config: Config, env: dict[str, str] | None = None) -> AsyncTokenCredential:
+def build_credential(
+    config: Config, env: dict[str, str] | None = None, transport: Any = None
+) -> AsyncTokenCredential:
     """The process credential, from the environment only (never from the spec or a file we read)."""
     env = dict(os.environ if env is None else env)
     cloud = config.cloud
     kwargs: dict[str, Any] = {}
-    if cloud.ca_bundle:
-        kwargs["connection_verify"] = cloud.ca_bundle
+    if transport is not None:
+        kwargs["transport"] = transport
     if cloud.is_custom:
         kwargs["authority"] = cloud.authority_host
         kwargs["disable_instance_discovery"] = True
@@ -76,7 +84,10 @@ class AzureClients:
 
     def __init__(self, config: Config, credential: AsyncTokenCredential | None = None) -> None:
         self.config = config
-        self.credential = credential or build_credential(config)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=build_ssl_context(config.cloud.ca_bundle))
+        )
+        self.credential = credential or build_credential(config, transport=self._transport())
         self.pacer = ArmPacer(
             write_rate=config.arm_writes_per_second,
             write_burst=config.arm_write_burst,
@@ -87,6 +98,18 @@ class AzureClients:
         self._vaults: dict[str, CertificateClient] = {}
         self._batch: dict[str, BatchClient] = {}
 
+    def _transport(self) -> AioHttpTransport:
+        return AioHttpTransport(session=self._session, session_owner=False)
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        # Bounded timeouts: an unreachable endpoint must become a condition in seconds, not minutes.
+        return {
+            "transport": self._transport(),
+            "retry_total": _SDK_RETRY_TOTAL,
+            "connection_timeout": 10,
+            "read_timeout": 60,
+        }
+
     def arm(self, subscription_id: str) -> BatchManagementClient:
         key = subscription_id.lower()
         if key not in self._arm:
@@ -96,7 +119,7 @@ class AzureClients:
                 base_url=self.config.cloud.resource_manager,
                 credential_scopes=[self.config.cloud.arm_scope],
                 per_retry_policies=[ArmPacingPolicy(self.pacer)],
-                **_transport_kwargs(self.config),
+                **self._client_kwargs(),
             )
         return self._arm[key]
 
@@ -107,7 +130,7 @@ class AzureClients:
                 vault_url,
                 self.credential,
                 per_retry_policies=[CountingPolicy(self.pacer, "keyvault")],
-                **_transport_kwargs(self.config),
+                **self._client_kwargs(),
             )
         return self._vaults[key]
 
@@ -120,7 +143,7 @@ class AzureClients:
                 self.credential,
                 credential_scopes=[self.config.cloud.batch_scope],
                 per_retry_policies=[CountingPolicy(self.pacer, "batch")],
-                **_transport_kwargs(self.config),
+                **self._client_kwargs(),
             )
         return self._batch[key]
 
@@ -135,3 +158,4 @@ class AzureClients:
         self._vaults.clear()
         self._batch.clear()
         await self.credential.close()
+        await self._session.close()

@@ -50,9 +50,10 @@ from batchcert.models.azure import CertificateReading
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.lookups import SharedLookups
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
-from batchcert.reconcile.pool import PoolReconciler
+from batchcert.reconcile.pool import PoolReconciler, identity_key
 from batchcert.translate.certificate_body import build_create_certificate_body
 from batchcert.translate.merge_patch import build_merge_patch
 
@@ -90,7 +91,9 @@ class Reconciler:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._arm = arm
-        self._pools = PoolReconciler(arm)
+        # Identity clientIds and account endpoints, shared by every object (single flight).
+        self._lookups: SharedLookups[str] = SharedLookups(config.drift_interval_seconds, monotonic)
+        self._pools = PoolReconciler(arm, self._lookups)
         self._access = AccessGranter(arm)
         self._nodes = nodes
         self._keyvault = keyvault
@@ -98,7 +101,6 @@ class Reconciler:
         self._config = config
         self._now = now
         self._monotonic = monotonic
-        self._endpoints: dict[str, str] = {}
         self._cert_policy = CertificatePolicy(
             expiring_soon=timedelta(days=config.expiry_warning_days),
             renewal_grace=timedelta(seconds=config.renewal_grace_seconds),
@@ -255,7 +257,7 @@ class Reconciler:
             # A failure, or a state only a user can fix: back off (honouring Retry-After)
             # from the busy interval up to the drift interval, so nothing hot-loops.
             memory.failures += 1
-            memory.identity_client_ids.clear()
+            self._lookups.invalidate(identity_key(spec))
             delay = backoff_delay(
                 memory.failures,
                 retry_after=result.retry_after or None,
@@ -425,10 +427,12 @@ class Reconciler:
         return status, condition
 
     async def _account_endpoint(self, spec: BatchCertPoolSpec) -> str:
-        key = spec.account.resource_id.lower()
-        if key not in self._endpoints:
-            self._endpoints[key] = await self._arm.get_account_endpoint(spec.account)
-        return self._endpoints[key]
+        async def load() -> str:
+            return await self._arm.get_account_endpoint(spec.account)
+
+        endpoint = await self._lookups.get(("account", spec.account.resource_id.lower()), load)
+        assert endpoint is not None  # get_account_endpoint raises rather than return None
+        return endpoint
 
     @staticmethod
     def _transition_events(

@@ -41,9 +41,6 @@ class ObjectMemory:
     next_nodes_check: float = 0.0
     pool: PoolState | None = None
     pool_known: bool = False  # a GET has told us whether the pool exists
-    # resource id (lower case) → clientId; forgotten whenever the pool is not Ready for a reason
-    # other than a change in flight, so a recreated identity's new clientId is picked up.
-    identity_client_ids: dict[str, str] = field(default_factory=dict)
     nodes: NodesReading | None = None
     failures: int = 0
     pool_condition: ConditionUpdate | None = None

@@ -20,6 +20,7 @@ from batchcert.conditions import POOL_READY, ConditionUpdate
 from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import PoolState
 from batchcert.models.spec import BatchCertPoolSpec, DisruptiveUpdatePolicy
+from batchcert.reconcile.lookups import SharedLookups
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, PoolResult
 from batchcert.translate.pool_body import (
@@ -47,24 +48,25 @@ def _allocation(pool: PoolState) -> str:
     )
 
 
-async def resolve_client_id(
-    arm: ArmAdapter, spec: BatchCertPoolSpec, memory: ObjectMemory
-) -> str | None:
-    """The identity's clientId: from the spec, else looked up once and remembered."""
-    if spec.identity.client_id:
-        return spec.identity.client_id
-    key = spec.identity.resource_id.lower()
-    if key not in memory.identity_client_ids:
-        identity = await arm.get_identity(spec.identity.resource_id)
-        if identity is None:
-            return None  # not remembered: looked up again on the next attempt
-        memory.identity_client_ids = {key: identity.client_id}
-    return memory.identity_client_ids[key]
+def identity_key(spec: BatchCertPoolSpec) -> tuple[str, str]:
+    return ("identity", spec.identity.resource_id.lower())
 
 
 class PoolReconciler:
-    def __init__(self, arm: ArmAdapter) -> None:
+    def __init__(self, arm: ArmAdapter, lookups: SharedLookups[str]) -> None:
         self._arm = arm
+        self._lookups = lookups
+
+    async def resolve_client_id(self, spec: BatchCertPoolSpec) -> str | None:
+        """The identity's clientId: from the spec, else one shared lookup for every pool."""
+        if spec.identity.client_id:
+            return spec.identity.client_id
+
+        async def load() -> str | None:
+            identity = await self._arm.get_identity(spec.identity.resource_id)
+            return identity.client_id if identity else None
+
+        return await self._lookups.get(identity_key(spec), load)
 
     async def reconcile(
         self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory
@@ -83,7 +85,7 @@ class PoolReconciler:
         self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory
     ) -> PoolResult:
         account, pool_name = spec.account, spec.resolved_pool_name(obj.name)
-        client_id = await resolve_client_id(self._arm, spec, memory)
+        client_id = await self.resolve_client_id(spec)
         if client_id is None:
             return PoolResult(
                 _not_ready(
