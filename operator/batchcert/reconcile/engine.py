@@ -417,12 +417,16 @@ class Reconciler:
             verdicts, target_nodes=_target_nodes(spec), rotation_pending_until=pending
         )
         if mono >= memory.next_nodes_check:
-            healthy = condition.status is True
-            interval = (
-                self._config.node_interval_seconds
-                if healthy
-                else self._config.busy_interval_seconds
-            )
+            if condition.status is True:
+                interval = self._config.node_interval_seconds
+            else:
+                # A pass costs one call per node (Batch has no bulk extension view): while nodes
+                # come up, look every busy interval per 50 nodes, up to the healthy interval, so
+                # a 1,000-node pool does not cost 1,000 calls every 15 s.
+                per_size = self._config.busy_interval_seconds * max(
+                    1.0, int(status.get("total") or 0) / 50
+                )
+                interval = min(self._config.node_interval_seconds, per_size)
             memory.next_nodes_check = mono + interval
         return status, condition
 
