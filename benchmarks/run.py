@@ -207,9 +207,18 @@ class ProcessSampler:
 
 @contextmanager
 def operator_process(
-    kube: KubeCluster, sim_json: Path, log_path: Path, scale: float
+    kube: KubeCluster, sim_json: Path, log_path: Path, scale: float, tls_via_env: bool = False
 ) -> Iterator[tuple[OperatorProcess, ProcessSampler]]:
-    op = start_operator(kube.kubeconfig, sim_json, log_path, extra_env=operator_intervals(scale))
+    env = operator_intervals(scale)
+    if tls_via_env:
+        # Trust the simulator's CA the way the public cloud's CAs are trusted (the default
+        # store, here through SSL_CERT_FILE) instead of a caBundle path in the cloud file:
+        # azure-core then builds no SSLContext per request (see ssl_context_probe.py).
+        info = json.loads(sim_json.read_text())
+        env["SSL_CERT_FILE"] = str(info.pop("caBundle"))
+        sim_json = sim_json.with_name("sim-tls-via-env.json")
+        sim_json.write_text(json.dumps(info))
+    op = start_operator(kube.kubeconfig, sim_json, log_path, extra_env=env)
     sampler = ProcessSampler(op.process.pid).start()
     try:
         yield op, sampler
@@ -986,8 +995,19 @@ def main() -> None:
         default=None,
         help="nodes per pool in the node-status phase (default 1 100, plus 1000 with --large)",
     )
+    parser.add_argument(
+        "--tls-via-env",
+        action="store_true",
+        help="operator trusts the simulator's CA through SSL_CERT_FILE, not a caBundle path "
+        "(as on the public cloud; avoids azure-core's per-request SSLContext)",
+    )
     parser.add_argument("--capacity-requests", type=int, default=500)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results directory (default benchmarks/results)"
+    )
     args = parser.parse_args()
+    global RESULTS
+    RESULTS = (args.out or RESULTS).resolve()
 
     sizes = args.sizes or ([1, 10, 100, 1000] if args.large else [1, 10, 100])
     node_sizes = args.node_sizes or ([1, 100, 1000] if args.large else [1, 100])
@@ -997,11 +1017,13 @@ def main() -> None:
     STATE.mkdir(parents=True)
     started = time.monotonic()
     results: dict[str, Any] = {
-        "command": "make bench" + (" BENCH_ARGS=--large" if args.large else ""),
+        "command": "make bench"
+        + (f" BENCH_ARGS='{' '.join(sys.argv[1:])}'" if sys.argv[1:] else ""),
         "argv": sys.argv[1:],
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "machine": f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
         "commit": git_describe(),
+        "tls_via_env": args.tls_via_env,
         "scale": args.scale,
         "latencies": [
             {"service": s, "method": m, "pathRegex": p, "seconds": t} for s, m, p, t in LATENCIES
@@ -1019,7 +1041,9 @@ def main() -> None:
         total_pools = sum(sizes)
         log("starting the control plane")
         with running_kube_cluster(STATE / "cluster") as kube:
-            with operator_process(kube, sim_json, STATE / "operator-1.log", 1.0) as (op, sampler):
+            with operator_process(
+                kube, sim_json, STATE / "operator-1.log", 1.0, args.tls_via_env
+            ) as (op, sampler):
                 time.sleep(3)
                 for n in sizes:
                     timeout = 600.0 if n <= 100 else 1800.0
@@ -1029,7 +1053,9 @@ def main() -> None:
                 results["operator_peak_rss_mb_phase1"] = round(sampler.peak_rss / 2**20, 1)
                 results["operator_series_phase1"] = sampler.series()
             log(f"restarting the operator with intervals ÷ {args.scale:g}")
-            with operator_process(kube, sim_json, STATE / "operator-2.log", args.scale) as (
+            with operator_process(
+                kube, sim_json, STATE / "operator-2.log", args.scale, args.tls_via_env
+            ) as (
                 op,
                 sampler,
             ):
