@@ -28,7 +28,10 @@ from support.faults import FaultStack, Scenario, per_minute
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 OBSERVE_SECONDS = 20
-MAX_PER_MINUTE = 60
+# The suite runs the operator with a 1 s busy/retry interval (support.operator.FAST_INTERVALS),
+# so the designed rate for a failing object is at most one call per second; a hot loop would be
+# hundreds. (With the default 15 s interval the same design gives 4 a minute.)
+MAX_PER_MINUTE = 75
 
 
 def test_operator_never_reads_or_leaks_secrets(fstack: FaultStack, scenario: Scenario) -> None:
@@ -181,7 +184,6 @@ def test_vault_that_does_not_exist(fstack: FaultStack, scenario: Scenario) -> No
     # real Azure fails name resolution (the simulator has no DNS-failure fault).
     vault = f"https://batchcert-nosuch{info['keyVaultDnsSuffix']}:{info['port']}"
     scenario.injected = f"a certificate in a vault of the cloud that does not exist ({vault})"
-    since = fstack.last_seq()
     fstack.apply(
         fstack.manifest(name, fstack.home, certificates=[{"vaultUrl": vault, "name": "nope"}])
     )
@@ -195,18 +197,13 @@ def test_vault_that_does_not_exist(fstack: FaultStack, scenario: Scenario) -> No
     fstack.wait_until(
         "a CertificateReady reason", named, name=name, namespace=fstack.home, timeout=60
     )
-    reads = [
-        r
-        for r in fstack.control.requests(sinceSeq=since, service="keyvault")
-        if "batchcert-nosuch" in str(r)
-    ]
     rate = _observe(fstack, name, fstack.last_seq(), "/certificates/nope")
     assert rate <= MAX_PER_MINUTE
     assert "batchcert-nosuch" in fstack.condition(name, fstack.home, "CertificateReady")["message"]
     fstack.assert_operator_healthy()
     reason = fstack.reason(name, "CertificateReady")
     scenario.requests_per_minute = rate
-    scenario.extra = {"reason": reason, "firstReads": len(reads)}
+    scenario.extra = {"reason": reason}
     scenario.operator_did = (
         f"CertificateReady {reason} naming the vault; re-read at the retry interval"
     )
