@@ -3,7 +3,7 @@
 #   make test          venv + install, control-plane binaries, ruff, mypy, import-linter, pytest
 #   make demo          the whole story locally (cluster, simulator, operator, Ready, rotation)
 #   make test PYTEST_ARGS='-m unit'    (arguments for pytest)
-#   make bench         the scale benchmark (~15 min; BENCH_ARGS=--large adds 1000 pools/nodes)
+#   make bench         the scale benchmark (~8 min; BENCH_ARGS=--large adds 1000 pools/nodes)
 #   make constraints   re-pin constraints.txt from the current venv
 #   make clean         stop the default dev cluster; remove the venv and tool caches
 #
