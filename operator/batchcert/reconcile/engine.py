@@ -91,8 +91,11 @@ class Reconciler:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._arm = arm
-        # Identity clientIds and account endpoints, shared by every object (single flight).
-        self._lookups: SharedLookups[str] = SharedLookups(config.drift_interval_seconds, monotonic)
+        # Identity clientIds and account endpoints, shared by every object (single flight). They
+        # do not change under a given resource id, so they are kept until evidence says
+        # otherwise: a pool that is not Ready, or nodes reporting IdentityNotFound (an identity
+        # recreated under the same name has a new clientId). Steady state costs no read here.
+        self._lookups: SharedLookups[str] = SharedLookups(float("inf"), monotonic)
         self._pools = PoolReconciler(arm, self._lookups)
         self._access = AccessGranter(arm)
         self._nodes = nodes
@@ -133,6 +136,8 @@ class Reconciler:
         nodes_status, nodes_condition = await self._assess_nodes(
             obj, spec, memory, items, mono, now, old.get("nodes")
         )
+        if nodes_condition.reason == "IdentityNotFound":
+            self._lookups.invalidate(identity_key(spec))
         if (
             nodes_condition.reason == "VaultAccessDenied"
             and spec.identity.grant_secrets_access is not None
