@@ -46,8 +46,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--priority",
         type=int,
-        default=0,
-        help="with --peering: the live replica with the highest priority acts, the others wait",
+        default=None,
+        help="with --peering: the live replica with the highest priority acts, the others wait "
+        "(default: random, so identical replicas of a Deployment get distinct priorities; kopf "
+        "pauses every replica whose priority equals another's)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
     import os
+    import random
 
     import kopf
 
@@ -107,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
 
         serve(args.metrics_port)
     registry = kopf.OperatorRegistry()
-    register_handlers(registry, config, peering=args.peering, priority=args.priority)
+    priority = args.priority
+    if priority is None:
+        priority = random.SystemRandom().randint(1, 1_000_000) if args.peering else 0
+    register_handlers(registry, config, peering=args.peering, priority=priority)
     namespaces = args.namespace or None
     asyncio.run(
         kopf.operator(
@@ -116,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             namespaces=namespaces or (),
             standalone=args.peering is None,
             peering_name=args.peering,
-            priority=args.priority,
+            priority=priority,
             liveness_endpoint=args.liveness,
         )
     )

@@ -106,6 +106,12 @@ def test_manifests_pass_server_side_dry_run(kube_cluster: KubeCluster) -> None:
     )
     assert overlay.returncode == 0, overlay.stderr
     assert "role.rbac.authorization.k8s.io/batchcert-operator" in overlay.stdout
+    ha = kube_cluster.kubectl(
+        "apply", "-k", str(DEPLOY_DIR / "overlays" / "ha"), "--dry-run=server"
+    )
+    assert ha.returncode == 0, ha.stderr
+    assert "clusterkopfpeering.kopf.dev/batchcert-operator" in ha.stdout
+    assert "clusterrole.rbac.authorization.k8s.io/batchcert-operator-peering" in ha.stdout
 
 
 def test_deployment_is_hardened_and_wired() -> None:
@@ -186,7 +192,12 @@ def test_namespaced_overlay_rbac_is_enough_for_one_namespace(
         assert op.forbidden_lines() == []
         assert "Traceback" not in op.log(), op.log()[-4000:]
     denied = kube_cluster.kubectl(
-        "auth", "can-i", "patch", "batchcertpools.batchcert.dev", "-n", "default",
+        "auth",
+        "can-i",
+        "patch",
+        "batchcertpools.batchcert.dev",
+        "-n",
+        "default",
         as_=f"batchcert-system/{name}",
     )
     assert denied.stdout.strip() == "no", "the namespaced install writes only its namespace"
@@ -365,8 +376,7 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
 
     def named() -> bool:
         return (
-            stack.condition("broken", ns, "CertificateReady").get("reason")
-            == "CertificateNotFound"
+            stack.condition("broken", ns, "CertificateReady").get("reason") == "CertificateNotFound"
         )
 
     stack.wait_until("CertificateNotFound", named, name="broken", namespace=ns, timeout=60)
@@ -379,7 +389,9 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
 
     # delete (both objects), and the pools go with them
     for name in ("story", "broken"):
-        result = stack.cluster.kubectl("delete", "bcp", name, "-n", ns, "--timeout=90s", timeout=100)
+        result = stack.cluster.kubectl(
+            "delete", "bcp", name, "-n", ns, "--timeout=90s", timeout=100
+        )
         assert result.returncode == 0, stack.explain(name, ns, result.stderr)
     assert stack.pool_in_azure("story") is None
     assert "PoolDeleting" in stack.event_reasons(ns)
