@@ -63,26 +63,11 @@ def start_simulator(state_dir: Path) -> subprocess.Popen[bytes]:
 
 def prepare(info: dict[str, Any], control: SimControl) -> dict[str, str]:
     """Seed a pool with two nodes and return the bearer tokens and URLs to hammer."""
-    from azure.identity import ClientSecretCredential
-    from azure.mgmt.batch import BatchManagementClient
+    from batchcert.sim.client import management_client, operator_credential
 
     demo = info["demo"]
-    op = info["principals"]["operator"]
-    cred = ClientSecretCredential(
-        info["tenantId"],
-        op["clientId"],
-        op["clientSecret"],
-        authority=info["authorityHost"],
-        disable_instance_discovery=True,
-        connection_verify=info["caBundle"],
-    )
-    arm = BatchManagementClient(
-        cred,
-        demo["subscriptionId"],
-        base_url=info["resourceManager"],
-        credential_scopes=["https://management.azure.com/.default"],
-        connection_verify=info["caBundle"],
-    )
+    cred = operator_credential(info)
+    arm = management_client(info, cred)
     extension = {
         "name": "KVExtensions",
         "publisher": "Microsoft.Azure.KeyVault",

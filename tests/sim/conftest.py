@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from batchcert.sim import client as sim_client
 from batchcert.sim.client import SimControl
 from batchcert.sim.server import RunningSimulator, simulator
 
@@ -49,17 +50,7 @@ def control(sim: RunningSimulator) -> SimControl:
 
 @pytest.fixture
 def operator_credential(info: dict[str, Any]) -> Any:
-    from azure.identity import ClientSecretCredential
-
-    op = info["principals"]["operator"]
-    return ClientSecretCredential(
-        info["tenantId"],
-        op["clientId"],
-        op["clientSecret"],
-        authority=info["authorityHost"],
-        disable_instance_discovery=True,
-        connection_verify=info["caBundle"],
-    )
+    return sim_client.operator_credential(info)
 
 
 @pytest.fixture
@@ -79,16 +70,7 @@ def workload_credential(info: dict[str, Any]) -> Any:
 @pytest.fixture
 def arm(info: dict[str, Any], demo: dict[str, Any], operator_credential: Any) -> Any:
     """``BatchManagementClient`` for the demo subscription (fast retries for tests)."""
-    from azure.mgmt.batch import BatchManagementClient
-
-    return BatchManagementClient(
-        operator_credential,
-        demo["subscriptionId"],
-        base_url=info["resourceManager"],
-        credential_scopes=["https://management.azure.com/.default"],
-        connection_verify=info["caBundle"],
-        retry_backoff_factor=0.05,
-    )
+    return sim_client.management_client(info, operator_credential, retry_backoff_factor=0.05)
 
 
 @pytest.fixture

@@ -131,26 +131,7 @@ def test_seeding_errors_are_400s(control: Any, demo: dict[str, Any]) -> None:
 
 
 def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
-    from azure.identity import ClientSecretCredential
-    from azure.mgmt.batch import BatchManagementClient
-
-    def client(info: dict[str, Any]) -> Any:
-        op = info["principals"]["operator"]
-        cred = ClientSecretCredential(
-            info["tenantId"],
-            op["clientId"],
-            op["clientSecret"],
-            authority=info["authorityHost"],
-            disable_instance_discovery=True,
-            connection_verify=info["caBundle"],
-        )
-        return BatchManagementClient(
-            cred,
-            info["demo"]["subscriptionId"],
-            base_url=info["resourceManager"],
-            credential_scopes=["https://management.azure.com/.default"],
-            connection_verify=info["caBundle"],
-        )
+    from batchcert.sim.client import management_client as client
 
     body = {
         "properties": {

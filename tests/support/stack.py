@@ -127,26 +127,11 @@ class OperatorStack:
     def pool_in_azure(self, pool_name: str) -> dict[str, Any] | None:
         """The pool as Azure (the simulator) returns it, read with the real management SDK."""
         from azure.core.exceptions import ResourceNotFoundError
-        from azure.identity import ClientSecretCredential
-        from azure.mgmt.batch import BatchManagementClient
 
-        info, demo = self.sim.info, self.demo
-        op = info["principals"]["operator"]
-        credential = ClientSecretCredential(
-            info["tenantId"],
-            op["clientId"],
-            op["clientSecret"],
-            authority=info["authorityHost"],
-            disable_instance_discovery=True,
-            connection_verify=info["caBundle"],
-        )
-        client = BatchManagementClient(
-            credential,
-            demo["subscriptionId"],
-            base_url=info["resourceManager"],
-            credential_scopes=["https://management.azure.com/.default"],
-            connection_verify=info["caBundle"],
-        )
+        from batchcert.sim.client import management_client
+
+        demo = self.demo
+        client = management_client(self.sim.info)
         try:
             pool = client.pool.get(demo["resourceGroup"], demo["batchAccount"], pool_name)
         except ResourceNotFoundError:

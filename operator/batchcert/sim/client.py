@@ -254,3 +254,37 @@ class SimControl:
 
     def set_throttle(self, **config: Any) -> dict[str, Any]:
         return self.request("PUT", "/throttle", config)
+
+
+# --- real SDK clients pointed at the simulator (for tests, benchmarks and the demo) ----------
+
+
+def operator_credential(info: dict[str, Any], principal: str = "operator") -> Any:
+    """A sync ``ClientSecretCredential`` for a seeded principal, against the simulator's Entra."""
+    from azure.identity import ClientSecretCredential
+
+    creds = info["principals"][principal]
+    return ClientSecretCredential(
+        info["tenantId"],
+        creds["clientId"],
+        creds["clientSecret"],
+        authority=info["authorityHost"],
+        disable_instance_discovery=True,
+        connection_verify=info["caBundle"],
+    )
+
+
+def management_client(
+    info: dict[str, Any], credential: Any = None, subscription_id: str | None = None, **kwargs: Any
+) -> Any:
+    """A sync ``BatchManagementClient`` for the simulator (demo subscription by default)."""
+    from azure.mgmt.batch import BatchManagementClient
+
+    return BatchManagementClient(
+        credential or operator_credential(info),
+        subscription_id or info["demo"]["subscriptionId"],
+        base_url=info["resourceManager"],
+        credential_scopes=["https://management.azure.com/.default"],
+        connection_verify=info["caBundle"],
+        **kwargs,
+    )
