@@ -83,15 +83,20 @@ def fstack(
 
 
 @pytest.fixture
-def scenario(
-    request: pytest.FixtureRequest, figures: Figures, fstack: FaultStack
-) -> Iterator[Scenario]:
+def scenario_row(request: pytest.FixtureRequest, figures: Figures) -> Iterator[Scenario]:
+    """A row of docs/reliability.md, marked passed only when the test passed."""
     from support.faults import Scenario
 
     row = Scenario(name=request.node.name, group=request.module.__name__.rsplit(".", 1)[-1])
     yield row
     row.passed = bool(request.node.stash.get(_PASSED, False))
     figures.scenarios.append(row)
+
+
+@pytest.fixture
+def scenario(scenario_row: Scenario, fstack: FaultStack) -> Iterator[Scenario]:
+    """``scenario_row`` on the shared fault stack, which is left clean for the next scenario."""
+    yield scenario_row
     # Leave nothing behind for the next scenario (its request counts must be its own).
     fstack.control.clear_faults()
     fstack.delete_all()
