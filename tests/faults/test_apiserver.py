@@ -78,8 +78,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableStack]:
-    from batchcert.sim.server import simulator
-    from support.faults import FAST_NODES
+    from support.stack import fast_simulator
 
     workdir = tmp_path_factory.mktemp("apiserver")
     cluster = Cluster.up(workdir / "cluster")
@@ -87,14 +86,15 @@ def rstack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableStac
     try:
         kube = KubeCluster(cluster)
         kube.install_crds()
-        with simulator(state_dir=workdir / "sim", seed="demo", clock_scale=1.0) as sim:
-            sim.control.set_node_behaviour(**FAST_NODES)
-            with running_operator(
+        with (
+            fast_simulator(workdir / "sim") as sim,
+            running_operator(
                 cluster.kubeconfig, Path(sim.sim_json), workdir / "operator.log"
-            ) as op:
-                stack = RestartableStack(kube, sim, op)
-                stack.workdir, stack.own_cluster, stack.restarted = workdir, cluster, restarted
-                yield stack
+            ) as op,
+        ):
+            stack = RestartableStack(kube, sim, op)
+            stack.workdir, stack.own_cluster, stack.restarted = workdir, cluster, restarted
+            yield stack
     finally:
         for process in restarted:
             if process.poll() is None:

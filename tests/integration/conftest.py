@@ -18,24 +18,15 @@ if TYPE_CHECKING:
 def stack(
     kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorStack]:
-    from batchcert.sim.server import simulator
     from support.operator import running_operator
-    from support.stack import OperatorStack
+    from support.stack import OperatorStack, fast_simulator
 
     workdir = tmp_path_factory.mktemp("stack")
-    with simulator(state_dir=workdir / "sim", seed="demo", clock_scale=1.0) as sim:
-        # Real-time clock, but nodes that arrive and boot in seconds rather than minutes.
-        sim.control.set_node_behaviour(
-            arrivalDelaySeconds=2,
-            bootSeconds=1,
-            removalDelaySeconds=2,
-            deleteDurationSeconds=2,
-            lroRetryAfterSeconds=1,
-            extensionRetryIntervalSeconds=1,
-            extensionMaxAttempts=3,
-        )
-        with running_operator(
+    with (
+        fast_simulator(workdir / "sim") as sim,
+        running_operator(
             kube_cluster.kubeconfig, Path(sim.sim_json), workdir / "operator.log"
-        ) as op:
-            yield OperatorStack(kube_cluster, sim, op)
-            assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]
+        ) as op,
+    ):
+        yield OperatorStack(kube_cluster, sim, op)
+        assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]

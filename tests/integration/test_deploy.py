@@ -59,28 +59,18 @@ def deployed(
     kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorStack]:
     """deploy/base applied for real; the operator running as its ServiceAccount, cluster-wide."""
-    from batchcert.sim.server import simulator
-    from support.stack import OperatorStack
+    from support.stack import OperatorStack, fast_simulator
 
     applied = kube_cluster.kubectl("apply", "-k", str(DEPLOY_DIR / "base"))
     assert applied.returncode == 0, applied.stderr
     kubeconfig = kube_cluster.serviceaccount_kubeconfig(SERVICE_ACCOUNT)
     workdir = tmp_path_factory.mktemp("deploy")
-    with simulator(state_dir=workdir / "sim", seed="demo", clock_scale=1.0) as sim:
-        sim.control.set_node_behaviour(
-            arrivalDelaySeconds=2,
-            bootSeconds=1,
-            removalDelaySeconds=2,
-            deleteDurationSeconds=2,
-            lroRetryAfterSeconds=1,
-            extensionRetryIntervalSeconds=1,
-            extensionMaxAttempts=3,
-        )
-        with running_deployed_operator(
-            kubeconfig, Path(sim.sim_json), workdir / "operator.log"
-        ) as op:
-            yield OperatorStack(kube_cluster, sim, op)
-            assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]
+    with (
+        fast_simulator(workdir / "sim") as sim,
+        running_deployed_operator(kubeconfig, Path(sim.sim_json), workdir / "operator.log") as op,
+    ):
+        yield OperatorStack(kube_cluster, sim, op)
+        assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]
 
 
 def test_manifests_pass_server_side_dry_run(kube_cluster: KubeCluster) -> None:

@@ -28,18 +28,7 @@ from typing import Any
 
 from support.cluster import KubeCluster
 from support.operator import OperatorProcess, start_operator
-from support.stack import OperatorStack
-
-# Real-time clock, nodes that arrive and boot in seconds (as the integration stack does).
-FAST_NODES = {
-    "arrivalDelaySeconds": 2,
-    "bootSeconds": 1,
-    "removalDelaySeconds": 2,
-    "deleteDurationSeconds": 2,
-    "lroRetryAfterSeconds": 1,
-    "extensionRetryIntervalSeconds": 1,
-    "extensionMaxAttempts": 3,
-}
+from support.stack import OperatorStack, fast_simulator
 
 
 @dataclass
@@ -161,12 +150,9 @@ class FaultStack(OperatorStack):
 
 @contextmanager
 def fault_stack(kube_cluster: KubeCluster, workdir: Path, prefix: str) -> Iterator[FaultStack]:
-    from batchcert.sim.server import simulator
-
     home = f"{prefix}-{uuid.uuid4().hex[:6]}"
     kube_cluster.kubectl("create", "namespace", home, check=True)
-    with simulator(state_dir=workdir / "sim", seed="demo", clock_scale=1.0) as sim:
-        sim.control.set_node_behaviour(**FAST_NODES)
+    with fast_simulator(workdir / "sim") as sim:
         sim_json, log_path = Path(sim.sim_json), workdir / "operator.log"
         first = start_operator(kube_cluster.kubeconfig, sim_json, log_path, namespaces=(home,))
         stack = FaultStack(
