@@ -202,5 +202,5 @@ def register_handlers(
         post_events(body, outcome.events)
         if outcome.done:
             metrics.forget(to_view(body))
-        if not outcome.done:
+        else:
             raise kopf.TemporaryError("the pool is being deleted in Azure", delay=outcome.retry_in)

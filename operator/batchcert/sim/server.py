@@ -450,6 +450,15 @@ class RunningSimulator:
         return self.thread.call(fn)
 
 
+def _options(state_dir: Path | str | None, port: int, seed: str, clock_scale: float) -> SimOptions:
+    return SimOptions(
+        state_dir=Path(state_dir) if state_dir is not None else None,
+        port=port,
+        seed=seed,
+        clock_scale=clock_scale,
+    )
+
+
 @contextlib.contextmanager
 def simulator(
     *,
@@ -459,13 +468,7 @@ def simulator(
     clock_scale: float = 1.0,
 ) -> Iterator[RunningSimulator]:
     """Synchronous form of ``run_simulator``."""
-    options = SimOptions(
-        state_dir=Path(state_dir) if state_dir is not None else None,
-        port=port,
-        seed=seed,
-        clock_scale=clock_scale,
-    )
-    thread = SimulatorThread(options)
+    thread = SimulatorThread(_options(state_dir, port, seed, clock_scale))
     runtime = thread.start()
     install_host_aliases({"*.sim.test": "127.0.0.1"})
     try:
@@ -483,13 +486,7 @@ async def run_simulator(
     clock_scale: float = 1.0,
 ) -> AsyncIterator[RunningSimulator]:
     """``async with run_simulator(seed="demo") as sim:`` — a simulator on its own thread."""
-    options = SimOptions(
-        state_dir=Path(state_dir) if state_dir is not None else None,
-        port=port,
-        seed=seed,
-        clock_scale=clock_scale,
-    )
-    thread = SimulatorThread(options)
+    thread = SimulatorThread(_options(state_dir, port, seed, clock_scale))
     runtime = await asyncio.to_thread(thread.start)
     install_host_aliases({"*.sim.test": "127.0.0.1"})
     try:
