@@ -15,7 +15,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 RUN python -m venv /opt/batchcert
 COPY constraints.txt pyproject.toml README.md ./
-COPY operator ./operator
+# Only the operator's package: the dev tooling beside it (batchsim, batchdev) never enters the image.
+COPY operator/batchcert ./operator/batchcert
 # Only the runtime dependencies: the image has neither the simulator nor the test tools.
 RUN /opt/batchcert/bin/pip install --no-compile -c constraints.txt . \
     && /opt/batchcert/bin/python -m compileall -q /opt/batchcert/lib \

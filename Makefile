@@ -1,12 +1,17 @@
 # The one test command is `make test`; CI runs exactly that through .ci/run.
 #
-#   make test          venv + install, control-plane binaries, ruff, mypy, import-linter, pytest
 #   make demo          the whole story locally (cluster, simulator, operator, Ready, rotation)
-#   make test PYTEST_ARGS='-m unit'    (arguments for pytest)
+#   make test          everything CI runs: install, control-plane binaries, lint, every test tier
+#   make lint          ruff (lint + format check), mypy, import-linter: no Go, no cluster
+#   make unit          lint, then the unit tier (pure tests): no Go, no cluster, about a minute
+#   make format        apply ruff's formatter and safe fixes to the tree
+#   make test PYTEST_ARGS='-m sim'   (arguments for pytest)
 #   make bench         the scale benchmark (~8 min; BENCH_ARGS=--large adds 1000 pools/nodes)
-#   make constraints   re-pin constraints.txt from the current venv
+#   make constraints   re-pin constraints.txt from the current venv (plain index pins only)
 #   make clean         stop the default dev cluster; remove the venv and tool caches
 #
+# Two distributions are installed, both editable: the operator (pyproject.toml, package batchcert)
+# and its dev tooling (operator/pyproject.toml: batchsim, batchdev, command batchcert-dev).
 # The control-plane binaries live outside the repository (${XDG_CACHE_HOME:-~/.cache}/batchcert)
 # and survive `make clean`; a cold build downloads Go modules and takes several minutes.
 
@@ -18,45 +23,59 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: test demo bench install binaries lint constraints clean
+.PHONY: test demo bench install binaries lint unit format preflight constraints clean
 
-test: install binaries lint
+test: preflight install binaries lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: install binaries
-	$(BIN)/batchcert demo $(DEMO_ARGS)
+demo: preflight install binaries
+	$(BIN)/batchcert-dev demo $(DEMO_ARGS)
+
+unit: lint
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
 
 # Not part of `make test`: real cluster + simulator + operator at scale, results in benchmarks/results/.
-bench: install binaries $(VENV)/.installed-bench
+bench: preflight install binaries $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# One line, before any work, for each tool the project cannot install itself.
+preflight:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+ (or set PYTHON=...)"; exit 1; }
+	@command -v go >/dev/null || { echo "error: the Go toolchain (go 1.24+) is needed to build the local kube-apiserver: install it from your distribution (apt-get install golang) or go.dev, then retry"; exit 1; }
+	@command -v kubectl >/dev/null || { echo "error: kubectl is needed by the demo and the end-to-end tests: install it (apt-get install kubectl, or your distribution's package), then retry"; exit 1; }
 
 install: $(VENV)/.installed
 
 # Reinstalled whenever the dependencies or their pins change.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml operator/pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(PIP) -e '.[test]' -e ./operator
 	@touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,bench]'
+	$(PIP) -e '.[test,bench]'
 	@touch $@
 
 binaries: install
-	$(BIN)/batchcert dev cluster build
+	$(BIN)/batchcert-dev cluster build
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-constraints: install
-	{ echo "# Pins for every dependency of batchcert-operator[test] (and [bench]), so CI installs what was tested."; \
-	  echo "# Regenerate from a working venv with: make constraints"; \
-	  $(BIN)/pip freeze --exclude-editable; } > constraints.txt
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+constraints: install $(VENV)/.installed-bench
+	$(BIN)/python tools/pins.py freeze --python $(BIN)/python > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
-	-@test ! -x $(BIN)/batchcert || $(BIN)/batchcert dev cluster down --state-dir .state/cluster
+	-@test ! -x $(BIN)/batchcert-dev || $(BIN)/batchcert-dev cluster down --state-dir .state/cluster
 	rm -rf $(VENV) .state/cluster .mypy_cache .ruff_cache .pytest_cache operator/*.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

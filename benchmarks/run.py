@@ -1,7 +1,7 @@
 """The operator at scale: convergence, steady-state Azure cost, rotation fan-out, node status.
 
 Runs everything for real, on this machine: a local etcd + kube-apiserver (``Cluster.up``), the
-Azure simulator as its own process (``batchcert sim --seed demo``) with per-operation latencies
+Azure simulator as its own process (``batchcert-dev sim --seed demo``) with per-operation latencies
 injected through its fault API and ARM's token buckets on, and the operator as its own process
 (``batchcert run``) with the simulator's credentials. Azure requests are counted by the simulator
 (its ``/counters`` and request log), not by the operator, so nothing the operator does is hidden.
@@ -52,7 +52,7 @@ import benchmath  # noqa: E402
 import psutil  # type: ignore[import-untyped]  # noqa: E402
 import yaml  # noqa: E402
 
-from batchcert.sim.client import SimControl  # noqa: E402
+from batchsim.client import SimControl  # noqa: E402
 from support.cluster import KUBECTL, KubeCluster, running_kube_cluster  # noqa: E402
 from support.operator import OperatorProcess, start_operator  # noqa: E402
 
@@ -113,7 +113,7 @@ def start_simulator(state_dir: Path) -> subprocess.Popen[bytes]:
     (state_dir / "sim.json").unlink(missing_ok=True)
     log_file = (state_dir / "sim.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchcert", "sim", "--state-dir", str(state_dir), "--seed", "demo"],
+        [sys.executable, "-m", "batchdev", "sim", "--state-dir", str(state_dir), "--seed", "demo"],
         env=dict(os.environ, PYTHONPATH=str(REPO / "operator")),
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -581,7 +581,7 @@ def simulator_capacity(requests: int, concurrency: int) -> list[dict[str, Any]]:
 
     import sim_throughput
 
-    from batchcert.hostaliases import install_host_aliases
+    from batchsim.hostaliases import install_host_aliases
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="sim-capacity-") as tmp:

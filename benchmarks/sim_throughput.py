@@ -1,6 +1,6 @@
 """Throughput of the Azure simulator itself, so later benchmarks know it is not their bottleneck.
 
-Starts ``batchcert sim`` as a separate process (so the load generator does not share its GIL),
+Starts ``batchcert-dev sim`` as a separate process (so the load generator does not share its GIL),
 seeds a pool with nodes running the Key Vault extension, then sends a bounded number of
 requests to 127.0.0.1 only — ARM GET pool, Key Vault GET certificate, Batch list node
 extensions — at concurrency 1 and N over keep-alive HTTPS connections, and prints requests/s
@@ -30,8 +30,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "operator"))
 
-from batchcert.hostaliases import install_host_aliases  # noqa: E402
-from batchcert.sim.client import SimControl  # noqa: E402
+from batchsim.client import SimControl  # noqa: E402
+from batchsim.hostaliases import install_host_aliases  # noqa: E402
 
 
 def start_simulator(state_dir: Path) -> subprocess.Popen[bytes]:
@@ -63,7 +63,7 @@ def start_simulator(state_dir: Path) -> subprocess.Popen[bytes]:
 
 def prepare(info: dict[str, Any], control: SimControl) -> dict[str, str]:
     """Seed a pool with two nodes and return the bearer tokens and URLs to hammer."""
-    from batchcert.sim.client import management_client, operator_credential
+    from batchsim.client import management_client, operator_credential
 
     demo = info["demo"]
     cred = operator_credential(info)

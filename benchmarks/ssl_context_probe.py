@@ -51,7 +51,7 @@ async def child_main(
     from batchcert.adapters.azure_clients import AzureClients
     from batchcert.adapters.batchnodes import BatchNodesAdapter
     from batchcert.config import load_config
-    from batchcert.hostaliases import install_host_aliases
+    from batchsim.hostaliases import install_host_aliases
 
     install_host_aliases(info["hostAliases"])
     config = load_config({"BATCHCERT_CLOUD_FILE": sim_json})
@@ -96,7 +96,7 @@ def main() -> None:
 
     import sim_throughput
 
-    from batchcert.sim.client import SimControl
+    from batchsim.client import SimControl
     from support.operator import operator_env
 
     with tempfile.TemporaryDirectory(prefix="ssl-probe-") as tmp:

@@ -3,7 +3,7 @@
 ``kube_cluster`` (session-scoped) is a real etcd + kube-apiserver with ``crds/`` installed; it
 starts only when a test requests it, once per run, so the unit tier never pays for it. It needs
 the control-plane binaries built (``make test`` builds them; otherwise run
-``batchcert dev cluster build``). Logs stay in the pytest temp dir named by any start error.
+``batchcert-dev cluster build``). Logs stay in the pytest temp dir named by any start error.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ Layers (enforced by import-linter, see pyproject.toml):
 * ``adapters``  – the only modules that talk to Azure or Kubernetes.
 * ``models``    – typed spec/status models parsed once at the boundary.
 
-``sim`` (the Azure simulator) and ``devcluster`` (the local control plane) are dev tooling; operator
-code never imports them.
+This package is what ships. The Azure simulator (``batchsim``) and the dev cluster and demo
+(``batchdev``) share the source root but are another distribution (``operator/pyproject.toml``);
+this package never imports them.
 """
 
 __version__ = "0.1.0"

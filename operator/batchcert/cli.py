@@ -1,8 +1,8 @@
-"""The ``batchcert`` command line.
+"""The ``batchcert`` command line: what runs in production, ``run`` and ``status``.
 
-Each subsystem contributes its own subcommand through an ``add_parser(subparsers)`` function in a
-light module that imports nothing heavy at import time, so ``batchcert --help`` stays fast and the
-production image (which lacks the simulator's extras) can still run ``batchcert run``.
+Each subcommand comes from an ``add_parser(subparsers)`` function in a light module that imports
+nothing heavy at import time, so ``batchcert --help`` stays fast. Developer tooling (simulator,
+dev cluster, demo) is another distribution with its own command, ``batchcert-dev``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# Modules that each expose ``add_parser(subparsers)``; a missing optional module is skipped so the
-# CLI degrades gracefully while subsystems are being built.
-SUBCOMMAND_MODULES = (
-    "batchcert.runner",
-    "batchcert.sim.cli",
-    "batchcert.devcluster.cli",
-    "batchcert.demo",
-    "batchcert.statuscmd",
-)
+# Modules that each expose ``add_parser(subparsers)``.
+SUBCOMMAND_MODULES = ("batchcert.runner", "batchcert.statuscmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(name).add_parser(subparsers)
     return parser
 
 

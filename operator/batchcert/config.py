@@ -37,8 +37,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from batchcert.hostaliases import parse_host_aliases
-
 
 @dataclass(frozen=True)
 class Cloud:
@@ -181,3 +179,17 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         expiry_warning_days=_number(env, "BATCHCERT_EXPIRY_WARNING_DAYS", 30.0),
         renewal_grace_seconds=_number(env, "BATCHCERT_RENEWAL_GRACE_SECONDS", 86400.0),
     )
+
+
+def parse_host_aliases(text: str) -> dict[str, str]:
+    """Parse ``"*.sim.test=127.0.0.1,login.example=127.0.0.1"`` into a pattern → address map."""
+    aliases: dict[str, str] = {}
+    for item in text.replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        pattern, sep, address = item.partition("=")
+        if not sep or not pattern.strip() or not address.strip():
+            raise ValueError(f"host alias {item!r} is not of the form PATTERN=ADDRESS")
+        aliases[pattern.strip().lower()] = address.strip()
+    return aliases

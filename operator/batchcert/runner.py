@@ -82,13 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     from batchcert.config import load_cloud_file, load_config
     from batchcert.handlers import register_handlers
-    from batchcert.hostaliases import install_host_aliases
 
     config = load_config()
     if args.cloud_file:
         config = config.with_cloud(load_cloud_file(args.cloud_file))
-    if config.cloud.host_aliases:
-        install_host_aliases(config.cloud.host_aliases)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     if args.log_format == "json":

@@ -1,4 +1,4 @@
-"""``batchcert demo``: the whole story on embedded defaults, from a fresh clone.
+"""``batchcert-dev demo``: the whole story on embedded defaults, from a fresh clone.
 
 1. a real kube-apiserver + etcd (built from Go modules on first use) with the CRD installed;
 2. the Azure simulator with its demo world (Batch account, identity, vault, a certificate that
@@ -26,9 +26,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "batchcertpool.yaml"
-CRD = REPO / "crds" / "batchcertpools.yaml"
+# The CRD and the example ship inside this package (links to crds/ and examples/ in a checkout).
+DATA = Path(__file__).resolve().parent / "data"
+EXAMPLE = DATA / "batchcertpool.yaml"
+CRD = DATA / "batchcertpools.yaml"
 NAMESPACE = "demo"
 # The demo's polling interval: the smallest the CRD allows, so propagation takes a minute.
 DEMO_POLLING_SECONDS = 60
@@ -136,7 +137,7 @@ class Demo:
 
     # --- the story ----------------------------------------------------------------------------
     def start_cluster(self, keep: bool) -> None:
-        from batchcert.devcluster.cluster import Cluster
+        from batchdev.devcluster.cluster import Cluster
 
         step("Starting a real kube-apiserver + etcd (built from Go modules on first use)")
         # With --keep the servers must outlive this process (by default they die with it).
@@ -161,7 +162,7 @@ class Demo:
             [
                 sys.executable,
                 "-m",
-                "batchcert",
+                "batchdev",
                 "sim",
                 "--state-dir",
                 str(sim_dir),
@@ -172,7 +173,7 @@ class Demo:
         )
         sim_json = sim_dir / "sim.json"
         self.wait_for("the simulator", sim_json.exists, 60)
-        from batchcert.sim.client import SimControl
+        from batchsim.client import SimControl
 
         self.control = SimControl(sim_json)
         self.wait_for("the simulator's control API", self._control_answers, 30)
@@ -216,7 +217,7 @@ class Demo:
     def apply_example(self, info: dict[str, Any]) -> None:
         import yaml
 
-        step(f"Applying {EXAMPLE.relative_to(REPO)}, pointed at the simulator")
+        step("Applying examples/batchcertpool.yaml, pointed at the simulator")
         manifest = yaml.safe_load(EXAMPLE.read_text())
         demo = info["demo"]
         spec = manifest["spec"]
@@ -286,7 +287,7 @@ class Demo:
             print(f"  export KUBECONFIG={self.cluster.kubeconfig}\n  logs: {self.state_dir}")
             pids = " ".join(str(p.pid) for p in self.processes)
             print(
-                f"  stop: kill {pids}; batchcert dev cluster down --state-dir "
+                f"  stop: kill {pids}; batchcert-dev cluster down --state-dir "
                 f"{self.state_dir / 'cluster'}"
             )
             self.processes.clear()

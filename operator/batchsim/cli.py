@@ -1,4 +1,4 @@
-"""``batchcert sim``: run the Azure simulator in the foreground.
+"""``batchcert-dev sim``: run the Azure simulator in the foreground.
 
 Kept free of heavy imports at module import time (the CLI imports every subcommand module to
 build ``--help``): the simulator and its extras load only when the command runs.
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     from pathlib import Path
 
-    from batchcert.sim.server import SimOptions, serve
+    from batchsim.server import SimOptions, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     options = SimOptions(
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         print(
-            f"batchcert sim: writing {Path(args.state_dir) / 'sim.json'}; Ctrl-C to stop",
+            f"batchcert-dev sim: writing {Path(args.state_dir) / 'sim.json'}; Ctrl-C to stop",
             flush=True,
         )
         await serve(options, stop)

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from batchcert.hostaliases import install_host_aliases
+from batchsim.hostaliases import install_host_aliases
 
 
 class SimControlError(RuntimeError):

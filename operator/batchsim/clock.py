@@ -2,7 +2,7 @@
 
 Role: the single source of "now" for every simulated service (token expiry, certificate
 lifetimes and auto-renewal, node arrival, extension polling, ETag timestamps). Nothing in
-``batchcert.sim`` reads the wall clock directly; everything takes a ``SimClock``.
+``batchsim`` reads the wall clock directly; everything takes a ``SimClock``.
 
 Invariants:
 * simulated time = anchor + real (monotonic) time elapsed since the anchor × scale;

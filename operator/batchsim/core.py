@@ -25,15 +25,15 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from batchcert.sim import nodes
-from batchcert.sim.clock import SimClock
-from batchcert.sim.entra import CLUSTER_ISSUER, Directory, FederatedCredential
-from batchcert.sim.faults import FaultInjector
-from batchcert.sim.kvextension import Resolver, SecretResolutionLike
-from batchcert.sim.requestlog import RequestLog
-from batchcert.sim.throttle import ArmThrottle, KeyVaultThrottle
-from batchcert.sim.tokens import Principal, TokenAuthority
-from batchcert.sim.world import BatchAccount, Pool, Vault, World, region_label
+from batchsim.batch import nodes
+from batchsim.batch.kvextension import Resolver, SecretResolutionLike
+from batchsim.clock import SimClock
+from batchsim.entra.service import CLUSTER_ISSUER, Directory, FederatedCredential
+from batchsim.entra.tokens import Principal, TokenAuthority
+from batchsim.faults import FaultInjector
+from batchsim.requestlog import RequestLog
+from batchsim.throttle import ArmThrottle, KeyVaultThrottle
+from batchsim.world import BatchAccount, Pool, Vault, World, region_label
 
 DEFAULT_TENANT_ID = "10000000-0000-0000-0000-000000000001"
 OPERATOR_CLIENT_ID = "20000000-0000-0000-0000-000000000001"
@@ -112,7 +112,7 @@ class Simulation:
     # --- wiring ----------------------------------------------------------------------------
 
     def _make_keyvault(self) -> KeyVaultPort:
-        from batchcert.sim.keyvault import KeyVaultService
+        from batchsim.keyvault.service import KeyVaultService
 
         service = KeyVaultService(
             self.clock,

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from batchcert.sim.clock import SimClock
+from batchsim.clock import SimClock
 
 _MAX_BODY_CHARS = 64_000
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from batchcert.sim.armresources import apply_access_policies
-from batchcert.sim.core import OPERATOR_OBJECT_ID, Simulation
-from batchcert.sim.keyvault_policy import KeyVaultError
-from batchcert.sim.poolspec import ACCOUNT_NAME
-from batchcert.sim.world import AccessPolicy, BatchAccount, Identity, Vault
+from batchsim.arm.poolspec import ACCOUNT_NAME
+from batchsim.arm.resources import apply_access_policies
+from batchsim.core import OPERATOR_OBJECT_ID, Simulation
+from batchsim.keyvault.policy import KeyVaultError
+from batchsim.world import AccessPolicy, BatchAccount, Identity, Vault
 
 DEMO_SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 DEMO_RESOURCE_GROUP = "batchcert-demo"

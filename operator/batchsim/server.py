@@ -4,7 +4,7 @@ Role: bind one HTTPS port on 127.0.0.1 and route by Host header (port ignored):
 ``login.sim.test`` → Entra, ``management.sim.test`` → ARM (and ``/_sim/`` → control API),
 ``{vault}.vault.sim.test`` → Key Vault, ``{account}.{region}.batch.sim.test`` → Batch. A root
 middleware advances the simulation and applies injected faults before any service sees the
-request. Two ways to run it: ``serve`` (foreground, the ``batchcert sim`` command) and
+request. Two ways to run it: ``serve`` (foreground, the ``batchcert-dev sim`` command) and
 ``run_simulator`` / ``SimulatorThread`` (in-process, on a background thread with its own event
 loop, so tests can call it with the blocking Azure SDK clients).
 
@@ -34,22 +34,24 @@ from typing import Any
 
 from aiohttp import web
 
-from batchcert.hostaliases import install_host_aliases
-from batchcert.sim import armbatch, armresources, seed
-from batchcert.sim.arm import LRO_FAILURE, ArmService
-from batchcert.sim.armerrors import ArmError, arm_error_response
-from batchcert.sim.batchdata import BatchDataService, batch_error_body
-from batchcert.sim.clock import SimClock
-from batchcert.sim.control import build_control_app
-from batchcert.sim.core import (
+from batchsim import seed
+from batchsim.arm import batch as armbatch
+from batchsim.arm import resources as armresources
+from batchsim.arm.errors import ArmError, arm_error_response
+from batchsim.arm.pipeline import LRO_FAILURE, ArmService
+from batchsim.batch.service import BatchDataService, batch_error_body
+from batchsim.clock import SimClock
+from batchsim.control.api import build_control_app
+from batchsim.core import (
     BATCH_SUFFIX,
     LOGIN_HOST,
     MANAGEMENT_HOST,
     VAULT_SUFFIX,
     Simulation,
 )
-from batchcert.sim.entra import build_entra_app
-from batchcert.sim.tls import SimTls
+from batchsim.entra.service import build_entra_app
+from batchsim.hostaliases import install_host_aliases
+from batchsim.tls import SimTls
 
 log = logging.getLogger(__name__)
 
@@ -442,7 +444,7 @@ class RunningSimulator:
 
     @property
     def control(self) -> Any:
-        from batchcert.sim.client import SimControl
+        from batchsim.client import SimControl
 
         return SimControl(self.sim_json)
 

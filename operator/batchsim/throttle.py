@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from batchcert.sim.clock import SimClock
+from batchsim.clock import SimClock
 
 READ, WRITE, DELETE = "reads", "writes", "deletes"
 

@@ -1,4 +1,4 @@
-"""The README's demo, end to end, exactly as a user runs it (``batchcert demo``).
+"""The README's demo, end to end, exactly as a user runs it (``batchcert-dev demo``).
 
 Covers the user's whole path in one process tree: a real control plane, the simulator, the
 operator, ``kubectl apply`` of examples/batchcertpool.yaml, ``Ready=True``, a renewal by the
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 def test_the_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
     state = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "batchcert", "demo", "--state-dir", str(state)],
+        [sys.executable, "-m", "batchdev", "demo", "--state-dir", str(state)],
         capture_output=True,
         text=True,
         timeout=600,

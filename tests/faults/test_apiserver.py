@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from batchcert.devcluster.cluster import Cluster
-from batchcert.devcluster.processes import start_detached
+from batchdev.devcluster.cluster import Cluster
+from batchdev.devcluster.processes import start_detached
 from support.cluster import KubeCluster
 from support.faults import Scenario
 from support.operator import running_operator

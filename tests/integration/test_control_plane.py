@@ -5,7 +5,7 @@ CRD's OpenAPI schema and its CEL ``x-kubernetes-validations`` rule refuse invali
 the server's own messages; an unprivileged ServiceAccount (TokenRequest token) is forbidden until
 a Role and RoleBinding grant it.
 
-Covers, with private state dirs: ``batchcert dev cluster up`` / ``down`` twice in a row through
+Covers, with private state dirs: ``batchcert-dev cluster up`` / ``down`` twice in a row through
 the CLI with no process or port left; ``up`` refuses a running dir; a state dir left by a killed
 run (fully or half dead) is cleaned up; a taken port, a lost port race, a server dying at start
 and a server that never gets ready each end in one clear error naming the log, never a hang, and
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import pytest
 
-from batchcert.devcluster import processes
-from batchcert.devcluster.binaries import (
+from batchdev.devcluster import processes
+from batchdev.devcluster.binaries import (
     ControlPlaneBinaries,
     read_pinned_versions,
     require_binaries,
 )
-from batchcert.devcluster.cluster import Cluster
-from batchcert.devcluster.errors import ClusterStartError, PortInUseError
-from batchcert.devcluster.state import StateDir, load_state
+from batchdev.devcluster.cluster import Cluster
+from batchdev.devcluster.errors import ClusterStartError, PortInUseError
+from batchdev.devcluster.state import StateDir, load_state
 from support.cluster import KUBECTL, KubeCluster, live_processes_mentioning
 
 pytestmark = pytest.mark.integration
@@ -180,9 +180,9 @@ subjects:
 # --- the CLI, in private state dirs --------------------------------------------------------
 
 
-def batchcert(*args: str) -> subprocess.CompletedProcess[str]:
+def batchcert_dev(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "batchcert", *args],
+        [sys.executable, "-m", "batchdev", *args],
         capture_output=True,
         text=True,
         timeout=180,
@@ -191,7 +191,7 @@ def batchcert(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def cli(action: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
-    return batchcert("dev", "cluster", action, "--state-dir", str(state_dir))
+    return batchcert_dev("cluster", action, "--state-dir", str(state_dir))
 
 
 @pytest.fixture

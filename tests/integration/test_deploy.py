@@ -144,7 +144,7 @@ def test_namespaced_overlay_rbac_is_enough_for_one_namespace(
     Runs before any test that starts the module's cluster-wide operator (file order), so no
     other operator touches the object.
     """
-    from batchcert.sim.server import simulator
+    from batchsim.server import simulator
     from support.stack import OperatorStack
 
     name = "batchcert-operator-scoped"
@@ -406,16 +406,18 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_image_install_step_gives_a_working_batchcert_run(tmp_path: Path) -> None:
-    # The build context exactly as .dockerignore admits it: no venv, no tests, no caches.
+    # The build context exactly as the Dockerfile copies it: no venv, no tests, no dev tooling.
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("constraints.txt", "pyproject.toml", "README.md"):
-        shutil.copy(REPO_ROOT / name, context / name)
-    shutil.copytree(
-        REPO_ROOT / "operator",
-        context / "operator",
-        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
-    )
+    for source in dockerfile_copy_sources():
+        if (REPO_ROOT / source).is_dir():
+            shutil.copytree(
+                REPO_ROOT / source,
+                context / source,
+                ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+            )
+        else:
+            shutil.copy(REPO_ROOT / source, context / source)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
     install = subprocess.run(
@@ -433,15 +435,38 @@ def test_image_install_step_gives_a_working_batchcert_run(tmp_path: Path) -> Non
         timeout=240,
     )
     assert install.returncode == 0, install.stdout + install.stderr
-    help_text = subprocess.run(
-        [str(venv / "bin" / "batchcert"), "run", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+
+    def batchcert(*args: str) -> str:
+        return subprocess.run(
+            [str(venv / "bin" / "batchcert"), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+
     for flag in ("--metrics-port", "--liveness", "--log-format", "--namespace"):
-        assert flag in help_text
-    # The image is the runtime only: no test tools, no simulator extras.
+        assert flag in batchcert("run", "--help")
+    # The image's CLI offers only what runs there.
+    commands = batchcert("--help").split("{", 1)[1].split("}", 1)[0]
+    assert commands.split(",") == ["run", "status"]
+    # The image is the runtime only: no test tools, no simulator, no dev cluster, no demo.
     assert not (venv / "bin" / "pytest").exists()
     assert not (venv / "bin" / "hadolint").exists()
+    assert not (venv / "bin" / "batchcert-dev").exists()
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import batchsim"], capture_output=True, timeout=60
+    )
+    assert probe.returncode != 0
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    assert not list(site.glob("batchsim*")) and not list(site.glob("batchdev*"))
+
+
+def dockerfile_copy_sources() -> list[str]:
+    """The build-context paths the Dockerfile's COPY lines read (not the --from=stage ones)."""
+    sources: list[str] = []
+    for line in (REPO_ROOT / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources.extend(w for w in words[1:-1] if not w.startswith("--"))
+    return sources

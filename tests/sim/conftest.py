@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from batchcert.sim import client as sim_client
-from batchcert.sim.client import SimControl
-from batchcert.sim.server import RunningSimulator, simulator
+from batchsim import client as sim_client
+from batchsim.client import SimControl
+from batchsim.server import RunningSimulator, simulator
 
 DATA = Path(__file__).parent / "data"
 

@@ -29,10 +29,10 @@ from azure.keyvault.certificates import (
 )
 from azure.keyvault.certificates.aio import CertificateClient as AioCertificateClient
 
-from batchcert.sim.keyvault import KeyVaultService
-from batchcert.sim.keyvault_store import SecretResolution
-from batchcert.sim.requestlog import RequestLog
-from batchcert.sim.server import RunningSimulator
+from batchsim.keyvault.service import KeyVaultService
+from batchsim.keyvault.store import SecretResolution
+from batchsim.requestlog import RequestLog
+from batchsim.server import RunningSimulator
 
 DAY = 86_400
 ALL_CERTIFICATE_PERMISSIONS = ["get", "list", "create", "update", "delete", "purge", "recover"]

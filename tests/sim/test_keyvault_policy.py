@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from batchcert.sim.keyvault_policy import (
+from batchsim.keyvault.policy import (
     KeyVaultError,
     normalize_policy,
     renewal_due_at,

@@ -19,8 +19,8 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs12
 from test_keyvault_harness import DAY, KeyVaultSim, auto_renew, policy, versions
 
-from batchcert.sim.requestlog import RequestFilter
-from batchcert.sim.server import RunningSimulator
+from batchsim.requestlog import RequestFilter
+from batchsim.server import RunningSimulator
 
 pytestmark = pytest.mark.sim
 

@@ -28,9 +28,9 @@ from azure.keyvault.certificates._shared.challenge_auth_policy import (
 from cryptography import x509 as cx509
 from test_keyvault_harness import KeyVaultSim, auto_renew, policy, versions
 
-from batchcert.sim.keyvault import KeyVaultService
-from batchcert.sim.requestlog import RequestFilter, RequestLog
-from batchcert.sim.server import RunningSimulator
+from batchsim.keyvault.service import KeyVaultService
+from batchsim.requestlog import RequestFilter, RequestLog
+from batchsim.server import RunningSimulator
 
 pytestmark = pytest.mark.sim
 

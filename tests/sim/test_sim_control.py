@@ -4,7 +4,7 @@ Covers: clock advance/scale; request log filters (service, operation, status, pr
 sinceSeq) and counters per service/operation/status; the operator-style flow reading
 certificate metadata leaves ``secretReads`` at 0 while a secret GET is counted; drift (a pool
 changed or deleted out of band) visible through the SDK; reset; seeding errors; persistence of
-the world, CA and port across restarts with a state dir; ``batchcert sim`` as a subprocess that
+the world, CA and port across restarts with a state dir; ``batchcert-dev sim`` as a subprocess that
 writes sim.json and stops cleanly on SIGTERM; no threads left behind by the in-process form.
 """
 
@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from batchcert.sim.client import SimControl, SimControlError
-from batchcert.sim.server import run_simulator, simulator
+from batchsim.client import SimControl, SimControlError
+from batchsim.server import run_simulator, simulator
 
 pytestmark = pytest.mark.sim
 
@@ -131,7 +131,7 @@ def test_seeding_errors_are_400s(control: Any, demo: dict[str, Any]) -> None:
 
 
 def test_state_dir_survives_a_restart(tmp_path: Path) -> None:
-    from batchcert.sim.client import management_client as client
+    from batchsim.client import management_client as client
 
     body = {
         "properties": {
@@ -173,7 +173,7 @@ def test_cli_runs_in_the_foreground_and_stops_cleanly(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "batchcert",
+            "batchdev",
             "sim",
             "--state-dir",
             str(tmp_path),

@@ -16,7 +16,7 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
 
-from batchcert.sim.tokens import decode_jwt_unverified, encode_jwt
+from batchsim.entra.tokens import decode_jwt_unverified, encode_jwt
 
 pytestmark = pytest.mark.sim
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from batchcert.sim.client import SimControlError
+from batchsim.client import SimControlError
 
 pytestmark = pytest.mark.sim
 

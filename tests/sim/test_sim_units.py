@@ -16,20 +16,20 @@ from typing import Any
 
 import pytest
 
-from batchcert.sim.armerrors import ArmError
-from batchcert.sim.clock import SimClock
-from batchcert.sim.faults import FaultInjector
-from batchcert.sim.kvextension import is_kv_extension, parse_kv_extension
-from batchcert.sim.poolspec import (
+from batchsim.arm.errors import ArmError
+from batchsim.arm.poolspec import (
     arm_time,
     check_update,
     next_etag,
     scale_targets,
     validate_pool_body,
 )
-from batchcert.sim.requestlog import RequestFilter, RequestLog
-from batchcert.sim.throttle import ArmThrottle, BucketSpec, KeyVaultThrottle
-from batchcert.sim.tokens import TokenAuthority, TokenError, audience_from_scope
+from batchsim.batch.kvextension import is_kv_extension, parse_kv_extension
+from batchsim.clock import SimClock
+from batchsim.entra.tokens import TokenAuthority, TokenError, audience_from_scope
+from batchsim.faults import FaultInjector
+from batchsim.requestlog import RequestFilter, RequestLog
+from batchsim.throttle import ArmThrottle, BucketSpec, KeyVaultThrottle
 
 pytestmark = [pytest.mark.sim, pytest.mark.unit]
 

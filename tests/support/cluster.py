@@ -1,6 +1,6 @@
 """The real local control plane as tests use it: kubectl, CRDs, unprivileged identities.
 
-``running_kube_cluster(state_dir)`` brings etcd + kube-apiserver up (``batchcert.devcluster``),
+``running_kube_cluster(state_dir)`` brings etcd + kube-apiserver up (``batchdev.devcluster``),
 installs every YAML in ``crds/`` and waits until those CRDs are Established, yields a
 ``KubeCluster``, and always brings the control plane down again, whatever the test did. The
 servers are also tied to the test process (``die_with_parent``), so even a killed pytest leaves
@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from batchcert.devcluster.cluster import Cluster
-from batchcert.devcluster.identity import parse_serviceaccount_ref
-from batchcert.devcluster.processes import read_proc_stat
+from batchdev.devcluster.cluster import Cluster
+from batchdev.devcluster.identity import parse_serviceaccount_ref
+from batchdev.devcluster.processes import read_proc_stat
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"

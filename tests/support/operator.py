@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchcert.devcluster.processes import start_detached
+from batchdev.devcluster.processes import start_detached
 
 FAST_INTERVALS = {
     "BATCHCERT_TICK_SECONDS": "1",

@@ -38,7 +38,7 @@ FAST_NODES = {
 @contextmanager
 def fast_simulator(state_dir: Path) -> Iterator[Any]:
     """The simulator (demo world, real-time clock) on a thread, with FAST_NODES behaviour."""
-    from batchcert.sim.server import simulator
+    from batchsim.server import simulator
 
     with simulator(state_dir=state_dir, seed="demo", clock_scale=1.0) as sim:
         sim.control.set_node_behaviour(**FAST_NODES)
@@ -48,7 +48,7 @@ def fast_simulator(state_dir: Path) -> Iterator[Any]:
 @dataclass
 class OperatorStack:
     cluster: KubeCluster
-    sim: Any  # batchcert.sim.server.RunningSimulator
+    sim: Any  # batchsim.server.RunningSimulator
     operator: OperatorProcess
 
     @property
@@ -151,7 +151,7 @@ class OperatorStack:
         """The pool as Azure (the simulator) returns it, read with the real management SDK."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        from batchcert.sim.client import management_client
+        from batchsim.client import management_client
 
         demo = self.demo
         client = management_client(self.sim.info)

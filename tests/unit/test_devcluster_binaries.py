@@ -1,6 +1,6 @@
 """Which binaries are pinned, where they are cached, and how building fails.
 
-Covers: versions are read from the ``tools/k8s`` go.mod files (the single place they are
+Covers: versions are read from the ``k8s`` go.mod files (the single place they are
 pinned); the cache path follows ``XDG_CACHE_HOME``; a binary counts as built only with a matching
 ``versions.json``; the version stamp in the linker flags; a missing Go and a failing build each
 give one message naming the cause (and the log file), leaving no partial binary behind.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from batchcert.devcluster import binaries as binaries_module
-from batchcert.devcluster.binaries import (
+from batchdev.devcluster import binaries as binaries_module
+from batchdev.devcluster.binaries import (
     ConsoleProgress,
     ControlPlaneBinaries,
     PinnedVersions,
@@ -26,7 +26,7 @@ from batchcert.devcluster.binaries import (
     parse_required_version,
     read_pinned_versions,
 )
-from batchcert.devcluster.errors import BuildFailedError, DevClusterError, GoToolchainMissingError
+from batchdev.devcluster.errors import BuildFailedError, DevClusterError, GoToolchainMissingError
 
 pytestmark = pytest.mark.unit
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from batchcert.devcluster.flags import (
+from batchdev.devcluster.flags import (
     EtcdPorts,
     build_etcd_args,
     build_kube_apiserver_args,
     etcd_client_url,
 )
-from batchcert.devcluster.pki import PkiPaths
+from batchdev.devcluster.pki import PkiPaths
 
 pytestmark = pytest.mark.unit
 

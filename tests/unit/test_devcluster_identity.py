@@ -12,10 +12,10 @@ import base64
 
 import pytest
 
-from batchcert.devcluster.cli import parse_duration
-from batchcert.devcluster.errors import DevClusterError
-from batchcert.devcluster.identity import parse_serviceaccount_ref, serviceaccount_username
-from batchcert.devcluster.kubeconfig import (
+from batchdev.devcluster.cli import parse_duration
+from batchdev.devcluster.errors import DevClusterError
+from batchdev.devcluster.identity import parse_serviceaccount_ref, serviceaccount_username
+from batchdev.devcluster.kubeconfig import (
     build_client_certificate_kubeconfig,
     build_token_kubeconfig,
 )

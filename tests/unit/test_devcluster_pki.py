@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from batchcert.devcluster.pki import build_cluster_pki, issue_client_certificate
+from batchdev.devcluster.pki import build_cluster_pki, issue_client_certificate
 
 pytestmark = pytest.mark.unit
 

@@ -11,14 +11,14 @@ from collections.abc import Callable
 
 import pytest
 
-from batchcert.devcluster.flags import EtcdPorts
-from batchcert.devcluster.processes import (
+from batchdev.devcluster.flags import EtcdPorts
+from batchdev.devcluster.processes import (
     ProcessRecord,
     ProcStat,
     is_same_live_process,
     parse_proc_stat,
 )
-from batchcert.devcluster.state import ClusterState, Liveness, assess
+from batchdev.devcluster.state import ClusterState, Liveness, assess
 
 pytestmark = pytest.mark.unit
 

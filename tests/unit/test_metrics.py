@@ -144,7 +144,9 @@ def test_example_alerts_use_only_metrics_we_expose(metrics: Metrics) -> None:
     pacer.sent[("reads", 200)] += 1
     metrics.observe(view_of("rotation-propagating"), Outcome({}, [], 1.0), 0.02, pacer)
     exposed = {name for name, _ in samples(metrics)}
-    rules = yaml.safe_load((CAPTURED.parents[2] / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    rules = yaml.safe_load(
+        (CAPTURED.parents[2] / "deploy" / "prometheus" / "alerts.yaml").read_text()
+    )
     used = {
         name
         for group in rules["spec"]["groups"]

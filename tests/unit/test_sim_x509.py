@@ -1,4 +1,4 @@
-"""Unit tests for the simulator's X.509 material (``batchcert.sim.x509``).
+"""Unit tests for the simulator's X.509 material (``batchsim.keyvault.x509``).
 
 Covers: subject parsing (Windows DN order, case, bad input), calendar-month validity, the
 certificate shape a Key Vault ``Self`` issuer produces, ``x5t`` as Key Vault computes it, the
@@ -16,7 +16,7 @@ from cryptography import x509 as cx509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from batchcert.sim import x509
+from batchsim.keyvault import x509
 
 pytestmark = pytest.mark.unit
 

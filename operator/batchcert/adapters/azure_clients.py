@@ -35,6 +35,7 @@ from azure.keyvault.certificates.aio import CertificateClient
 from azure.mgmt.batch.aio import BatchManagementClient
 
 from batchcert.adapters.pacing import ArmPacer, ArmPacingPolicy, CountingPolicy
+from batchcert.adapters.resolver import AliasResolver
 from batchcert.config import Config
 
 # The SDK retries transient failures itself (honouring Retry-After); keep that short so a storm
@@ -84,9 +85,10 @@ class AzureClients:
 
     def __init__(self, config: Config, credential: AsyncTokenCredential | None = None) -> None:
         self.config = config
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=build_ssl_context(config.cloud.ca_bundle))
-        )
+        connector_kwargs: dict[str, Any] = {"ssl": build_ssl_context(config.cloud.ca_bundle)}
+        if config.cloud.host_aliases:
+            connector_kwargs["resolver"] = AliasResolver(config.cloud.host_aliases)
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector_kwargs))
         self.credential = credential or build_credential(config, transport=self._transport())
         self.pacer = ArmPacer(
             write_rate=config.arm_writes_per_second,

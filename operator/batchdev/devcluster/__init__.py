@@ -2,13 +2,13 @@
 imports it).
 
 No Docker engine and no packaged kube-apiserver exist here, so the real binaries are built from Go
-modules (``tools/k8s/``) into a per-user cache and started the way controller-runtime's envtest
+modules (``k8s/`` (package data)) into a per-user cache and started the way controller-runtime's envtest
 starts them: etcd and kube-apiserver on loopback free ports, RBAC authorization, client-certificate
 and ServiceAccount-token authentication, no controller-manager.
 
 Modules:
 
-* ``binaries``  - which versions are pinned (read from ``tools/k8s/*/go.mod``), where they are
+* ``binaries``  - which versions are pinned (read from ``k8s/*/go.mod``), where they are
   cached, and building them.
 * ``pki``       - the cluster's CA, serving, client and ServiceAccount-signing keys (pure crypto).
 * ``flags``     - pure builders of the etcd and kube-apiserver command lines.
@@ -18,7 +18,7 @@ Modules:
 * ``rest``      - a minimal HTTPS client for the few calls the dev cluster makes itself.
 * ``cluster``   - ``Cluster.up(state_dir)`` / ``.down()``: the API tests use in-process.
 * ``identity``  - an unprivileged ServiceAccount identity and its token kubeconfig.
-* ``cli``       - ``batchcert dev cluster build|up|down|status|kubeconfig``.
+* ``cli``       - ``batchcert-dev cluster build|up|down|status|kubeconfig``.
 
 This package imports nothing heavy at import time: ``batchcert --help`` loads ``cli`` only.
 """

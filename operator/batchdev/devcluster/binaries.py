@@ -1,6 +1,6 @@
 """The control-plane binaries: which versions are pinned, where they are cached, how they are built.
 
-The pinned versions live in exactly one place, the Go modules under ``tools/k8s/`` (the
+The pinned versions live in exactly one place, the Go modules under ``k8s/`` (package data) (the
 ``k8s.io/kubernetes`` and ``go.etcd.io/etcd/server/v3`` requirements); this module reads them
 rather than repeating them. Binaries are built from the Go module proxy into
 ``${XDG_CACHE_HOME:-~/.cache}/batchcert/k8s/<kubernetes-version>/`` and never into the repository.
@@ -34,18 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from batchcert.devcluster.errors import (
+from batchdev.devcluster.errors import (
     BinariesMissingError,
     BuildFailedError,
     DevClusterError,
     GoToolchainMissingError,
 )
 
-# operator/batchcert/devcluster/binaries.py -> the repository root is three folders up. The Go
-# modules are dev tooling that ships only with a source checkout (the project is installed
-# editable for development), which is the only place building makes sense.
-REPO_ROOT = Path(__file__).resolve().parents[3]
-TOOLS_DIR = REPO_ROOT / "tools" / "k8s"
+# The Go modules that pin the control plane ship inside this package (package data), so an
+# installed batchcert-devtools builds the same binaries as a checkout does.
+TOOLS_DIR = Path(__file__).resolve().parent / "k8s"
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
@@ -72,7 +70,7 @@ def parse_required_version(gomod_text: str, module: str) -> str:
 
 
 def read_pinned_versions(tools_dir: Path = TOOLS_DIR) -> PinnedVersions:
-    """Read the pinned versions from ``tools/k8s/{kube-apiserver,etcd}/go.mod``."""
+    """Read the pinned versions from ``k8s/{kube-apiserver,etcd}/go.mod``."""
     try:
         api_mod = (tools_dir / "kube-apiserver" / "go.mod").read_text()
         etcd_mod = (tools_dir / "etcd" / "go.mod").read_text()
@@ -143,7 +141,7 @@ def require_binaries() -> ControlPlaneBinaries:
         raise BinariesMissingError(
             f"the control plane binaries ({', '.join(binaries.missing())} for Kubernetes "
             f"{binaries.versions.kubernetes}) are not built in {binaries.directory}; run "
-            "`batchcert dev cluster build` (a cold build takes tens of minutes)"
+            "`batchcert-dev cluster build` (a cold build takes tens of minutes)"
         )
     return binaries
 
@@ -233,7 +231,7 @@ def find_go() -> str:
         raise GoToolchainMissingError(
             "`go` was not found on PATH (nor /usr/local/go/bin/go): the control plane is built "
             "from Go modules. Install Go 1.26 or newer from https://go.dev/dl/ and retry "
-            "`batchcert dev cluster build`."
+            "`batchcert-dev cluster build`."
         )
     return found
 

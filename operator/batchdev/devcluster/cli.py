@@ -1,4 +1,4 @@
-"""``batchcert dev cluster build|up|down|status|kubeconfig``: the local control plane from a shell.
+"""``batchcert-dev cluster build|up|down|status|kubeconfig``: the local control plane from a shell.
 
 Light at import time (``batchcert --help`` imports every subcommand module): the cluster machinery,
 and with it ``cryptography``, is imported only when a subcommand runs. Every ``DevClusterError`` is
@@ -27,9 +27,7 @@ def parse_duration(text: str) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    dev = subparsers.add_parser("dev", help="developer tooling (the local control plane)")
-    tools = dev.add_subparsers(dest="dev_tool", required=True, metavar="TOOL")
-    cluster = tools.add_parser(
+    cluster = subparsers.add_parser(
         "cluster",
         help="a real local Kubernetes control plane (etcd + kube-apiserver)",
         description="Build, start and stop a real etcd + kube-apiserver on 127.0.0.1.",
@@ -94,7 +92,7 @@ def add_parser(subparsers: Any) -> None:
 
 def _handler(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        from batchcert.devcluster.errors import DevClusterError
+        from batchdev.devcluster.errors import DevClusterError
 
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
         try:
@@ -107,7 +105,7 @@ def _handler(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
 
 
 def _build(args: argparse.Namespace) -> int:
-    from batchcert.devcluster.binaries import build_binaries
+    from batchdev.devcluster.binaries import build_binaries
 
     binaries = build_binaries(force=args.force)
     print(binaries.directory)
@@ -115,7 +113,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from batchcert.devcluster.cluster import Cluster
+    from batchdev.devcluster.cluster import Cluster
 
     cluster = Cluster.up(
         args.state_dir,
@@ -128,13 +126,13 @@ def _up(args: argparse.Namespace) -> int:
         f"Kubernetes {cluster.kubernetes_version} ready at {cluster.server} "
         f"in {cluster.startup_seconds:.1f}s\n"
         f"  export KUBECONFIG={cluster.kubeconfig}\n"
-        f"  stop it with: batchcert dev cluster down --state-dir {args.state_dir}"
+        f"  stop it with: batchcert-dev cluster down --state-dir {args.state_dir}"
     )
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    from batchcert.devcluster.cluster import down
+    from batchdev.devcluster.cluster import down
 
     stopped = down(args.state_dir)
     print("stopped" if stopped else f"no control plane was running from {args.state_dir}")
@@ -142,8 +140,8 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from batchcert.devcluster.cluster import status
-    from batchcert.devcluster.state import Liveness
+    from batchdev.devcluster.cluster import status
+    from batchdev.devcluster.state import Liveness
 
     report = status(args.state_dir)
     state = report.state
@@ -167,8 +165,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
-    from batchcert.devcluster.cluster import Cluster
-    from batchcert.devcluster.identity import parse_serviceaccount_ref, serviceaccount_username
+    from batchdev.devcluster.cluster import Cluster
+    from batchdev.devcluster.identity import parse_serviceaccount_ref, serviceaccount_username
 
     namespace, name = parse_serviceaccount_ref(args.serviceaccount)
     path = Cluster.attach(args.state_dir).write_serviceaccount_kubeconfig(

@@ -1,7 +1,7 @@
 """Bring a real etcd + kube-apiserver up on loopback, and down again, from one state dir.
 
 ``Cluster.up(state_dir)`` is what tests call in-process (it is also a context manager);
-``batchcert dev cluster up|down|status`` wraps the same functions.
+``batchcert-dev cluster up|down|status`` wraps the same functions.
 
 Invariants:
 
@@ -31,34 +31,34 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 
-from batchcert.devcluster import processes
-from batchcert.devcluster.binaries import (
+from batchdev.devcluster import processes
+from batchdev.devcluster.binaries import (
     ControlPlaneBinaries,
     build_binaries,
     require_binaries,
 )
-from batchcert.devcluster.errors import (
+from batchdev.devcluster.errors import (
     ClusterAlreadyRunningError,
     ClusterNotRunningError,
     ClusterStartError,
     ClusterStopError,
     PortInUseError,
 )
-from batchcert.devcluster.flags import (
+from batchdev.devcluster.flags import (
     EtcdPorts,
     build_etcd_args,
     build_kube_apiserver_args,
     etcd_client_url,
 )
-from batchcert.devcluster.identity import (
+from batchdev.devcluster.identity import (
     DEFAULT_TOKEN_SECONDS,
     write_serviceaccount_kubeconfig,
 )
-from batchcert.devcluster.kubeconfig import build_client_certificate_kubeconfig, write_kubeconfig
-from batchcert.devcluster.pki import PkiPaths, build_cluster_pki, write_pki
-from batchcert.devcluster.processes import ProcessRecord
-from batchcert.devcluster.rest import AdminClient
-from batchcert.devcluster.state import (
+from batchdev.devcluster.kubeconfig import build_client_certificate_kubeconfig, write_kubeconfig
+from batchdev.devcluster.pki import PkiPaths, build_cluster_pki, write_pki
+from batchdev.devcluster.processes import ProcessRecord
+from batchdev.devcluster.rest import AdminClient
+from batchdev.devcluster.state import (
     ClusterState,
     Liveness,
     StateDir,
@@ -206,7 +206,7 @@ class Cluster:
         if assess(state, processes.is_alive) is not Liveness.RUNNING or state is None:
             raise ClusterNotRunningError(
                 f"no control plane is running from {directory.root}; start one with "
-                f"`batchcert dev cluster up --state-dir {directory.root}`"
+                f"`batchcert-dev cluster up --state-dir {directory.root}`"
             )
         return cls(directory, state)
 
@@ -278,7 +278,7 @@ def _clear_previous_run(directory: StateDir) -> None:
         raise ClusterAlreadyRunningError(
             f"a control plane is already running from {directory.root} (kube-apiserver at "
             f"{state.server}); use {directory.kubeconfig}, or stop it first with "
-            f"`batchcert dev cluster down --state-dir {directory.root}`"
+            f"`batchcert-dev cluster down --state-dir {directory.root}`"
         )
     if liveness is Liveness.PARTIAL:
         survivors = ", ".join(

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from batchcert.devcluster.errors import DevClusterError
-from batchcert.devcluster.kubeconfig import build_token_kubeconfig, write_kubeconfig
-from batchcert.devcluster.rest import AdminClient
+from batchdev.devcluster.errors import DevClusterError
+from batchdev.devcluster.kubeconfig import build_token_kubeconfig, write_kubeconfig
+from batchdev.devcluster.rest import AdminClient
 
 DEFAULT_TOKEN_SECONDS = 24 * 3600
 

@@ -3,7 +3,7 @@
 Invariants:
 
 * Each server runs in its own session, so it is the leader of its own process group: it
-  survives the ``batchcert dev cluster up`` process that started it, a Ctrl-C in that terminal
+  survives the ``batchcert-dev cluster up`` process that started it, a Ctrl-C in that terminal
   does not reach it, and stopping signals the whole group.
 * A process is identified by its pid *and* its start time (``/proc/<pid>/stat``), so a recorded
   pid that the kernel has since reused for an unrelated process is treated as dead and never
@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchcert.devcluster.errors import ClusterStopError
+from batchdev.devcluster.errors import ClusterStopError
 
 _PR_SET_PDEATHSIG = 1
 

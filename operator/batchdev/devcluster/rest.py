@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchcert.devcluster.errors import DevClusterError
+from batchdev.devcluster.errors import DevClusterError
 
 
 @dataclass(frozen=True)

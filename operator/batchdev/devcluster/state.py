@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from batchcert.devcluster.errors import DevClusterError
-from batchcert.devcluster.flags import LOOPBACK, EtcdPorts
-from batchcert.devcluster.processes import ProcessRecord
+from batchdev.devcluster.errors import DevClusterError
+from batchdev.devcluster.flags import LOOPBACK, EtcdPorts
+from batchdev.devcluster.processes import ProcessRecord
 
 SCHEMA_VERSION = 1
 
@@ -94,7 +94,7 @@ class StateDir:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise DevClusterError(
-                    f"another `batchcert dev cluster up/down` is working on {self.root} right now"
+                    f"another `batchcert-dev cluster up/down` is working on {self.root} right now"
                 ) from None
             try:
                 yield

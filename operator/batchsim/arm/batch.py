@@ -22,15 +22,14 @@ import uuid
 
 from aiohttp import web
 
-from batchcert.sim import nodes
-from batchcert.sim.arm import LRO_FAILURE, RG, SUB, ArmCall, ArmRoute, route
-from batchcert.sim.armerrors import (
+from batchsim.arm.errors import (
     ArmError,
     arm_json,
     resource_group_not_found,
     resource_not_found,
 )
-from batchcert.sim.poolspec import (
+from batchsim.arm.pipeline import LRO_FAILURE, RG, SUB, ArmCall, ArmRoute, route
+from batchsim.arm.poolspec import (
     ACCOUNT_NAME,
     POOL_NAME,
     arm_time,
@@ -39,7 +38,8 @@ from batchcert.sim.poolspec import (
     next_etag,
     validate_pool_body,
 )
-from batchcert.sim.world import BatchAccount, DeleteOperation, JsonDict, Pool
+from batchsim.batch import nodes
+from batchsim.world import BatchAccount, DeleteOperation, JsonDict, Pool
 
 ACCOUNT = RG + r"/providers/Microsoft\.Batch/batchAccounts/(?P<accountName>[^/]+)"
 POOLS = ACCOUNT + r"/pools"

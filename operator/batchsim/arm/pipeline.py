@@ -26,17 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchcert.sim.armerrors import (
+from batchsim.arm.errors import (
     ArmError,
     arm_error_response,
     check_api_version,
     subscription_not_found,
 )
-from batchcert.sim.poolspec import arm_time
-from batchcert.sim.tokens import ARM_AUDIENCES, Principal, TokenError
+from batchsim.arm.poolspec import arm_time
+from batchsim.entra.tokens import ARM_AUDIENCES, Principal, TokenError
 
 if TYPE_CHECKING:
-    from batchcert.sim.core import Simulation
+    from batchsim.core import Simulation
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ArmCall:
             return json.loads(text) if text else None
         except json.JSONDecodeError as exc:
             if batch_rp:
-                from batchcert.sim.armerrors import invalid_request_body
+                from batchsim.arm.errors import invalid_request_body
 
                 raise invalid_request_body(
                     f"Unexpected character encountered while parsing value: {exc.msg}. "

@@ -24,7 +24,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from batchcert.sim.armerrors import (
+from batchsim.arm.errors import (
     ArmError,
     invalid_property_value,
     invalid_request_body,

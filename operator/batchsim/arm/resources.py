@@ -16,14 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from batchcert.sim.arm import RG, ArmCall, ArmRoute, route
-from batchcert.sim.armerrors import (
+from batchsim.arm.errors import (
     ArmError,
     arm_json,
     resource_group_not_found,
     resource_not_found,
 )
-from batchcert.sim.world import AccessPolicy, JsonDict, Vault
+from batchsim.arm.pipeline import RG, ArmCall, ArmRoute, route
+from batchsim.world import AccessPolicy, JsonDict, Vault
 
 IDENTITY = (
     RG + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities"

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from batchcert.sim.world import ExtensionRuntime, JsonDict, Node, NodeBehaviour, Vault
+from batchsim.world import ExtensionRuntime, JsonDict, Node, NodeBehaviour, Vault
 
 KV_PUBLISHER = "microsoft.azure.keyvault"
 KV_TYPES = {"keyvaultforlinux": "Linux", "keyvaultforwindows": "Windows"}

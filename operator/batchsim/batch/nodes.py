@@ -21,9 +21,9 @@ import copy
 import hashlib
 from collections.abc import Callable
 
-from batchcert.sim import kvextension
-from batchcert.sim.poolspec import scale_targets
-from batchcert.sim.world import ExtensionRuntime, Identity, Node, NodeBehaviour, Pool
+from batchsim.arm.poolspec import scale_targets
+from batchsim.batch import kvextension
+from batchsim.world import ExtensionRuntime, Identity, Node, NodeBehaviour, Pool
 
 
 def start_resize(pool: Pool, now: float, behaviour: NodeBehaviour) -> None:

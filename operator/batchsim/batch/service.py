@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchcert.sim import kvextension
-from batchcert.sim.tokens import BATCH_AUDIENCE, TokenError
-from batchcert.sim.world import BatchAccount, JsonDict, Node, Pool
+from batchsim.batch import kvextension
+from batchsim.entra.tokens import BATCH_AUDIENCE, TokenError
+from batchsim.world import BatchAccount, JsonDict, Node, Pool
 
 if TYPE_CHECKING:
-    from batchcert.sim.core import Simulation
+    from batchsim.core import Simulation
 
 log = logging.getLogger(__name__)
 

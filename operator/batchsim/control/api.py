@@ -23,13 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchcert.sim import control_observe, control_world, seed
-from batchcert.sim.control_http import ControlError, Route, need, ok, optional, read_body
-from batchcert.sim.entra import FederatedCredential
-from batchcert.sim.keyvault_policy import KeyVaultError
+from batchsim import seed
+from batchsim.control import observe as control_observe
+from batchsim.control import world as control_world
+from batchsim.control.http import ControlError, Route, need, ok, optional, read_body
+from batchsim.entra.service import FederatedCredential
+from batchsim.keyvault.policy import KeyVaultError
 
 if TYPE_CHECKING:
-    from batchcert.sim.core import Simulation
+    from batchsim.core import Simulation
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchcert.sim.control_http import ControlError, Route, need, ok, optional, read_body
-from batchcert.sim.faults import FaultSpecError
-from batchcert.sim.requestlog import RequestFilter
-from batchcert.sim.throttle import BucketSpec
+from batchsim.control.http import ControlError, Route, need, ok, optional, read_body
+from batchsim.faults import FaultSpecError
+from batchsim.requestlog import RequestFilter
+from batchsim.throttle import BucketSpec
 
 if TYPE_CHECKING:
-    from batchcert.sim.core import Simulation
+    from batchsim.core import Simulation
 
 
 def routes(sim: Simulation) -> list[Route]:

@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchcert.sim import nodes
-from batchcert.sim.armerrors import ArmError
-from batchcert.sim.control_http import ControlError, Route, ok, read_body
-from batchcert.sim.poolspec import merge_patch, next_etag, validate_pool_body
-from batchcert.sim.world import NodeBehaviour, Pool
+from batchsim.arm.errors import ArmError
+from batchsim.arm.poolspec import merge_patch, next_etag, validate_pool_body
+from batchsim.batch import nodes
+from batchsim.control.http import ControlError, Route, ok, read_body
+from batchsim.world import NodeBehaviour, Pool
 
 if TYPE_CHECKING:
-    from batchcert.sim.core import Simulation
+    from batchsim.core import Simulation
 
 POOL_PATH = "/subscriptions/{sub}/resourceGroups/{rg}/batchAccounts/{account}/pools/{pool}"
 _BEHAVIOUR_KEYS = {

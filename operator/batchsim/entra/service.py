@@ -30,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from batchcert.sim.tokens import (
+from batchsim.entra.tokens import (
     ARM_AUDIENCES,
     BATCH_AUDIENCE,
     KEYVAULT_AUDIENCE,

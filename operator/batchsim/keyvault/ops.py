@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchcert.sim import keyvault_render as render
-from batchcert.sim.keyvault_policy import KeyVaultError, bad_parameter, invalid_property
-from batchcert.sim.keyvault_store import KeyVaultStore, not_found
-from batchcert.sim.tokens import Principal
+from batchsim.entra.tokens import Principal
+from batchsim.keyvault import render
+from batchsim.keyvault.policy import KeyVaultError, bad_parameter, invalid_property
+from batchsim.keyvault.store import KeyVaultStore, not_found
 
 Answer = tuple[int, Any, dict[str, str]]
 _OBJECT_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")

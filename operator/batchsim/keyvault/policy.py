@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from batchcert.sim.x509 import KEY_USAGES, parse_subject
+from batchsim.keyvault.x509 import KEY_USAGES, parse_subject
 
 CONTENT_TYPES = ("application/x-pkcs12", "application/x-pem-file")
 KEY_TYPES = ("RSA", "RSA-HSM", "EC", "EC-HSM")

@@ -16,14 +16,14 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from batchcert.sim.keyvault_policy import render_policy
-from batchcert.sim.keyvault_store import (
+from batchsim.keyvault.policy import render_policy
+from batchsim.keyvault.store import (
     RECOVERABLE_DAYS,
     RECOVERY_LEVEL,
     Certificate,
     CertVersion,
 )
-from batchcert.sim.x509 import NOT_BEFORE_SKEW, add_months, export_pem, export_pkcs12
+from batchsim.keyvault.x509 import NOT_BEFORE_SKEW, add_months, export_pem, export_pkcs12
 
 PENDING_DETAILS = (
     "Pending certificate created. Certificate request is in progress. This may take some time "

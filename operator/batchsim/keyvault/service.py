@@ -45,14 +45,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from batchcert.sim.clock import SimClock
-from batchcert.sim.keyvault_ops import Context, Route, build_routes
-from batchcert.sim.keyvault_policy import KeyVaultError, validate_lifetime_actions
-from batchcert.sim.keyvault_store import KeyVaultStore, SecretResolution
-from batchcert.sim.requestlog import RequestLog
-from batchcert.sim.throttle import KeyVaultThrottle
-from batchcert.sim.tokens import Principal, TokenError, decode_jwt_unverified
-from batchcert.sim.x509 import KeyPool
+from batchsim.clock import SimClock
+from batchsim.entra.tokens import Principal, TokenError, decode_jwt_unverified
+from batchsim.keyvault.ops import Context, Route, build_routes
+from batchsim.keyvault.policy import KeyVaultError, validate_lifetime_actions
+from batchsim.keyvault.store import KeyVaultStore, SecretResolution
+from batchsim.keyvault.x509 import KeyPool
+from batchsim.requestlog import RequestLog
+from batchsim.throttle import KeyVaultThrottle
 
 # What the pinned SDK sends (azure-keyvault-certificates 4.12.0 → 2026-04-01) plus the stable
 # versions the behaviour doc lists.

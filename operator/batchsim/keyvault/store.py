@@ -28,9 +28,9 @@ from dataclasses import replace as _replace
 from datetime import UTC, datetime
 from typing import Any
 
-from batchcert.sim.clock import SimClock
-from batchcert.sim.keyvault_policy import KeyVaultError, normalize_policy, renewal_due_at
-from batchcert.sim.x509 import (
+from batchsim.clock import SimClock
+from batchsim.keyvault.policy import KeyVaultError, normalize_policy, renewal_due_at
+from batchsim.keyvault.x509 import (
     DEFAULT_KEY_POOL,
     NOT_BEFORE_SKEW,
     KeyPool,
