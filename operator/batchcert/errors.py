@@ -6,6 +6,10 @@ whether to retry with backoff, wait because Azure throttles us, or stop and ask 
 condition reason names it. The handler layer is the only place that turns a verdict into kopf
 semantics.
 
+The verdict drives the retry schedule through :class:`Backoff`, the one retry type: a transient
+failure backs off exponentially from the busy interval, a throttled one never sooner than
+Retry-After, and one only a user can fix starts at the slow end (it will not fix itself).
+
 Invariants: every verdict carries a CamelCase reason; a throttled verdict always carries a delay
 at least as long as Azure's Retry-After; nothing here raises.
 """
@@ -13,7 +17,7 @@ at least as long as Azure's Retry-After; nothing here raises.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 
@@ -115,3 +119,47 @@ def backoff_delay(
     if retry_after is not None:
         delay = max(delay, retry_after + rng.uniform(0, min(5.0, retry_after / 2 + 0.5)))
     return delay
+
+
+# A failure only a user can fix starts its schedule this many doublings in: retrying it like a
+# 503 costs Azure calls and Events for nothing, yet the fix (a role granted, a quota raised) is
+# still noticed within a fraction of the cap.
+_USER_ACTION_HEAD_START = 3
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """One retry schedule: consecutive failures and when the next attempt is due.
+
+    Times are the caller's monotonic seconds. Values are immutable: each outcome returns the
+    next schedule, so a schedule is never half-updated.
+    """
+
+    failures: int = 0
+    next_at: float = 0.0
+
+    def is_due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def after_success(self, now: float, interval: float) -> Backoff:
+        return Backoff(0, now + interval)
+
+    def after_failure(
+        self,
+        now: float,
+        *,
+        base: float,
+        cap: float,
+        failure: Classification | None = None,
+        rng: random.Random | None = None,
+    ) -> Backoff:
+        """The schedule after one more failure, shaped by its verdict when it has one."""
+        failures = self.failures + 1
+        attempt = failures
+        retry_after = None
+        if failure is not None:
+            retry_after = failure.retry_after
+            if failure.needs_user_action:
+                attempt += _USER_ACTION_HEAD_START
+        delay = backoff_delay(attempt, retry_after=retry_after, base=base, cap=cap, rng=rng)
+        return replace(self, failures=failures, next_at=now + delay)

@@ -21,7 +21,14 @@ from batchcert.conditions import (
     get_condition,
     set_condition,
 )
-from batchcert.errors import AzureCallError, Verdict, backoff_delay, classify
+from batchcert.errors import (
+    AzureCallError,
+    Backoff,
+    Classification,
+    Verdict,
+    backoff_delay,
+    classify,
+)
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -120,3 +127,44 @@ def test_backoff_grows_jitters_caps_and_honours_retry_after() -> None:
     assert max(delays) > 100
     assert len({round(d, 3) for d in delays}) == len(delays)
     assert backoff_delay(1, retry_after=60, base=5, rng=rng) >= 60
+
+
+def _failure(
+    status: int, code: str | None = None, retry_after: float | None = None
+) -> Classification:
+    return classify(
+        AzureCallError(
+            service="arm",
+            operation="op",
+            status=status,
+            code=code,
+            message="m",
+            retry_after=retry_after,
+        )
+    )
+
+
+def test_the_verdict_drives_the_retry_schedule() -> None:
+    rng = random.Random(7)
+    transient = Backoff().after_failure(100.0, base=10, cap=300, failure=_failure(503), rng=rng)
+    user = Backoff().after_failure(100.0, base=10, cap=300, failure=_failure(403), rng=rng)
+    throttled = Backoff().after_failure(
+        100.0, base=10, cap=300, failure=_failure(429, retry_after=120), rng=rng
+    )
+    # A 503 retries soon; a failure only a user can fix does not retry like one; a throttled
+    # call never comes back before Retry-After.
+    assert 105.0 <= transient.next_at <= 110.0
+    assert user.next_at - 100.0 >= 40.0
+    assert throttled.next_at >= 220.0
+    assert (transient.failures, user.failures, throttled.failures) == (1, 1, 1)
+
+
+def test_backoff_grows_until_success_resets_it() -> None:
+    schedule = Backoff()
+    assert schedule.is_due(0.0)
+    for _ in range(6):
+        schedule = schedule.after_failure(0.0, base=10, cap=80, rng=random.Random(1))
+    assert schedule.failures == 6 and 40.0 <= schedule.next_at <= 80.0
+    assert not schedule.is_due(39.0)
+    healthy = schedule.after_success(50.0, 300.0)
+    assert healthy == Backoff(0, 350.0)

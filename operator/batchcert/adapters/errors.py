@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import (
@@ -38,15 +40,27 @@ def _error_code_and_message(error: HttpResponseError) -> tuple[str | None, str]:
     return (str(code) if code else None), str(message or error.message or error.reason or "")
 
 
+def retry_after_seconds(headers: Any) -> float | None:
+    """The one reading of ``Retry-After``: delta-seconds or an HTTP-date (RFC 9110), else None."""
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(raw))
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
 def _retry_after(error: HttpResponseError) -> float | None:
     response = error.response
-    if response is None:
-        return None
-    raw = getattr(response, "headers", {}).get("Retry-After")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
+    return None if response is None else retry_after_seconds(getattr(response, "headers", {}))
 
 
 def to_call_error(service: str, operation: str, error: Exception) -> AzureCallError:

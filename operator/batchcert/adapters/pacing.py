@@ -18,10 +18,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import AsyncHTTPPolicy
+
+from batchcert.adapters.errors import retry_after_seconds
 
 _SUBSCRIPTION = re.compile(r"/subscriptions/([^/?]+)", re.IGNORECASE)
 
@@ -100,14 +101,6 @@ class ArmPacer:
         return self.buckets[key]
 
 
-def _retry_after(headers: Any) -> float | None:
-    raw = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
 class ArmPacingPolicy(AsyncHTTPPolicy):
     """A per-retry pipeline policy: every actual HTTP attempt takes a token first."""
 
@@ -127,7 +120,7 @@ class ArmPacingPolicy(AsyncHTTPPolicy):
         self._pacer.sent[(kind, status)] += 1
         if status == 429:
             self._pacer.throttled += 1
-            delay = _retry_after(response.http_response.headers)
+            delay = retry_after_seconds(response.http_response.headers)
             if bucket is not None and delay:
                 bucket.block_for(delay)
         return response

@@ -45,13 +45,13 @@ from batchcert.conditions import (
     set_condition,
 )
 from batchcert.config import Config
-from batchcert.errors import AzureCallError, backoff_delay, classify
+from batchcert.errors import AzureCallError, Backoff, classify
 from batchcert.models.azure import CertificateReading
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.lookups import SharedLookups
-from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.reconcile.memory import CreateFailure, ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
 from batchcert.reconcile.pool import PoolReconciler, identity_key
 from batchcert.translate.certificate_body import build_create_certificate_body
@@ -145,7 +145,9 @@ class Reconciler:
         ):
             # Someone revoked the grant (or it never reached this vault): look again, calmly.
             memory.access_recheck = True
-            memory.access_next_check = mono + self._config.busy_interval_seconds
+            memory.access_schedule = Backoff().after_success(
+                mono, self._config.busy_interval_seconds
+            )
 
         new: dict[str, Any] = {"observedGeneration": obj.generation}
         pool = memory.pool
@@ -234,42 +236,46 @@ class Reconciler:
         """Vault access for the pool's identity: only when asked for, and only when due."""
         if spec.identity.grant_secrets_access is None or not (
             memory.access_generation != obj.generation
-            or (memory.access_recheck and mono >= memory.access_next_check)
+            or (memory.access_recheck and memory.access_schedule.is_due(mono))
         ):
             return []
         granted, events = await self._access.ensure(spec)
         memory.access_generation = obj.generation
         memory.access_recheck = not granted
-        memory.access_failures = 0 if granted else memory.access_failures + 1
-        memory.access_next_check = mono + backoff_delay(
-            max(1, memory.access_failures),
-            base=self._config.busy_interval_seconds,
-            cap=self._config.drift_interval_seconds,
+        memory.access_schedule = (
+            Backoff()
+            if granted
+            else memory.access_schedule.after_failure(
+                mono,
+                base=self._config.busy_interval_seconds,
+                cap=self._config.drift_interval_seconds,
+            )
         )
         return events
 
     async def _reconcile_pool_if_due(
         self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory, mono: float
     ) -> list[Event]:
-        if memory.generation_seen == obj.generation and mono < memory.next_pool_check:
+        if memory.generation_seen == obj.generation and not memory.pool_schedule.is_due(mono):
             return []
-        result = await self._pools.reconcile(obj, spec, memory)
+        result = await self._pools.reconcile(obj, spec)
+        if result.seen.known:
+            memory.pool, memory.pool_known = result.seen.pool, True
+        schedule = memory.pool_schedule
         if result.busy:  # Azure is changing the pool for us: follow it closely
-            memory.failures, delay = 0, self._config.busy_interval_seconds
+            memory.pool_schedule = schedule.after_success(mono, self._config.busy_interval_seconds)
         elif result.condition.status is True:
-            memory.failures, delay = 0, self._config.drift_interval_seconds
+            memory.pool_schedule = schedule.after_success(mono, self._config.drift_interval_seconds)
         else:
-            # A failure, or a state only a user can fix: back off (honouring Retry-After)
-            # from the busy interval up to the drift interval, so nothing hot-loops.
-            memory.failures += 1
+            # A failure, or a state only a user can fix: back off as its verdict says (never
+            # sooner than Retry-After), from the busy interval up to the drift interval.
             self._lookups.invalidate(identity_key(spec))
-            delay = backoff_delay(
-                memory.failures,
-                retry_after=result.retry_after or None,
+            memory.pool_schedule = schedule.after_failure(
+                mono,
                 base=self._config.busy_interval_seconds,
                 cap=self._config.drift_interval_seconds,
+                failure=result.failure,
             )
-        memory.next_pool_check = mono + delay
         memory.generation_seen = obj.generation
         memory.pool_condition = result.condition
         return result.events
@@ -295,7 +301,7 @@ class Reconciler:
             verdict = assess_reading(cert, reading, now, self._cert_policy)
             create_failure = memory.certificate_create_failures.get(cert.key)
             if create_failure is not None and not verdict.ok:
-                verdict = CertificateVerdict(False, create_failure[2], create_failure[3])
+                verdict = CertificateVerdict(False, create_failure.reason, create_failure.message)
             if cert.key in memory.certificates_creating:
                 if verdict.ok:
                     memory.certificates_creating.discard(cert.key)
@@ -316,7 +322,7 @@ class Reconciler:
                         f"pick it up within {spec.key_vault_extension.polling_interval_seconds}s",
                     )
                 )
-                memory.next_nodes_check = 0.0
+                memory.nodes_schedule = Backoff()
         return items, summarize_certificates(verdicts), events
 
     async def _create_missing(
@@ -338,7 +344,7 @@ class Reconciler:
             if cert.key in memory.certificates_creating:
                 continue
             failed = memory.certificate_create_failures.get(cert.key)
-            if failed is not None and self._monotonic() < failed[0]:
+            if failed is not None and not failed.schedule.is_due(self._monotonic()):
                 continue  # backing off after a refused create
             label = f"certificate {cert.cert_name} in {cert.vault}"
             try:
@@ -348,19 +354,15 @@ class Reconciler:
             except AzureCallError as exc:
                 if exc.status != 409:  # 409: another pool sharing it is creating it already
                     verdict = classify(exc)
-                    attempts = failed[1] + 1 if failed else 1
                     message = f"creating {label} failed: {verdict.message}"
-                    retry_at = self._monotonic() + backoff_delay(
-                        attempts,
-                        retry_after=verdict.retry_after,
+                    schedule = (failed.schedule if failed else Backoff()).after_failure(
+                        self._monotonic(),
                         base=self._config.busy_interval_seconds,
                         cap=self._config.drift_interval_seconds,
+                        failure=verdict,
                     )
-                    memory.certificate_create_failures[cert.key] = (
-                        retry_at,
-                        attempts,
-                        verdict.reason,
-                        message,
+                    memory.certificate_create_failures[cert.key] = CreateFailure(
+                        schedule, verdict.reason, message
                     )
                     if failed is None:
                         events.append(Event("Warning", "CertificateCreateFailed", message))
@@ -401,7 +403,7 @@ class Reconciler:
             and settles_at is not None
             and now >= settles_at > memory.nodes.read_at
         )
-        if memory.nodes is None or mono >= memory.next_nodes_check or stale:
+        if memory.nodes is None or memory.nodes_schedule.is_due(mono) or stale:
             try:
                 endpoint = await self._account_endpoint(spec)
                 memory.nodes = await self._nodes.read_nodes(
@@ -409,8 +411,11 @@ class Reconciler:
                 )
             except AzureCallError as exc:
                 verdict = classify(exc)
-                memory.next_nodes_check = mono + backoff_delay(
-                    2, retry_after=verdict.retry_after, base=self._config.busy_interval_seconds
+                memory.nodes_schedule = memory.nodes_schedule.after_failure(
+                    mono,
+                    base=self._config.busy_interval_seconds,
+                    cap=self._config.node_interval_seconds,
+                    failure=verdict,
                 )
                 return old_nodes, ConditionUpdate(
                     NODES_READY, False, verdict.reason, verdict.message
@@ -421,7 +426,7 @@ class Reconciler:
         condition = summarize_nodes(
             verdicts, target_nodes=_target_nodes(spec), rotation_pending_until=pending
         )
-        if mono >= memory.next_nodes_check:
+        if memory.nodes_schedule.is_due(mono):
             if condition.status is True:
                 interval = self._config.node_interval_seconds
             else:
@@ -432,7 +437,7 @@ class Reconciler:
                     1.0, int(status.get("total") or 0) / 50
                 )
                 interval = min(self._config.node_interval_seconds, per_size)
-            memory.next_nodes_check = mono + interval
+            memory.nodes_schedule = Backoff().after_success(mono, interval)
         return status, condition
 
     async def _account_endpoint(self, spec: BatchCertPoolSpec) -> str:

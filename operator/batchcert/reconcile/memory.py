@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchcert.conditions import ConditionUpdate
+from batchcert.errors import Backoff
 from batchcert.models.azure import NodesReading, PoolState
 
 
@@ -33,24 +34,27 @@ class ObjectView:
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True)
+class CreateFailure:
+    """A refused certificate create: when to try again, and what to tell the user meanwhile."""
+
+    schedule: Backoff
+    reason: str
+    message: str
+
+
 @dataclass
 class ObjectMemory:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generation_seen: int | None = None
-    next_pool_check: float = 0.0
-    next_nodes_check: float = 0.0
+    pool_schedule: Backoff = field(default_factory=Backoff)
+    nodes_schedule: Backoff = field(default_factory=Backoff)
     pool: PoolState | None = None
     pool_known: bool = False  # a GET has told us whether the pool exists
     nodes: NodesReading | None = None
-    failures: int = 0
     pool_condition: ConditionUpdate | None = None
     certificates_creating: set[tuple[str, str]] = field(default_factory=set)
     access_generation: int | None = None  # the spec generation whose vault access was ensured
     access_recheck: bool = False
-    access_next_check: float = 0.0
-    access_failures: int = 0
-    # certificate key → (monotonic time of the next attempt, attempts, reason, message)
-    certificate_create_failures: dict[tuple[str, str], tuple[float, int, str, str]] = field(
-        default_factory=dict
-    )
-    last_reasons: dict[str, str] = field(default_factory=dict)
+    access_schedule: Backoff = field(default_factory=Backoff)
+    certificate_create_failures: dict[tuple[str, str], CreateFailure] = field(default_factory=dict)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchcert.conditions import ConditionUpdate
+from batchcert.errors import Classification
+from batchcert.models.azure import PoolState
 
 
 @dataclass(frozen=True)
@@ -16,11 +18,24 @@ class Event:
 
 
 @dataclass
+class PoolSighting:
+    """What a pool reconcile saw of the pool in Azure (filled in as the reconcile reads)."""
+
+    known: bool = False  # a GET has told us whether the pool exists
+    pool: PoolState | None = None
+
+    def saw(self, pool: PoolState | None) -> PoolState | None:
+        self.known, self.pool = True, pool
+        return pool
+
+
+@dataclass
 class PoolResult:
     condition: ConditionUpdate
     events: list[Event] = field(default_factory=list)
     busy: bool = False  # Azure is changing the pool for us: look again soon
-    retry_after: float | None = None  # a classified failure asked for this delay
+    failure: Classification | None = None  # the classified Azure failure, when one stopped it
+    seen: PoolSighting = field(default_factory=PoolSighting)
 
 
 @dataclass

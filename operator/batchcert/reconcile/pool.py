@@ -21,8 +21,8 @@ from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import PoolState
 from batchcert.models.spec import BatchCertPoolSpec, DisruptiveUpdatePolicy
 from batchcert.reconcile.lookups import SharedLookups
-from batchcert.reconcile.memory import ObjectMemory, ObjectView
-from batchcert.reconcile.outcome import DeleteOutcome, Event, PoolResult
+from batchcert.reconcile.memory import ObjectView
+from batchcert.reconcile.outcome import DeleteOutcome, Event, PoolResult, PoolSighting
 from batchcert.translate.pool_body import (
     Owner,
     build_pool_body,
@@ -68,21 +68,19 @@ class PoolReconciler:
 
         return await self._lookups.get(identity_key(spec), load)
 
-    async def reconcile(
-        self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory
-    ) -> PoolResult:
+    async def reconcile(self, obj: ObjectView, spec: BatchCertPoolSpec) -> PoolResult:
+        """One step towards the spec; the result says what was done and what was seen."""
+        seen = PoolSighting()
         try:
-            return await self._reconcile(obj, spec, memory)
+            result = await self._reconcile(obj, spec, seen)
         except AzureCallError as exc:
             verdict = classify(exc)
-            return PoolResult(
-                _not_ready(verdict.reason, verdict.message),
-                busy=False,
-                retry_after=verdict.retry_after if verdict.retry_after is not None else 0.0,
-            )
+            result = PoolResult(_not_ready(verdict.reason, verdict.message), failure=verdict)
+        result.seen = seen
+        return result
 
     async def _reconcile(
-        self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory
+        self, obj: ObjectView, spec: BatchCertPoolSpec, seen: PoolSighting
     ) -> PoolResult:
         account, pool_name = spec.account, spec.resolved_pool_name(obj.name)
         client_id = await self.resolve_client_id(spec)
@@ -96,8 +94,7 @@ class PoolReconciler:
             )
         owner = Owner(obj.namespace, obj.name, obj.uid)
         desired = build_pool_body(spec, identity_client_id=client_id, owner=owner)
-        pool = await self._arm.get_pool(account, pool_name)
-        memory.pool, memory.pool_known = pool, True
+        pool = seen.saw(await self._arm.get_pool(account, pool_name))
         events: list[Event] = []
 
         if pool is None:
@@ -106,11 +103,12 @@ class PoolReconciler:
             except AzureCallError as exc:
                 if not exc.is_precondition_failed:
                     raise
-                pool = await self._arm.get_pool(account, pool_name)  # raced: someone created it
+                # Raced: someone created it.
+                pool = seen.saw(await self._arm.get_pool(account, pool_name))
                 if pool is None:
                     return PoolResult(_not_ready("Reconciling", "pool creation raced"), busy=True)
             else:
-                memory.pool = pool
+                seen.saw(pool)
                 return PoolResult(
                     _not_ready("PoolCreated", f"pool {pool_name} created; {_allocation(pool)}"),
                     [
@@ -122,7 +120,6 @@ class PoolReconciler:
                     ],
                     busy=True,
                 )
-            memory.pool = pool
 
         if owner_uid_of(pool.properties) != obj.uid:
             return PoolResult(
@@ -160,7 +157,7 @@ class PoolReconciler:
         patch = build_in_place_patch(desired, diff, desired_scale=spec_scale)
         if patch is not None:
             pool = await self._arm.update_pool(account, pool_name, patch, etag=pool.etag)
-            memory.pool = pool
+            seen.saw(pool)
             events.append(
                 Event("Normal", "PoolUpdated", f"updated {', '.join(patch['properties'])}")
             )
