@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from batchcert.models.timestamps import format_rfc3339
+
 READY = "Ready"
 POOL_READY = "PoolReady"
 CERTIFICATE_READY = "CertificateReady"
@@ -28,10 +30,6 @@ class ConditionUpdate:
     status: bool | None  # None: Unknown
     reason: str
     message: str = ""
-
-
-def format_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _status_text(value: bool | None) -> str:
@@ -61,7 +59,7 @@ def set_condition(
                 "status": status,
                 "reason": update.reason,
                 "message": update.message,
-                "lastTransitionTime": format_time(now)
+                "lastTransitionTime": format_rfc3339(now)
                 if changed or not existing.get("lastTransitionTime")
                 else existing["lastTransitionTime"],
                 "observedGeneration": generation,
@@ -74,7 +72,7 @@ def set_condition(
                 "status": status,
                 "reason": update.reason,
                 "message": update.message,
-                "lastTransitionTime": format_time(now),
+                "lastTransitionTime": format_rfc3339(now),
                 "observedGeneration": generation,
             }
         )

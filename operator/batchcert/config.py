@@ -132,6 +132,22 @@ class Config:
         return replace(self, cloud=cloud)
 
 
+_DEFAULTS = Config()
+# Environment variable → Config field; the defaults are the dataclass's, written once above.
+_SETTINGS = {
+    "BATCHCERT_TICK_SECONDS": "tick_seconds",
+    "BATCHCERT_DRIFT_INTERVAL_SECONDS": "drift_interval_seconds",
+    "BATCHCERT_CERT_INTERVAL_SECONDS": "cert_interval_seconds",
+    "BATCHCERT_NODE_INTERVAL_SECONDS": "node_interval_seconds",
+    "BATCHCERT_BUSY_INTERVAL_SECONDS": "busy_interval_seconds",
+    "BATCHCERT_NODE_CONCURRENCY": "node_concurrency",
+    "BATCHCERT_ARM_WRITES_PER_SECOND": "arm_writes_per_second",
+    "BATCHCERT_ARM_READS_PER_SECOND": "arm_reads_per_second",
+    "BATCHCERT_EXPIRY_WARNING_DAYS": "expiry_warning_days",
+    "BATCHCERT_RENEWAL_GRACE_SECONDS": "renewal_grace_seconds",
+}
+
+
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -166,19 +182,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
                 **parse_host_aliases(env["BATCHCERT_HOST_ALIASES"]),
             },
         )
-    return Config(
-        cloud=cloud,
-        tick_seconds=_number(env, "BATCHCERT_TICK_SECONDS", 5.0),
-        drift_interval_seconds=_number(env, "BATCHCERT_DRIFT_INTERVAL_SECONDS", 300.0),
-        cert_interval_seconds=_number(env, "BATCHCERT_CERT_INTERVAL_SECONDS", 300.0),
-        node_interval_seconds=_number(env, "BATCHCERT_NODE_INTERVAL_SECONDS", 300.0),
-        busy_interval_seconds=_number(env, "BATCHCERT_BUSY_INTERVAL_SECONDS", 15.0),
-        node_concurrency=int(_number(env, "BATCHCERT_NODE_CONCURRENCY", 8)),
-        arm_writes_per_second=_number(env, "BATCHCERT_ARM_WRITES_PER_SECOND", 10.0),
-        arm_reads_per_second=_number(env, "BATCHCERT_ARM_READS_PER_SECOND", 25.0),
-        expiry_warning_days=_number(env, "BATCHCERT_EXPIRY_WARNING_DAYS", 30.0),
-        renewal_grace_seconds=_number(env, "BATCHCERT_RENEWAL_GRACE_SECONDS", 86400.0),
-    )
+    values: dict[str, Any] = {
+        field: _number(env, name, getattr(_DEFAULTS, field)) for name, field in _SETTINGS.items()
+    }
+    values["node_concurrency"] = int(values["node_concurrency"])
+    return Config(cloud=cloud, **values)
 
 
 def parse_host_aliases(text: str) -> dict[str, str]:

@@ -31,14 +31,12 @@ from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.batchnodes import BatchNodesAdapter
 from batchcert.adapters.keyvault import KeyVaultAdapter
 from batchcert.config import Config
+from batchcert.models.names import FINALIZER, GROUP, PAUSED_ANNOTATION, PLURAL, VERSION
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import Event
 
-GROUP, VERSION, PLURAL = "batchcert.dev", "v1alpha1", "batchcertpools"
-FINALIZER = "batchcert.dev/finalizer"
-PAUSED_ANNOTATION = "batchcert.dev/paused"
 _EVENT_MESSAGE_LIMIT = 1000
 T = TypeVar("T")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, start_http_server
@@ -37,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from batchcert.adapters.pacing import ArmPacer
+from batchcert.models.timestamps import parse_rfc3339
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import Outcome
 
@@ -60,12 +60,8 @@ def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> di
 
 
 def to_timestamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    moment = parse_rfc3339(text)
+    return None if moment is None else moment.timestamp()
 
 
 class StatusCollector(Collector):

@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-GROUP, VERSION, PLURAL = "batchcert.dev", "v1alpha1", "batchcertpools"
+from batchcert.models.names import GROUP, PAUSED_ANNOTATION, PLURAL, VERSION
+from batchcert.models.timestamps import parse_rfc3339
+
 CONDITION_ORDER = ("Ready", "PoolReady", "CertificateReady", "NodesReady")
 EXIT_READY, EXIT_NOT_READY, EXIT_UNREADABLE = 0, 1, 2
 RECENT_EVENTS = 10
@@ -43,15 +45,6 @@ def add_parser(subparsers: Any) -> None:
 # --- pure rendering ---------------------------------------------------------------------------
 
 
-def parse_time(text: Any) -> datetime | None:
-    if not text or not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def humanize(delta_seconds: float) -> str:
     """``3d4h``, ``5m``, ``12s``: the two largest units, like kubectl's AGE."""
     seconds = int(abs(delta_seconds))
@@ -67,7 +60,7 @@ def humanize(delta_seconds: float) -> str:
 
 def when(text: Any, now: datetime) -> str:
     """A timestamp with its distance from now: ``2027-01-01T00:00:00Z (in 34d2h)``."""
-    moment = parse_time(text)
+    moment = parse_rfc3339(text)
     if moment is None:
         return "-"
     delta = (moment - now).total_seconds()
@@ -163,7 +156,7 @@ def _node_lines(status: dict[str, Any], now: datetime) -> list[str]:
         lines.append("  Failures:")
         rows = [["NODE", "CODE", "SINCE", "MESSAGE"]]
         for failure in failures:
-            since = parse_time(failure.get("time"))
+            since = parse_rfc3339(failure.get("time"))
             rows.append(
                 [
                     str(failure.get("nodeId", "-")),
@@ -184,7 +177,7 @@ def _condition_lines(status: dict[str, Any], now: datetime) -> list[str]:
     conditions.sort(key=lambda c: order.get(c.get("type", ""), len(order)))
     rows = [["TYPE", "STATUS", "REASON", "AGE", "MESSAGE"]]
     for condition in conditions:
-        since = parse_time(condition.get("lastTransitionTime"))
+        since = parse_rfc3339(condition.get("lastTransitionTime"))
         rows.append(
             [
                 str(condition.get("type", "-")),
@@ -199,10 +192,10 @@ def _condition_lines(status: dict[str, Any], now: datetime) -> list[str]:
 
 def _event_time(event: dict[str, Any]) -> datetime | None:
     for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
-        moment = parse_time(event.get(key))
+        moment = parse_rfc3339(event.get(key))
         if moment is not None:
             return moment
-    return parse_time((event.get("metadata") or {}).get("creationTimestamp"))
+    return parse_rfc3339((event.get("metadata") or {}).get("creationTimestamp"))
 
 
 def _event_lines(events: list[dict[str, Any]], now: datetime) -> list[str]:
@@ -238,8 +231,8 @@ def render_status(obj: dict[str, Any], events: list[dict[str, Any]], now: dateti
         f"Status:       {verdict}: {ready.get('reason', 'NoStatus')}"
         + (f" - {ready['message']}" if ready.get("message") else ""),
     ]
-    if str((meta.get("annotations") or {}).get("batchcert.dev/paused", "")).lower() == "true":
-        lines.append("Paused:       yes (annotation batchcert.dev/paused=true)")
+    if str((meta.get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower() == "true":
+        lines.append(f"Paused:       yes (annotation {PAUSED_ANNOTATION}=true)")
     sections = [
         lines,
         _pool_lines(obj),

@@ -29,10 +29,10 @@ from batchcert.models.azure import (
     NodesReading,
     PoolState,
 )
+from batchcert.models.names import UID_METADATA
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
-from batchcert.translate.pool_body import UID_METADATA
 from support.builders import IDENTITY, base_spec
 
 pytestmark = pytest.mark.unit

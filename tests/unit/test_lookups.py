@@ -1,4 +1,4 @@
-"""The shared single-flight lookups (identity clientIds, account endpoints).
+"""The one single-flight cache (identities, account endpoints, certificate readings).
 
 Covers: concurrent askers share one read; a value is remembered for the TTL and read again after;
 None (not found) and failures are never remembered; invalidate forgets at once.
@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from batchcert.reconcile.lookups import SharedLookups
+from batchcert.reconcile.lookups import SingleFlightCache
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +24,7 @@ async def test_single_flight_ttl_and_invalidate() -> None:
         await asyncio.sleep(0.01)
         return f"v{len(reads)}"
 
-    lookups: SharedLookups[str] = SharedLookups(300, monotonic=lambda: clock[0])
+    lookups: SingleFlightCache[str, str] = SingleFlightCache(300, monotonic=lambda: clock[0])
     values = await asyncio.gather(*(lookups.get("k", load) for _ in range(50)))
     assert set(values) == {"v1"} and len(reads) == 1
     clock[0] = 299
@@ -44,7 +44,7 @@ async def test_not_found_and_failures_are_not_remembered() -> None:
             raise answer
         return answer  # type: ignore[return-value]
 
-    lookups: SharedLookups[str] = SharedLookups(300)
+    lookups: SingleFlightCache[str, str] = SingleFlightCache(300)
     assert await lookups.get("k", load) is None
     with pytest.raises(RuntimeError):
         await lookups.get("k", load)

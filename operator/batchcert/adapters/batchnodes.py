@@ -8,24 +8,14 @@ raised, so one bad node never hides the others; listing the nodes themselves may
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.errors import translating
 from batchcert.errors import AzureCallError
 from batchcert.models.azure import ExtensionStatus, NodeExtensionReport, NodesReading
-
-
-def _time(raw: Any) -> datetime | None:
-    if raw is None:
-        return None
-    if isinstance(raw, datetime):
-        return raw if raw.tzinfo else raw.replace(tzinfo=UTC)
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        return None
+from batchcert.models.timestamps import parse_rfc3339
 
 
 def _statuses(items: Any) -> tuple[ExtensionStatus, ...]:
@@ -35,7 +25,7 @@ def _statuses(items: Any) -> tuple[ExtensionStatus, ...]:
             level=item.get("level"),
             display_status=item.get("displayStatus"),
             message=item.get("message"),
-            time=_time(item.get("time")),
+            time=parse_rfc3339(item.get("time")),
         )
         for item in items or []
     )

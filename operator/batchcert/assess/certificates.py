@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from batchcert.conditions import CERTIFICATE_READY, ConditionUpdate, format_time
+from batchcert.conditions import CERTIFICATE_READY, ConditionUpdate
 from batchcert.models.azure import CertificateFacts, CertificateReading
 from batchcert.models.spec import CertificateRef
+from batchcert.models.timestamps import format_rfc3339
 
 
 def is_cloud_vault(vault_url: str, dns_suffix: str) -> bool:
@@ -89,7 +90,7 @@ def assess_reading(
         return CertificateVerdict(False, "CertificateDisabled", f"{label} is disabled")
     if facts.not_after is not None and facts.not_after <= now:
         return CertificateVerdict(
-            False, "CertificateExpired", f"{label} expired at {format_time(facts.not_after)}"
+            False, "CertificateExpired", f"{label} expired at {format_rfc3339(facts.not_after)}"
         )
     renewal = expected_renewal_time(facts)
     if renewal is None:
@@ -97,7 +98,7 @@ def assess_reading(
             return CertificateVerdict(
                 False,
                 "CertificateExpiringSoon",
-                f"{label} expires at {format_time(facts.not_after)} and has no AutoRenew "
+                f"{label} expires at {format_rfc3339(facts.not_after)} and has no AutoRenew "
                 "lifetime action: renew it or add one",
             )
         return CertificateVerdict(
@@ -110,7 +111,7 @@ def assess_reading(
         return CertificateVerdict(
             False,
             "AutoRenewStuck",
-            f"{label} should have renewed at {format_time(renewal)} but version "
+            f"{label} should have renewed at {format_rfc3339(renewal)} but version "
             f"{facts.version} is still current (check the issuer and the vault's activity log)",
         )
     return CertificateVerdict(True, "CertificateReady", f"{label} is current and renews itself")
@@ -152,14 +153,14 @@ def build_certificate_status(
     item.pop("notAfter", None)
     item.pop("expectedRenewalTime", None)
     if facts.not_before is not None:
-        item["notBefore"] = format_time(facts.not_before)
+        item["notBefore"] = format_rfc3339(facts.not_before)
     if facts.not_after is not None:
-        item["notAfter"] = format_time(facts.not_after)
+        item["notAfter"] = format_rfc3339(facts.not_after)
     renewal = expected_renewal_time(facts)
     if renewal is not None:
-        item["expectedRenewalTime"] = format_time(renewal)
+        item["expectedRenewalTime"] = format_rfc3339(renewal)
     if rotated:
-        item["lastRotationTime"] = format_time(now)
+        item["lastRotationTime"] = format_rfc3339(now)
         item["rotations"] += 1
         return item, facts
     return item, None

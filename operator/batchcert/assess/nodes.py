@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from batchcert.conditions import NODES_READY, ConditionUpdate, format_time
+from batchcert.conditions import NODES_READY, ConditionUpdate
 from batchcert.models.azure import ExtensionStatus, NodeExtensionReport, NodesReading
+from batchcert.models.timestamps import format_rfc3339
 
 MAX_FAILURES = 10
 
@@ -136,7 +137,7 @@ def build_nodes_status(
             "nodeId": report.node_id,
             "code": verdict.cause or "ExtensionFailed",
             "message": verdict.message[:512],
-            "time": format_time(reading.read_at),
+            "time": format_rfc3339(reading.read_at),
         }
         for report, verdict in zip(reading.nodes, verdicts, strict=True)
         if verdict.state == "failed"
@@ -151,7 +152,7 @@ def build_nodes_status(
         "transitioning": counts["transitioning"],
         "failed": counts["failed"],
         "summary": f"{counts['ready']}/{len(reading.nodes)}",  # for kubectl's printer column
-        "lastCheckTime": format_time(reading.read_at),
+        "lastCheckTime": format_rfc3339(reading.read_at),
         "failures": failures[:MAX_FAILURES],
     }
     return status, verdicts
@@ -196,7 +197,7 @@ def summarize_nodes(
             False,
             "RotationPropagating",
             f"a new certificate version is propagating; nodes poll Key Vault and should all have "
-            f"it by {format_time(rotation_pending_until)}",
+            f"it by {format_rfc3339(rotation_pending_until)}",
         )
     if total == 0:
         return ConditionUpdate(NODES_READY, True, "NoNodes", "the pool has no nodes to check")

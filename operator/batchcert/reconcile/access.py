@@ -14,13 +14,15 @@ from __future__ import annotations
 from batchcert.adapters.arm import ArmAdapter
 from batchcert.errors import AzureCallError, classify
 from batchcert.models.spec import BatchCertPoolSpec
+from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.outcome import Event
 from batchcert.translate.access_policy import build_secrets_read_policy, has_secrets_read
 
 
 class AccessGranter:
-    def __init__(self, arm: ArmAdapter) -> None:
+    def __init__(self, arm: ArmAdapter, facts: SharedFacts) -> None:
         self._arm = arm
+        self._facts = facts
 
     async def ensure(self, spec: BatchCertPoolSpec) -> tuple[bool, list[Event]]:
         """Grant where missing; returns (every vault grants access, events)."""
@@ -28,7 +30,7 @@ class AccessGranter:
         if grant is None:
             return True, []
         try:
-            identity = await self._arm.get_identity(spec.identity.resource_id)
+            identity = await self._facts.identity(spec.identity.resource_id)
             if identity is None or not identity.principal_id or not identity.tenant_id:
                 return False, [
                     Event(

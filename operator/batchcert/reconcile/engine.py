@@ -47,23 +47,19 @@ from batchcert.conditions import (
 from batchcert.config import Config
 from batchcert.errors import AzureCallError, Backoff, classify
 from batchcert.models.azure import CertificateReading
+from batchcert.models.names import PAUSED_ANNOTATION
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
+from batchcert.models.timestamps import parse_rfc3339
 from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
-from batchcert.reconcile.lookups import SharedLookups
+from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import CreateFailure, ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
-from batchcert.reconcile.pool import PoolReconciler, identity_key
+from batchcert.reconcile.pool import PoolReconciler
 from batchcert.translate.certificate_body import build_create_certificate_body
 from batchcert.translate.merge_patch import build_merge_patch
 
 STATUS_KEYS = ("observedGeneration", "conditions", "pool", "certificates", "nodes")
-
-
-def _parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _target_nodes(spec: BatchCertPoolSpec) -> int | None:
@@ -90,14 +86,10 @@ class Reconciler:
         now: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._arm = arm
-        # Identity clientIds and account endpoints, shared by every object (single flight). They
-        # do not change under a given resource id, so they are kept until evidence says
-        # otherwise: a pool that is not Ready, or nodes reporting IdentityNotFound (an identity
-        # recreated under the same name has a new clientId). Steady state costs no read here.
-        self._lookups: SharedLookups[str] = SharedLookups(float("inf"), monotonic)
-        self._pools = PoolReconciler(arm, self._lookups)
-        self._access = AccessGranter(arm)
+        # Identities and account endpoints, shared by every object (single flight).
+        self._facts = SharedFacts(arm, monotonic)
+        self._pools = PoolReconciler(arm, self._facts)
+        self._access = AccessGranter(arm, self._facts)
         self._nodes = nodes
         self._keyvault = keyvault
         self._watcher = watcher
@@ -137,7 +129,7 @@ class Reconciler:
             obj, spec, memory, items, mono, now, old.get("nodes")
         )
         if nodes_condition.reason == "IdentityNotFound":
-            self._lookups.invalidate(identity_key(spec))
+            self._facts.forget_identity(spec.identity.resource_id)
         if (
             nodes_condition.reason == "VaultAccessDenied"
             and spec.identity.grant_secrets_access is not None
@@ -213,7 +205,7 @@ class Reconciler:
         if obj.paused:
             return refuse(
                 "ReconcilePaused",
-                "reconciliation is paused by the batchcert.dev/paused annotation",
+                f"reconciliation is paused by the {PAUSED_ANNOTATION} annotation",
                 self._config.tick_seconds,
             )
         if not conditions:
@@ -269,7 +261,7 @@ class Reconciler:
         else:
             # A failure, or a state only a user can fix: back off as its verdict says (never
             # sooner than Retry-After), from the busy interval up to the drift interval.
-            self._lookups.invalidate(identity_key(spec))
+            self._facts.forget_identity(spec.identity.resource_id)
             memory.pool_schedule = schedule.after_failure(
                 mono,
                 base=self._config.busy_interval_seconds,
@@ -396,7 +388,7 @@ class Reconciler:
                 NODES_READY, False, "PoolNotReady", "the pool does not exist yet"
             )
         polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
-        rotations = [_parse_time(i.get("lastRotationTime")) for i in cert_items]
+        rotations = [parse_rfc3339(i.get("lastRotationTime")) for i in cert_items]
         settles_at = max((r + polling for r in rotations if r is not None), default=None)
         stale = (
             memory.nodes is not None
@@ -405,7 +397,7 @@ class Reconciler:
         )
         if memory.nodes is None or memory.nodes_schedule.is_due(mono) or stale:
             try:
-                endpoint = await self._account_endpoint(spec)
+                endpoint = await self._facts.account_endpoint(spec.account)
                 memory.nodes = await self._nodes.read_nodes(
                     endpoint, spec.resolved_pool_name(obj.name), spec.key_vault_extension.name, now
                 )
@@ -439,14 +431,6 @@ class Reconciler:
                 interval = min(self._config.node_interval_seconds, per_size)
             memory.nodes_schedule = Backoff().after_success(mono, interval)
         return status, condition
-
-    async def _account_endpoint(self, spec: BatchCertPoolSpec) -> str:
-        async def load() -> str:
-            return await self._arm.get_account_endpoint(spec.account)
-
-        endpoint = await self._lookups.get(("account", spec.account.resource_id.lower()), load)
-        assert endpoint is not None  # get_account_endpoint raises rather than return None
-        return endpoint
 
     @staticmethod
     def _transition_events(

@@ -1,53 +1,117 @@
-"""Process-wide, single-flight lookups of facts many objects share: identity clientIds and Batch
-account endpoints.
+"""Reads many objects share, done once: the one single-flight cache type, and the shared facts
+(identities, Batch account endpoints) every pool needs.
 
 A thousand pools created at once with the same identity cost one identity read, not a thousand:
 the first asker reads, concurrent askers await the same read, later askers get the remembered
-value until it is ``ttl`` seconds old. Without this, the identity reads alone would bound the
-convergence of 1,000 pools by ARM's read bucket (measured in ``benchmarks/``).
+value until its time-to-live passes. Without this, the identity reads alone would bound the
+convergence of 1,000 pools by ARM's read bucket (measured in ``benchmarks/``). The certificate
+watcher (``certwatch``) is the same cache with a per-value time-to-live.
 
-Invariants: at most one read per key is in flight; "not found" (None) and failures are never
-remembered, so a fix is seen on the next ask; ``invalidate`` forgets a key at once.
+Invariants: at most one read per key is in flight; ``None`` (not found) and failures are never
+remembered, so a fix is seen on the next ask; ``invalidate`` forgets a key at once; one asker
+being cancelled never cancels the read the others await.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Collection, Hashable
 from typing import Generic, TypeVar
 
+from batchcert.adapters.arm import ArmAdapter
+from batchcert.models.azure import IdentityInfo
+from batchcert.models.spec import AccountRef, BatchCertPoolSpec
+
+K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-class SharedLookups(Generic[V]):
-    def __init__(self, ttl: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+class SingleFlightCache(Generic[K, V]):
+    def __init__(
+        self,
+        ttl: float | Callable[[V], float],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ttl = ttl
         self._monotonic = monotonic
-        self._values: dict[Hashable, tuple[float, V]] = {}
-        self._inflight: dict[Hashable, asyncio.Task[V | None]] = {}
+        self._values: dict[K, tuple[float, V]] = {}  # key → (expires at, value)
+        self._inflight: dict[K, asyncio.Task[V | None]] = {}
         self.reads = 0
 
-    async def get(self, key: Hashable, load: Callable[[], Awaitable[V | None]]) -> V | None:
+    def cached(self, key: K) -> V | None:
         entry = self._values.get(key)
-        if entry is not None and self._monotonic() - entry[0] < self._ttl:
+        return entry[1] if entry else None
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        entry = self._values.get(key)
+        if entry is not None and self._monotonic() < entry[0]:
             return entry[1]
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._load(key, load))
             self._inflight[key] = task
-        # shield: one asker being cancelled must not cancel the read the others await.
         return await asyncio.shield(task)
 
-    async def _load(self, key: Hashable, load: Callable[[], Awaitable[V | None]]) -> V | None:
+    async def _load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
         try:
             self.reads += 1
             value = await load()
             if value is not None:
-                self._values[key] = (self._monotonic(), value)
+                ttl = self._ttl(value) if callable(self._ttl) else self._ttl
+                self._values[key] = (self._monotonic() + ttl, value)
             return value
         finally:
             self._inflight.pop(key, None)
 
-    def invalidate(self, key: Hashable) -> None:
+    def invalidate(self, key: K) -> None:
         self._values.pop(key, None)
+
+    def forget_unused(self, in_use: Collection[K]) -> None:
+        for key in [k for k in self._values if k not in in_use]:
+            del self._values[key]
+
+
+class SharedFacts:
+    """Identities and account endpoints, read once for every object that names them.
+
+    They do not change under a given resource id, so they are kept until evidence says otherwise:
+    a pool that is not Ready, or nodes reporting IdentityNotFound (an identity recreated under the
+    same name has a new clientId), makes the reconcile forget the identity. Steady state costs no
+    read here.
+    """
+
+    def __init__(self, arm: ArmAdapter, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._arm = arm
+        self._identities: SingleFlightCache[str, IdentityInfo] = SingleFlightCache(
+            float("inf"), monotonic
+        )
+        self._endpoints: SingleFlightCache[str, str] = SingleFlightCache(float("inf"), monotonic)
+
+    @property
+    def reads(self) -> int:
+        return self._identities.reads + self._endpoints.reads
+
+    async def identity(self, resource_id: str) -> IdentityInfo | None:
+        async def load() -> IdentityInfo | None:
+            return await self._arm.get_identity(resource_id)
+
+        return await self._identities.get(resource_id.lower(), load)
+
+    async def client_id(self, spec: BatchCertPoolSpec) -> str | None:
+        """The pool identity's clientId: from the spec, else the shared identity read."""
+        if spec.identity.client_id:
+            return spec.identity.client_id
+        identity = await self.identity(spec.identity.resource_id)
+        return identity.client_id if identity else None
+
+    def forget_identity(self, resource_id: str) -> None:
+        self._identities.invalidate(resource_id.lower())
+
+    async def account_endpoint(self, account: AccountRef) -> str:
+        async def load() -> str:
+            return await self._arm.get_account_endpoint(account)
+
+        endpoint = await self._endpoints.get(account.resource_id.lower(), load)
+        assert endpoint is not None  # get_account_endpoint raises rather than return None
+        return endpoint

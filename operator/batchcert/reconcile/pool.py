@@ -20,7 +20,7 @@ from batchcert.conditions import POOL_READY, ConditionUpdate
 from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import PoolState
 from batchcert.models.spec import BatchCertPoolSpec, DisruptiveUpdatePolicy
-from batchcert.reconcile.lookups import SharedLookups
+from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, PoolResult, PoolSighting
 from batchcert.translate.pool_body import (
@@ -48,25 +48,10 @@ def _allocation(pool: PoolState) -> str:
     )
 
 
-def identity_key(spec: BatchCertPoolSpec) -> tuple[str, str]:
-    return ("identity", spec.identity.resource_id.lower())
-
-
 class PoolReconciler:
-    def __init__(self, arm: ArmAdapter, lookups: SharedLookups[str]) -> None:
+    def __init__(self, arm: ArmAdapter, facts: SharedFacts) -> None:
         self._arm = arm
-        self._lookups = lookups
-
-    async def resolve_client_id(self, spec: BatchCertPoolSpec) -> str | None:
-        """The identity's clientId: from the spec, else one shared lookup for every pool."""
-        if spec.identity.client_id:
-            return spec.identity.client_id
-
-        async def load() -> str | None:
-            identity = await self._arm.get_identity(spec.identity.resource_id)
-            return identity.client_id if identity else None
-
-        return await self._lookups.get(identity_key(spec), load)
+        self._facts = facts
 
     async def reconcile(self, obj: ObjectView, spec: BatchCertPoolSpec) -> PoolResult:
         """One step towards the spec; the result says what was done and what was seen."""
@@ -83,7 +68,7 @@ class PoolReconciler:
         self, obj: ObjectView, spec: BatchCertPoolSpec, seen: PoolSighting
     ) -> PoolResult:
         account, pool_name = spec.account, spec.resolved_pool_name(obj.name)
-        client_id = await self.resolve_client_id(spec)
+        client_id = await self._facts.client_id(spec)
         if client_id is None:
             return PoolResult(
                 _not_ready(

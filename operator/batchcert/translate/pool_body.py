@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from batchcert.models.names import OWNER_METADATA, UID_METADATA
 from batchcert.models.spec import (
     LINUX_CERT_STORE_LOCATION,
     WINDOWS_CERT_STORE_LOCATION,
@@ -27,8 +28,6 @@ from batchcert.models.spec import (
 )
 
 KEYVAULT_EXTENSION_PUBLISHER = "Microsoft.Azure.KeyVault"
-OWNER_METADATA = "batchcert.dev/owner"
-UID_METADATA = "batchcert.dev/uid"
 
 _MSI_ENDPOINT = {
     OsType.LINUX: "http://169.254.169.254/metadata/identity",

@@ -15,8 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from batchcert.models.names import OWNER_METADATA, UID_METADATA
 from batchcert.translate.durations import same_duration
-from batchcert.translate.pool_body import OWNER_METADATA, UID_METADATA
 
 # REST property names (under ``properties``, or top level for identity) Azure only changes at 0 nodes.
 DISRUPTIVE_PROPERTIES = ("vmSize", "taskSchedulingPolicy", "deploymentConfiguration", "identity")
