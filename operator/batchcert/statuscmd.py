@@ -247,55 +247,68 @@ def render_status(obj: dict[str, Any], events: list[dict[str, Any]], now: dateti
 # --- I/O --------------------------------------------------------------------------------------
 
 
-def _load_kubernetes(kubeconfig: str | None) -> str:
-    """Configure the client; return the current context's namespace (or ``default``)."""
-    from kubernetes import config
+class StatusReadError(Exception):
+    """The resource could not be read; the message says why, for the user."""
 
-    try:
-        config.load_kube_config(config_file=kubeconfig)
-    except config.ConfigException:
-        if kubeconfig:
-            raise
-        config.load_incluster_config()
-        try:
-            with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as handle:
-                return handle.read().strip() or "default"
-        except OSError:
-            return "default"
-    _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-    return str((active or {}).get("context", {}).get("namespace") or "default")
+
+def _login(kubeconfig: str | None) -> Any:
+    """Credentials as the operator finds them: a kubeconfig, else the pod's service account.
+
+    kopf's own login (no Kubernetes client library, which the image does not carry).
+    """
+    import os
+
+    import kopf
+
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_kubeconfig(settings=settings) or kopf.login_with_service_account(
+        settings=settings
+    )
+    if info is None:
+        raise StatusReadError("no kubeconfig found (set KUBECONFIG) and not running in a pod")
+    return info
+
+
+async def _read(name: str, namespace: str | None, kubeconfig: str | None) -> tuple[Any, Any]:
+    """The resource and its Events, as raw JSON (camelCase keys, like status itself)."""
+    import aiohttp
+
+    info = _login(kubeconfig)
+    namespace = namespace or info.default_namespace or "default"
+    base = info.server.rstrip("/")
+    connector = aiohttp.TCPConnector(ssl=info.as_ssl_context())
+    async with aiohttp.ClientSession(connector=connector, headers=info.as_http_headers()) as http:
+        url = f"{base}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+        async with http.get(url) as response:
+            if response.status == 404:
+                raise StatusReadError(f"batchcertpool {name} in namespace {namespace} not found")
+            if response.status >= 400:
+                raise StatusReadError(
+                    f"batchcertpool {name} in namespace {namespace} cannot be read "
+                    f"({response.status} {response.reason})"
+                )
+            obj = await response.json()
+        selector = f"involvedObject.uid={obj['metadata']['uid']}"
+        events_url = f"{base}/api/v1/namespaces/{namespace}/events"
+        events: list[Any] = []
+        async with http.get(events_url, params={"fieldSelector": selector}) as response:
+            if response.status < 400:  # Events are context: a user who may not list them still
+                events = (await response.json()).get("items") or []  # gets the status.
+    return obj, events
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
+    import asyncio
 
     try:
-        namespace = args.namespace or _load_kubernetes(args.kubeconfig)
-        if args.namespace:
-            _load_kubernetes(args.kubeconfig)
-        api = client.ApiClient()
-        # Typed as Any: the client's stubs describe models, and we ask for raw dicts/JSON.
-        custom: Any = client.CustomObjectsApi(api)
-        core: Any = client.CoreV1Api(api)
-        obj: dict[str, Any] = custom.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, args.name
-        )
-        uid = obj["metadata"]["uid"]
-        listed = core.list_namespaced_event(
-            namespace, field_selector=f"involvedObject.uid={uid}", _preload_content=False
-        )
-    except ApiException as exc:
-        what = "not found" if exc.status == 404 else f"cannot be read ({exc.status} {exc.reason})"
-        where = args.namespace or "the current namespace"
-        print(f"batchcertpool {args.name} in {where} {what}", file=sys.stderr)
+        obj, events = asyncio.run(_read(args.name, args.namespace, args.kubeconfig))
+    except StatusReadError as exc:
+        print(str(exc), file=sys.stderr)
         return EXIT_UNREADABLE
-    except Exception as exc:  # kubeconfig missing, server unreachable: say so, no traceback
+    except Exception as exc:  # kubeconfig unreadable, server unreachable: say so, no traceback
         print(f"cannot reach the cluster: {exc}", file=sys.stderr)
         return EXIT_UNREADABLE
-    import json
-
-    # Raw JSON, not the client's models: events keep their camelCase keys like status does.
-    events = list(json.loads(listed.data).get("items") or [])
-    print(render_status(obj, events, datetime.now(UTC)), end="")
+    print(render_status(obj, list(events), datetime.now(UTC)), end="")
     return EXIT_READY if is_ready(obj) else EXIT_NOT_READY
