@@ -9,12 +9,34 @@ the control-plane binaries built (``make test`` builds them; otherwise run
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from support.cluster import KubeCluster
+
+
+# Tiers follow folders: a test's marker comes from where it lives, never from a hand-written line.
+FOLDER_MARKERS: dict[str, tuple[str, ...]] = {
+    "unit": ("unit",),
+    "sim": ("sim",),
+    "integration": ("integration",),
+    "e2e": ("e2e",),
+    "faults": ("integration", "faults"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        try:
+            folder = item.path.relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        for marker in FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ kube-state-metrics (one series per status value, exactly one of them 1); timesta
 seconds; nothing from a spec or a credential ever becomes a label except namespace, object name
 and certificate name.
 
-Metric names (also listed in the README):
+Metric names (also listed in docs/operating.md):
 
 * ``batchcert_certificate_expiration_timestamp_seconds{namespace,name,certificate}``
 * ``batchcert_certificate_not_before_timestamp_seconds{namespace,name,certificate}``

@@ -12,10 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.e2e
-
 
 def test_the_readme_demo_runs_end_to_end(tmp_path: Path) -> None:
     state = tmp_path / "demo"

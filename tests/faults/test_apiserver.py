@@ -26,8 +26,6 @@ from support.faults import Scenario
 from support.operator import running_operator
 from support.stack import OperatorStack
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
 
 class RestartableStack(OperatorStack):
     """An operator stack on a private control plane whose kube-apiserver can be killed."""

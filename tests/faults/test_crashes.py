@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from support.faults import FaultStack, Scenario, timed
-
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
 def _assert_one_pool(fstack: FaultStack, name: str, row: Scenario) -> None:

@@ -20,8 +20,6 @@ import pytest
 
 from support.faults import FaultStack, Scenario
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
 AUTO_RENEW_80 = {"trigger": {"lifetime_percentage": 80}, "action": {"action_type": "AutoRenew"}}
 # Nodes re-fetch every pollingIntervalInS (60 s, the CRD's minimum) of *simulated* time.
 POLL_PAST = 61

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from support.faults import FaultStack, Scenario, start_replica, stop_operator, timed
-
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PEERING = "batchcert"
 

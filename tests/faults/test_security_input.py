@@ -25,8 +25,6 @@ import pytest
 
 from support.faults import FaultStack, Scenario, per_minute
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
 OBSERVE_SECONDS = 20
 # The suite runs the operator with a 1 s busy/retry interval (support.operator.FAST_INTERVALS),
 # so the designed rate for a failing object is at most one call per second; a hot loop would be

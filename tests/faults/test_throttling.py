@@ -11,11 +11,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime
 
-import pytest
-
 from support.faults import FaultStack, Scenario, open_fault
-
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 RETRY_AFTER = 3
 STORM_SECONDS = 30

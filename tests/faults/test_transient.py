@@ -16,8 +16,6 @@ import pytest
 
 from support.faults import FaultStack, Scenario, open_fault, per_minute, timed
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
 FAULT_SECONDS = 15
 # The SDK's 3 retries plus our jittered backoff keep a failing object well under one request a
 # second; a hot loop would be hundreds per minute.

@@ -37,8 +37,6 @@ from batchdev.devcluster.errors import ClusterStartError, PortInUseError
 from batchdev.devcluster.state import StateDir, load_state
 from support.cluster import KUBECTL, KubeCluster, live_processes_mentioning
 
-pytestmark = pytest.mark.integration
-
 GROUP = "controlplane.test.batchcert.dev"
 WIDGET_CRD = f"""
 apiVersion: apiextensions.k8s.io/v1

@@ -36,8 +36,6 @@ import yaml
 from batchcert.models.spec import parse_spec
 from support.cluster import KubeCluster
 
-pytestmark = pytest.mark.integration
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
 NAMESPACE = "crd-admission"

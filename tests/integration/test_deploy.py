@@ -40,8 +40,6 @@ if TYPE_CHECKING:
     from support.cluster import KubeCluster
     from support.stack import OperatorStack
 
-pytestmark = pytest.mark.integration
-
 SERVICE_ACCOUNT = "batchcert-system/batchcert-operator"
 
 

@@ -17,8 +17,6 @@ import pytest
 
 from support.stack import OperatorStack
 
-pytestmark = pytest.mark.integration
-
 
 def _status(stack: OperatorStack, name: str, ns: str) -> dict:  # type: ignore[type-arg]
     return dict(stack.get(name, ns).get("status", {}))

@@ -18,7 +18,7 @@ from batchsim.keyvault.policy import (
     validate_lifetime_actions,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.unit  # pure, also run by `make unit` (sim comes from the folder)
 
 DAY = 86_400
 

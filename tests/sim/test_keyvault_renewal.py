@@ -22,8 +22,6 @@ from test_keyvault_harness import DAY, KeyVaultSim, auto_renew, policy, versions
 from batchsim.requestlog import RequestFilter
 from batchsim.server import RunningSimulator
 
-pytestmark = pytest.mark.sim
-
 
 @pytest.fixture
 def kvsim(sim: RunningSimulator) -> KeyVaultSim:

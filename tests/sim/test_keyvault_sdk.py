@@ -32,8 +32,6 @@ from batchsim.keyvault.service import KeyVaultService
 from batchsim.requestlog import RequestFilter, RequestLog
 from batchsim.server import RunningSimulator
 
-pytestmark = pytest.mark.sim
-
 
 @pytest.fixture
 def kvsim(sim: RunningSimulator) -> KeyVaultSim:

@@ -18,8 +18,6 @@ import pytest
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
-pytestmark = pytest.mark.sim
-
 Body = Callable[..., dict[str, Any]]
 
 

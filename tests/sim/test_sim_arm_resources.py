@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-pytestmark = pytest.mark.sim
-
 
 @pytest.fixture
 def msi(info: dict[str, Any], demo: dict[str, Any], operator_credential: Any) -> Any:

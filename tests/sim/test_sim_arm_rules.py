@@ -16,8 +16,6 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-pytestmark = pytest.mark.sim
-
 Body = Callable[..., dict[str, Any]]
 
 

@@ -28,8 +28,6 @@ from azure.core.exceptions import ResourceNotFoundError
 from batchsim.client import SimControl, SimControlError
 from batchsim.server import run_simulator, simulator
 
-pytestmark = pytest.mark.sim
-
 
 def test_clock_advances_and_scales(control: Any) -> None:
     start = control.clock()

@@ -18,8 +18,6 @@ from azure.identity import ClientSecretCredential, WorkloadIdentityCredential
 
 from batchsim.entra.tokens import decode_jwt_unverified, encode_jwt
 
-pytestmark = pytest.mark.sim
-
 
 def test_openid_configuration_has_what_msal_reads(info: dict[str, Any], raw: Any) -> None:
     url = f"{info['authorityHost']}/{info['tenantId']}/v2.0/.well-known/openid-configuration"

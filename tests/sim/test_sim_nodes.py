@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-pytestmark = pytest.mark.sim
-
 Body = Callable[..., dict[str, Any]]
 Ext = Callable[..., dict[str, Any]]
 

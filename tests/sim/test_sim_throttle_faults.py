@@ -19,8 +19,6 @@ from azure.core.exceptions import HttpResponseError
 
 from batchsim.client import SimControlError
 
-pytestmark = pytest.mark.sim
-
 
 @pytest.fixture
 def account_url(info: dict[str, Any], demo: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from batchsim.faults import FaultInjector
 from batchsim.requestlog import RequestFilter, RequestLog
 from batchsim.throttle import ArmThrottle, BucketSpec, KeyVaultThrottle
 
-pytestmark = [pytest.mark.sim, pytest.mark.unit]
+pytestmark = pytest.mark.unit  # pure, also run by `make unit` (sim comes from the folder)
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

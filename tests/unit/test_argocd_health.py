@@ -17,8 +17,6 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = pytest.mark.unit
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LUA = REPO_ROOT / "deploy" / "gitops" / "argocd" / "health.lua"
 ARGOCD_CM = REPO_ROOT / "deploy" / "gitops" / "argocd" / "argocd-cm.yaml"

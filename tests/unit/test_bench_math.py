@@ -14,8 +14,6 @@ from types import ModuleType
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "benchmath.py"
 
 

@@ -32,8 +32,6 @@ from batchcert.models.spec import (
     parse_spec,
 )
 
-pytestmark = pytest.mark.unit
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO_ROOT / "crds" / "batchcertpools.yaml"
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("batchcertpool*.yaml"))

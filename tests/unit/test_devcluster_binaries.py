@@ -28,8 +28,6 @@ from batchdev.devcluster.binaries import (
 )
 from batchdev.devcluster.errors import BuildFailedError, DevClusterError, GoToolchainMissingError
 
-pytestmark = pytest.mark.unit
-
 GOMOD = """module example.dev/tools
 
 go 1.26.0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from batchdev.devcluster.flags import (
     EtcdPorts,
     build_etcd_args,
@@ -19,8 +17,6 @@ from batchdev.devcluster.flags import (
     etcd_client_url,
 )
 from batchdev.devcluster.pki import PkiPaths
-
-pytestmark = pytest.mark.unit
 
 
 def as_flags(argv: list[str]) -> dict[str, str]:

@@ -20,8 +20,6 @@ from batchdev.devcluster.kubeconfig import (
     build_token_kubeconfig,
 )
 
-pytestmark = pytest.mark.unit
-
 
 def test_the_admin_kubeconfig_embeds_every_credential() -> None:
     doc = build_client_certificate_kubeconfig(

@@ -10,14 +10,11 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from batchdev.devcluster.pki import build_cluster_pki, issue_client_certificate
-
-pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 PKI = build_cluster_pki(NOW)

@@ -20,8 +20,6 @@ from batchdev.devcluster.processes import (
 )
 from batchdev.devcluster.state import ClusterState, Liveness, assess
 
-pytestmark = pytest.mark.unit
-
 ETCD = ProcessRecord("etcd", 100, 5000)
 API = ProcessRecord("kube-apiserver", 101, 5010)
 

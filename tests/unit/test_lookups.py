@@ -12,8 +12,6 @@ import pytest
 
 from batchcert.reconcile.lookups import SingleFlightCache
 
-pytestmark = pytest.mark.unit
-
 
 async def test_single_flight_ttl_and_invalidate() -> None:
     clock = [0.0]

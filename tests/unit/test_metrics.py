@@ -22,8 +22,6 @@ from batchcert.metrics import Metrics, apply_merge_patch
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import Outcome
 
-pytestmark = pytest.mark.unit
-
 CAPTURED = Path(__file__).resolve().parents[1] / "data" / "status"
 
 

@@ -14,8 +14,6 @@ import pytest
 
 from batchcert.adapters.pacing import ArmPacer, CountingPolicy, TokenBucket
 
-pytestmark = pytest.mark.unit
-
 
 async def test_bucket_bursts_then_paces() -> None:
     clock = [0.0]

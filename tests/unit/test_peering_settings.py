@@ -8,11 +8,8 @@ not a silent standalone run) and carries its priority; the rest of the settings 
 from __future__ import annotations
 
 import kopf
-import pytest
 
 from batchcert.handlers import FINALIZER, configure_settings
-
-pytestmark = pytest.mark.unit
 
 
 def test_alone_by_default() -> None:

@@ -23,8 +23,6 @@ from batchcert.translate.pool_body import (
 from batchcert.translate.pool_diff import build_disruptive_patch, build_in_place_patch, diff_pool
 from support.builders import CLIENT_ID, OWNER, base_spec
 
-pytestmark = pytest.mark.unit
-
 
 def desired_and_actual() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     spec = parse_spec(base_spec())

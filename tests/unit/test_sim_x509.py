@@ -18,8 +18,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from batchsim.keyvault import x509
 
-pytestmark = pytest.mark.unit
-
 ISSUED = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
 
 

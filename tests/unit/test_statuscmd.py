@@ -17,8 +17,6 @@ import pytest
 
 from batchcert.statuscmd import RECENT_EVENTS, humanize, is_ready, render_status
 
-pytestmark = pytest.mark.unit
-
 CAPTURED = Path(__file__).resolve().parents[1] / "data" / "status"
 NOW = datetime(2026, 11, 28, 14, 0, tzinfo=UTC)
 

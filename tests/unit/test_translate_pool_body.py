@@ -22,8 +22,6 @@ from batchcert.models.spec import parse_spec
 from batchcert.translate.pool_body import build_pool_body, owner_uid_of
 from support.builders import CLIENT_ID, IDENTITY, OWNER, base_spec
 
-pytestmark = pytest.mark.unit
-
 GOLDEN = Path(__file__).parent / "golden"
 
 
