@@ -48,6 +48,25 @@ def _allocation(pool: PoolState) -> str:
     )
 
 
+def _refusal(
+    pool: PoolState, uid: str, spec: BatchCertPoolSpec, pool_name: str
+) -> PoolResult | None:
+    """A pool this object must not touch: another owner's, or one Azure is deleting."""
+    if owner_uid_of(pool.properties) != uid:
+        return PoolResult(
+            _not_ready(
+                "PoolNotOwned",
+                f"a pool named {pool_name} already exists in account {spec.account.name} and "
+                "was not created by this resource: delete it in Azure or choose another spec.poolName",
+            )
+        )
+    if pool.is_deleting:
+        return PoolResult(
+            _not_ready("PoolDeleting", f"pool {pool_name} is being deleted in Azure"), busy=True
+        )
+    return None
+
+
 class PoolReconciler:
     def __init__(self, arm: ArmAdapter, facts: SharedFacts) -> None:
         self._arm = arm
@@ -80,45 +99,47 @@ class PoolReconciler:
         owner = Owner(obj.namespace, obj.name, obj.uid)
         desired = build_pool_body(spec, identity_client_id=client_id, owner=owner)
         pool = seen.saw(await self._arm.get_pool(account, pool_name))
-        events: list[Event] = []
-
         if pool is None:
-            try:
-                pool = await self._arm.create_pool(account, pool_name, desired)
-            except AzureCallError as exc:
-                if not exc.is_precondition_failed:
-                    raise
-                # Raced: someone created it.
-                pool = seen.saw(await self._arm.get_pool(account, pool_name))
-                if pool is None:
-                    return PoolResult(_not_ready("Reconciling", "pool creation raced"), busy=True)
-            else:
-                seen.saw(pool)
-                return PoolResult(
-                    _not_ready("PoolCreated", f"pool {pool_name} created; {_allocation(pool)}"),
-                    [
-                        Event(
-                            "Normal",
-                            "PoolCreated",
-                            f"created Batch pool {pool_name} in {account.name}",
-                        )
-                    ],
-                    busy=True,
-                )
+            created = await self._create(spec, pool_name, desired, seen)
+            if isinstance(created, PoolResult):
+                return created
+            pool = created  # raced: someone created it meanwhile; judge it as found
+        refusal = _refusal(pool, obj.uid, spec, pool_name)
+        if refusal is not None:
+            return refusal
+        return await self._converge(spec, pool_name, pool, desired, seen)
 
-        if owner_uid_of(pool.properties) != obj.uid:
-            return PoolResult(
-                _not_ready(
-                    "PoolNotOwned",
-                    f"a pool named {pool_name} already exists in account {account.name} and "
-                    "was not created by this resource: delete it in Azure or choose another spec.poolName",
-                )
-            )
-        if pool.is_deleting:
-            return PoolResult(
-                _not_ready("PoolDeleting", f"pool {pool_name} is being deleted in Azure"), busy=True
-            )
+    async def _create(
+        self, spec: BatchCertPoolSpec, pool_name: str, desired: dict[str, Any], seen: PoolSighting
+    ) -> PoolResult | PoolState:
+        """Create the pool, guarded by If-None-Match; a pool that appeared meanwhile is returned."""
+        account = spec.account
+        try:
+            pool = await self._arm.create_pool(account, pool_name, desired)
+        except AzureCallError as exc:
+            if not exc.is_precondition_failed:
+                raise
+            raced = seen.saw(await self._arm.get_pool(account, pool_name))
+            if raced is None:
+                return PoolResult(_not_ready("Reconciling", "pool creation raced"), busy=True)
+            return raced
+        seen.saw(pool)
+        return PoolResult(
+            _not_ready("PoolCreated", f"pool {pool_name} created; {_allocation(pool)}"),
+            [Event("Normal", "PoolCreated", f"created Batch pool {pool_name} in {account.name}")],
+            busy=True,
+        )
 
+    async def _converge(
+        self,
+        spec: BatchCertPoolSpec,
+        pool_name: str,
+        pool: PoolState,
+        desired: dict[str, Any],
+        seen: PoolSighting,
+    ) -> PoolResult:
+        """Apply what differs, in place where Azure allows and by the policy where it does not."""
+        account, events = spec.account, list[Event]()
         spec_scale = build_scale_settings(spec)
         diff = diff_pool(desired, pool.body, desired_scale=spec_scale)
         policy = spec.disruptive_update_policy
