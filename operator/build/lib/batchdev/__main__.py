@@ -1,0 +1,5 @@
+import sys
+
+from batchdev.cli import main
+
+sys.exit(main())

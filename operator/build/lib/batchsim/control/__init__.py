@@ -1,0 +1,3 @@
+"""The simulator's control API (``/_sim/...``): what tests, the demo and developers use to seed,
+observe, disturb and advance the simulated world.
+"""

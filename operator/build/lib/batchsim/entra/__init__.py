@@ -1,0 +1,1 @@
+"""Simulated Entra ID: OpenID configuration, the token endpoint, and the token format."""
