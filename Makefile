@@ -43,7 +43,7 @@ bench: preflight install binaries $(VENV)/.installed-bench
 # One line, before any work, for each tool the project cannot install itself.
 preflight:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found: install Python 3.11+ (or set PYTHON=...)"; exit 1; }
-	@command -v go >/dev/null || { echo "error: the Go toolchain (go 1.24+) is needed to build the local kube-apiserver: install it from your distribution (apt-get install golang) or go.dev, then retry"; exit 1; }
+	@command -v go >/dev/null || { echo "error: the Go toolchain (go 1.26+) is needed to build the local kube-apiserver: install it from your distribution (apt-get install golang) or go.dev, then retry"; exit 1; }
 	@command -v kubectl >/dev/null || { echo "error: kubectl is needed by the demo and the end-to-end tests: install it (apt-get install kubectl, or your distribution's package), then retry"; exit 1; }
 
 install: $(VENV)/.installed
