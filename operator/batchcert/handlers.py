@@ -29,6 +29,7 @@ from batchcert import metrics
 from batchcert.adapters.arm import ArmAdapter
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.batchnodes import BatchNodesAdapter
+from batchcert.adapters.batchtasks import BatchTasksAdapter
 from batchcert.adapters.keyvault import KeyVaultAdapter
 from batchcert.config import Config
 from batchcert.models.names import FINALIZER, GROUP, PAUSED_ANNOTATION, PLURAL, VERSION
@@ -64,6 +65,7 @@ def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Serv
     reconciler = Reconciler(
         arm=ArmAdapter(clients),
         nodes=BatchNodesAdapter(clients, config.node_concurrency),
+        tasks=BatchTasksAdapter(clients, asyncio.Semaphore(config.node_concurrency)),
         keyvault=keyvault,
         watcher=watcher,
         config=config,

@@ -225,6 +225,10 @@ class SimControl:
             "PUT", f"{self.pool_path(*ids)}/nodes/{node_id}/state", {"state": state}
         )
 
+    def set_node(self, *ids: str, node_id: str, **fields: Any) -> dict[str, Any]:
+        """camelCase fields: fetchBlocked, busySlots, taskHang (see README)."""
+        return self.request("PATCH", f"{self.pool_path(*ids)}/nodes/{node_id}", fields)
+
     def set_pool_node_behaviour(self, *ids: str, **settings: Any) -> dict[str, Any]:
         return self.request("PUT", f"{self.pool_path(*ids)}/nodeBehaviour", settings)
 

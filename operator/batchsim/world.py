@@ -129,6 +129,10 @@ class Node:
     extensions: list[JsonDict] = field(default_factory=list)
     extension_runtime: dict[str, ExtensionRuntime] = field(default_factory=dict)
     forced_state: str | None = None  # set by the control API ("take a node down")
+    # Set through the control API for tests and demos (see ``batch/jobs.py``):
+    fetch_blocked: bool = False  # the node cannot reach Key Vault: its extension keeps what it has
+    busy_slots: int = 0  # task slots held by the user's own work (no task of ours fits)
+    task_hang: bool = False  # tasks started here never finish by themselves (time out)
 
 
 @dataclass
@@ -167,12 +171,45 @@ class Pool:
 
 
 @dataclass
+class BatchTask:
+    """A task on the Batch data plane (``batch/jobs.py`` moves it through its states)."""
+
+    task_id: str
+    body: JsonDict  # the add-task request as sent (commandLine, affinityInfo, constraints, ...)
+    etag: str
+    creation_time: float
+    state: str = "active"  # active | running | completed (preparing is not modelled)
+    state_transition_time: float = 0.0
+    previous_state: str | None = None
+    previous_state_transition_time: float | None = None
+    node_id: str | None = None  # where it ran (not necessarily the affinity node)
+    start_time: float | None = None
+    end_time: float | None = None
+    exit_code: int | None = None
+    failure: JsonDict | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class BatchJob:
+    job_id: str
+    pool_id: str
+    body: JsonDict
+    etag: str
+    creation_time: float
+    state: str = "active"
+    tasks: dict[str, BatchTask] = field(default_factory=dict)  # key: task id lower
+
+
+@dataclass
 class BatchAccount:
     subscription_id: str
     resource_group: str
     name: str
     location: str
     pools: dict[str, Pool] = field(default_factory=dict)
+    jobs: dict[str, BatchJob] = field(default_factory=dict)  # key: job id lower
 
     @property
     def arm_id(self) -> str:

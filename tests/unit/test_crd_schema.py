@@ -252,9 +252,16 @@ def test_status_has_the_contract_fields() -> None:
     }  # fmt: skip
     assert set(props["nodes"]["properties"]) == {
         "total", "ready", "transitioning", "failed", "summary", "lastCheckTime", "failures",
+        "verification",
     }  # fmt: skip
     assert set(props["nodes"]["properties"]["failures"]["items"]["properties"]) == {
         "nodeId", "code", "message", "time",
+    }  # fmt: skip
+    verification = props["nodes"]["properties"]["verification"]["properties"]
+    # api.md "Node verification": fixed names.
+    assert {"lastRunTime", "current", "stale", "unverified", "staleNodes"} <= set(verification)
+    assert set(verification["staleNodes"]["items"]["properties"]) == {
+        "nodeId", "certificate", "thumbprint", "version",
     }  # fmt: skip
     assert props["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
 

@@ -1,8 +1,9 @@
 """Key Vault certificates: metadata of the current version, never secret content.
 
-Invariants: only ``get_certificate`` (``GET /certificates/{name}/``) is called — one request gives
-the current version, its thumbprint and validity, and the policy with its lifetime actions; the
-``/secrets/`` endpoints (private keys) are never touched.
+Invariants: ``get_certificate`` (``GET /certificates/{name}/``) gives the current version, its
+thumbprint and validity, and the policy with its lifetime actions; node verification also lists
+the versions' thumbprints (``GET /certificates/{name}/versions``); the ``/secrets/`` endpoints
+(private keys) are never touched.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ class KeyVaultAdapter:
             enabled=bool(props.enabled),
             lifetime_actions=tuple(actions),
         )
+
+    async def list_version_thumbprints(self, vault_url: str, name: str) -> dict[str, str]:
+        """Every version's SHA-1 thumbprint (upper-case hex) → version id (metadata only)."""
+        client = self._clients.vault(vault_url)
+        async with translating("keyvault", "certificates.listVersions"):
+            return {
+                (props.x509_thumbprint or b"").hex().upper(): str(props.version)
+                async for props in client.list_properties_of_certificate_versions(name)
+                if props.x509_thumbprint
+            }
 
     async def begin_create_certificate(
         self, vault_url: str, name: str, body: dict[str, Any]

@@ -199,6 +199,33 @@ class KeyVaultExtension(_Model):
         return int(self.type_handler_version.split(".", 1)[0])
 
 
+_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_DURATION = re.compile(r"^P(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+S)?)?$")
+
+
+class Verification(_Model):
+    """Prove on every node, with a short Batch task, which certificate version it holds."""
+
+    enabled: bool = False
+    interval: str = "PT24H"
+    job_id: str | None = None
+    task_timeout: str = "PT10M"
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str | None) -> str | None:
+        if value is not None and not _JOB_ID.match(value):
+            raise ValueError("jobId must be 1-64 letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("interval", "task_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not _DURATION.match(value) or value in ("P", "PT"):
+            raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT10M")
+        return value
+
+
 class BatchCertPoolSpec(_Model):
     account: AccountRef
     pool_name: str | None = None
@@ -213,6 +240,7 @@ class BatchCertPoolSpec(_Model):
     key_vault_extension: KeyVaultExtension = KeyVaultExtension()
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
     disruptive_update_policy: DisruptiveUpdatePolicy = DisruptiveUpdatePolicy.REPORT
+    verification: Verification = Verification()
 
     @field_validator("os_type", mode="before")
     @classmethod

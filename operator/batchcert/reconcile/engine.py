@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from batchcert.adapters.arm import ArmAdapter
 from batchcert.adapters.batchnodes import BatchNodesAdapter
+from batchcert.adapters.batchtasks import BatchTasksAdapter
 from batchcert.adapters.keyvault import KeyVaultAdapter
 from batchcert.assess.certificates import (
     CertificatePolicy,
@@ -56,6 +57,7 @@ from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import CreateFailure, ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
 from batchcert.reconcile.pool import PoolReconciler
+from batchcert.reconcile.verification import Verifier
 from batchcert.translate.certificate_body import build_create_certificate_body
 from batchcert.translate.merge_patch import build_merge_patch
 
@@ -85,11 +87,23 @@ class Reconciler:
         config: Config,
         now: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
+        tasks: BatchTasksAdapter | None = None,
     ) -> None:
         # Identities and account endpoints, shared by every object (single flight).
         self._facts = SharedFacts(arm, monotonic)
         self._pools = PoolReconciler(arm, self._facts)
         self._access = AccessGranter(arm, self._facts)
+        # Node verification (spec.verification): only with a Batch tasks adapter.
+        self._verifier = (
+            Verifier(
+                tasks,
+                keyvault,
+                poll_seconds=config.busy_interval_seconds,
+                retry_cap_seconds=config.drift_interval_seconds,
+            )
+            if tasks is not None
+            else None
+        )
         self._nodes = nodes
         self._keyvault = keyvault
         self._watcher = watcher
@@ -128,6 +142,23 @@ class Reconciler:
         nodes_status, nodes_condition = await self._assess_nodes(
             obj, spec, memory, items, mono, now, old.get("nodes")
         )
+        if self._verifier is not None:
+            nodes_status, nodes_condition, verify_events = await self._verifier.step(
+                key=obj.key,
+                object_name=obj.name,
+                spec=spec,
+                endpoint=lambda: self._facts.account_endpoint(spec.account),
+                cert_items=items,
+                nodes_status=nodes_status if memory.pool is not None else None,
+                node_states={n.node_id: n.node_state for n in memory.nodes.nodes}
+                if memory.nodes is not None
+                else {},
+                condition=nodes_condition,
+                old_conditions=conditions,
+                now=now,
+                mono=mono,
+            )
+            events += verify_events
         if nodes_condition.reason == "IdentityNotFound":
             self._facts.forget_identity(spec.identity.resource_id)
         if (
@@ -458,6 +489,7 @@ class Reconciler:
                 "ScalingToZero",
                 "PoolUpdating",
                 "PoolRecreating",
+                "VerificationPending",  # node verification: no proof yet is not a failure
             ):
                 events.append(Event("Warning", condition["reason"], condition["message"]))
         return events
@@ -482,5 +514,9 @@ class Reconciler:
                             "spec is invalid: nothing in Azure can be identified",
                         )
                     ],
+                )
+            if self._verifier is not None and spec.deletion_policy.value == "Delete":
+                await self._verifier.delete_job(
+                    obj.key, spec, obj.name, lambda: self._facts.account_endpoint(spec.account)
                 )
             return await self._pools.delete(obj, spec)

@@ -145,6 +145,14 @@ def fetch(
     tenant_id: str = "",
 ) -> FetchOutcome:
     """One download attempt of every observed certificate, as the extension on ``node``."""
+    if node.fetch_blocked:  # control API: the node cannot reach Key Vault (network, DNS, ...)
+        return FetchOutcome(
+            False,
+            {},
+            "VaultUnreachable",
+            "Failed to download one or more certificates, retrying: the vault could not be "
+            "reached from this node.",
+        )
     if settings.problem:
         return FetchOutcome(
             False, {}, "InvalidSettings", f"Invalid extension settings: {settings.problem}."

@@ -2,7 +2,7 @@
 
 Role: the read operations the operator's ``azure-batch`` ``BatchClient`` uses to see whether the
 Key Vault extension on every node got the certificates: list/get nodes, list/get node
-extensions. The account comes from the Host header, which is the ``accountEndpoint`` ARM
+extensions; jobs, tasks and task files are ``jobs.py``'s (routed from here). The account comes from the Host header, which is the ``accountEndpoint`` ARM
 returned (``{account}.{region}.batch.sim.test:PORT``).
 
 Invariants:
@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from batchsim.batch import kvextension
+from batchsim.batch import jobs, kvextension
+from batchsim.batch.errors import BatchError
 from batchsim.entra.tokens import BATCH_AUDIENCE, TokenError
 from batchsim.world import BatchAccount, JsonDict, Node, Pool
 
@@ -51,21 +52,6 @@ _ROUTES = [
         ),
     ),
 ]
-
-
-class BatchError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        values: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.values = values or []
-        self.headers = headers or {}
 
 
 def batch_error_body(
@@ -133,15 +119,21 @@ class BatchDataService:
                         {"key": "Reason", "value": "The specified api version string is invalid."},
                     ],
                 )
-            operation, params = self._match(request.method, request.path)
-            self.sim.tick()
-            body = self._dispatch(operation, params, account, request, host)
-            response = web.Response(
-                status=200,
-                body=json.dumps(body).encode(),
-                content_type="application/json",
-                charset="utf-8",
-            )
+            routed = jobs.match(request.method, request.path)
+            if routed is not None:
+                operation = routed[0]
+                self.sim.tick()
+                response = await jobs.respond(self.sim, account, request, host, *routed)
+            else:
+                operation, params = self._match(request.method, request.path)
+                self.sim.tick()
+                body = self._dispatch(operation, params, account, request, host)
+                response = web.Response(
+                    status=200,
+                    body=json.dumps(body).encode(),
+                    content_type="application/json",
+                    charset="utf-8",
+                )
         except BatchError as err:
             response = web.Response(
                 status=err.status,
@@ -230,13 +222,15 @@ class BatchDataService:
             raise BatchError(404, "PoolNotFound", "The specified pool does not exist.")
         base = f"https://{host}"
         if operation == "ComputeNode_List":
-            items = [self._node(pool, n, base) for n in pool.nodes.values()]
+            jobs.advance(self.sim, account)
+            items = [self._node(pool, n, base, account) for n in pool.nodes.values()]
             return self._page(items, request, base)
         node = pool.nodes.get(params["nodeId"])
         if node is None:
             raise BatchError(404, "NodeNotFound", "The specified node does not exist.")
         if operation == "ComputeNode_Get":
-            return self._node(pool, node, base)
+            jobs.advance(self.sim, account)
+            return self._node(pool, node, base, account)
         extensions = [self._extension(pool, node, ext) for ext in node.extensions]
         if operation == "ComputeNodeExtension_List":
             return self._page(extensions, request, base)
@@ -286,11 +280,12 @@ class BatchDataService:
             )
         return body
 
-    def _node(self, pool: Pool, node: Node, base: str) -> JsonDict:
+    def _node(self, pool: Pool, node: Node, base: str, account: BatchAccount) -> JsonDict:
+        running, slots = jobs.running_slots(account, pool, node)
         return {
             "id": node.node_id,
             "url": f"{base}/pools/{pool.name}/nodes/{node.node_id}",
-            "state": node.state,
+            "state": "running" if node.state == "idle" and slots else node.state,
             "schedulingState": "enabled",
             "stateTransitionTime": _iso(node.state_transition_time),
             "lastBootTime": _iso(node.allocation_time),
@@ -299,8 +294,8 @@ class BatchDataService:
             "affinityId": f"TVM:{node.node_id}",
             "vmSize": node.vm_size,
             "totalTasksRun": 0,
-            "runningTasksCount": 0,
-            "runningTaskSlotsCount": 0,
+            "runningTasksCount": running,
+            "runningTaskSlotsCount": slots,
             "totalTasksSucceeded": 0,
             "isDedicated": node.dedicated,
             "endpointConfiguration": {"inboundEndpoints": []},

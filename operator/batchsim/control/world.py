@@ -96,6 +96,9 @@ def routes(sim: Simulation) -> list[Route]:
                     "id": n.node_id,
                     "state": n.state,
                     "dedicated": n.dedicated,
+                    "fetchBlocked": n.fetch_blocked,
+                    "busySlots": n.busy_slots,
+                    "taskHang": n.task_hang,
                     "extensions": {
                         name: {
                             "provisioningState": rt.provisioning_state,
@@ -150,7 +153,35 @@ def routes(sim: Simulation) -> list[Route]:
         node.forced_state = state
         return ok(pool_json(pool))
 
+    async def patch_node(request: web.Request) -> web.Response:
+        """A node's own faults: ``fetchBlocked`` (its Key Vault extension cannot reach the
+        vault and keeps what it has), ``busySlots`` (task slots held by the user's work),
+        ``taskHang`` (tasks started on it never finish by themselves)."""
+        pool = pool_of(request)
+        node = pool.nodes.get(request.match_info["node"])
+        if node is None:
+            raise ControlError(404, "no such node")
+        d = await read_body(request)
+        for key, attr, kind in (
+            ("fetchBlocked", "fetch_blocked", bool),
+            ("busySlots", "busy_slots", int),
+            ("taskHang", "task_hang", bool),
+        ):
+            if key not in d:
+                continue
+            value = d[key]
+            if not isinstance(value, kind) or (
+                kind is int and (isinstance(value, bool) or value < 0)
+            ):
+                raise ControlError(400, f"'{key}' must be a {kind.__name__}")
+            setattr(node, attr, value)
+        unknown = set(d) - {"fetchBlocked", "busySlots", "taskHang"}
+        if unknown:
+            raise ControlError(400, f"unknown node fields {sorted(unknown)}")
+        return ok(pool_json(pool))
+
     return [
+        ("PATCH", POOL_PATH + "/nodes/{node}", patch_node),
         ("GET", "/nodeBehaviour", get_behaviour),
         ("PUT", "/nodeBehaviour", put_behaviour),
         ("GET", "/pools", list_pools),

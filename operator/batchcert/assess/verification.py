@@ -1,0 +1,175 @@
+"""Node verification, decided: task output → per-node proof → ``status.nodes.verification`` and
+what ``NodesReady`` says.
+
+A node is *current* when its latest proof shows the current version of every certificate
+(compared by SHA-1 thumbprint with Key Vault's); *stale* when a proof taken after the node had
+its polling interval to fetch the current version shows an older version, or none, of some
+certificate; *unverified* otherwise (no proof yet, busy, task failed or timed out, or a proof
+older than the rotation's settling time).
+
+``NodesReady`` with verification (``verification_condition``): any stale node gives
+``False/NodesStale``; after a rotation, ``True/RotationVerified`` once every node is proven
+current, and while proof is missing the extension's own verdict stands until the settling time
+plus ``taskTimeout`` has passed, then ``False/VerificationPending`` (not a failure). Before any
+rotation, and for extension failures that verification does not contradict, the extension's
+verdict is kept.
+
+Invariants: pure (no I/O, no clock: every time is an argument); ``staleNodes`` is bounded.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from batchcert.conditions import NODES_READY, ConditionUpdate, format_time
+
+MAX_STALE_NODES = 10
+_LINE = re.compile(r"^batchcert (?P<index>\d+) (?P<rest>.*)$")
+_FINGERPRINT = re.compile(r"fingerprint=(?P<hex>[0-9a-f:]+)$", re.IGNORECASE)
+_HEX = re.compile(r"^[0-9A-Fa-f]{40}$")
+
+
+@dataclass(frozen=True)
+class CertificateKnowledge:
+    """What Key Vault says about one spec certificate (metadata only)."""
+
+    name: str
+    current_thumbprint: str  # upper-case hex
+    versions: dict[str, str] = field(default_factory=dict)  # thumbprint (hex) → version
+
+
+@dataclass(frozen=True)
+class NodeProof:
+    node_id: str
+    at: datetime
+    found: (
+        tuple[tuple[str, ...], ...] | None
+    )  # per certificate: thumbprints seen (hex); None: no proof
+    problem: str = ""  # why there is no proof (busy, timed out, failed)
+
+
+@dataclass(frozen=True)
+class NodeVerdict:
+    state: str  # current | stale | unverified
+    stale: tuple[dict[str, str], ...] = ()  # {certificate, thumbprint, version}
+
+
+def parse_task_output(stdout: str, certificates: int) -> tuple[tuple[str, ...], ...] | None:
+    """Thumbprints found per certificate, or None when the output is not a complete run."""
+    found: list[list[str]] = [[] for _ in range(certificates)]
+    done = False
+    for raw in stdout.splitlines():
+        line = raw.strip()
+        if line == "batchcert done":
+            done = True
+            continue
+        match = _LINE.match(line)
+        if match is None or int(match["index"]) >= certificates:
+            continue
+        rest = match["rest"].strip()
+        fingerprint = _FINGERPRINT.search(rest)
+        thumb = (fingerprint["hex"] if fingerprint else rest).replace(":", "").upper()
+        if _HEX.match(thumb):
+            found[int(match["index"])].append(thumb)
+    return tuple(tuple(f) for f in found) if done else None
+
+
+def assess_proof(
+    proof: NodeProof | None,
+    certificates: list[CertificateKnowledge],
+    settled_at: datetime | None,
+) -> NodeVerdict:
+    """``settled_at``: when the last rotation's polling interval ended (None: no rotation)."""
+    if proof is None or proof.found is None or len(proof.found) != len(certificates):
+        return NodeVerdict("unverified")
+    stale: list[dict[str, str]] = []
+    for cert, seen in zip(certificates, proof.found, strict=True):
+        if cert.current_thumbprint and cert.current_thumbprint in seen:
+            continue
+        older = [t for t in seen if t in cert.versions]
+        thumb = older[-1] if older else (seen[0] if seen else "")
+        stale.append(
+            {"certificate": cert.name, "thumbprint": thumb, "version": cert.versions.get(thumb, "")}
+        )
+    if not stale:
+        return NodeVerdict("current")
+    if settled_at is not None and proof.at < settled_at:
+        return NodeVerdict("unverified")  # it has not had its polling interval yet
+    return NodeVerdict("stale", tuple(stale))
+
+
+def build_verification_status(
+    node_ids: list[str],
+    verdicts: dict[str, NodeVerdict],
+    last_run_time: datetime | None,
+) -> dict[str, Any]:
+    counts = {"current": 0, "stale": 0, "unverified": 0}
+    stale_nodes: list[dict[str, str]] = []
+    for node_id in node_ids:
+        verdict = verdicts.get(node_id, NodeVerdict("unverified"))
+        counts[verdict.state] += 1
+        stale_nodes += [{"nodeId": node_id, **item} for item in verdict.stale]
+    status: dict[str, Any] = {
+        **counts,
+        "summary": f"{counts['current']}/{len(node_ids)}",  # kubectl -o wide: verified/total
+        "staleNodes": stale_nodes[:MAX_STALE_NODES],
+    }
+    if last_run_time is not None:
+        status["lastRunTime"] = format_time(last_run_time)
+    return status
+
+
+def verification_condition(
+    base: ConditionUpdate,
+    status: dict[str, Any],
+    *,
+    rotated: bool,
+    settled_at: datetime | None,
+    task_timeout: timedelta,
+    now: datetime,
+    total: int,
+) -> ConditionUpdate:
+    """NodesReady with verification enabled (see the module docstring)."""
+    if status["stale"]:
+        first = status["staleNodes"][0] if status["staleNodes"] else {}
+        return ConditionUpdate(
+            NODES_READY,
+            False,
+            "NodesStale",
+            f"{status['stale']}/{total} nodes hold an older version (or none) of a certificate"
+            + (
+                f"; e.g. node {first['nodeId']} has {first['certificate']} with thumbprint "
+                f"{first['thumbprint'] or '(none)'}: its Key Vault extension cannot fetch the "
+                "current version (see `batchcert status` for every stale node)"
+                if first
+                else ""
+            ),
+        )
+    if not rotated or base.reason not in ("RotationPropagating", "ExtensionSucceeded"):
+        return base
+    if total and status["current"] == total:
+        return ConditionUpdate(
+            NODES_READY,
+            True,
+            "RotationVerified",
+            f"{total}/{total} nodes proven to hold the current version of every certificate",
+        )
+    if base.reason == "RotationPropagating" or settled_at is None:
+        return base
+    if now < settled_at + task_timeout:
+        return ConditionUpdate(
+            NODES_READY,
+            False,
+            "RotationPropagating",
+            f"verifying the rotation on the nodes: {status['current']}/{total} proven current",
+        )
+    return ConditionUpdate(
+        NODES_READY,
+        False,
+        "VerificationPending",
+        f"{status['current']}/{total} nodes proven current; {status['unverified']} not verified "
+        f"yet (busy, new, or the verification task failed or timed out): retrying",
+    )
