@@ -19,6 +19,8 @@ Metric names (also listed in docs/operating.md):
 * ``batchcert_certificate_renewal_timestamp_seconds{namespace,name,certificate}``
 * ``batchcert_certificate_rotations_total{namespace,name,certificate}``
 * ``batchcert_pool_nodes{namespace,name,state}`` (state: ready | transitioning | failed)
+* ``batchcert_nodes_verified{namespace,name,state}`` (state: current | stale | unverified; only
+  with ``spec.verification.enabled``)
 * ``batchcert_condition{namespace,name,type,status}`` (status: True | False | Unknown)
 * ``batchcert_reconcile_duration_seconds`` (histogram)
 * ``batchcert_azure_requests_total{service,operation,code}``
@@ -42,6 +44,7 @@ from batchcert.reconcile.outcome import Outcome
 
 CONDITION_VALUES = ("True", "False", "Unknown")
 NODE_STATES = ("ready", "transitioning", "failed")
+VERIFICATION_STATES = ("current", "stale", "unverified")
 # Reconciles are usually milliseconds (nothing due) and sometimes seconds (an Azure round trip).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -139,11 +142,20 @@ class StatusCollector(Collector):
             "The object's conditions, one series per status value (1 for the current one).",
             labels=["namespace", "name", "type", "status"],
         )
+        verified = GaugeMetricFamily(
+            "batchcert_nodes_verified",
+            "Nodes by what the verification task proved they hold (spec.verification).",
+            labels=["namespace", "name", "state"],
+        )
         for (namespace, name), status in sorted(statuses.items()):
             counts = status.get("nodes")
             if isinstance(counts, dict):
                 for state in NODE_STATES:
                     nodes.add_metric([namespace, name, state], float(counts.get(state) or 0))
+                proof = counts.get("verification")
+                if isinstance(proof, dict):
+                    for state in VERIFICATION_STATES:
+                        verified.add_metric([namespace, name, state], float(proof.get(state) or 0))
             for condition in status.get("conditions") or []:
                 current = condition.get("status", "Unknown")
                 for value in CONDITION_VALUES:
@@ -151,7 +163,7 @@ class StatusCollector(Collector):
                         [namespace, name, str(condition.get("type", "")), value],
                         1.0 if current == value else 0.0,
                     )
-        yield from (nodes, conditions)
+        yield from (nodes, verified, conditions)
 
     def _azure_families(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

@@ -166,6 +166,35 @@ def _node_lines(status: dict[str, Any], now: datetime) -> list[str]:
                 ]
             )
         lines += _table(rows, indent="    ")
+    return lines + _verification_lines(nodes, now)
+
+
+def _verification_lines(nodes: dict[str, Any], now: datetime) -> list[str]:
+    """What the verification tasks proved (spec.verification), with every stale node listed."""
+    verification = nodes.get("verification")
+    if not verification:
+        return []
+    lines = [
+        f"Verified:     {verification.get('current', 0)} current, "
+        f"{verification.get('stale', 0)} stale, {verification.get('unverified', 0)} unverified "
+        f"(last run {when(verification.get('lastRunTime'), now)})"
+    ]
+    if verification.get("lastError"):
+        lines.append(f"  Last error: {verification['lastError']}")
+    stale = verification.get("staleNodes") or []
+    if stale:
+        lines.append("  Stale nodes:")
+        rows = [["NODE", "CERTIFICATE", "THUMBPRINT FOUND", "VERSION FOUND"]]
+        rows += [
+            [
+                str(item.get("nodeId", "-")),
+                str(item.get("certificate", "-")),
+                str(item.get("thumbprint") or "(none)"),
+                str(item.get("version") or "-"),
+            ]
+            for item in stale
+        ]
+        lines += _table(rows, indent="    ")
     return lines
 
 

@@ -265,7 +265,11 @@ class Verifier:
                 continue
             proof = progress.proofs.get(node_id)
             attempted = progress.attempted.get(node_id)
-            if attempted is not None and now - attempted < min(polling, interval):
+            rotated_since = settled_at is not None and attempted is not None and (
+                attempted < settled_at <= now
+            )
+            recently = attempted is not None and now - attempted < min(polling, interval)
+            if recently and not rotated_since:
                 continue  # tried recently (busy, failed, or proven): give it time
             if self._is_due(proof, spec, settled_at, now, interval, polling):
                 due.append(node_id)
