@@ -6,7 +6,10 @@
 3. the operator, as its own process, signed in to the simulator's Entra ID;
 4. ``examples/batchcertpool.yaml``, pointed at the simulator's account, identity and vault;
 5. waits for ``Ready=True``; advances the simulated clock past the renewal point; shows the new
-   version and the ``CertificateRotated`` Event; waits for Ready again after propagation;
+   version and the ``CertificateRotated`` Event; waits for Ready again after propagation, which
+   with the example's ``spec.verification`` means a Batch task on the node proved it holds the
+   new version (``NodesReady`` ``RotationVerified``, Event ``NodesVerified``), and prints how
+   long that took from the rotation;
 6. deletes the object (the pool goes with it) and stops everything (``--keep`` leaves it up).
 
 Dev tooling: it drives the operator from outside, as a user would; the operator never imports it.
@@ -67,6 +70,7 @@ class Demo:
         self.kubectl_bin = shutil.which("kubectl") or "/usr/bin/kubectl"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.cluster: Any = None
+        self.rotated_at = 0.0
 
     # --- plumbing -----------------------------------------------------------------------------
     def kubectl(
@@ -253,6 +257,7 @@ class Demo:
             "(80% of the certificate's lifetime)"
         )
         self.control.advance(advance)
+        self.rotated_at = time.monotonic()
         renewed = self.control.certificate(demo["vault"], demo["certificate"])["current"]
         print(
             f"Key Vault renewed {demo['certificate']}: version {current['version'][:8]} → "
@@ -278,6 +283,30 @@ class Demo:
             "--field-selector",
             "reason=CertificateRotated",
             show=True,
+        )
+
+    def show_verification(self) -> None:
+        step("Verification: a Batch task on each node read the installed certificate")
+        nodes_ready: dict[str, Any] = next(
+            (c for c in self.status().get("conditions", []) if c.get("type") == "NodesReady"), {}
+        )
+        verification = self.status().get("nodes", {}).get("verification", {})
+        print(
+            f"NodesReady: {nodes_ready.get('status')} ({nodes_ready.get('reason')}): "
+            f"{nodes_ready.get('message')}"
+        )
+        print(
+            f"status.nodes.verification: {verification.get('current', 0)} current, "
+            f"{verification.get('stale', 0)} stale, {verification.get('unverified', 0)} "
+            f"unverified (last run {verification.get('lastRunTime')})"
+        )
+        if nodes_ready.get("reason") == "RotationVerified":
+            print(
+                f"Rotation → RotationVerified in {time.monotonic() - self.rotated_at:.0f}s "
+                f"(the extension's polling interval is {DEMO_POLLING_SECONDS}s)"
+            )
+        self.kubectl(
+            "get", "events", "-n", NAMESPACE, "--field-selector", "reason=NodesVerified", show=True
         )
 
     def finish(self, keep: bool) -> None:
@@ -309,7 +338,11 @@ def run(args: argparse.Namespace) -> int:
         demo.apply_example(info)
         demo.wait_ready("pool created, nodes allocated, extension healthy")
         demo.rotate(info)
-        demo.wait_ready(f"nodes had one {DEMO_POLLING_SECONDS}s polling interval to fetch it")
+        demo.wait_ready(
+            f"nodes had one {DEMO_POLLING_SECONDS}s polling interval to fetch it, and a task on "
+            "each proved it"
+        )
+        demo.show_verification()
         demo.finish(args.keep)
     finally:
         if not args.keep:

@@ -265,8 +265,8 @@ class Verifier:
                 continue
             proof = progress.proofs.get(node_id)
             attempted = progress.attempted.get(node_id)
-            rotated_since = settled_at is not None and attempted is not None and (
-                attempted < settled_at <= now
+            rotated_since = (
+                settled_at is not None and attempted is not None and (attempted < settled_at <= now)
             )
             recently = attempted is not None and now - attempted < min(polling, interval)
             if recently and not rotated_since:
