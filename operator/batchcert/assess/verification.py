@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from batchcert.conditions import NODES_READY, ConditionUpdate, format_time
+from batchcert.conditions import NODES_READY, ConditionUpdate
+from batchcert.models.timestamps import format_rfc3339
 
 MAX_STALE_NODES = 10
 _LINE = re.compile(r"^batchcert (?P<index>\d+) (?P<rest>.*)$")
@@ -118,7 +119,7 @@ def build_verification_status(
         "staleNodes": stale_nodes[:MAX_STALE_NODES],
     }
     if last_run_time is not None:
-        status["lastRunTime"] = format_time(last_run_time)
+        status["lastRunTime"] = format_rfc3339(last_run_time)
     return status
 
 

@@ -39,6 +39,7 @@ from batchcert.assess.verification import (
 from batchcert.conditions import NODES_READY, ConditionUpdate, get_condition
 from batchcert.errors import AzureCallError, backoff_delay, classify
 from batchcert.models.spec import BatchCertPoolSpec
+from batchcert.models.timestamps import parse_rfc3339
 from batchcert.reconcile.outcome import Event
 from batchcert.translate.durations import parse_duration_seconds
 from batchcert.translate.verification_task import (
@@ -55,17 +56,6 @@ from batchcert.translate.verification_task import (
 log = logging.getLogger(__name__)
 
 _SCHEDULABLE = frozenset({"idle", "running"})
-
-
-def _parse_time(raw: Any) -> datetime | None:
-    if raw is None:
-        return None
-    if isinstance(raw, datetime):
-        return raw
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -125,7 +115,7 @@ class Verifier:
         progress = self._pools.setdefault(key, _PoolProgress())
         progress.job_id = build_job_id(spec, object_name)
         polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
-        rotations = [_parse_time(i.get("lastRotationTime")) for i in cert_items]
+        rotations = [parse_rfc3339(i.get("lastRotationTime")) for i in cert_items]
         settled_at = max((r + polling for r in rotations if r is not None), default=None)
         timeout = timedelta(seconds=parse_duration_seconds(spec.verification.task_timeout))
         try:
@@ -214,7 +204,7 @@ class Verifier:
                 await self._tasks.delete_task(account, progress.job_id, task_id)
                 progress.pending.pop(task_id, None)
             elif state == "active":
-                created = _parse_time(task.get("creationTime"))
+                created = parse_rfc3339(task.get("creationTime"))
                 if created is not None and now - created > task_timeout:
                     # Never scheduled: the node stayed busy. Unverified, not a failure.
                     await self._tasks.delete_task(account, progress.job_id, task_id)
@@ -236,7 +226,7 @@ class Verifier:
         execution = task.get("executionInfo") or {}
         if not ran_on:
             return
-        ended = _parse_time(execution.get("endTime")) or now
+        ended = parse_rfc3339(execution.get("endTime")) or now
         if execution.get("failureInfo") or execution.get("exitCode") not in (0, None):
             return  # timed out or failed: no proof (an earlier proof still stands)
         stdout = await self._tasks.read_stdout(account, progress.job_id, str(task["id"]))
