@@ -110,6 +110,8 @@ class ExtensionRuntime:
     error_code: str | None = None
     error_message: str | None = None
     status_time: float = 0.0
+    # What this node really holds, whatever the instance view admits: observed URL -> version
+    # last fetched (and when). Per-node certificate verification (tasks on nodes) reads it.
     versions: dict[str, str] = field(default_factory=dict)  # observed URL -> fetched version
     version_times: dict[str, float] = field(default_factory=dict)  # URL -> when fetched
 
@@ -249,6 +251,11 @@ class NodeBehaviour:
     extension_max_attempts: int = 25  # requireInitialSync retries before Error
     capacity: int | None = None  # max nodes a resize can get (None: unlimited)
     lro_retry_after_s: int = 10  # Retry-After on the DELETE 202 and while polling
+    # False (default): node extensions answer as recorded Azure traffic does (generic messages,
+    # no cause, no per-version subStatus, integer levels; see batch/kvextension.py). True: the
+    # old talkative model (per-cause messages, a JSON subStatus of fetched versions, Warning
+    # after a failure that follows a success) for tests that need to see inside a node.
+    talkative_extension: bool = False
 
 
 @dataclass

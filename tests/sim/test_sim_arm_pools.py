@@ -59,14 +59,15 @@ def test_user_assigned_identities_example_round_trips(
     ).json()
     assert created == fetched
     props = fetched["properties"]
-    assert props["vmSize"] == "Standard_D4ds_v5"
+    # The service upper-cases vmSize (batch-arm-pools.json [0], [7]: Standard_d4s_v3 -> STANDARD_D4S_V3).
+    assert props["vmSize"] == "STANDARD_D4DS_V5"
     assert props["deploymentConfiguration"] == body["properties"]["deploymentConfiguration"]
     assert props["scaleSettings"] == body["properties"]["scaleSettings"]
     assert props["provisioningState"] == "Succeeded"
     assert props["allocationState"] == "Resizing"
     assert props["interNodeCommunication"] == "Disabled"
     assert props["taskSlotsPerNode"] == 1
-    assert props["taskSchedulingPolicy"] == {"nodeFillType": "Spread"}
+    assert props["taskSchedulingPolicy"] == {"nodeFillType": "Spread", "jobDefaultOrder": "None"}
     assert (props["currentDedicatedNodes"], props["currentLowPriorityNodes"]) == (0, 0)
     assert set(fetched["identity"]["userAssignedIdentities"]) == set(
         body["identity"]["userAssignedIdentities"]

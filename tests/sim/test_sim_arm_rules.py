@@ -275,3 +275,63 @@ def test_paths_are_case_insensitive(
     answer = raw("GET", url, token=arm_token)
     assert answer.status == 200
     assert answer.json()["name"] == demo["batchAccount"]
+
+
+def test_pool_answers_normalise_what_was_sent_as_recorded(
+    arm: Any, demo: dict[str, Any], pool_body: Any
+) -> None:
+    """batch-arm-pools.json [7] (recorded 2026): vmSize upper-cased, defaults filled in."""
+    body = pool_body(nodes=0)
+    body["properties"]["vmSize"] = "Standard_d4s_v3"
+    body["properties"]["targetNodeCommunicationMode"] = "Simplified"  # a valid member
+    created = arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "norm", body).as_dict()
+    props = created["properties"]
+    assert props["vmSize"] == "STANDARD_D4S_V3"
+    assert props["scaleSettings"]["fixedScale"]["resizeTimeout"] == "PT15M"
+    assert props["taskSchedulingPolicy"]["jobDefaultOrder"] == "None"
+
+
+def test_extensions_cannot_change_even_at_zero_nodes(
+    arm: Any, demo: dict[str, Any], pool_body: Any, kv_extension: Any, control: Any
+) -> None:
+    """The Batch extensions doc; the refusal as Azure/azure-sdk-for-net#40325 quotes it."""
+    from azure.core.exceptions import HttpResponseError
+
+    arm.pool.create(
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        "ext0",
+        pool_body(nodes=0, extensions=[kv_extension()]),
+    )
+    control.advance(60)
+    patch = {
+        "properties": {
+            "deploymentConfiguration": pool_body(extensions=[kv_extension(polling="600")])[
+                "properties"
+            ]["deploymentConfiguration"]
+        }
+    }
+    with pytest.raises(HttpResponseError) as caught:
+        arm.pool.update(demo["resourceGroup"], demo["batchAccount"], "ext0", patch)
+    assert caught.value.status_code == 400
+    error = caught.value.response.json()["error"]
+    assert error["code"] == "PropertyCannotBeUpdated"
+    assert error["details"][0]["message"] == (
+        "A property that cannot be updated was specified as part of the request."
+    )
+    assert error["details"][1:] == [
+        {"code": "PropertyName", "message": "deploymentConfiguration"},
+        {"code": "PropertyPath", "message": "properties.deploymentConfiguration"},
+    ]
+
+
+def test_a_scale_change_while_resizing_is_refused(
+    arm: Any, demo: dict[str, Any], pool_body: Any
+) -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "busy", pool_body(nodes=1))
+    scale = {"properties": {"scaleSettings": {"fixedScale": {"targetDedicatedNodes": 3}}}}
+    with pytest.raises(HttpResponseError) as caught:
+        arm.pool.update(demo["resourceGroup"], demo["batchAccount"], "busy", scale)
+    assert caught.value.status_code == 409

@@ -1,4 +1,8 @@
-"""The Batch data plane and the Key Vault extension each simulated node runs, via azure-batch.
+"""The Batch data plane and the Key Vault extension in the simulator's TALKATIVE mode.
+
+Every test here switches ``talkativeExtension`` on (see ``test_sim_nodes_realistic.py`` for the
+default, recorded-Azure shapes): the per-cause messages and per-version subStatus asserted
+below are the simulator's inventions, kept for tests that need to see inside a node.
 
 Covers: list nodes / get node / list and get node extensions with ``provisioningState``,
 ``vmExtension`` and ``instanceView`` (statuses and subStatuses) as azure-batch 15.1.0 reads
@@ -22,6 +26,11 @@ from azure.core.exceptions import ResourceNotFoundError
 
 Body = Callable[..., dict[str, Any]]
 Ext = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(autouse=True)
+def talkative(control: Any) -> None:
+    control.set_node_behaviour(talkativeExtension=True)
 
 
 @pytest.fixture

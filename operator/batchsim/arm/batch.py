@@ -94,6 +94,32 @@ def render_account(call: ArmCall, account: BatchAccount) -> JsonDict:
     }
 
 
+def _normalise(props: JsonDict) -> None:
+    """What the Batch RP does to what it was sent (batch-arm-pools.json [0], [1], [7]): vmSize
+    upper-cased, defaults filled in. The stored spec keeps what the client sent."""
+    if isinstance(props.get("vmSize"), str):
+        props["vmSize"] = props["vmSize"].upper()
+    policy = props.get("taskSchedulingPolicy")
+    if isinstance(policy, dict):
+        policy.setdefault("jobDefaultOrder", "None")
+    scale = props.get("scaleSettings") or {}
+    if isinstance(scale.get("fixedScale"), dict):
+        scale["fixedScale"].setdefault("resizeTimeout", "PT15M")
+    if isinstance(scale.get("autoScale"), dict):
+        scale["autoScale"].setdefault("evaluationInterval", "PT15M")
+    start = props.get("startTask")
+    if isinstance(start, dict):
+        start.setdefault("maxTaskRetryCount", 0)
+        start.setdefault("waitForSuccess", True)
+        auto = (start.get("userIdentity") or {}).get("autoUser")
+        if isinstance(auto, dict):
+            auto.setdefault("scope", "Pool")
+    vmc = (props.get("deploymentConfiguration") or {}).get("virtualMachineConfiguration") or {}
+    disk = (vmc.get("osDisk") or {}).get("managedDisk")
+    if isinstance(disk, dict):
+        disk.setdefault("storageAccountType", "Standard_LRS")
+
+
 def render_pool(call: ArmCall, pool: Pool) -> JsonDict:
     props = copy.deepcopy(pool.spec["properties"])
     dedicated, low = pool.current_counts()
@@ -106,6 +132,7 @@ def render_pool(call: ArmCall, pool: Pool) -> JsonDict:
         "allocationStateTransitionTime": arm_time(pool.allocation_state_transition_time),
     }
     live.update(props)
+    _normalise(live)
     live["currentDedicatedNodes"] = dedicated
     live["currentLowPriorityNodes"] = low
     fixed = (props.get("scaleSettings") or {}).get("fixedScale")
@@ -253,11 +280,21 @@ def _update(call: ArmCall, pool: Pool, new_spec: JsonDict) -> web.Response:
     scale_changed = pool.spec["properties"].get("scaleSettings") != new_spec["properties"].get(
         "scaleSettings"
     )
+    if scale_changed and pool.allocation_state == "Resizing":
+        # No evidence for the code or wording; Batch refuses a resize while one is running
+        # (the data plane asks to stopResize first), so we refuse rather than retarget: the
+        # less helpful reading. Clients must wait for Steady or call stopResize.
+        raise ArmError(
+            409,
+            "PoolResizing",
+            "The specified pool is currently resizing; wait until its allocation state is "
+            "Steady, or stop the resize, before changing its scale settings.",
+            from_batch_rp=True,
+        )
     pool.spec = new_spec
     pool.last_modified = call.now
     pool.etag = next_etag(pool.etag, call.now)
     if scale_changed:
-        # Unconfirmed: a scale change during a resize retargets it (no 409 PoolResizing).
         nodes.start_resize(pool, call.now, call.sim.world.behaviour_for(pool))
     return _pool_response(call, pool)
 

@@ -65,6 +65,8 @@ POOL_PROPERTIES_MEMBERS = frozenset(
         "applicationPackages",
         "mountConfiguration",
         "upgradePolicy",
+        "targetNodeCommunicationMode",  # Default | Classic | Simplified (2022-10-01 and later)
+        "resourceTags",
     }
 )
 
@@ -394,18 +396,25 @@ def check_update(
     )
     if _identity_key(current.get("identity")) != _identity_key(new.get("identity")):
         changed.append("identity")
+    if _extensions_of(old_props) != _extensions_of(new_props):
+        # The Batch extensions doc: extensions cannot be added, removed or updated on an
+        # existing pool; Azure/azure-sdk-for-net#40325 shows the refusal (arm-errors.json [1]).
+        # The pool-update doc lists deploymentConfiguration as changeable at 0 nodes; the
+        # evidence disagrees, so we refuse even then (the less helpful reading).
+        raise property_cannot_be_updated(
+            "deploymentConfiguration", "properties.deploymentConfiguration"
+        )
     for name in changed:
         path = "identity" if name == "identity" else f"properties.{name}"
-        if not zero_node_updates:
+        if not zero_node_updates or not steady_and_empty:
+            # The real answer names the property and nothing else: the generic Reason of
+            # arm-errors.json [0], [1] (no hint about scaling to zero).
             raise property_cannot_be_updated(name, path)
-        if not steady_and_empty:
-            # Unconfirmed: the Reason wording; the rule is the documented 2024-07-01 one.
-            reason = (
-                f"The property '{name}' can only be updated when the pool has no nodes and its "
-                "allocation state is Steady. Resize the pool to 0 dedicated and 0 low-priority "
-                "nodes first."
-            )
-            raise property_cannot_be_updated(name, path, reason)
+
+
+def _extensions_of(props: JsonDict) -> Any:
+    vmc = (props.get("deploymentConfiguration") or {}).get("virtualMachineConfiguration") or {}
+    return vmc.get("extensions") or []
 
 
 def _identity_key(identity: JsonDict | None) -> tuple[str, frozenset[str]]:

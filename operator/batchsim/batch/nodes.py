@@ -9,7 +9,9 @@ Invariants:
   for all nodes; ``capacity`` caps what a resize can get and reports a resize error;
 * a new node snapshots the pool's identities (resolved to clientId/principalId) and extensions,
   then boots for ``boot_s`` (state ``starting``) before its extensions run;
-* node state: ``starting`` until booted and, with ``requireInitialSync``, until every Key Vault
+* node state: ``creating`` for the first half of the boot (a recorded node list shows
+  ``creating`` at the moment the pool turns steady: batch-dataplane-nodes-extensions.json [1],
+  [4]; later ``starting`` → ``idle``), then ``starting`` until booted and, with ``requireInitialSync``, until every Key Vault
   extension succeeded; ``unusable`` if one failed for good; otherwise ``idle``; a state forced
   through the control API (``take a node down``) wins;
 * node ids look like Batch's (``tvmps_<64 hex>_d`` / ``_p``) and are stable per pool and serial.
@@ -88,7 +90,7 @@ def _new_node(
     node = Node(
         node_id=_node_id(pool, serial, dedicated),
         dedicated=dedicated,
-        state="starting",
+        state="creating",
         state_transition_time=at,
         allocation_time=at,
         ready_at=at + behaviour.boot_s,
@@ -181,6 +183,8 @@ def _advance_node(
             failed = failed or rt.provisioning_state == "Failed"
     if node.forced_state is not None:
         state = node.forced_state
+    elif now < node.ready_at - behaviour.boot_s / 2:
+        state = "creating"
     elif now < node.ready_at:
         state = "starting"
     elif failed:

@@ -5,6 +5,9 @@ Key Vault extension on every node got the certificates: list/get nodes, list/get
 extensions; jobs, tasks and task files are ``jobs.py``'s (routed from here). The account comes from the Host header, which is the ``accountEndpoint`` ARM
 returned (``{account}.{region}.batch.sim.test:PORT``).
 
+Node extensions answer as recorded real traffic does unless the pool's ``NodeBehaviour``
+asks for the talkative model (``batch/kvextension.py`` has the evidence line by line).
+
 Invariants:
 * bearer tokens must be for ``https://batch.core.windows.net/`` (the SDK asks for the scope
   ``https://batch.core.windows.net//.default``);
@@ -231,7 +234,13 @@ class BatchDataService:
         if operation == "ComputeNode_Get":
             jobs.advance(self.sim, account)
             return self._node(pool, node, base, account)
-        extensions = [self._extension(pool, node, ext) for ext in node.extensions]
+        behaviour = self.sim.world.behaviour_for(pool)
+        listed = list(node.extensions)
+        if not behaviour.talkative_extension:
+            # Batch lists its own bootstrap extension beside the user's on every node
+            # (batch-dataplane-nodes-extensions.json [2], [5]).
+            listed.append(kvextension.BATCH_NODE_EXTENSION)
+        extensions = [self._extension(pool, node, ext) for ext in listed]
         if operation == "ComputeNodeExtension_List":
             return self._page(extensions, request, base)
         wanted = params["name"].lower()
@@ -314,12 +323,16 @@ class BatchDataService:
 
     def _extension(self, pool: Pool, node: Node, ext: JsonDict) -> JsonDict:
         now = self.sim.clock.timestamp()
-        if not kvextension.is_kv_extension(ext):
-            return kvextension.render_plain_extension(ext, node, now)
-        settings = kvextension.parse_kv_extension(ext)
-        rt = node.extension_runtime.get(settings.name)
+        behaviour = self.sim.world.behaviour_for(pool)
+        realistic = not behaviour.talkative_extension
+        rt = None
+        if kvextension.is_kv_extension(ext):
+            settings = kvextension.parse_kv_extension(ext)
+            rt = node.extension_runtime.get(settings.name)
         if rt is None:
+            if realistic:
+                return kvextension.render_plain_extension_realistic(ext, node, now)
             return kvextension.render_plain_extension(ext, node, now)
-        return kvextension.render_kv_extension(
-            ext, rt, settings, self.sim.world.behaviour_for(pool), now, node
-        )
+        if realistic:
+            return kvextension.render_kv_extension_realistic(ext, rt, settings, now, node)
+        return kvextension.render_kv_extension(ext, rt, settings, behaviour, now, node)

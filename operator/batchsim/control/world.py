@@ -31,6 +31,7 @@ _BEHAVIOUR_KEYS = {
     "extensionMaxAttempts": "extension_max_attempts",
     "capacity": "capacity",
     "lroRetryAfterSeconds": "lro_retry_after_s",
+    "talkativeExtension": "talkative_extension",
 }
 
 
@@ -46,6 +47,11 @@ def apply_behaviour(target: NodeBehaviour, data: dict[str, Any]) -> None:
             if key == "pool":
                 continue
             raise ControlError(400, f"unknown node behaviour '{key}'")
+        if attr == "talkative_extension":
+            if not isinstance(value, bool):
+                raise ControlError(400, f"'{key}' must be true or false")
+            target.talkative_extension = value
+            continue
         if attr == "capacity" and value is None:
             target.capacity = None
             continue

@@ -16,7 +16,8 @@ Request pipeline (order matters, and is documented because tests depend on it):
    with the challenge too, so the SDK's challenge policy behaves as against Azure;
 4. ``api-version`` missing or unsupported → 400 ``BadParameter``;
 5. unknown path → 404, wrong method → 405; known but not simulated → 501;
-6. throttling (GETs per vault per window, ``throttle.KeyVaultThrottle``) → 429 + Retry-After;
+6. throttling (GETs per vault per window, ``throttle.KeyVaultThrottle``) → 429 ``Throttled``
+   "Reason: VaultRequestTypeLimitReached", **without** Retry-After (as a real answer showed);
 7. access policy via the ``authorize`` callback → 403 ``Forbidden``/``AccessDenied``;
 8. the body is parsed (malformed JSON or wrong types → 400 ``BadParameter``), the operation runs.
 
@@ -295,7 +296,8 @@ class KeyVaultService:
         challenge = self._challenge(vault.tenant_id, port)
         header = request.headers.get("Authorization")
         if not header:
-            message = "AKV10000: Request is missing a Bearer or PoP token."
+            # Recorded 2026 wording (keyvault-certificates.json [0]).
+            message = "AKV10000: Request is missing a Bearer, PoP, or MTLS_POP token."
             raise _refuse(401, "Unauthorized", message, headers=challenge)
         denied = self._authenticate(ctx, header, vault.tenant_id, port)
         if denied is not None:
@@ -323,12 +325,13 @@ class KeyVaultService:
             )
         retry_after = self.throttle.take(ctx.vault, request.method)
         if retry_after is not None:
-            # Unconfirmed wording; the 429 + Retry-After shape is documented.
+            # A real 429 (keyvault-certificates.json [13], an issue report of a raw answer):
+            # this body, and no Retry-After header. Clients must pick their own backoff.
             message = (
                 "Request was not processed because too many requests were received. "
-                "Reason: GET requests per vault per 10 seconds exceeded."
+                "Reason: VaultRequestTypeLimitReached"
             )
-            raise _refuse(429, "Throttled", message, headers={"Retry-After": str(retry_after)})
+            raise _refuse(429, "Throttled", message)
         if route.permission is not None:
             assert ctx.principal is not None
             kind, permission = route.permission
