@@ -74,15 +74,65 @@ _QUOTA_CODES = frozenset(
 )
 _AUTHZ_CODES = frozenset({"authorizationfailed", "linkedauthorizationfailed", "forbidden"})
 
+# Transport failures whose text says the *name* did not resolve. For a Key Vault this is how an
+# unknown vault answers: ``<name>.vault.azure.net`` has no DNS record, so there is no HTTP status
+# at all (evidence: /work/shared/azure-recordings/README.md, "Not found"; Azure SDK issue threads
+# show ``ServiceRequestError: ... Name or service not known`` / ``getaddrinfo failed``).
+_NAME_RESOLUTION_TEXT = (
+    "name or service not known",
+    "nodename nor servname",
+    "getaddrinfo failed",
+    "no address associated with hostname",
+    "temporary failure in name resolution",
+    "name resolution",
+)
+_NAME_RESOLUTION_CODES = frozenset({"gaierror", "hostnotfound", "nameresolutionerror"})
+
+# A change refused because the pool is busy resizing (scale change while Resizing). No
+# recording shows the code; we match the plain 409 and these names.
+_BUSY_CODES = frozenset(
+    {"poolresizing", "poolnotsteady", "operationinvalidforcurrentstate", "conflict"}
+)
+
+# Key Vault's throttling answer carries no Retry-After (keyvault-certificates.json [13], an
+# issue report of a real 429 ``Throttled`` ... ``Reason: VaultRequestTypeLimitReached``). Key
+# Vault's throttling guidance asks for exponential backoff starting around 1 s; we start higher
+# because one vault serves every pool.
+THROTTLED_DEFAULT_DELAY = 10.0
+
+
+def is_name_resolution_failure(error: AzureCallError) -> bool:
+    if error.status is not None:
+        return False
+    text = f"{error.code or ''} {error.message}".lower()
+    return (error.code or "").lower() in _NAME_RESOLUTION_CODES or any(
+        needle in text for needle in _NAME_RESOLUTION_TEXT
+    )
+
 
 def classify(error: AzureCallError) -> Classification:
     """Map a failed call to a verdict and a condition reason."""
     status, code = error.status, (error.code or "").lower()
     text = f"{error.service} {error.operation} failed: {error.message}".strip()
+    if is_name_resolution_failure(error):
+        if error.service == "keyvault":
+            return Classification(
+                Verdict.USER_ACTION,
+                "VaultNotResolvable",
+                f"{text} (the vault's name does not resolve: the vault does not exist, was "
+                "deleted, or its name is misspelt in the spec)",
+            )
+        return Classification(Verdict.RETRY, "AzureUnavailable", text)
     if status is None or status == 408 or status >= 500:
         return Classification(Verdict.RETRY, "AzureUnavailable", text)
     if status == 429:
-        return Classification(Verdict.THROTTLED, "AzureThrottled", text, error.retry_after)
+        # Honour Retry-After when sent; Key Vault sends none, so never retry at once either.
+        return Classification(
+            Verdict.THROTTLED,
+            "AzureThrottled",
+            text,
+            error.retry_after if error.retry_after is not None else THROTTLED_DEFAULT_DELAY,
+        )
     if status == 401:
         return Classification(Verdict.USER_ACTION, "AuthenticationFailed", text)
     if status == 403 or code in _AUTHZ_CODES:
@@ -93,6 +143,10 @@ def classify(error: AzureCallError) -> Classification:
         return Classification(Verdict.USER_ACTION, "QuotaExceeded", text)
     if status == 404:
         return Classification(Verdict.USER_ACTION, "AzureResourceNotFound", text)
+    if status == 409 and (code in _BUSY_CODES or "resiz" in error.message.lower()):
+        return Classification(
+            Verdict.RETRY, "PoolBusy", f"{text} (Azure is still resizing the pool)"
+        )
     if status in (409, 412):
         return Classification(Verdict.RETRY, "AzureConflict", text)
     if status == 400:

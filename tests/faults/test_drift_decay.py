@@ -157,12 +157,13 @@ def test_certificate_deleted(fstack: FaultStack, scenario: Scenario, own_cert: s
     # certificate that exists (the simulator has no recover/purge control).
     replacement = f"{own_cert}-new"
     fstack.control.add_certificate(demo["vault"], replacement)
-    # Another certificate changes the extension's settings, which Azure changes only at 0 nodes.
+    # Another certificate changes the extension's settings, which Azure changes on no existing
+    # pool (the Batch extensions doc): only Recreate applies it.
     manifest = fstack.manifest(
         name,
         fstack.home,
         certificates=[{"vaultUrl": demo["vaultUrl"], "name": replacement}],
-        disruptiveUpdatePolicy="ScaleToZero",
+        disruptiveUpdatePolicy="Recreate",  # extensions change on no existing pool
     )
     scenario.injected = (
         "the certificate deleted from Key Vault; fixed by pointing the spec at another"

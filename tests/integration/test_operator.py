@@ -117,7 +117,72 @@ def test_wrong_client_id_is_named_in_nodes_ready(stack: OperatorStack) -> None:
     ready = stack.condition("wrongid", ns, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "IdentityNotFound")
     assert stack.condition("wrongid", ns, "PoolReady")["status"] == "True"
-    assert _status(stack, "wrongid", ns)["nodes"]["failures"][0]["code"] == "IdentityNotFound"
+    # The nodes themselves say only the generic fetch failure (as real ones do); the cause in the
+    # condition was proven on the control plane.
+    failure = _status(stack, "wrongid", ns)["nodes"]["failures"][0]
+    assert failure["code"] == "CertificateFetchFailing"
+    assert "00000000-0000-0000-0000-0000000000ff" not in failure["message"]
+    assert demo["identity"]["clientId"] in nodes["message"]
+    _no_tracebacks(stack)
+
+
+def test_no_vault_access_is_diagnosed_on_the_control_plane(stack: OperatorStack) -> None:
+    """Nodes say only "Failed to download ... retrying"; the operator proves the cause."""
+    ns, demo = stack.namespace("noaccess"), stack.demo
+    vault = f"kv{uuid.uuid4().hex[:8]}"
+    stack.control.add_vault(demo["subscriptionId"], demo["resourceGroup"], vault)
+    stack.control.grant(
+        vault,
+        stack.sim.info["principals"]["operator"]["objectId"],
+        {"certificates": ["get", "list"]},
+    )
+    stack.control.add_certificate(vault, "locked")
+    vault_url = demo["vaultUrl"].replace("demokv.", f"{vault}.")
+    stack.apply(
+        stack.manifest("noaccess", ns, certificates=[{"vaultUrl": vault_url, "name": "locked"}])
+    )
+
+    def named() -> bool:
+        return stack.condition("noaccess", ns, "NodesReady").get("reason") == "VaultAccessDenied"
+
+    stack.wait_until("NodesReady=VaultAccessDenied", named, name="noaccess", namespace=ns)
+    message = stack.condition("noaccess", ns, "NodesReady")["message"]
+    assert demo["identity"]["principalId"] in message and vault in message
+    assert "has no secrets get" in message
+    ready = stack.condition("noaccess", ns, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "VaultAccessDenied")
+    _no_tracebacks(stack)
+
+
+def test_an_unprovable_cause_is_said_to_be_on_the_node(stack: OperatorStack) -> None:
+    """A vault the operator cannot find on ARM: nothing proven, so it says where to look."""
+    ns, demo = stack.namespace("onnode"), stack.demo
+    vault = f"kv{uuid.uuid4().hex[:8]}"
+    stack.control.request(
+        "PUT", "/resourceGroups", {"subscriptionId": demo["subscriptionId"], "name": "elsewhere"}
+    )
+    stack.control.add_vault(demo["subscriptionId"], "elsewhere", vault)
+    stack.control.grant(
+        vault,
+        stack.sim.info["principals"]["operator"]["objectId"],
+        {"certificates": ["get", "list"]},
+    )
+    stack.control.add_certificate(vault, "hidden")
+    vault_url = demo["vaultUrl"].replace("demokv.", f"{vault}.")
+    stack.apply(
+        stack.manifest("onnode", ns, certificates=[{"vaultUrl": vault_url, "name": "hidden"}])
+    )
+
+    def said() -> bool:
+        condition = stack.condition("onnode", ns, "NodesReady")
+        return condition.get("reason") == "CertificateFetchFailing"
+
+    stack.wait_until("NodesReady=CertificateFetchFailing", said, name="onnode", namespace=ns)
+    message = stack.condition("onnode", ns, "NodesReady")["message"]
+    assert "The cause is on the node" in message
+    assert "/var/log/azure/Microsoft.Azure.KeyVault.KeyVaultForLinux" in message
+    assert f"could not verify access to vault {vault}" in message
+    assert stack.condition("onnode", ns, "Ready")["status"] == "False"
     _no_tracebacks(stack)
 
 

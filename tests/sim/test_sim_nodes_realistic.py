@@ -20,8 +20,6 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.sim
-
 RECORDED = json.loads((Path(__file__).parents[1] / "data/azure/recorded.json").read_text())
 GENERIC = "Failed to download one or more certificates, retrying..."
 Ext = Callable[..., dict[str, Any]]

@@ -47,6 +47,9 @@ class FakeArm:
         self.fail_next: AzureCallError | None = None
         self.down = False  # every call fails with 503 while True
         self.steady_after_patch = True
+        self.vault_policies: list[dict[str, Any]] = [
+            {"objectId": "principal", "permissions": {"secrets": ["get", "list"]}}
+        ]
 
     def _maybe_fail(self) -> None:
         if self.down:
@@ -63,11 +66,20 @@ class FakeArm:
 
     def _state(self) -> PoolState:
         assert self.pool is not None
-        return PoolState("/subscriptions/s/pools/render-pool", copy.deepcopy(self.pool), '"e1"')
+        body = copy.deepcopy(self.pool)
+        # ARM fills each user-assigned identity with its ids (azure-behaviour.md).
+        for ids in ((body.get("identity") or {}).get("userAssignedIdentities") or {}).values():
+            ids.update(clientId="looked-up-client-id", principalId="principal")
+        return PoolState("/subscriptions/s/pools/render-pool", body, '"e1"')
 
     async def get_identity(self, resource_id: str) -> IdentityInfo | None:
         self.calls.append("identities.get")
         return IdentityInfo(resource_id, "looked-up-client-id", "principal")
+
+    async def get_vault(self, resource_id: str) -> dict[str, Any] | None:
+        # The healthy-path access check: this fake vault grants the pool's principal.
+        self.calls.append("vaults.get")
+        return {"properties": {"accessPolicies": self.vault_policies}}
 
     async def get_account_endpoint(self, account: Any) -> str:
         self.calls.append("batchAccounts.get")
@@ -415,3 +427,41 @@ async def test_one_identity_read_for_many_pools() -> None:
     await asyncio.gather(*(world.reconciler.reconcile(v, m) for v, m in again))
     assert world.arm.calls.count("identities.get") == 1
     assert world.arm.calls.count("pools.get") >= 20  # every object did reconcile its pool
+
+
+async def test_scale_to_zero_says_a_certificate_change_needs_recreate() -> None:
+    # Adding a certificate changes the Key Vault extension's settings; Azure Batch changes the
+    # extensions of no existing pool (Batch extensions doc), so scaling to 0 would not help.
+    world = World()
+    await converge(world)
+    extra = dict(world.spec["certificates"][0])
+    extra["name"] = "another"
+    extra.pop("secretId", None)
+    world.spec["certificates"] = [*world.spec["certificates"], extra]
+    world.spec["disruptiveUpdatePolicy"] = "ScaleToZero"
+    world.generation = 2
+    await converge(world, 2)
+    assert world.condition("PoolReady")["reason"] == "UpdateRequiresRecreate"
+    assert "Recreate" in world.condition("PoolReady")["message"]
+    assert "PoolScalingToZero" not in world.events
+    assert world.arm.pool is not None
+    assert world.arm.pool["properties"]["scaleSettings"]["fixedScale"]["targetDedicatedNodes"] == 1
+
+
+async def test_revoked_access_under_healthy_nodes_is_named_from_the_control_plane() -> None:
+    # A fetch failing after a first success is invisible on real nodes: the operator checks the
+    # chain itself once per drift interval while the nodes look healthy.
+    world = World()
+    await converge(world)
+    assert world.condition("NodesReady")["status"] == "True"
+    world.arm.vault_policies = []
+    world.advance(301)
+    await converge(world, 2)
+    condition = world.condition("NodesReady")
+    assert (condition["status"], condition["reason"]) == ("False", "VaultAccessDenied")
+    assert "still report the extension healthy" in condition["message"]
+    assert "principal principal has no secrets get" in condition["message"]
+    world.arm.vault_policies = [{"objectId": "principal", "permissions": {"secrets": ["get"]}}]
+    world.advance(301)
+    await converge(world, 2)
+    assert world.condition("NodesReady")["status"] == "True"

@@ -153,3 +153,59 @@ def test_merge_patch_is_minimal() -> None:
     new = {"a": 1, "b": {"c": 1, "d": 3}, "e": [1, 2]}
     assert build_merge_patch(old, new) == {"b": {"d": 3}, "e": [1, 2], "gone": None}
     assert build_merge_patch(new, new) == {}
+
+
+def test_azure_normalisation_is_not_drift() -> None:
+    """What ARM does to a body we sent (batch-arm-pools.json [0], [7]): vmSize upper-cased,
+    defaults filled in (taskSchedulingPolicy.jobDefaultOrder, startTask, resizeTimeout PT15M,
+    targetNodeCommunicationMode), and extension settings echoed as a JSON string."""
+    import json as _json
+
+    desired, actual, scale = desired_and_actual()
+    props = actual["properties"]
+    props["vmSize"] = props["vmSize"].upper()
+    props["taskSchedulingPolicy"]["jobDefaultOrder"] = "None"
+    props["targetNodeCommunicationMode"] = "Default"
+    props["currentNodeCommunicationMode"] = "Simplified"
+    props["scaleSettings"]["fixedScale"]["resizeTimeout"] = "PT15M"
+    vmc = props["deploymentConfiguration"]["virtualMachineConfiguration"]
+    for ext in vmc["extensions"]:
+        ext["settings"] = _json.dumps(ext["settings"])
+        ext["enableAutomaticUpgrade"] = False
+    vmc["imageReference"].pop("version", None)  # Azure fills "latest" in; absent means latest
+    desired["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"][
+        "imageReference"
+    ]["version"] = "latest"
+    assert diff_pool(desired, actual, desired_scale=scale).in_sync
+
+
+def test_an_extension_change_needs_a_new_pool() -> None:
+    desired, actual, scale = desired_and_actual()
+    vmc = actual["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"]
+    sms = vmc["extensions"][0]["settings"]["secretsManagementSettings"]
+    sms["observedCertificates"] = sms["observedCertificates"][:0]  # a certificate added in spec
+    diff = diff_pool(desired, actual, desired_scale=scale)
+    assert diff.disruptive == ("deploymentConfiguration",)
+    assert diff.requires_recreate == ("extensions",)
+    # An image change alone is a zero-node update, not a recreate.
+    desired2, actual2, _ = desired_and_actual()
+    actual2["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"][
+        "imageReference"
+    ]["sku"] = "other"
+    diff2 = diff_pool(desired2, actual2, desired_scale=scale)
+    assert diff2.disruptive == ("deploymentConfiguration",) and diff2.requires_recreate == ()
+
+
+def test_surprising_pool_shapes_do_not_raise() -> None:
+    desired, _, scale = desired_and_actual()
+    for actual in (
+        {},
+        {"properties": None},
+        {"properties": {"deploymentConfiguration": "x", "metadata": ["junk"]}},
+        {
+            "properties": {
+                "deploymentConfiguration": {"virtualMachineConfiguration": {"extensions": [1]}}
+            }
+        },
+    ):
+        assert not diff_pool(desired, actual, desired_scale=scale).in_sync

@@ -20,6 +20,16 @@ from batchcert.models.spec import AccountRef
 
 _MSI_API_VERSION = "2023-01-31"
 _KEYVAULT_API_VERSION = "2023-07-01"
+_AUTHORIZATION_API_VERSION = "2022-04-01"
+# Built-in roles that include secrets get: Key Vault Secrets User, Key Vault Secrets Officer,
+# Key Vault Administrator (Azure built-in roles reference).
+_SECRETS_READER_ROLES = frozenset(
+    {
+        "4633458b-17de-408a-b874-0445c86b69e6",
+        "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+        "00482a5a-887f-4fb3-b363-3b7fe8e74483",
+    }
+)
 
 
 def _subscription_of(resource_id: str) -> str:
@@ -65,6 +75,35 @@ class ArmAdapter:
     async def get_vault(self, resource_id: str) -> dict[str, Any] | None:
         """A Key Vault's ARM resource (with its access policies), or None if it does not exist."""
         return await self._send("vaults.get", "GET", resource_id, None)
+
+    async def has_secrets_role(self, vault_resource_id: str, principal_id: str) -> bool:
+        """Whether an RBAC role assignment at (or above) the vault lets the principal read secrets.
+
+        Reads ``Microsoft.Authorization/roleAssignments`` (needs ``.../roleAssignments/read``);
+        raises AzureCallError when it may not, so the caller can say "could not verify".
+        """
+        client = self._clients.arm(_subscription_of(vault_resource_id))
+        url = (
+            f"{self._clients.config.cloud.resource_manager}{vault_resource_id}"
+            "/providers/Microsoft.Authorization/roleAssignments"
+        )
+        request = HttpRequest(
+            "GET",
+            url,
+            params={
+                "api-version": _AUTHORIZATION_API_VERSION,
+                "$filter": f"assignedTo('{principal_id}')",
+            },
+        )
+        async with translating("arm", "roleAssignments.list"):
+            response = await client.send_request(request)
+            response.raise_for_status()
+            body = response.json()
+        for item in (body or {}).get("value") or []:
+            role = str(((item or {}).get("properties") or {}).get("roleDefinitionId") or "")
+            if role.lower().rsplit("/", 1)[-1] in _SECRETS_READER_ROLES:
+                return True
+        return False
 
     async def add_access_policy(self, resource_id: str, body: dict[str, Any]) -> None:
         """``accessPolicies/add``: ARM merges the permissions into the entry for the object id."""

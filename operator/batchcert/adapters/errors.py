@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -63,6 +64,21 @@ def _retry_after(error: HttpResponseError) -> float | None:
     return None if response is None else retry_after_seconds(getattr(response, "headers", {}))
 
 
+def _is_name_resolution(error: BaseException) -> bool:
+    """A DNS failure anywhere in the chain (azure-core wraps aiohttp, which wraps gaierror)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror):
+            return True
+        nxt = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
+        if nxt is None and getattr(current, "os_error", None) is not None:  # aiohttp connector
+            nxt = current.os_error  # type: ignore[attr-defined]
+        current = nxt if isinstance(nxt, BaseException) else None
+    return False
+
+
 def to_call_error(service: str, operation: str, error: Exception) -> AzureCallError:
     if isinstance(error, ClientAuthenticationError) and error.response is None:
         return AzureCallError(
@@ -87,7 +103,7 @@ def to_call_error(service: str, operation: str, error: Exception) -> AzureCallEr
             service=service,
             operation=operation,
             status=None,
-            code=type(error).__name__,
+            code="NameResolutionError" if _is_name_resolution(error) else type(error).__name__,
             message=str(error)[:500],
         )
     return AzureCallError(

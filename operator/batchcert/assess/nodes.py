@@ -1,10 +1,17 @@
 """Assess every node's Key Vault extension: ``status.nodes`` and the ``NodesReady`` condition.
 
 A node is *ready* when it is usable and our extension's provisioning state is Succeeded with no
-Error-level status and no failed component (a Warning ``.../failed`` subStatus after a first
-success means the node can no longer fetch, and would miss every rotation); *transitioning* while the node or the extension is still coming up; *failed*
-otherwise. A failure is named by its cause, read from the extension's messages, so the condition
-says what to fix (wrong client ID, no vault access, certificate missing).
+Error-level status and no failed component, whatever its message says (healthy text varies:
+"Plugin enabled" in a recorded KeyVaultForLinux answer, "Successfully started Key Vault extension
+service" in the Batch docs); *transitioning* while the node or the extension is still coming up;
+*failed* otherwise.
+
+The real extension does not say why it fails: while it retries it reports only a generic
+"Failed to download one or more certificates, retrying..." while Transitioning, and the cause is
+written to the VM's local log (``../shared/docs/azure-behaviour.md``). Such a node is *failed*
+with cause ``CertificateFetchFailing``; the reconcile then diagnoses the cause from the control
+plane (``assess.diagnosis``). Per-cause text, where some answer carries it (the simulator's
+talkative mode, older extension versions), still names the cause directly.
 
 Invariants: ``failures`` is bounded; after a rotation, NodesReady stays ``RotationPropagating``
 until the nodes have had one polling interval to fetch the new version.
@@ -52,6 +59,9 @@ _CAUSES: tuple[tuple[str, str], ...] = (
     ("disabled", "CertificateDisabled"),
 )
 
+# The generic text the real extension shows while it cannot fetch (the cause is not in it).
+_GENERIC_FETCH_FAILURE = ("failed to download", "retrying", "failed to fetch")
+
 _CAUSE_ADVICE = {
     "IdentityNotFound": "the extension's msiClientId does not match an identity on the pool: "
     "check spec.identity.clientId",
@@ -62,6 +72,8 @@ _CAUSE_ADVICE = {
     "ExtensionMissing": "the Key Vault extension is not on the node",
     "NodeUnusable": "the node is unusable",
     "ExtensionFailed": "the Key Vault extension failed",
+    "CertificateFetchFailing": "the Key Vault extension cannot download the certificates and the "
+    "nodes do not say why",
 }
 
 
@@ -78,6 +90,15 @@ def _cause_of(text: str) -> str:
         if needle in lowered:
             return cause
     return "ExtensionFailed"
+
+
+def _level(status: ExtensionStatus) -> str:
+    return str(status.level if status.level is not None else "").lower()
+
+
+def _is_generic_fetch_failure(text: str) -> bool:
+    lowered = text.lower()
+    return any(needle in lowered for needle in _GENERIC_FETCH_FAILURE)
 
 
 def _messages(report: NodeExtensionReport) -> str:
@@ -106,7 +127,7 @@ def assess_node(report: NodeExtensionReport) -> NodeVerdict:
     failing = [
         s
         for s in report.statuses + report.sub_statuses
-        if (s.level or "").lower() == "error" or _is_failed_fetch(s)
+        if _level(s) in ("error", "2") or _is_failed_fetch(s)
     ]
     # A failing extension with requireInitialSync can make the node unusable: name the root
     # cause from the extension when it says one, the node state only when it does not.
@@ -115,7 +136,16 @@ def assess_node(report: NodeExtensionReport) -> NodeVerdict:
         # them, e.g. the list of downloaded certificates, say nothing about what broke).
         cause_text = " ".join(s.message or s.display_status or s.code or "" for s in failing)
         text = cause_text.strip() or text
-        return NodeVerdict("failed", _cause_of(text), text or "extension provisioning failed")
+        cause = _cause_of(text)
+        if cause == "ExtensionFailed" and _is_generic_fetch_failure(text):
+            cause = "CertificateFetchFailing"
+        return NodeVerdict("failed", cause, text or "extension provisioning failed")
+    if report.extension_found and provisioning != "succeeded" and _is_generic_fetch_failure(text):
+        # Still Transitioning, but saying it cannot download: not "coming up", failing.
+        cause = _cause_of(text)
+        return NodeVerdict(
+            "failed", "CertificateFetchFailing" if cause == "ExtensionFailed" else cause, text
+        )
     if node_state in _FAILED_NODE_STATES:
         return NodeVerdict("failed", "NodeUnusable", f"node state is {report.node_state}")
     if node_state in _TRANSITIONAL_NODE_STATES:

@@ -53,6 +53,11 @@ from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.models.timestamps import parse_rfc3339
 from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.diagnose import (
+    DIAGNOSED_REASONS,
+    SILENT_FAILURE_REASONS,
+    NodeFailureDiagnoser,
+)
 from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import CreateFailure, ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
@@ -107,6 +112,7 @@ class Reconciler:
         self._nodes = nodes
         self._keyvault = keyvault
         self._watcher = watcher
+        self._diagnoser = NodeFailureDiagnoser(arm, watcher)
         self._config = config
         self._now = now
         self._monotonic = monotonic
@@ -449,6 +455,7 @@ class Reconciler:
         condition = summarize_nodes(
             verdicts, target_nodes=_target_nodes(spec), rotation_pending_until=pending
         )
+        condition = await self._diagnose(spec, memory, condition, mono, now)
         if memory.nodes_schedule.is_due(mono):
             if condition.status is True:
                 interval = self._config.node_interval_seconds
@@ -462,6 +469,52 @@ class Reconciler:
                 interval = min(self._config.node_interval_seconds, per_size)
             memory.nodes_schedule = Backoff().after_success(mono, interval)
         return status, condition
+
+    async def _diagnose(
+        self,
+        spec: BatchCertPoolSpec,
+        memory: ObjectMemory,
+        condition: ConditionUpdate,
+        mono: float,
+        now: datetime,
+    ) -> ConditionUpdate:
+        """Nodes fail without saying why: name the cause the control plane proves, if any.
+
+        While nodes look healthy the same chain is checked once per drift interval: a fetch that
+        fails after a first success shows nothing on a real node (the extension keeps serving
+        what it has), so revoked access would otherwise surface only as a rotation that never
+        arrives.
+        """
+        failing = condition.reason in DIAGNOSED_REASONS
+        if memory.pool is None or not (failing or condition.status is True):
+            memory.diagnosis, memory.diagnosis_schedule = None, Backoff()
+            return condition
+        if memory.diagnosis is None or memory.diagnosis_schedule.is_due(mono):
+            memory.diagnosis = await self._diagnoser.diagnose(spec, memory.pool, now)
+            every = (
+                self._config.busy_interval_seconds * 4
+                if failing
+                else self._config.drift_interval_seconds
+            )
+            memory.diagnosis_schedule = Backoff().after_success(
+                mono, min(every, self._config.drift_interval_seconds)
+            )
+        diagnosis = memory.diagnosis
+        if failing:
+            counted = condition.message.split(";", 1)[0]  # "n/m nodes failed"
+            return ConditionUpdate(
+                NODES_READY, False, diagnosis.reason, f"{counted}; {diagnosis.message}"
+            )
+        if diagnosis.reason not in SILENT_FAILURE_REASONS:
+            return condition
+        return ConditionUpdate(
+            NODES_READY,
+            False,
+            diagnosis.reason,
+            "the nodes still report the extension healthy (a failed fetch after a first "
+            "success is invisible on a node), but they will miss every rotation: "
+            + diagnosis.message.removeprefix("nodes cannot fetch certificates: "),
+        )
 
     @staticmethod
     def _transition_events(

@@ -52,6 +52,8 @@ class ObjectMemory:
     pool: PoolState | None = None
     pool_known: bool = False  # a GET has told us whether the pool exists
     nodes: NodesReading | None = None
+    diagnosis_schedule: Backoff = field(default_factory=Backoff)
+    diagnosis: ConditionUpdate | None = None  # the last control-plane diagnosis of the nodes
     pool_condition: ConditionUpdate | None = None
     certificates_creating: set[tuple[str, str]] = field(default_factory=set)
     access_generation: int | None = None  # the spec generation whose vault access was ensured

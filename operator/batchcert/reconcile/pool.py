@@ -157,6 +157,20 @@ class PoolReconciler:
                 ],
                 busy=True,
             )
+        if diff.requires_recreate and policy is DisruptiveUpdatePolicy.SCALE_TO_ZERO:
+            # Checked before ScaleToZero: scaling to 0 for a change Azure then refuses would
+            # take the nodes away for nothing.
+            return PoolResult(
+                _not_ready(
+                    "UpdateRequiresRecreate",
+                    "the Key Vault extension's settings differ from the spec (a certificate "
+                    "added, removed or changed, or the extension itself); Azure Batch cannot "
+                    "change the VM extensions of an existing pool, not even at 0 nodes: set "
+                    "spec.disruptiveUpdatePolicy to Recreate to apply it, or revert the change "
+                    "(ScaleToZero cannot apply it)",
+                ),
+                events,
+            )
         if diff.disruptive and policy is DisruptiveUpdatePolicy.SCALE_TO_ZERO:
             return await self._scale_to_zero_step(spec, pool_name, pool, desired, diff.disruptive)
 
@@ -166,6 +180,17 @@ class PoolReconciler:
             seen.saw(pool)
             events.append(
                 Event("Normal", "PoolUpdated", f"updated {', '.join(patch['properties'])}")
+            )
+        if diff.disruptive and diff.requires_recreate:  # policy is Report
+            return PoolResult(
+                _not_ready(
+                    "UpdateRequiresDisruption",
+                    f"{', '.join(diff.disruptive)} differ from the spec, including the VM "
+                    "extensions (certificates added, removed or changed), which Azure Batch "
+                    "changes on no existing pool: set spec.disruptiveUpdatePolicy to Recreate to "
+                    "apply, or revert the change",
+                ),
+                events,
             )
         if diff.disruptive:  # policy is Report
             fields = ", ".join(diff.disruptive)

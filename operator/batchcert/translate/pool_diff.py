@@ -6,7 +6,17 @@ durations.
 
 Invariants: a change is *disruptive* exactly when Azure refuses it on a pool with nodes (since
 api-version 2024-07-01 only applicationPackages, certificates, metadata, scaleSettings and
-startTask may change while nodes exist); everything else is patched in place.
+startTask may change while nodes exist); everything else is patched in place. A change to the
+pool's VM *extensions* (which every added or removed certificate is: the Key Vault extension's
+observedCertificates) needs a new pool: the Batch extensions doc says extensions cannot be added,
+removed or updated on an existing pool, while the pool-update doc lists deploymentConfiguration as
+changeable at 0 nodes. The evidence disagrees, so we take the less hopeful reading
+(``requires_recreate``); ScaleToZero says so instead of scaling to zero for a change Azure refuses.
+
+Azure's normalisation is not drift: vmSize and enum casing, ``imageReference.version`` defaulting
+to ``latest``, defaults it fills (resizeTimeout, startTask, nodeCommunicationMode, …) and
+extension ``settings`` coming back as a JSON string are compared as values
+(batch-arm-pools.json [0], [7]; azure-behaviour.md).
 """
 
 from __future__ import annotations
@@ -25,12 +35,43 @@ DISRUPTIVE_PROPERTIES = ("vmSize", "taskSchedulingPolicy", "deploymentConfigurat
 @dataclass(frozen=True)
 class PoolDiff:
     disruptive: tuple[str, ...] = ()
+    requires_recreate: tuple[str, ...] = ()  # changes Azure makes on no existing pool
     scale_differs: bool = False
     metadata_differs: bool = False
 
     @property
     def in_sync(self) -> bool:
         return not (self.disruptive or self.scale_differs or self.metadata_differs)
+
+
+def settings_object(raw: Any) -> dict[str, Any]:
+    """Extension ``settings`` as an object, whatever the answer carried.
+
+    We send an object; ARM echoes it, but the Batch data plane documents it as a JSON *string*
+    (azure-behaviour.md) and recordings omit it entirely (batch-dataplane-nodes-extensions.json
+    [2], [5]). An unparseable or absent value is ``{}``; never raises.
+    """
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def extension_client_id(pool_body: dict[str, Any], extension_name: str) -> str | None:
+    """``authenticationSettings.msiClientId`` of the named extension in a pool body, if any."""
+    props = pool_body.get("properties") if isinstance(pool_body, dict) else None
+    vmc = ((props or {}).get("deploymentConfiguration") or {}).get("virtualMachineConfiguration")
+    for ext in (vmc or {}).get("extensions") or []:
+        if isinstance(ext, dict) and str(ext.get("name", "")).lower() == extension_name.lower():
+            auth = settings_object(ext.get("settings")).get("authenticationSettings")
+            client_id = auth.get("msiClientId") if isinstance(auth, dict) else None
+            return str(client_id) if client_id else None
+    return None
 
 
 def _lower(value: Any) -> Any:
@@ -43,26 +84,41 @@ def _identity_key(identity: dict[str, Any] | None) -> tuple[str, frozenset[str]]
     return (_lower(identity.get("type") or "None"), frozenset(k.lower() for k in ids))
 
 
-def _extension_key(ext: dict[str, Any]) -> tuple[Any, ...]:
+def _extension_key(ext: Any) -> tuple[Any, ...]:
+    if not isinstance(ext, dict):
+        return (repr(ext),)
     return (
-        ext.get("name"),
+        str(ext.get("name") or "").lower(),
         _lower(ext.get("publisher")),
         _lower(ext.get("type")),
-        ext.get("typeHandlerVersion"),
+        str(ext.get("typeHandlerVersion") or ""),
         bool(ext.get("autoUpgradeMinorVersion", False)),
-        json.dumps(ext.get("settings") or {}, sort_keys=True),
+        json.dumps(settings_object(ext.get("settings")), sort_keys=True),
     )
 
 
-def _deployment_key(deployment: dict[str, Any] | None) -> tuple[Any, ...]:
-    vmc = (deployment or {}).get("virtualMachineConfiguration") or {}
+def _vmc(deployment: Any) -> dict[str, Any]:
+    vmc = (
+        (deployment or {}).get("virtualMachineConfiguration")
+        if isinstance(deployment, dict)
+        else None
+    )
+    return vmc if isinstance(vmc, dict) else {}
+
+
+def _image_key(deployment: Any) -> tuple[Any, ...]:
+    vmc = _vmc(deployment)
     image = vmc.get("imageReference") or {}
-    extensions = sorted(_extension_key(e) for e in vmc.get("extensions") or [])
+    version = image.get("version") or "latest"  # Azure fills the default in
     return (
-        tuple(_lower(image.get(k)) for k in ("publisher", "offer", "sku", "version")),
+        *(_lower(image.get(k)) for k in ("publisher", "offer", "sku")),
+        _lower(version),
         _lower(vmc.get("nodeAgentSkuId")),
-        tuple(extensions),
     )
+
+
+def _extensions_key(deployment: Any) -> tuple[Any, ...]:
+    return tuple(sorted(_extension_key(e) for e in _vmc(deployment).get("extensions") or []))
 
 
 def _fill_type(props: dict[str, Any]) -> Any:
@@ -92,7 +148,7 @@ def is_same_scale(desired: dict[str, Any], actual: dict[str, Any] | None) -> boo
 
 
 def _has_owner_metadata(desired: list[dict[str, str]], actual: list[dict[str, Any]]) -> bool:
-    have = {m.get("name"): m.get("value") for m in actual or []}
+    have = {m.get("name"): m.get("value") for m in actual or [] if isinstance(m, dict)}
     return all(have.get(m["name"]) == m["value"] for m in desired)
 
 
@@ -100,13 +156,18 @@ def diff_pool(
     desired: dict[str, Any], actual: dict[str, Any], *, desired_scale: dict[str, Any]
 ) -> PoolDiff:
     """Differences between the desired PUT body and the pool Azure returned (REST shape)."""
-    want, have = desired["properties"], actual.get("properties") or {}
+    want = desired["properties"]
+    raw = actual.get("properties")
+    have: dict[str, Any] = raw if isinstance(raw, dict) else {}
     disruptive: list[str] = []
     if _lower(want["vmSize"]) != _lower(have.get("vmSize")):
         disruptive.append("vmSize")
     if _fill_type(want) != _fill_type(have):
         disruptive.append("taskSchedulingPolicy")
-    if _deployment_key(want["deploymentConfiguration"]) != _deployment_key(
+    extensions_differ = _extensions_key(want["deploymentConfiguration"]) != _extensions_key(
+        have.get("deploymentConfiguration")
+    )
+    if extensions_differ or _image_key(want["deploymentConfiguration"]) != _image_key(
         have.get("deploymentConfiguration")
     ):
         disruptive.append("deploymentConfiguration")
@@ -114,6 +175,7 @@ def diff_pool(
         disruptive.append("identity")
     return PoolDiff(
         disruptive=tuple(disruptive),
+        requires_recreate=("extensions",) if extensions_differ else (),
         scale_differs=not is_same_scale(desired_scale, have.get("scaleSettings")),
         metadata_differs=not _has_owner_metadata(want["metadata"], have.get("metadata") or []),
     )
@@ -150,5 +212,7 @@ __all__ = [
     "build_disruptive_patch",
     "build_in_place_patch",
     "diff_pool",
+    "extension_client_id",
     "is_same_scale",
+    "settings_object",
 ]
