@@ -5,6 +5,11 @@ The pinned versions live in exactly one place, the Go modules under ``k8s/`` (pa
 rather than repeating them. Binaries are built from the Go module proxy into
 ``${XDG_CACHE_HOME:-~/.cache}/batchcert/k8s/<kubernetes-version>/`` and never into the repository.
 
+Another Kubernetes release can be selected (``BATCHCERT_KUBERNETES_VERSION=v1.30.14`` or
+``batchcert-dev cluster build|up --kubernetes-version v1.30.14``): its two Go modules are generated
+by ``k8s/pin.sh --out`` (from that release's own go.mod, with the etcd release it requires) into
+``<cache>/<version>/modules/`` and built from there; the committed modules stay the default.
+
 Invariants:
 
 * A binary appears in the cache only complete: it is built to a temporary name and renamed into
@@ -50,6 +55,13 @@ ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 KUBE_APISERVER_PACKAGE = "k8s.io/kubernetes/cmd/kube-apiserver"
 
 MANIFEST_NAME = "versions.json"
+PIN_SCRIPT = "pin.sh"
+# Selects the Kubernetes release the dev cluster and the test harness run (default: the pin).
+KUBERNETES_VERSION_ENV = "BATCHCERT_KUBERNETES_VERSION"
+# Written beside the generated modules once pin.sh has finished, so a half-generated directory
+# (an interrupted download) is generated again rather than built.
+_GENERATED_MARKER = ".generated"
+_RELEASE = re.compile(r"v1\.(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,30 @@ def read_pinned_versions(tools_dir: Path = TOOLS_DIR) -> PinnedVersions:
     )
 
 
+def parse_kubernetes_version(text: str) -> str:
+    """``"v1.30.14"`` (or ``"1.30.14"``) → ``"v1.30.14"``; anything else is an error."""
+    version = text.strip()
+    version = version if version.startswith("v") else f"v{version}"
+    if _RELEASE.fullmatch(version) is None:
+        raise DevClusterError(
+            f"not a Kubernetes release version: {text!r} (expected vX.Y.Z, e.g. v1.30.14)"
+        )
+    return version
+
+
+def requested_kubernetes_version(env: Mapping[str, str] = os.environ) -> str | None:
+    """The release ``BATCHCERT_KUBERNETES_VERSION`` selects, or None for the pinned default."""
+    value = env.get(KUBERNETES_VERSION_ENV, "").strip()
+    return parse_kubernetes_version(value) if value else None
+
+
+def selected_kubernetes_version(
+    env: Mapping[str, str] = os.environ, tools_dir: Path = TOOLS_DIR
+) -> str:
+    """The release the dev cluster runs: ``BATCHCERT_KUBERNETES_VERSION``, else the pin."""
+    return requested_kubernetes_version(env) or read_pinned_versions(tools_dir).kubernetes
+
+
 def cache_root(env: Mapping[str, str] = os.environ) -> Path:
     """``${XDG_CACHE_HOME:-~/.cache}/batchcert/k8s``: shared by every checkout of one user."""
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -93,10 +129,15 @@ def cache_root(env: Mapping[str, str] = os.environ) -> Path:
 
 @dataclass(frozen=True)
 class ControlPlaneBinaries:
-    """Where one version's etcd and kube-apiserver live (they may not be built yet)."""
+    """Where one version's etcd and kube-apiserver live (they may not be built yet).
+
+    ``modules`` holds the two Go modules they are built from (``kube-apiserver/``, ``etcd/``): the
+    committed ``k8s/`` for the pinned release, generated ones in the cache for any other.
+    """
 
     directory: Path
     versions: PinnedVersions
+    modules: Path = TOOLS_DIR
 
     @property
     def kube_apiserver(self) -> Path:
@@ -131,19 +172,60 @@ def pinned_binaries(
 ) -> ControlPlaneBinaries:
     """The cache location of the pinned versions' binaries (built or not)."""
     versions = read_pinned_versions(tools_dir)
-    return ControlPlaneBinaries(cache_root(env) / versions.kubernetes, versions)
+    return ControlPlaneBinaries(cache_root(env) / versions.kubernetes, versions, tools_dir)
 
 
-def require_binaries() -> ControlPlaneBinaries:
-    """The pinned binaries, or a clear error saying how to build them."""
-    binaries = pinned_binaries()
-    if not binaries.is_complete():
-        raise BinariesMissingError(
-            f"the control plane binaries ({', '.join(binaries.missing())} for Kubernetes "
-            f"{binaries.versions.kubernetes}) are not built in {binaries.directory}; run "
-            "`batchcert-dev cluster build` (a cold build takes tens of minutes)"
-        )
-    return binaries
+def generated_modules_dir(kubernetes_version: str, env: Mapping[str, str] = os.environ) -> Path:
+    """Where ``pin.sh --out`` writes the Go modules of a release other than the pinned one."""
+    return cache_root(env) / kubernetes_version / "modules"
+
+
+def _modules_generated(modules: Path) -> bool:
+    return (modules / _GENERATED_MARKER).is_file()
+
+
+def _build_command(kubernetes_version: str | None) -> str:
+    option = f" --kubernetes-version {kubernetes_version}" if kubernetes_version else ""
+    return f"`batchcert-dev cluster build{option}`"
+
+
+def binaries_for(
+    kubernetes_version: str | None = None,
+    env: Mapping[str, str] = os.environ,
+    tools_dir: Path = TOOLS_DIR,
+) -> ControlPlaneBinaries | None:
+    """The binaries of ``kubernetes_version`` (default: the setting, else the pin), built or not.
+
+    None when the release is not the pinned one and its modules have not been generated yet (the
+    etcd release it needs is read from them).
+    """
+    version = kubernetes_version or requested_kubernetes_version(env)
+    pinned = pinned_binaries(env, tools_dir)
+    if version is None or version == pinned.versions.kubernetes:
+        return pinned
+    modules = generated_modules_dir(version, env)
+    if not _modules_generated(modules):
+        return None
+    return ControlPlaneBinaries(modules.parent, read_pinned_versions(modules), modules)
+
+
+def require_binaries(
+    kubernetes_version: str | None = None, env: Mapping[str, str] = os.environ
+) -> ControlPlaneBinaries:
+    """The selected version's binaries, or a clear error saying how to build them."""
+    version = kubernetes_version or requested_kubernetes_version(env)
+    binaries = binaries_for(version, env)
+    if binaries is not None and binaries.is_complete():
+        return binaries
+    if binaries is None:
+        what, release, where = "etcd, kube-apiserver", version, cache_root(env) / str(version)
+    else:
+        what = ", ".join(binaries.missing())
+        release, where = binaries.versions.kubernetes, binaries.directory
+    raise BinariesMissingError(
+        f"the control plane binaries ({what} for Kubernetes {release}) are not built in {where}; "
+        f"run {_build_command(version)} (a cold build takes tens of minutes)"
+    )
 
 
 def build_kube_apiserver_ldflags(kubernetes_version: str) -> list[str]:
@@ -175,12 +257,12 @@ class _Target:
     ldflags: list[str]
 
 
-def _targets(binaries: ControlPlaneBinaries, tools_dir: Path) -> dict[str, _Target]:
+def _targets(binaries: ControlPlaneBinaries) -> dict[str, _Target]:
     return {
-        "etcd": _Target("etcd", tools_dir / "etcd", ".", ["-s", "-w"]),
+        "etcd": _Target("etcd", binaries.modules / "etcd", ".", ["-s", "-w"]),
         "kube-apiserver": _Target(
             "kube-apiserver",
-            tools_dir / "kube-apiserver",
+            binaries.modules / "kube-apiserver",
             KUBE_APISERVER_PACKAGE,
             build_kube_apiserver_ldflags(binaries.versions.kubernetes),
         ),
@@ -237,29 +319,85 @@ def find_go() -> str:
 
 
 def build_binaries(
+    kubernetes_version: str | None = None,
     *,
     progress: ConsoleProgress | None = None,
     force: bool = False,
     env: Mapping[str, str] = os.environ,
     tools_dir: Path = TOOLS_DIR,
 ) -> ControlPlaneBinaries:
-    """Build the pinned etcd and kube-apiserver into the cache unless already there."""
+    """Build etcd and kube-apiserver into the cache unless already there.
+
+    ``kubernetes_version`` (default: ``BATCHCERT_KUBERNETES_VERSION``, else the pin) other than
+    the pinned release first has its Go modules generated by ``pin.sh --out`` into the cache.
+    """
     progress = progress or ConsoleProgress()
-    binaries = pinned_binaries(env, tools_dir)
-    if not force and binaries.is_complete():
+    version = kubernetes_version or requested_kubernetes_version(env)
+    binaries = binaries_for(version, env, tools_dir)
+    if not force and binaries is not None and binaries.is_complete():
         progress.step(f"control plane binaries already built in {binaries.directory}")
         return binaries
     go = find_go()
-    binaries.directory.mkdir(parents=True, exist_ok=True)
-    with _build_lock(binaries.directory, progress):
+    directory = binaries.directory if binaries is not None else cache_root(env) / str(version)
+    directory.mkdir(parents=True, exist_ok=True)
+    with _build_lock(directory, progress):
+        if binaries is None:
+            assert version is not None  # the pinned release always has its modules
+            # Another build may have generated them while this one waited for the lock.
+            if not _modules_generated(generated_modules_dir(version, env)):
+                _generate_modules(go, version, directory, progress, env, tools_dir)
+            binaries = binaries_for(version, env, tools_dir)
+            assert binaries is not None
         # Another build may have finished while this one waited for the lock.
         todo = ["etcd", "kube-apiserver"] if force else binaries.missing()
-        targets = _targets(binaries, tools_dir)
+        targets = _targets(binaries)
         for name in todo:
             _build_one(go, targets[name], binaries, progress, env)
             _record_built(binaries, name)
     progress.step(f"control plane binaries ready in {binaries.directory}")
     return binaries
+
+
+def _generate_modules(
+    go: str,
+    kubernetes_version: str,
+    directory: Path,
+    progress: ConsoleProgress,
+    env: Mapping[str, str],
+    tools_dir: Path,
+) -> None:
+    """``pin.sh --out <directory>/modules <version>``: the release's own modules, in the cache."""
+    modules = directory / "modules"
+    shutil.rmtree(modules, ignore_errors=True)  # whatever an interrupted run left
+    log_path = directory / "pin.log"
+    pin_env = dict(env)
+    # pin.sh runs `go` from PATH; use the one find_go() chose.
+    pin_env["PATH"] = os.pathsep.join([str(Path(go).parent), env.get("PATH", os.defpath)])
+    started = time.monotonic()
+    downloaded = 0
+
+    def on_line(line: str) -> None:
+        nonlocal downloaded
+        if line.startswith("go: downloading"):
+            downloaded += 1
+
+    def describe() -> str:
+        return (
+            f"  modules for {kubernetes_version}: {downloaded} modules downloaded, "
+            f"{_elapsed(started)}"
+        )
+
+    progress.step(
+        f"generating the Go modules for Kubernetes {kubernetes_version} in {modules} "
+        f"(log: {log_path})"
+    )
+    argv = ["bash", str(tools_dir / PIN_SCRIPT), "--out", str(modules), kubernetes_version]
+    with open(log_path, "w") as log:
+        _run_logged(
+            argv, directory, pin_env, log, on_line, describe, progress,
+            f"generating the modules for Kubernetes {kubernetes_version}", log_path,
+        )  # fmt: skip
+    (modules / _GENERATED_MARKER).write_text(f"{kubernetes_version}\n")
 
 
 @contextmanager
@@ -332,7 +470,8 @@ def _build_one(
         # makes the compile phase's progress meaningful ("compiled 812/2079").
         _run_logged(
             [go, "list", "-deps", target.package],
-            target.module_dir, go_env, log, on_list_line, describe, progress, target, log_path,
+            target.module_dir, go_env, log, on_list_line, describe, progress,
+            f"building {target.name}", log_path,
         )  # fmt: skip
         counters.compiling = True
         # -buildvcs=false: the wrapper modules sit inside this git checkout, and stamping its
@@ -342,7 +481,8 @@ def _build_one(
         build += ["-ldflags", " ".join(target.ldflags)]
         _run_logged(
             [*build, "-o", str(output), target.package],
-            target.module_dir, go_env, log, on_build_line, describe, progress, target, log_path,
+            target.module_dir, go_env, log, on_build_line, describe, progress,
+            f"building {target.name}", log_path,
         )  # fmt: skip
     os.replace(output, binaries.directory / target.name)
     size_mb = (binaries.directory / target.name).stat().st_size / 1e6
@@ -365,7 +505,7 @@ def _run_logged(
     on_line: Callable[[str], None],
     describe: Callable[[], str],
     progress: ConsoleProgress,
-    target: _Target,
+    what: str,
     log_path: Path,
 ) -> None:
     log.write(f"$ (cd {cwd} && {' '.join(argv)})\n")
@@ -388,7 +528,7 @@ def _run_logged(
             lines.put(raw)
         lines.put(None)
 
-    threading.Thread(target=pump, name=f"go-{argv[1]}-output", daemon=True).start()
+    threading.Thread(target=pump, name=f"{Path(argv[0]).name}-output", daemon=True).start()
     tail: list[str] = []
     try:
         while True:
@@ -411,12 +551,12 @@ def _run_logged(
             proc.wait()
         log.flush()
     if rc != 0:
-        if argv[1] == "build":
+        if "-o" in argv:
             # A failed link can leave a partial output behind; never let it look built.
             Path(argv[argv.index("-o") + 1]).unlink(missing_ok=True)
         detail = "\n".join(f"    {line}" for line in tail[-8:])
         raise BuildFailedError(
-            f"building {target.name} failed: `go {argv[1]}` exited {rc}; "
+            f"{what} failed: `{Path(argv[0]).name} {Path(argv[1]).name}` exited {rc}; "
             f"read {log_path}. Last lines:\n{detail}"
         )
 

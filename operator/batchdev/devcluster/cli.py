@@ -34,9 +34,18 @@ def add_parser(subparsers: Any) -> None:
     )
     actions = cluster.add_subparsers(dest="cluster_action", required=True, metavar="ACTION")
 
+    def kubernetes_version_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--kubernetes-version",
+            metavar="vX.Y.Z",
+            help="the kube-apiserver release (default: $BATCHCERT_KUBERNETES_VERSION, else the "
+            "pinned one); another release's Go modules are generated into the cache",
+        )
+
     build = actions.add_parser(
-        "build", help="build the pinned etcd and kube-apiserver into the user cache"
+        "build", help="build etcd and kube-apiserver (the pinned release by default) into the cache"
     )
+    kubernetes_version_option(build)
     build.add_argument("--force", action="store_true", help="rebuild even if already built")
     build.set_defaults(func=_handler(_build))
 
@@ -53,6 +62,7 @@ def add_parser(subparsers: Any) -> None:
         "up", help="start etcd + kube-apiserver, wait until ready, write DIR/kubeconfig"
     )
     state_dir_option(up)
+    kubernetes_version_option(up)
     up.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)"
     )
@@ -104,10 +114,17 @@ def _handler(action: Callable[[argparse.Namespace], int]) -> Callable[[argparse.
     return run
 
 
+def _kubernetes_version(args: argparse.Namespace) -> str | None:
+    from batchdev.devcluster.binaries import parse_kubernetes_version
+
+    version: str | None = args.kubernetes_version
+    return parse_kubernetes_version(version) if version else None
+
+
 def _build(args: argparse.Namespace) -> int:
     from batchdev.devcluster.binaries import build_binaries
 
-    binaries = build_binaries(force=args.force)
+    binaries = build_binaries(_kubernetes_version(args), force=args.force)
     print(binaries.directory)
     return 0
 
@@ -118,6 +135,7 @@ def _up(args: argparse.Namespace) -> int:
     cluster = Cluster.up(
         args.state_dir,
         build_if_missing=True,
+        kubernetes_version=_kubernetes_version(args),
         apiserver_port=args.apiserver_port,
         die_with_parent=False,  # the servers must outlive this command
         timeout=args.timeout,

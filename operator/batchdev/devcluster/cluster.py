@@ -136,6 +136,7 @@ class Cluster:
         *,
         binaries: ControlPlaneBinaries | None = None,
         build_if_missing: bool = False,
+        kubernetes_version: str | None = None,
         apiserver_port: int | None = None,
         etcd_client_port: int | None = None,
         die_with_parent: bool = True,
@@ -143,11 +144,17 @@ class Cluster:
     ) -> Cluster:
         """Start etcd and kube-apiserver from ``state_dir`` and wait until they serve.
 
+        ``kubernetes_version`` (``vX.Y.Z``) selects the release when ``binaries`` is not given;
+        by default ``BATCHCERT_KUBERNETES_VERSION``, else the pinned one.
         ``die_with_parent`` (the default, for in-process use by tests) has the kernel kill the
         servers if the calling thread's process dies; the CLI turns it off so they outlive it.
         """
         if binaries is None:
-            binaries = build_binaries() if build_if_missing else require_binaries()
+            binaries = (
+                build_binaries(kubernetes_version)
+                if build_if_missing
+                else require_binaries(kubernetes_version)
+            )
         directory = StateDir(Path(state_dir).resolve())
         started = time.monotonic()
         with directory.locked():
