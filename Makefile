@@ -7,6 +7,9 @@
 #   make format        apply ruff's formatter and safe fixes to the tree
 #   make test PYTEST_ARGS='-m sim'   (arguments for pytest)
 #   make bench         the scale benchmark (~8 min; BENCH_ARGS=--large adds 1000 pools/nodes)
+#   make k8s-oldest    the CRD on the oldest supported Kubernetes (1.30): build that kube-apiserver,
+#                      run the admission and control-plane suites on it (~15 min cold, not in CI)
+#   make k8s-check K8S_VERSION=v1.33.7   the same against any release
 #   make constraints   re-pin constraints.txt from the current venv (plain index pins only)
 #   make clean         stop the default dev cluster; remove the venv and tool caches
 #
@@ -25,7 +28,12 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: test demo bench install binaries lint unit format preflight constraints clean
+# The oldest Kubernetes release the CRD supports (README, "Supported Kubernetes versions").
+K8S_OLDEST := v1.30.14
+K8S_VERSION ?=
+K8S_SUITES := tests/integration/test_crd_admission.py tests/integration/test_control_plane.py
+
+.PHONY: test demo bench install binaries lint unit format preflight constraints clean k8s-oldest k8s-check
 
 test: preflight install binaries lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -39,6 +47,16 @@ unit: lint
 # Not part of `make test`: real cluster + simulator + operator at scale, results in benchmarks/results/.
 bench: preflight install binaries $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# Not part of `make test`: another release is a second cold build (~15 min on 2 cores), cached
+# in its own directory; the default cluster stays the pinned release.
+k8s-oldest:
+	$(MAKE) k8s-check K8S_VERSION=$(K8S_OLDEST)
+
+k8s-check: preflight install
+	@test -n "$(K8S_VERSION)" || { echo "error: say which release: make k8s-check K8S_VERSION=vX.Y.Z"; exit 1; }
+	$(BIN)/batchcert-dev cluster build --kubernetes-version $(K8S_VERSION)
+	BATCHCERT_KUBERNETES_VERSION=$(K8S_VERSION) $(BIN)/pytest $(K8S_SUITES) $(PYTEST_ARGS)
 
 # One line, before any work, for each tool the project cannot install itself.
 preflight:

@@ -19,8 +19,8 @@ module's own namespace:
 
 The assertions hold on every supported kube-apiserver (1.30 through 1.37; ``make k8s-oldest`` runs
 this module against 1.30): they name the field and what is wrong, not one release's wording of
-the server's generic messages (``too_long``; a status error's path has no ``status.`` prefix
-before 1.31).
+the server's generic messages (``too_long``; older releases leave the ``status.`` prefix off a
+status error's path).
 
 Every object carries ``batchcert.dev/paused: "true"`` so an operator running against the same
 control plane leaves it alone.
@@ -886,7 +886,7 @@ def test_status_refuses_a_condition_without_the_metav1_fields(kube: KubeCluster)
         "--type=merge", "-p", json.dumps({"status": {"conditions": [{"type": "Ready", "status": "Yes"}]}}),
     )  # fmt: skip
 
-    # "status.conditions[0].status" from 1.31 on, "conditions[0].status" before.
+    # "status.conditions[0].status" on 1.37, "conditions[0].status" on older releases.
     assert_refused(result.stderr, result.returncode, "conditions[0].status", "Unsupported value")
 
 

@@ -8,8 +8,8 @@ and ServiceAccount-token authentication, no controller-manager.
 
 Modules:
 
-* ``binaries``  - which versions are pinned (read from ``k8s/*/go.mod``), where they are
-  cached, and building them.
+* ``binaries``  - which versions are pinned (read from ``k8s/*/go.mod``), which release is
+  selected (``BATCHCERT_KUBERNETES_VERSION``), where they are cached, and building them.
 * ``pki``       - the cluster's CA, serving, client and ServiceAccount-signing keys (pure crypto).
 * ``flags``     - pure builders of the etcd and kube-apiserver command lines.
 * ``state``     - the state dir's ``state.json`` and deciding whether a recorded run is alive.

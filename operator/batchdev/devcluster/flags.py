@@ -55,7 +55,8 @@ def build_kube_apiserver_args(
     ``--advertise-address`` is required on a machine without a default route (it otherwise fails
     to pick one and exits). Kubernetes 1.37 refuses a loopback advertise address for the endpoint
     reconciler (which publishes the ``kubernetes`` Service's endpoints for pods; no pod runs
-    here), hence ``--endpoint-reconciler-type=none``. The ServiceAccount admission plugin is
+    here), hence ``--endpoint-reconciler-type=none``; older releases accept it too, so every
+    supported release (1.30-1.37) gets the same command line. The ServiceAccount admission plugin is
     disabled because it would wait for the token controller of a controller-manager that does not
     run here.
     """
