@@ -56,9 +56,9 @@ def build_kube_apiserver_args(
     to pick one and exits). Kubernetes 1.37 refuses a loopback advertise address for the endpoint
     reconciler (which publishes the ``kubernetes`` Service's endpoints for pods; no pod runs
     here), hence ``--endpoint-reconciler-type=none``; older releases accept it too, so every
-    supported release (1.30-1.37) gets the same command line. The ServiceAccount admission plugin is
-    disabled because it would wait for the token controller of a controller-manager that does not
-    run here.
+    supported release (1.30-1.37) gets the same command line. The ServiceAccount admission plugin
+    is disabled because it would wait for the token controller of a controller-manager that does
+    not run here.
     """
     return [
         str(kube_apiserver),
