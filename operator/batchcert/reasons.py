@@ -6,7 +6,7 @@ pause, and the Event type posted when the reason first appears (or none). Everyt
 agree on "is this a failure?" reads it: the reconcile's transition Events, the kstatus
 conditions ``Reconciling``/``Stalled`` (which Argo CD's Lua and Flux's CEL expressions in
 ``deploy/gitops`` read, so they hold no list of their own), ``Ready``'s choice of the component
-that blocks, and the reason tables in the README (``tests/unit/test_reasons.py`` keeps those equal
+that blocks, and the reason table in docs/usage.md (``tests/unit/test_reasons.py`` keeps them equal
 and checks that every reason the code can write is here). ``tests/consumers`` runs kstatus, Argo
 CD's and Flux's own libraries over a status for every entry.
 
@@ -51,7 +51,7 @@ class Reason:
     name: str
     action: Action
     event: EventType | None  # posted when the reason first appears on this condition
-    meaning: str  # what it means / what to do (the README's table)
+    meaning: str  # what it means / what to do (the table in docs/usage.md)
 
 
 _AZURE_FAULTS = (
@@ -87,10 +87,26 @@ def _entries() -> Iterator[Reason]:
     N, T, U = Action.NONE, Action.TRANSIENT, Action.USER
     W = EventType.WARNING
     yield from (
-        Reason(READY, "Ready", N, EventType.NORMAL, "the pool, its certificates and nodes are ready"),
-        Reason(READY, "InvalidSpec", U, W, "the spec is invalid (admission should have refused it)"),
-        Reason(READY, "VaultNotAllowed", U, W, "a `vaultUrl` is not a Key Vault of the configured cloud"),
-        Reason(READY, "ReconcilePaused", Action.PAUSED, None, "the `batchcert.dev/paused` annotation is set"),
+        Reason(
+            READY, "Ready", N, EventType.NORMAL, "the pool, its certificates and nodes are ready"
+        ),
+        Reason(
+            READY, "InvalidSpec", U, W, "the spec is invalid (admission should have refused it)"
+        ),
+        Reason(
+            READY,
+            "VaultNotAllowed",
+            U,
+            W,
+            "a `vaultUrl` is not a Key Vault of the configured cloud",
+        ),
+        Reason(
+            READY,
+            "ReconcilePaused",
+            Action.PAUSED,
+            None,
+            "the `batchcert.dev/paused` annotation is set",
+        ),
         Reason(POOL_READY, "PoolReady", N, None, "the pool exists and matches the spec"),
         Reason(POOL_READY, "Reconciling", T, None, _FIRST_VISIT),
         Reason(POOL_READY, "PoolCreated", T, None, "a change is in flight"),
@@ -122,7 +138,13 @@ def _entries() -> Iterator[Reason]:
         ),
         Reason(CERTIFICATE_READY, "Reconciling", T, None, _FIRST_VISIT),
         Reason(CERTIFICATE_READY, "CertificatePending", T, None, "not read from Key Vault yet"),
-        Reason(CERTIFICATE_READY, "CertificateCreating", T, None, "`createIfMissing` started creating it"),
+        Reason(
+            CERTIFICATE_READY,
+            "CertificateCreating",
+            T,
+            None,
+            "`createIfMissing` started creating it",
+        ),
         Reason(
             CERTIFICATE_READY,
             "CertificateReadFailed",
@@ -154,7 +176,13 @@ def _entries() -> Iterator[Reason]:
             W,
             "the renewal point passed a day ago and no new version appeared",
         ),
-        Reason(NODES_READY, "ExtensionSucceeded", N, None, "every node's Key Vault extension is healthy"),
+        Reason(
+            NODES_READY,
+            "ExtensionSucceeded",
+            N,
+            None,
+            "every node's Key Vault extension is healthy",
+        ),
         Reason(NODES_READY, "NoNodes", N, None, "every node's Key Vault extension is healthy"),
         Reason(NODES_READY, "Reconciling", T, None, _FIRST_VISIT),
         Reason(NODES_READY, "PoolNotReady", T, None, "the pool does not exist yet"),

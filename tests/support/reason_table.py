@@ -1,4 +1,4 @@
-"""The README's reason table, rendered from the reason registry (``batchcert.reasons``).
+"""The reason table of docs/usage.md, rendered from the reason registry (``batchcert.reasons``).
 
 Rows group reasons that share a condition, an action, an Event type and a meaning; a reason every
 component can report (the Azure faults the error classifier names) is one row for all three.
@@ -15,10 +15,7 @@ ACTION_TEXT = {
     Action.PAUSED: "paused",
 }
 
-HEADER = (
-    "| condition | reason | verdict | Event | meaning / what to do |\n"
-    "|---|---|---|---|---|\n"
-)
+HEADER = "| condition | reason | verdict | Event | meaning / what to do |\n|---|---|---|---|---|\n"
 
 
 def render_reason_table() -> str:
@@ -37,5 +34,7 @@ def render_reason_table() -> str:
         shown = "" if where == previous else where
         previous = where
         reasons = ", ".join(f"`{n}`" for n in names)
-        lines.append(f"| {shown} | {reasons} | {ACTION_TEXT[action]} | {event or '—'} | {meaning} |")
+        lines.append(
+            f"| {shown} | {reasons} | {ACTION_TEXT[action]} | {event or '—'} | {meaning} |"
+        )
     return HEADER + "\n".join(lines) + "\n"

@@ -3,8 +3,8 @@
 Covers: a reason name means one thing whatever condition carries it; every CamelCase reason the
 operator's code can write (found by reading the code's syntax tree, not by a list kept here) is in
 the registry for the condition that carries it; the reconcile's transition Events follow the
-registry's Event types; an unknown reason counts as needing a person; the README's reason table
-is the one rendered from the registry.
+registry's Event types; an unknown reason counts as needing a person; the reason table in
+docs/usage.md is the one rendered from the registry.
 """
 
 from __future__ import annotations
@@ -46,10 +46,21 @@ SOURCES = {
     "errors.py": None,
     "reconcile/engine.py": None,
 }
-REASON_CALLS = {"ConditionUpdate", "CertificateVerdict", "NodeVerdict", "Classification",
-                "_ready", "_not_ready", "refuse"}
-TYPE_NAMES = {"POOL_READY": POOL_READY, "CERTIFICATE_READY": CERTIFICATE_READY,
-              "NODES_READY": NODES_READY, "READY": READY}
+REASON_CALLS = {
+    "ConditionUpdate",
+    "CertificateVerdict",
+    "NodeVerdict",
+    "Classification",
+    "_ready",
+    "_not_ready",
+    "refuse",
+}
+TYPE_NAMES = {
+    "POOL_READY": POOL_READY,
+    "CERTIFICATE_READY": CERTIFICATE_READY,
+    "NODES_READY": NODES_READY,
+    "READY": READY,
+}
 
 
 def _camel(node: ast.AST) -> str | None:
@@ -71,7 +82,11 @@ def written_reasons() -> set[tuple[str, str, str]]:
                 if name not in REASON_CALLS:
                     continue
                 args = list(node.args)
-                if name == "CertificateVerdict" and args and getattr(args[0], "value", None) is True:
+                if (
+                    name == "CertificateVerdict"
+                    and args
+                    and getattr(args[0], "value", None) is True
+                ):
                     continue  # a per-certificate "fine", never a condition's reason
                 types = [module_type] if module_type else list(COMPONENT_TYPES)
                 if name == "refuse":
@@ -115,12 +130,17 @@ def test_unknown_reasons_need_a_person() -> None:
 
 def test_successes_and_nothing_else_are_true() -> None:
     assert {r.name for r in REASONS if r.action is Action.NONE} == {
-        "Ready", "PoolReady", "CertificatesReady", "ExtensionSucceeded", "NoNodes"
+        "Ready",
+        "PoolReady",
+        "CertificatesReady",
+        "ExtensionSucceeded",
+        "NoNodes",
     }
 
 
-@pytest.mark.parametrize("reason", [r for r in REASONS if r.type in COMPONENT_TYPES],
-                         ids=lambda r: f"{r.type}-{r.name}")
+@pytest.mark.parametrize(
+    "reason", [r for r in REASONS if r.type in COMPONENT_TYPES], ids=lambda r: f"{r.type}-{r.name}"
+)
 def test_transition_events_follow_the_registry(reason: object) -> None:
     from batchcert.reasons import Reason
 
@@ -131,7 +151,9 @@ def test_transition_events_follow_the_registry(reason: object) -> None:
         NODES_READY: ConditionUpdate(NODES_READY, True, "ExtensionSucceeded", "ok"),
     }
     before = apply_conditions([], healthy.values(), generation=1, now=T0)
-    status = True if reason.action is Action.NONE else (None if reason.name == "Reconciling" else False)
+    status = (
+        True if reason.action is Action.NONE else (None if reason.name == "Reconciling" else False)
+    )
     healthy[reason.type] = ConditionUpdate(reason.type, status, reason.name, "why")
     after = apply_conditions(before, healthy.values(), generation=1, now=T0)
     events = Reconciler._transition_events(before, after)
@@ -144,17 +166,23 @@ def test_transition_events_follow_the_registry(reason: object) -> None:
 
 def test_ready_posts_normal_when_it_turns_true() -> None:
     failing = apply_conditions(
-        [], [ConditionUpdate(t, None, "Reconciling", "first") for t in COMPONENT_TYPES],
-        generation=1, now=T0,
+        [],
+        [ConditionUpdate(t, None, "Reconciling", "first") for t in COMPONENT_TYPES],
+        generation=1,
+        now=T0,
     )
-    ok = [ConditionUpdate(POOL_READY, True, "PoolReady", "ok"),
-          ConditionUpdate(CERTIFICATE_READY, True, "CertificatesReady", "ok"),
-          ConditionUpdate(NODES_READY, True, "NoNodes", "ok")]
-    events = Reconciler._transition_events(failing, apply_conditions(failing, ok, generation=1, now=T0))
+    ok = [
+        ConditionUpdate(POOL_READY, True, "PoolReady", "ok"),
+        ConditionUpdate(CERTIFICATE_READY, True, "CertificatesReady", "ok"),
+        ConditionUpdate(NODES_READY, True, "NoNodes", "ok"),
+    ]
+    events = Reconciler._transition_events(
+        failing, apply_conditions(failing, ok, generation=1, now=T0)
+    )
     assert [(e.type, e.reason) for e in events] == [(EventType.NORMAL.value, "Ready")]
 
 
 def test_readme_reason_table_is_the_registry() -> None:
     table = render_reason_table()
-    readme = (REPO / "README.md").read_text()
-    assert table in readme, "README's reason table differs from the registry; it should read:\n" + table
+    usage = (REPO / "docs" / "usage.md").read_text()
+    assert table in usage, "docs/usage.md's reason table differs from the registry; want:\n" + table
