@@ -42,10 +42,10 @@ type Verdict struct {
 
 // Case is one object and what each tool must say about it (an empty expectation is not checked).
 type Case struct {
-	Name     string                 `json:"name"`
-	Object   map[string]interface{} `json:"object"`
-	Expect   map[string]string      `json:"expect"`
-	Contains map[string]string      `json:"messageContains"`
+	Name     string            `json:"name"`
+	Object   json.RawMessage   `json:"object"`
+	Expect   map[string]string `json:"expect"`
+	Contains map[string]string `json:"messageContains"`
 }
 
 // Input is the file tests/consumers writes.
@@ -251,7 +251,11 @@ func TestConsumersReadEveryState(t *testing.T) {
 	flux := fluxReader(t, input.Flux)
 	results := map[string]map[string]Verdict{}
 	for _, c := range input.Cases {
-		u := &unstructured.Unstructured{Object: c.Object}
+		// Decoded as client-go decodes what the API server sends (integers as int64).
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(c.Object); err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
 		got := map[string]Verdict{
 			"kstatus": kstatusVerdict(u.DeepCopy()),
 			"argocd":  argocdVerdict(u.DeepCopy(), argo),

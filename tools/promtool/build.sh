@@ -10,7 +10,7 @@
 # a few minutes on 2 cores; the log is next to the binary.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-version=$(awk '$1 == "require" && $2 == "github.com/prometheus/prometheus" { print $3 }' "$here/go.mod")
+version=$(cd "$here" && GOWORK=off go list -m -f '{{.Version}}' github.com/prometheus/prometheus)
 [[ -n $version ]] || { echo "no Prometheus version in $here/go.mod" >&2; exit 1; }
 dir="${XDG_CACHE_HOME:-$HOME/.cache}/batchcert/promtool/$version"
 binary="$dir/promtool"
