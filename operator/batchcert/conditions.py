@@ -135,7 +135,9 @@ def summarize(updates: Iterable[ConditionUpdate]) -> list[ConditionUpdate]:
     stalled = blocking.status is False and action_of(blocking.reason) is Action.USER
     return [
         ConditionUpdate(READY, False, blocking.reason, message),
-        ConditionUpdate(RECONCILING, not stalled, "Stalled" if stalled else blocking.reason, message),
+        ConditionUpdate(
+            RECONCILING, not stalled, "Stalled" if stalled else blocking.reason, message
+        ),
         ConditionUpdate(STALLED, stalled, blocking.reason if stalled else "Reconciling", message),
     ]
 

@@ -220,8 +220,8 @@ class StatusCollector(Collector):
                 requests.add_metric([service, kind, str(code)], float(count))
             for service, count in sorted(dict(pacer.others_throttled).items()):
                 counts[service] = float(count)
-        for service, count in counts.items():
-            throttled.add_metric([service], count)
+        for service, total in counts.items():
+            throttled.add_metric([service], total)
         yield from (requests, throttled)
 
 

@@ -83,23 +83,31 @@ _AZURE_FAULTS = (
 _FIRST_VISIT = "the operator has not finished its first look (or it raced a concurrent create)"
 
 
+def _ready(type_: str, name: str, meaning: str, event: EventType | None = None) -> Reason:
+    return Reason(type_, name, Action.NONE, event, meaning)
+
+
+def _step(type_: str, name: str, meaning: str, event: EventType | None = None) -> Reason:
+    """Transient: the operator gets past it by itself."""
+    return Reason(type_, name, Action.TRANSIENT, event, meaning)
+
+
+def _user(type_: str, name: str, meaning: str) -> Reason:
+    """Only a person can fix it: always a Warning."""
+    return Reason(type_, name, Action.USER, EventType.WARNING, meaning)
+
+
+_IN_FLIGHT = "a change is in flight"
+_FIX_CERT = "fix the certificate in Key Vault"
+_ADD_AUTORENEW = "add an AutoRenew lifetime action to its policy"
+_COMING_UP = "nodes are still coming up"
+
+
 def _entries() -> Iterator[Reason]:
-    N, T, U = Action.NONE, Action.TRANSIENT, Action.USER
-    W = EventType.WARNING
     yield from (
-        Reason(
-            READY, "Ready", N, EventType.NORMAL, "the pool, its certificates and nodes are ready"
-        ),
-        Reason(
-            READY, "InvalidSpec", U, W, "the spec is invalid (admission should have refused it)"
-        ),
-        Reason(
-            READY,
-            "VaultNotAllowed",
-            U,
-            W,
-            "a `vaultUrl` is not a Key Vault of the configured cloud",
-        ),
+        _ready(READY, "Ready", "the pool, its certificates and nodes are ready", EventType.NORMAL),
+        _user(READY, "InvalidSpec", "the spec is invalid (admission should have refused it)"),
+        _user(READY, "VaultNotAllowed", "a `vaultUrl` is not a Key Vault of the configured cloud"),
         Reason(
             READY,
             "ReconcilePaused",
@@ -107,119 +115,80 @@ def _entries() -> Iterator[Reason]:
             None,
             "the `batchcert.dev/paused` annotation is set",
         ),
-        Reason(POOL_READY, "PoolReady", N, None, "the pool exists and matches the spec"),
-        Reason(POOL_READY, "Reconciling", T, None, _FIRST_VISIT),
-        Reason(POOL_READY, "PoolCreated", T, None, "a change is in flight"),
-        Reason(POOL_READY, "ScalingToZero", T, None, "a change is in flight"),
-        Reason(POOL_READY, "PoolUpdating", T, None, "a change is in flight"),
-        Reason(POOL_READY, "PoolRecreating", T, None, "a change is in flight"),
-        Reason(POOL_READY, "PoolDeleting", T, None, "a change is in flight"),
-        Reason(POOL_READY, "UpdateRequiresDisruption", U, W, "see `disruptiveUpdatePolicy` above"),
-        Reason(
+        _ready(POOL_READY, "PoolReady", "the pool exists and matches the spec"),
+        _step(POOL_READY, "Reconciling", _FIRST_VISIT),
+        _step(POOL_READY, "PoolCreated", _IN_FLIGHT),
+        _step(POOL_READY, "ScalingToZero", _IN_FLIGHT),
+        _step(POOL_READY, "PoolUpdating", _IN_FLIGHT),
+        _step(POOL_READY, "PoolRecreating", _IN_FLIGHT),
+        _step(POOL_READY, "PoolDeleting", _IN_FLIGHT),
+        _user(POOL_READY, "UpdateRequiresDisruption", "see `disruptiveUpdatePolicy` above"),
+        _user(
             POOL_READY,
             "IdentityNotFound",
-            U,
-            W,
             "`spec.identity.resourceId` does not exist (or the operator cannot read it)",
         ),
-        Reason(
+        _user(
             POOL_READY,
             "PoolNotOwned",
-            U,
-            W,
             "a pool of that name exists and is not ours: delete it or pick another `poolName`",
         ),
-        Reason(
+        _ready(
             CERTIFICATE_READY,
             "CertificatesReady",
-            N,
-            None,
             "every certificate exists, is enabled, unexpired, and renews itself",
         ),
-        Reason(CERTIFICATE_READY, "Reconciling", T, None, _FIRST_VISIT),
-        Reason(CERTIFICATE_READY, "CertificatePending", T, None, "not read from Key Vault yet"),
-        Reason(
-            CERTIFICATE_READY,
-            "CertificateCreating",
-            T,
-            None,
-            "`createIfMissing` started creating it",
-        ),
-        Reason(
+        _step(CERTIFICATE_READY, "Reconciling", _FIRST_VISIT),
+        _step(CERTIFICATE_READY, "CertificatePending", "not read from Key Vault yet"),
+        _step(CERTIFICATE_READY, "CertificateCreating", "`createIfMissing` started creating it"),
+        _step(
             CERTIFICATE_READY,
             "CertificateReadFailed",
-            T,
-            W,
             "reading it failed for a reason Key Vault did not explain: retried",
+            EventType.WARNING,
         ),
-        Reason(CERTIFICATE_READY, "CertificateNotFound", U, W, "fix the certificate in Key Vault"),
-        Reason(CERTIFICATE_READY, "CertificateDisabled", U, W, "fix the certificate in Key Vault"),
-        Reason(CERTIFICATE_READY, "CertificateExpired", U, W, "fix the certificate in Key Vault"),
-        Reason(
-            CERTIFICATE_READY,
-            "AutoRenewDisabled",
-            U,
-            W,
-            "add an AutoRenew lifetime action to its policy",
-        ),
-        Reason(
-            CERTIFICATE_READY,
-            "CertificateExpiringSoon",
-            U,
-            W,
-            "add an AutoRenew lifetime action to its policy",
-        ),
-        Reason(
+        _user(CERTIFICATE_READY, "CertificateNotFound", _FIX_CERT),
+        _user(CERTIFICATE_READY, "CertificateDisabled", _FIX_CERT),
+        _user(CERTIFICATE_READY, "CertificateExpired", _FIX_CERT),
+        _user(CERTIFICATE_READY, "AutoRenewDisabled", _ADD_AUTORENEW),
+        _user(CERTIFICATE_READY, "CertificateExpiringSoon", _ADD_AUTORENEW),
+        _user(
             CERTIFICATE_READY,
             "AutoRenewStuck",
-            U,
-            W,
             "the renewal point passed a day ago and no new version appeared",
         ),
-        Reason(
-            NODES_READY,
-            "ExtensionSucceeded",
-            N,
-            None,
-            "every node's Key Vault extension is healthy",
-        ),
-        Reason(NODES_READY, "NoNodes", N, None, "every node's Key Vault extension is healthy"),
-        Reason(NODES_READY, "Reconciling", T, None, _FIRST_VISIT),
-        Reason(NODES_READY, "PoolNotReady", T, None, "the pool does not exist yet"),
-        Reason(
+        _ready(NODES_READY, "ExtensionSucceeded", "every node's Key Vault extension is healthy"),
+        _ready(NODES_READY, "NoNodes", "every node's Key Vault extension is healthy"),
+        _step(NODES_READY, "Reconciling", _FIRST_VISIT),
+        _step(NODES_READY, "PoolNotReady", "the pool does not exist yet"),
+        _step(
             NODES_READY,
             "RotationPropagating",
-            T,
-            None,
             "a new version was seen; nodes have one polling interval to fetch it",
         ),
-        Reason(NODES_READY, "ExtensionTransitioning", T, None, "nodes are still coming up"),
-        Reason(NODES_READY, "NodesAllocating", T, None, "nodes are still coming up"),
-        Reason(
+        _step(NODES_READY, "ExtensionTransitioning", _COMING_UP),
+        _step(NODES_READY, "NodesAllocating", _COMING_UP),
+        _user(
             NODES_READY,
             "IdentityNotFound",
-            U,
-            W,
             "the extension's `msiClientId` matches no identity on the pool: check "
             "`spec.identity.clientId`",
         ),
-        Reason(
+        _user(
             NODES_READY,
             "VaultAccessDenied",
-            U,
-            W,
             "grant the pool's identity secrets get/list (or Key Vault Secrets User)",
         ),
-        Reason(NODES_READY, "CertificateNotFound", U, W, "as named"),
-        Reason(NODES_READY, "CertificateDisabled", U, W, "as named"),
-        Reason(NODES_READY, "ExtensionFailed", U, W, "as named"),
-        Reason(NODES_READY, "ExtensionMissing", U, W, "as named"),
-        Reason(NODES_READY, "NodeUnusable", U, W, "as named"),
+        _user(NODES_READY, "CertificateNotFound", "as named"),
+        _user(NODES_READY, "CertificateDisabled", "as named"),
+        _user(NODES_READY, "ExtensionFailed", "as named"),
+        _user(NODES_READY, "ExtensionMissing", "as named"),
+        _user(NODES_READY, "NodeUnusable", "as named"),
     )
     for type_ in COMPONENT_TYPES:
         for name, action, meaning in _AZURE_FAULTS:
             if (type_, name) != (POOL_READY, "UpdateRequiresDisruption"):  # said above, better
-                yield Reason(type_, name, action, W, meaning)
+                yield Reason(type_, name, action, EventType.WARNING, meaning)
 
 
 REASONS: tuple[Reason, ...] = tuple(_entries())

@@ -16,9 +16,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from support.promtool import run_promtool
+
+pytestmark = pytest.mark.consumers
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
@@ -47,14 +50,18 @@ def test_every_alert_is_tested_firing() -> None:
     fired = set()
     for path in (PROMETHEUS / "tests").glob("*.yaml"):
         for test in yaml.safe_load(path.read_text())["tests"]:
-            fired |= {t["alertname"] for t in test.get("alert_rule_test", []) if t.get("exp_alerts")}
+            fired |= {
+                t["alertname"] for t in test.get("alert_rule_test", []) if t.get("exp_alerts")
+            }
     assert fired == {r["alert"] for r in _rules()}
 
 
 def test_prometheusrule_is_the_rule_file() -> None:
     rule = yaml.safe_load((PROMETHEUS / "prometheusrule.yaml").read_text())
     assert rule["kind"] == "PrometheusRule"
-    assert rule["spec"]["groups"] == yaml.safe_load((PROMETHEUS / "rules.yaml").read_text())["groups"]
+    assert (
+        rule["spec"]["groups"] == yaml.safe_load((PROMETHEUS / "rules.yaml").read_text())["groups"]
+    )
     labels = rule["metadata"]["labels"]
     assert {"prometheus": "k8s", "role": "alert-rules"}.items() <= labels.items()  # kube-prometheus
     assert "release" in labels  # the kube-prometheus-stack chart's selector
@@ -83,5 +90,7 @@ def test_every_alert_has_a_runbook() -> None:
     headings = {h.lower() for h in re.findall(r"^## (\w+)$", runbook, re.M)}
     for rule in _rules():
         assert rule["alert"].lower() in headings
-        assert rule["annotations"]["runbook_url"].endswith("docs/alerts.md#" + rule["alert"].lower())
+        assert rule["annotations"]["runbook_url"].endswith(
+            "docs/alerts.md#" + rule["alert"].lower()
+        )
         assert rule["annotations"]["summary"]

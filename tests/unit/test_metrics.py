@@ -112,7 +112,10 @@ def test_each_condition_reports_its_reason(metrics: Metrics) -> None:
     obj = {"namespace": "team-a", "name": "render"}
     for condition in view.status["conditions"]:
         labels = {"type": condition["type"], "status": condition["status"], **obj}
-        assert value(metrics, "batchcert_condition_reason", reason=condition["reason"], **labels) == 1.0
+        assert (
+            value(metrics, "batchcert_condition_reason", reason=condition["reason"], **labels)
+            == 1.0
+        )
     found = [k for k in samples(metrics) if k[0] == "batchcert_condition_reason"]
     assert len(found) == len(view.status["conditions"])  # one series per condition
 
@@ -126,13 +129,48 @@ def test_a_replica_that_stops_reconciling_stops_exporting() -> None:
     now[0] += 100
     other = view_of("ready")
     other = ObjectView(
-        namespace="team-b", name="kept", uid="u2", generation=1, spec=other.spec, status=other.status
+        namespace="team-b",
+        name="kept",
+        uid="u2",
+        generation=1,
+        spec=other.spec,
+        status=other.status,
     )
     metrics.observe(other, Outcome({}, [], 1.0), 0.02)
-    assert value(metrics, "batchcert_condition", type="Ready", status="True", namespace="team-a", name="render") == 1.0
+    assert (
+        value(
+            metrics,
+            "batchcert_condition",
+            type="Ready",
+            status="True",
+            namespace="team-a",
+            name="render",
+        )
+        == 1.0
+    )
     now[0] += 30  # 130 s after the first object's last reconcile: gone
-    assert value(metrics, "batchcert_condition", type="Ready", status="True", namespace="team-a", name="render") is None
-    assert value(metrics, "batchcert_condition", type="Ready", status="True", namespace="team-b", name="kept") == 1.0
+    assert (
+        value(
+            metrics,
+            "batchcert_condition",
+            type="Ready",
+            status="True",
+            namespace="team-a",
+            name="render",
+        )
+        is None
+    )
+    assert (
+        value(
+            metrics,
+            "batchcert_condition",
+            type="Ready",
+            status="True",
+            namespace="team-b",
+            name="kept",
+        )
+        == 1.0
+    )
     now[0] += 1000
     assert not any(name.startswith("batchcert_certificate") for name, _ in samples(metrics))
 

@@ -182,7 +182,7 @@ def test_ready_posts_normal_when_it_turns_true() -> None:
     assert [(e.type, e.reason) for e in events] == [(EventType.NORMAL.value, "Ready")]
 
 
-def test_readme_reason_table_is_the_registry() -> None:
+def test_the_reason_table_in_the_docs_is_the_registry() -> None:
     table = render_reason_table()
     usage = (REPO / "docs" / "usage.md").read_text()
     assert table in usage, "docs/usage.md's reason table differs from the registry; want:\n" + table

@@ -51,6 +51,7 @@ from batchcert.models.azure import CertificateReading
 from batchcert.models.names import PAUSED_ANNOTATION
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.models.timestamps import parse_rfc3339
+from batchcert.reasons import event_type_of, find_reason
 from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.diagnose import (
@@ -61,7 +62,6 @@ from batchcert.reconcile.diagnose import (
 from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import CreateFailure, ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
-from batchcert.reasons import event_type_of, find_reason
 from batchcert.reconcile.pool import PoolReconciler
 from batchcert.reconcile.verification import Verifier
 from batchcert.translate.certificate_body import build_create_certificate_body
