@@ -43,8 +43,6 @@ from batchcert.reasons import (
 )
 from support.gitops_table import STATES, render_table
 
-pytestmark = pytest.mark.consumers
-
 REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "tools" / "consumers"
 CAPTURED = REPO / "tests" / "data" / "status"

@@ -16,12 +16,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from support.promtool import run_promtool
-
-pytestmark = pytest.mark.consumers
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
