@@ -7,8 +7,9 @@ a restarted operator reports the same rotation counts and expiry times as before
 Azure request counts are read from the ARM pacer's own counters at scrape time (the adapters
 already count every attempt and every 429), so no adapter knows about Prometheus.
 
-Only the replica that acts exports per-object series: each object's series are dropped when the
-object has not been reconciled for ``stale_after`` seconds (``keep_series_for``, four ticks and
+Only the replica that acts exports per-object series: each object's series are dropped when no
+timer of the object has fired for ``stale_after`` seconds (``touch`` at the start of every tick,
+``observe`` after it) (``keep_series_for``, four ticks and
 at least two minutes), which is what happens on a replica that kopf peering paused. A standby
 therefore stops exporting the expiry it saw before a rotation, or an object deleted since, and
 the alert rules never see two replicas disagree for longer than that.
@@ -97,6 +98,13 @@ class StatusCollector(Collector):
     def update(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         with self._lock:
             self._statuses[(namespace, name)] = (self._clock(), status)
+
+    def touch(self, namespace: str, name: str) -> None:
+        """This replica is still acting on the object: keep its series, unchanged."""
+        with self._lock:
+            entry = self._statuses.get((namespace, name))
+            if entry is not None:
+                self._statuses[(namespace, name)] = (self._clock(), entry[1])
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -259,6 +267,9 @@ class Metrics:
         status = apply_merge_patch(view.status, outcome.status_patch)
         self.status.update(view.namespace, view.name, status)
 
+    def touch(self, view: ObjectView) -> None:
+        self.status.touch(view.namespace, view.name)
+
     def forget(self, view: ObjectView) -> None:
         self.status.forget(view.namespace, view.name)
 
@@ -278,6 +289,10 @@ def observe(
     view: ObjectView, outcome: Outcome | None, seconds: float, pacer: ArmPacer | None = None
 ) -> None:
     default_metrics().observe(view, outcome, seconds, pacer)
+
+
+def touch(view: ObjectView) -> None:
+    default_metrics().touch(view)
 
 
 def forget(view: ObjectView) -> None:

@@ -175,6 +175,21 @@ def test_a_replica_that_stops_reconciling_stops_exporting() -> None:
     assert not any(name.startswith("batchcert_certificate") for name, _ in samples(metrics))
 
 
+def test_a_long_reconcile_or_deletion_keeps_the_series() -> None:
+    # The timer fired (touch) but the reconcile has not finished: the series stay.
+    now = [1000.0]
+    metrics = Metrics(CollectorRegistry(), clock=lambda: now[0])
+    view = view_of("ready")
+    metrics.observe(view, Outcome({}, [], 1.0), 0.02)
+    for _ in range(5):
+        now[0] += 100
+        metrics.touch(view)
+    ready = {"type": "Ready", "status": "True", "namespace": "team-a", "name": "render"}
+    assert value(metrics, "batchcert_condition", **ready) == 1.0
+    metrics.touch(view_of("reconciling"))  # an object never observed: nothing appears
+    assert len({k for k in samples(metrics) if k[0] == "batchcert_condition"}) == 3 * 6
+
+
 def test_throttle_counters_exist_for_every_service_from_the_start(metrics: Metrics) -> None:
     for service in ("arm", "keyvault", "batch"):
         assert value(metrics, "batchcert_azure_throttled_total", service=service) == 0.0
