@@ -184,6 +184,25 @@ def _entries() -> Iterator[Reason]:
         _user(NODES_READY, "ExtensionFailed", "as named"),
         _user(NODES_READY, "ExtensionMissing", "as named"),
         _user(NODES_READY, "NodeUnusable", "as named"),
+        # spec.verification: a Batch task on each node proves which version it holds
+        _ready(
+            NODES_READY,
+            "RotationVerified",
+            "(`spec.verification`) after a rotation, a Batch task on every node proved it holds "
+            "the current version",
+        ),
+        _user(
+            NODES_READY,
+            "NodesStale",
+            "(`spec.verification`) a node proved to hold an older version (or none) after its "
+            "polling interval: `batchcert status` lists them with the thumbprint found",
+        ),
+        _step(
+            NODES_READY,
+            "VerificationPending",
+            "(`spec.verification`) no proof yet from some nodes within the polling interval plus "
+            "`taskTimeout` (busy, new, or the task timed out): retried, not a failure",
+        ),
     )
     for type_ in COMPONENT_TYPES:
         for name, action, meaning in _AZURE_FAULTS:

@@ -42,6 +42,8 @@ T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 SOURCES = {
     "assess/certificates.py": CERTIFICATE_READY,
     "assess/nodes.py": NODES_READY,
+    "assess/verification.py": NODES_READY,
+    "reconcile/verification.py": None,
     "reconcile/pool.py": POOL_READY,
     "errors.py": None,
     "reconcile/engine.py": None,
@@ -135,6 +137,7 @@ def test_successes_and_nothing_else_are_true() -> None:
         "CertificatesReady",
         "ExtensionSucceeded",
         "NoNodes",
+        "RotationVerified",
     }
 
 
