@@ -64,6 +64,12 @@ _AZURE_FAULTS = (
     ("AzureResourceNotFound", Action.USER, "an Azure resource the spec names does not exist"),
     ("UpdateRequiresDisruption", Action.USER, "Azure refused the request: the message is Azure's"),
     (
+        "VaultNotResolvable",
+        Action.USER,
+        "the vault's name does not resolve: it does not exist, was deleted, or is misspelt",
+    ),
+    ("PoolBusy", Action.TRANSIENT, "transient: Azure is still resizing the pool; retried"),
+    (
         "AzureThrottled",
         Action.TRANSIENT,
         "transient: retried with jittered backoff, honouring Retry-After",
@@ -123,6 +129,12 @@ def _entries() -> Iterator[Reason]:
         _step(POOL_READY, "PoolRecreating", _IN_FLIGHT),
         _step(POOL_READY, "PoolDeleting", _IN_FLIGHT),
         _user(POOL_READY, "UpdateRequiresDisruption", "see `disruptiveUpdatePolicy` above"),
+        _user(
+            POOL_READY,
+            "UpdateRequiresRecreate",
+            "the certificates or the Key Vault extension changed: Azure Batch changes no existing "
+            "pool's VM extensions, so only `disruptiveUpdatePolicy: Recreate` applies it",
+        ),
         _user(
             POOL_READY,
             "IdentityNotFound",
