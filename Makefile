@@ -15,7 +15,7 @@
 #
 # Two distributions are installed, both editable: the operator (pyproject.toml, package batchcert)
 # and its dev tooling (operator/pyproject.toml: batchsim, batchdev, command batchcert-dev).
-# The control-plane binaries live outside the repository (${XDG_CACHE_HOME:-~/.cache}/batchcert)
+# The control-plane binaries and promtool live outside the repository (${XDG_CACHE_HOME:-~/.cache}/batchcert)
 # and survive `make clean`; a cold build downloads Go modules and takes several minutes.
 
 SHELL := /bin/bash
@@ -78,6 +78,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 
 binaries: install
 	$(BIN)/batchcert-dev cluster build
+	tools/promtool/build.sh >/dev/null
 
 lint: install
 	$(BIN)/ruff check .

@@ -25,6 +25,7 @@ FOLDER_MARKERS: dict[str, tuple[str, ...]] = {
     "integration": ("integration",),
     "e2e": ("e2e",),
     "faults": ("integration", "faults"),
+    "consumers": ("consumers",),
 }
 
 

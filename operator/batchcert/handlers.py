@@ -181,6 +181,9 @@ def register_handlers(
     ) -> None:
         stopped: kopf.DaemonStopped = kwargs["stopped"]  # kopf passes it to timers
         view = to_view(body)
+        # This replica still acts on the object (a paused one runs no timers): its series stay,
+        # however long the reconcile or the deletion takes.
+        metrics.touch(view)
         if view.deleting:
             return  # the delete handler owns the object's last moments
         services: Services = memo["services"]

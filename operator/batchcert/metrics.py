@@ -7,10 +7,20 @@ a restarted operator reports the same rotation counts and expiry times as before
 Azure request counts are read from the ARM pacer's own counters at scrape time (the adapters
 already count every attempt and every 429), so no adapter knows about Prometheus.
 
-Invariants: one series set per object, dropped by ``forget``; condition gauges follow
-kube-state-metrics (one series per status value, exactly one of them 1); timestamps are Unix
-seconds; nothing from a spec or a credential ever becomes a label except namespace, object name
-and certificate name.
+Only the replica that acts exports per-object series: each object's series are dropped when no
+timer of the object has fired for ``stale_after`` seconds (``touch`` at the start of every tick,
+``observe`` after it) (``keep_series_for``, four ticks and
+at least two minutes), which is what happens on a replica that kopf peering paused. A standby
+therefore stops exporting the expiry it saw before a rotation, or an object deleted since, and
+the alert rules never see two replicas disagree for longer than that.
+
+Invariants: one series set per object, dropped by ``forget`` or when stale; condition gauges follow
+kube-state-metrics (one series per status value, exactly one of them 1), and
+``batchcert_condition_reason`` carries each condition's current status and reason (one series
+per condition) so alerts can tell a rotation propagating or a pause from a failure; every
+service's throttle counter exists from the start (0), so ``rate()`` sees the first 429; timestamps
+are Unix seconds; nothing from a spec or a credential ever becomes a label except namespace,
+object name and certificate name.
 
 Metric names (also listed in docs/operating.md):
 
@@ -22,6 +32,7 @@ Metric names (also listed in docs/operating.md):
 * ``batchcert_nodes_verified{namespace,name,state}`` (state: current | stale | unverified; only
   with ``spec.verification.enabled``)
 * ``batchcert_condition{namespace,name,type,status}`` (status: True | False | Unknown)
+* ``batchcert_condition_reason{namespace,name,type,status,reason}`` (1 for each condition)
 * ``batchcert_reconcile_duration_seconds`` (histogram)
 * ``batchcert_azure_requests_total{service,operation,code}``
 * ``batchcert_azure_throttled_total{service}``
@@ -30,7 +41,8 @@ Metric names (also listed in docs/operating.md):
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram, start_http_server
@@ -43,6 +55,8 @@ from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import Outcome
 
 CONDITION_VALUES = ("True", "False", "Unknown")
+AZURE_SERVICES = ("arm", "keyvault", "batch")
+STALE_AFTER_SECONDS = 120.0
 NODE_STATES = ("ready", "transitioning", "failed")
 VERIFICATION_STATES = ("current", "stale", "unverified")
 # Reconciles are usually milliseconds (nothing due) and sometimes seconds (an Azure round trip).
@@ -70,14 +84,27 @@ def to_timestamp(text: str | None) -> float | None:
 class StatusCollector(Collector):
     """Renders every per-object family from the latest status of each object, at scrape time."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        stale_after: float = STALE_AFTER_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()  # scrapes run in the HTTP server's thread
-        self._statuses: dict[tuple[str, str], dict[str, Any]] = {}
+        self._statuses: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self._pacer: ArmPacer | None = None
+        self.stale_after = stale_after
+        self._clock = clock
 
     def update(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         with self._lock:
-            self._statuses[(namespace, name)] = status
+            self._statuses[(namespace, name)] = (self._clock(), status)
+
+    def touch(self, namespace: str, name: str) -> None:
+        """This replica is still acting on the object: keep its series, unchanged."""
+        with self._lock:
+            entry = self._statuses.get((namespace, name))
+            if entry is not None:
+                self._statuses[(namespace, name)] = (self._clock(), entry[1])
 
     def forget(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -86,9 +113,16 @@ class StatusCollector(Collector):
     def watch_pacer(self, pacer: ArmPacer) -> None:
         self._pacer = pacer
 
-    def collect(self) -> Iterator[Metric]:
+    def _fresh(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Statuses reconciled recently; the rest (a paused replica's) are dropped for good."""
+        oldest = self._clock() - self.stale_after
         with self._lock:
-            statuses = dict(self._statuses)
+            for key in [k for k, (seen, _) in self._statuses.items() if seen < oldest]:
+                del self._statuses[key]
+            return {key: status for key, (_, status) in self._statuses.items()}
+
+    def collect(self) -> Iterator[Metric]:
+        statuses = self._fresh()
         yield from self._certificate_families(statuses)
         yield from self._pool_families(statuses)
         yield from self._azure_families()
@@ -147,6 +181,11 @@ class StatusCollector(Collector):
             "Nodes by what the verification task proved they hold (spec.verification).",
             labels=["namespace", "name", "state"],
         )
+        reasons = GaugeMetricFamily(
+            "batchcert_condition_reason",
+            "Each condition's current status and reason (always 1; the labels are the data).",
+            labels=["namespace", "name", "type", "status", "reason"],
+        )
         for (namespace, name), status in sorted(statuses.items()):
             counts = status.get("nodes")
             if isinstance(counts, dict):
@@ -157,13 +196,15 @@ class StatusCollector(Collector):
                     for state in VERIFICATION_STATES:
                         verified.add_metric([namespace, name, state], float(proof.get(state) or 0))
             for condition in status.get("conditions") or []:
-                current = condition.get("status", "Unknown")
+                current = str(condition.get("status", "Unknown"))
+                type_ = str(condition.get("type", ""))
                 for value in CONDITION_VALUES:
                     conditions.add_metric(
-                        [namespace, name, str(condition.get("type", "")), value],
-                        1.0 if current == value else 0.0,
+                        [namespace, name, type_, value], 1.0 if current == value else 0.0
                     )
-        yield from (nodes, verified, conditions)
+                reason = str(condition.get("reason", ""))
+                reasons.add_metric([namespace, name, type_, current, reason], 1.0)
+        yield from (nodes, verified, conditions, reasons)
 
     def _azure_families(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -177,24 +218,31 @@ class StatusCollector(Collector):
             labels=["service"],
         )
         pacer = self._pacer
+        counts = dict.fromkeys(AZURE_SERVICES, 0.0)  # every service from the start
         if pacer is not None:
             # Copy first: the event loop thread may add a key while we iterate.
             for (kind, code), count in sorted(dict(pacer.sent).items()):
                 requests.add_metric(["arm", kind, str(code)], float(count))
-            throttled.add_metric(["arm"], float(pacer.throttled))
+            counts["arm"] = float(pacer.throttled)
             for (service, kind, code), count in sorted(dict(pacer.others_sent).items()):
                 requests.add_metric([service, kind, str(code)], float(count))
             for service, count in sorted(dict(pacer.others_throttled).items()):
-                throttled.add_metric([service], float(count))
+                counts[service] = float(count)
+        for service, total in counts.items():
+            throttled.add_metric([service], total)
         yield from (requests, throttled)
 
 
 class Metrics:
     """The operator's metrics on one registry (the process default in production)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry = REGISTRY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
-        self.status = StatusCollector()
+        self.status = StatusCollector(clock=clock)
         registry.register(self.status)
         self.reconcile_duration = Histogram(
             "batchcert_reconcile_duration_seconds",
@@ -219,6 +267,9 @@ class Metrics:
         status = apply_merge_patch(view.status, outcome.status_patch)
         self.status.update(view.namespace, view.name, status)
 
+    def touch(self, view: ObjectView) -> None:
+        self.status.touch(view.namespace, view.name)
+
     def forget(self, view: ObjectView) -> None:
         self.status.forget(view.namespace, view.name)
 
@@ -240,8 +291,18 @@ def observe(
     default_metrics().observe(view, outcome, seconds, pacer)
 
 
+def touch(view: ObjectView) -> None:
+    default_metrics().touch(view)
+
+
 def forget(view: ObjectView) -> None:
     default_metrics().forget(view)
+
+
+def keep_series_for(tick_seconds: float) -> None:
+    """Drop an object's series once four ticks (at least two minutes) pass without a reconcile:
+    on a replica that peering paused, that is every object."""
+    default_metrics().status.stale_after = max(STALE_AFTER_SECONDS, 4 * tick_seconds)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

@@ -103,9 +103,10 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     if args.metrics_port:
-        from batchcert.metrics import serve
+        from batchcert.metrics import keep_series_for, serve
 
         serve(args.metrics_port)
+        keep_series_for(config.tick_seconds)  # a paused replica stops exporting objects
     registry = kopf.OperatorRegistry()
     priority = args.priority
     if priority is None:

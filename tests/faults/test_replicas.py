@@ -5,12 +5,20 @@ paused, only the higher priority one resumes while the other stays paused; a new
 PUT in the simulator's log (a second acting replica would send its own guarded PUT and be refused
 with 412) and no other pool write. Not covered: failover after the leader dies (kopf waits the
 peer's 60 s lifetime before the other replica resumes; too slow for this suite's budget).
+
+``faults_full``: a replica that acted and is then paused by a peer of higher priority stops
+exporting the object's series within the metrics' staleness window (two minutes), while the
+replica that now acts exports them: Prometheus never sees the standby's stale expiry.
 """
 
 from __future__ import annotations
 
 import json
+import urllib.request
 
+import pytest
+
+from support.deploy import free_port
 from support.faults import FaultStack, Scenario, start_replica, stop_operator, timed
 
 PEERING = "batchcert"
@@ -70,3 +78,55 @@ def test_two_replicas_never_both_act(fstack: FaultStack, scenario: Scenario) -> 
         if follower is not None:
             stop_operator(follower)
         fstack.start_operator()  # back to one standalone operator for the fixture's cleanup
+
+
+def _object_series(port: int, name: str) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith("batchcert_certificate_expiration") and f'name="{name}"' in line
+    ]
+
+
+@pytest.mark.faults_full
+def test_a_paused_replica_stops_exporting_the_objects_series(
+    fstack: FaultStack, scenario: Scenario
+) -> None:
+    name = "demoted"
+    scenario.injected = "a replica that acted is paused by a peer of higher priority"
+    fstack.cluster.apply(
+        f"apiVersion: kopf.dev/v1\nkind: KopfPeering\nmetadata: {{name: {PEERING}, namespace: {fstack.home}}}\n"
+    )
+    fstack.kill_operator()
+    logs = fstack.log_path.parent
+    first_port, second_port = free_port(), free_port()
+    first = start_replica(
+        fstack, peering=PEERING, priority=10, log_path=logs / "first.log", metrics_port=first_port
+    )
+    second = None
+    try:
+        assert timed(lambda: "Resuming operations" in first.log(), timeout=60) is not None
+        fstack.apply(fstack.manifest(name, fstack.home))
+        fstack.timed_ready(name)
+        assert timed(lambda: bool(_object_series(first_port, name)), timeout=30) is not None
+        second = start_replica(
+            fstack, peering=PEERING, priority=100, log_path=logs / "second.log",
+            metrics_port=second_port,
+        )  # fmt: skip
+        assert timed(lambda: "Pausing operations" in first.log(), timeout=90) is not None, (
+            first.log()[-3000:]
+        )
+        dropped = timed(lambda: not _object_series(first_port, name), timeout=180)
+        assert dropped is not None, _object_series(first_port, name)
+        assert timed(lambda: bool(_object_series(second_port, name)), timeout=60) is not None
+        scenario.extra = {"standbyDroppedSeriesAfterSeconds": round(dropped, 1)}
+        scenario.operator_did = (
+            "the paused replica dropped the object's series; the new leader exports them"
+        )
+    finally:
+        stop_operator(first)
+        if second is not None:
+            stop_operator(second)
+        fstack.start_operator()

@@ -15,7 +15,10 @@ module's own namespace:
   removed, on an existing object; mutable fields (and the disruptive ones, which the operator
   handles per ``disruptiveUpdatePolicy``) can;
 * the status subresource accepts the status the operator writes, and ``kubectl get bcp`` shows
-  it in the printer columns; ``kubectl explain`` shows the field documentation.
+  it in the printer columns; ``kubectl explain`` shows the field documentation;
+* before the operator writes anything, the server serves ``status: {observedGeneration: 0}``
+  (the schema's default), in the create call's answer and on every read, so kstatus, Flux and
+  Argo CD read a new object as in progress (captured as tests/data/status/just-created.json).
 
 The assertions hold on every supported kube-apiserver (1.30 through 1.37; ``make k8s-oldest`` runs
 this module against 1.30): they name the field and what is wrong, not one release's wording of
@@ -40,6 +43,7 @@ import pytest
 import yaml
 
 from batchcert.models.spec import parse_spec
+from support.captures import capture
 from support.cluster import KubeCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -875,6 +879,25 @@ def test_status_the_operator_writes_is_kept_and_shown_by_kubectl_get(kube: KubeC
     assert row.split()[:7] == [
         "with-status", "render-pool", "1/2", VERSION[:8], "2027-11-01T00:00:00Z", "True", "Ready",
     ]  # fmt: skip
+
+
+def test_a_new_object_reads_as_not_yet_observed(kube: KubeCluster) -> None:
+    manifest = prepared(load_example("batchcertpool.yaml"), "just-created")
+    manifest["status"] = {"observedGeneration": 7}  # a client's status on create is dropped
+    created = kube.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(manifest))
+    assert created.returncode == 0, created.stderr
+    answer = json.loads(created.stdout)
+    assert answer["metadata"]["generation"] == 1
+    assert answer["status"] == {"observedGeneration": 0}
+    read = get(kube, "just-created")
+    assert read["status"] == {"observedGeneration": 0}
+    capture(read, "just-created")
+    # the first status patch replaces the default like any other value
+    kube.kubectl(
+        "patch", "batchcertpool", "just-created", "-n", NAMESPACE, "--subresource=status",
+        "--type=merge", "-p", json.dumps({"status": OPERATOR_STATUS}), check=True,
+    )  # fmt: skip
+    assert get(kube, "just-created")["status"] == OPERATOR_STATUS
 
 
 def test_status_refuses_a_condition_without_the_metav1_fields(kube: KubeCluster) -> None:

@@ -13,9 +13,11 @@ The image: the Dockerfile passes hadolint, and its install step (``pip install -
 constraints.txt .`` on the files .dockerignore lets through) gives a working ``batchcert run``
 in a clean virtual environment (pip's cache may be warm, so this takes seconds, not minutes).
 
-With ``BATCHCERT_CAPTURE_STATUS=DIR`` the story also saves the objects it sees (Reconciling,
-Ready, RotationPropagating, a user-action failure) as JSON into DIR; ``tests/data/status/`` was
-captured this way and feeds the Argo CD health check's unit tests.
+The story checks the objects it sees (first status, Ready, RotationPropagating, a user-action
+failure, paused, a spec refused after an edit) against ``tests/data/status/`` and, with
+``BATCHCERT_CAPTURE_STATUS=tests/data/status``, refreshes them (support/captures.py);
+tests/consumers feeds them to kstatus, Argo CD and Flux. A live scrape of /metrics passes
+``promtool check metrics``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from support.captures import capture
 from support.deploy import DEPLOY_DIR, REPO_ROOT, running_deployed_operator
+from support.promtool import run_promtool
 
 if TYPE_CHECKING:
     from support.cluster import KubeCluster
@@ -252,22 +256,6 @@ def test_serviceaccount_has_least_privilege(deployed: OperatorStack) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def _capture(obj: dict[str, Any], label: str) -> None:
-    """Save an object for the Argo CD health tests (only when asked to)."""
-    target = os.environ.get("BATCHCERT_CAPTURE_STATUS")
-    if not target:
-        return
-    keep = {
-        "apiVersion": obj["apiVersion"],
-        "kind": obj["kind"],
-        "metadata": {k: obj["metadata"][k] for k in ("name", "namespace", "generation")},
-        "spec": obj["spec"],
-        "status": obj.get("status", {}),
-    }
-    Path(target).mkdir(parents=True, exist_ok=True)
-    (Path(target) / f"{label}.json").write_text(json.dumps(keep, indent=2, sort_keys=True) + "\n")
-
-
 def _status_cmd(stack: OperatorStack, name: str, ns: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "batchcert", "status", name, "-n", ns],
@@ -303,12 +291,12 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
         return bool(stack.get("story", ns).get("status", {}).get("conditions"))
 
     stack.wait_until("first status", reconciling, name="story", namespace=ns, timeout=30)
-    _capture(stack.get("story", ns), "reconciling")
+    capture(stack.get("story", ns), "reconciling")
 
     # create → Ready
     stack.wait_ready("story", ns)
     ready_obj = stack.get("story", ns)
-    _capture(ready_obj, "ready")
+    capture(ready_obj, "ready")
     shown = _status_cmd(stack, "story", ns)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     version = ready_obj["status"]["certificates"][0]["version"]
@@ -325,7 +313,7 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
 
     stack.wait_until("rotations == 1", rotated, name="story", namespace=ns, timeout=60)
     rotated_obj = stack.get("story", ns)
-    _capture(rotated_obj, "rotation-propagating")
+    capture(rotated_obj, "rotation-propagating")
     assert rotated_obj["status"]["certificates"][0]["version"] == new_version
     assert "CertificateRotated" in stack.event_reasons(ns)
 
@@ -353,7 +341,14 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
     assert _samples(text, "batchcert_condition", type="CertificateReady", status="True", **key)
     assert _samples(text, "batchcert_reconcile_duration_seconds_count")[0] > 0
     assert sum(_samples(text, "batchcert_azure_requests_total", service="arm")) > 0
-    assert _samples(text, "batchcert_azure_throttled_total", service="arm") == [0.0]
+    for service in ("arm", "keyvault", "batch"):
+        assert _samples(text, "batchcert_azure_throttled_total", service=service) == [0.0]
+    # one series per condition, carrying its current reason
+    assert _samples(text, "batchcert_condition_reason", type="Stalled", status="False", **key) == [
+        1.0
+    ]
+    linted = run_promtool("check", "metrics", stdin=text)
+    assert linted.returncode == 0, linted.stdout + linted.stderr
     assert op.liveness() == 200
 
     # a failure that needs the user (no such certificate): Degraded, exit status 1
@@ -369,12 +364,44 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
         )
 
     stack.wait_until("CertificateNotFound", named, name="broken", namespace=ns, timeout=60)
-    _capture(stack.get("broken", ns), "certificate-not-found")
+    capture(stack.get("broken", ns), "certificate-not-found")
     failing = _status_cmd(stack, "broken", ns)
     assert failing.returncode == 1, failing.stdout + failing.stderr
     assert "NOT Ready" in failing.stdout and "CertificateNotFound" in failing.stdout
     missing = _status_cmd(stack, "nobody", ns)
     assert missing.returncode == 2 and "not found" in missing.stderr
+
+    # a spec refused after an edit: a verdict on the new generation, observedGeneration included
+    edited = stack.get("broken", ns)
+    edited["spec"]["certificates"] = [{"vaultUrl": "https://kv.evil.example", "name": "c"}]
+    stack.apply(
+        {k: edited[k] for k in ("apiVersion", "kind", "spec")}
+        | {"metadata": {"name": "broken", "namespace": ns}}
+    )
+
+    def refused() -> bool:
+        obj = stack.get("broken", ns)
+        stalled = [c for c in obj["status"]["conditions"] if c["type"] == "Stalled"]
+        return (
+            obj["status"].get("observedGeneration") == obj["metadata"]["generation"]
+            and bool(stalled)
+            and stalled[0]["reason"] == "VaultNotAllowed"
+        )
+
+    stack.wait_until("VaultNotAllowed", refused, name="broken", namespace=ns, timeout=60)
+    capture(stack.get("broken", ns), "refused-after-edit")
+
+    # paused on purpose: neither Reconciling nor Stalled
+    stack.cluster.kubectl(
+        "annotate", "bcp", "story", "-n", ns, "batchcert.dev/paused=true", check=True
+    )
+
+    def paused() -> bool:
+        return stack.condition("story", ns, "Ready").get("reason") == "ReconcilePaused"
+
+    stack.wait_until("ReconcilePaused", paused, name="story", namespace=ns, timeout=60)
+    capture(stack.get("story", ns), "paused")
+    stack.cluster.kubectl("annotate", "bcp", "story", "-n", ns, "batchcert.dev/paused-", check=True)
 
     # delete (both objects), and the pools go with them
     for name in ("story", "broken"):

@@ -276,9 +276,10 @@ def open_fault(stack: FaultStack, seconds: float, **spec: Any) -> FaultWindow:
 
 
 def start_replica(
-    stack: FaultStack, *, peering: str, priority: int, log_path: Path
+    stack: FaultStack, *, peering: str, priority: int, log_path: Path, metrics_port: int = 0
 ) -> OperatorProcess:
-    """One more operator process on the same namespace, as a replica under kopf peering."""
+    """One more operator process on the same namespace, as a replica under kopf peering
+    (serving /metrics on ``metrics_port`` when given)."""
     import sys
 
     from support.operator import FAST_INTERVALS, operator_env
@@ -288,6 +289,8 @@ def start_replica(
     env.update(operator_env(stack.sim_json))
     args = [sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(stack.cluster.kubeconfig)]
     args += ["--namespace", stack.home, "--peering", peering, "--priority", str(priority)]
+    if metrics_port:
+        args += [f"--metrics-port={metrics_port}"]
     log = log_path.open("ab")
     process = subprocess.Popen(
         args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,7 +1,9 @@
 """The condition helper and the error classifier: pure, with an injected clock.
 
 Covers: lastTransitionTime kept when status does not change and moved when it does;
-observedGeneration stamped; Ready derived from the components; canonical order; every HTTP
+observedGeneration stamped; Ready derived from the components, naming the one that blocks (a
+user action before a step in progress); kstatus' Reconciling and Stalled derived from the reason
+registry, for component verdicts, refusals and a pause; canonical order; every HTTP
 failure class mapped to a verdict and a CamelCase reason; backoff honours Retry-After and jitters.
 """
 
@@ -18,6 +20,7 @@ from batchcert.conditions import (
     POOL_READY,
     ConditionUpdate,
     apply_conditions,
+    apply_refusal,
     get_condition,
     set_condition,
 )
@@ -29,6 +32,7 @@ from batchcert.errors import (
     backoff_delay,
     classify,
 )
+from batchcert.reasons import SUMMARY_TYPES
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
@@ -62,11 +66,13 @@ def test_ready_summarises_components_in_canonical_order() -> None:
     conditions = apply_conditions([], ok, generation=3, now=T0)
     assert [c["type"] for c in conditions] == [
         "Ready",
+        "Reconciling",
+        "Stalled",
         "PoolReady",
         "CertificateReady",
         "NodesReady",
     ]
-    assert conditions[0]["status"] == "True"
+    assert [c["status"] for c in conditions[:3]] == ["True", "False", "False"]
     failing = [*ok[:2], ConditionUpdate(CERTIFICATE_READY, False, "AutoRenewDisabled", "no renew")]
     conditions = apply_conditions(conditions, failing, generation=4, now=T1)
     ready = get_condition(conditions, "Ready")
@@ -74,9 +80,71 @@ def test_ready_summarises_components_in_canonical_order() -> None:
     assert (ready["status"], ready["reason"], ready["message"]) == (
         "False",
         "AutoRenewDisabled",
-        "no renew",
+        "CertificateReady: no renew",
     )
     assert ready["lastTransitionTime"] == "2026-11-28T10:05:00Z"
+
+
+def _summaries(conditions: list[dict[str, str]]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in conditions if c["type"] in SUMMARY_TYPES}
+
+
+def test_a_component_a_person_must_fix_blocks_before_one_in_progress() -> None:
+    # the pool is still being created and a certificate is missing: Ready names the certificate
+    updates = [
+        ConditionUpdate(POOL_READY, False, "PoolCreated", "pool p created; resizing"),
+        ConditionUpdate(CERTIFICATE_READY, False, "CertificateNotFound", "mycert does not exist"),
+        ConditionUpdate(NODES_READY, False, "PoolNotReady", "the pool does not exist yet"),
+    ]
+    conditions = apply_conditions([], updates, generation=2, now=T0)
+    assert _summaries(conditions) == {
+        "Ready": ("False", "CertificateNotFound"),
+        "Reconciling": ("False", "Stalled"),
+        "Stalled": ("True", "CertificateNotFound"),
+    }
+    stalled = get_condition(conditions, "Stalled")
+    assert stalled is not None
+    assert stalled["message"] == "CertificateReady: mycert does not exist"
+    assert all(c["observedGeneration"] == 2 for c in conditions)
+
+
+def test_transient_reasons_are_reconciling_not_stalled() -> None:
+    updates = [
+        ConditionUpdate(POOL_READY, True, "PoolReady"),
+        ConditionUpdate(CERTIFICATE_READY, False, "CertificateCreating", "creating mycert"),
+        ConditionUpdate(NODES_READY, None, "Reconciling", "first look"),
+    ]
+    assert _summaries(apply_conditions([], updates, generation=1, now=T0)) == {
+        "Ready": ("False", "CertificateCreating"),
+        "Reconciling": ("True", "CertificateCreating"),
+        "Stalled": ("False", "Reconciling"),
+    }
+
+
+def test_refusals_stall_and_a_pause_neither_stalls_nor_reconciles() -> None:
+    ready = apply_conditions(
+        [],
+        [
+            ConditionUpdate(POOL_READY, True, "PoolReady"),
+            ConditionUpdate(CERTIFICATE_READY, True, "CertificatesReady"),
+            ConditionUpdate(NODES_READY, True, "ExtensionSucceeded"),
+        ],
+        generation=1,
+        now=T0,
+    )
+    refused = apply_refusal(ready, "VaultNotAllowed", "evil.example", generation=2, now=T1)
+    assert _summaries(refused) == {
+        "Ready": ("False", "VaultNotAllowed"),
+        "Reconciling": ("False", "Stalled"),
+        "Stalled": ("True", "VaultNotAllowed"),
+    }
+    assert get_condition(refused, "PoolReady") == get_condition(ready, "PoolReady")
+    paused = apply_refusal(ready, "ReconcilePaused", "paused", generation=2, now=T1)
+    assert _summaries(paused) == {
+        "Ready": ("False", "ReconcilePaused"),
+        "Reconciling": ("False", "ReconcilePaused"),
+        "Stalled": ("False", "ReconcilePaused"),
+    }
 
 
 def _error(

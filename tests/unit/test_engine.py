@@ -196,6 +196,7 @@ class World:
         self.status: dict[str, Any] = {}
         self.spec = base_spec(identity={"resourceId": IDENTITY})
         self.generation = 1
+        self.paused = False
         self.events: list[str] = []
 
     def advance(self, seconds: float) -> None:
@@ -211,6 +212,7 @@ class World:
             copy.deepcopy(self.spec),
             copy.deepcopy(self.status),
             has_finalizer=finalizer,
+            paused=self.paused,
         )
         outcome = await self.reconciler.reconcile(view, self.memory)
         _merge(self.status, outcome.status_patch)
@@ -353,6 +355,40 @@ async def test_a_foreign_vault_is_refused_before_any_call() -> None:
     await converge(world, 3)
     assert world.condition("Ready")["reason"] == "VaultNotAllowed"
     assert world.arm.calls == [] and world.kv_reads == 0
+
+
+async def test_a_spec_refused_after_an_edit_is_a_verdict_on_the_new_generation() -> None:
+    world = World()
+    await converge(world)
+    assert world.condition("Ready")["status"] == "True"
+    world.generation = 2
+    world.spec["certificates"] = [{"vaultUrl": "https://collector.example.net", "name": "x"}]
+    await world.tick()
+    assert world.status["observedGeneration"] == 2  # no tool waits for a verdict it has
+    stalled = world.condition("Stalled")
+    assert (stalled["status"], stalled["reason"], stalled["observedGeneration"]) == (
+        "True",
+        "VaultNotAllowed",
+        2,
+    )
+    assert world.condition("Reconciling")["status"] == "False"
+    assert world.events.count("VaultNotAllowed") == 1  # a Warning, once
+    await world.tick()
+    assert world.events.count("VaultNotAllowed") == 1
+
+
+async def test_a_pause_is_stamped_and_neither_stalls_nor_reconciles() -> None:
+    world = World()
+    await converge(world)
+    world.generation = 2
+    world.spec["vmSize"] = "STANDARD_D4S_V3"
+    world.paused = True
+    await world.tick()
+    assert world.status["observedGeneration"] == 2
+    ready = world.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ReconcilePaused")
+    assert world.condition("Stalled")["status"] == "False"
+    assert world.condition("Reconciling")["status"] == "False"
 
 
 async def test_create_if_missing_creates_once_with_auto_renew() -> None:

@@ -3,8 +3,9 @@
 Covers: every family renders from one object's status (certificate timestamps, durable rotation
 count, node states, kube-state-metrics style conditions with exactly one 1 per condition); the
 status after the reconcile's merge patch is what is reported; a cancelled reconcile (no outcome)
-only counts its duration; ``forget`` drops the object's series; Azure request and 429 counts come
-from the ARM pacer; the exposition parses and carries no spec value beyond the allowed labels.
+only counts its duration; ``forget`` drops the object's series, and so does a replica that stops
+reconciling (a standby paused by peering); each condition's reason as a series; Azure request and
+429 counts come from the ARM pacer, the 429 counters existing for every service from the start; the exposition parses and carries no spec value beyond the allowed labels.
 """
 
 from __future__ import annotations
@@ -105,6 +106,95 @@ def test_forget_drops_the_objects_series(metrics: Metrics) -> None:
     assert "batchcert_reconcile_duration_seconds_count" in names
 
 
+def test_each_condition_reports_its_reason(metrics: Metrics) -> None:
+    view = view_of("certificate-not-found")
+    metrics.observe(view, Outcome({}, [], 1.0), 0.02)
+    obj = {"namespace": "team-a", "name": "render"}
+    for condition in view.status["conditions"]:
+        labels = {"type": condition["type"], "status": condition["status"], **obj}
+        assert (
+            value(metrics, "batchcert_condition_reason", reason=condition["reason"], **labels)
+            == 1.0
+        )
+    found = [k for k in samples(metrics) if k[0] == "batchcert_condition_reason"]
+    assert len(found) == len(view.status["conditions"])  # one series per condition
+
+
+def test_a_replica_that_stops_reconciling_stops_exporting() -> None:
+    # A standby paused by peering reconciles nothing: its series of each object go after
+    # stale_after, while an object still reconciled keeps its series.
+    now = [1000.0]
+    metrics = Metrics(CollectorRegistry(), clock=lambda: now[0])
+    metrics.observe(view_of("ready"), Outcome({}, [], 1.0), 0.02)
+    now[0] += 100
+    other = view_of("ready")
+    other = ObjectView(
+        namespace="team-b",
+        name="kept",
+        uid="u2",
+        generation=1,
+        spec=other.spec,
+        status=other.status,
+    )
+    metrics.observe(other, Outcome({}, [], 1.0), 0.02)
+    assert (
+        value(
+            metrics,
+            "batchcert_condition",
+            type="Ready",
+            status="True",
+            namespace="team-a",
+            name="render",
+        )
+        == 1.0
+    )
+    now[0] += 30  # 130 s after the first object's last reconcile: gone
+    assert (
+        value(
+            metrics,
+            "batchcert_condition",
+            type="Ready",
+            status="True",
+            namespace="team-a",
+            name="render",
+        )
+        is None
+    )
+    assert (
+        value(
+            metrics,
+            "batchcert_condition",
+            type="Ready",
+            status="True",
+            namespace="team-b",
+            name="kept",
+        )
+        == 1.0
+    )
+    now[0] += 1000
+    assert not any(name.startswith("batchcert_certificate") for name, _ in samples(metrics))
+
+
+def test_a_long_reconcile_or_deletion_keeps_the_series() -> None:
+    # The timer fired (touch) but the reconcile has not finished: the series stay.
+    now = [1000.0]
+    metrics = Metrics(CollectorRegistry(), clock=lambda: now[0])
+    view = view_of("ready")
+    metrics.observe(view, Outcome({}, [], 1.0), 0.02)
+    for _ in range(5):
+        now[0] += 100
+        metrics.touch(view)
+    ready = {"type": "Ready", "status": "True", "namespace": "team-a", "name": "render"}
+    assert value(metrics, "batchcert_condition", **ready) == 1.0
+    metrics.touch(view_of("reconciling"))  # an object never observed: nothing appears
+    assert len({k for k in samples(metrics) if k[0] == "batchcert_condition"}) == 3 * 6
+
+
+def test_throttle_counters_exist_for_every_service_from_the_start(metrics: Metrics) -> None:
+    for service in ("arm", "keyvault", "batch"):
+        assert value(metrics, "batchcert_azure_throttled_total", service=service) == 0.0
+
+
 def test_azure_requests_come_from_the_pacer(metrics: Metrics) -> None:
     pacer = ArmPacer()
     pacer.sent[("reads", 200)] += 3
@@ -143,11 +233,11 @@ def test_example_alerts_use_only_metrics_we_expose(metrics: Metrics) -> None:
     metrics.observe(view_of("rotation-propagating"), Outcome({}, [], 1.0), 0.02, pacer)
     exposed = {name for name, _ in samples(metrics)}
     rules = yaml.safe_load(
-        (CAPTURED.parents[2] / "deploy" / "prometheus" / "alerts.yaml").read_text()
+        (CAPTURED.parents[2] / "deploy" / "prometheus" / "rules.yaml").read_text()
     )
     used = {
         name
-        for group in rules["spec"]["groups"]
+        for group in rules["groups"]
         for rule in group["rules"]
         for name in re.findall(r"\bbatchcert_[a-z_]+", rule["expr"])
     }

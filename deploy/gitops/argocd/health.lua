@@ -1,28 +1,32 @@
 -- Argo CD health of a batchcert.dev/BatchCertPool (resource.customizations.health.batchcert.dev_BatchCertPool).
 --
--- Healthy      Ready=True for the object's current generation.
+-- Healthy      Ready=True, written for the object's current generation.
+-- Degraded     Stalled=True: only a person can fix it (the reason and message say what).
 -- Suspended    reconciliation paused by the batchcert.dev/paused annotation.
--- Progressing  no status yet, an older generation observed, or every failing condition has a
---              reason the operator resolves by itself (creating, scaling, rotating, retrying).
--- Degraded     any other failing condition: a user action is needed; its message says which.
+-- Progressing  anything else: no status yet, an older generation observed, or Reconciling=True
+--              (a step the operator finishes by itself: creating, scaling, rotating, retrying).
 --
--- The transient reasons are the operator's own non-Warning reasons plus the Azure faults it
--- retries with backoff; anything else is Degraded, so a new failure reason can never hide as
--- "Progressing" forever. Source of truth: deploy/gitops/argocd/health.lua (tested by
--- tests/unit/test_argocd_health.py on status captured from the integration tests).
-local transient = {
-  Reconciling = true, PoolCreated = true, PoolNotReady = true, PoolUpdating = true,
-  PoolRecreating = true, PoolDeleting = true, ScalingToZero = true, NodesAllocating = true,
-  ExtensionTransitioning = true, RotationPropagating = true, CertificatePending = true,
-  AzureThrottled = true, AzureUnavailable = true, AzureConflict = true,
-}
-local order = { "PoolReady", "CertificateReady", "NodesReady", "Ready" }
-
+-- Which reason needs a person is decided once, by the operator's reason registry
+-- (operator/batchcert/reasons.py), and written as the kstatus conditions Stalled and Reconciling;
+-- this script holds no list of reasons. Argo CD never runs it for an object being deleted
+-- (gitops-engine answers "Progressing: Pending deletion" first), and opens only the base, table,
+-- package and a reduced os library: no string or math functions here.
+-- Checked with gitops-engine and gopher-lua by tools/consumers (tests/consumers).
 local hs = {}
 local status = obj.status
+local generation = nil
+if obj.metadata ~= nil then
+  generation = obj.metadata.generation
+end
+
 if status == nil or status.conditions == nil or #status.conditions == 0 then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to report status"
+  return hs
+end
+if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
   return hs
 end
 
@@ -33,19 +37,25 @@ for _, condition in ipairs(status.conditions) do
   end
 end
 
-local generation = obj.metadata and obj.metadata.generation
-local ready = byType["Ready"]
-local observed = status.observedGeneration
-if ready ~= nil and ready.observedGeneration ~= nil then
-  observed = ready.observedGeneration
-end
-if generation ~= nil and observed ~= nil and observed < generation then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
-  return hs
+-- A condition counts only when written for the current generation (observedGeneration is
+-- optional in the schema: absent means "not stated", and the status-level check above holds).
+local function holds(condition)
+  return condition ~= nil and condition.status == "True"
+    and (condition.observedGeneration == nil or generation == nil or condition.observedGeneration == generation)
 end
 
-if ready ~= nil and ready.status == "True" then
+local function describe(condition)
+  return (condition.reason or "") .. ": " .. (condition.message or "")
+end
+
+local stalled = byType["Stalled"]
+if holds(stalled) then
+  hs.status = "Degraded"
+  hs.message = describe(stalled)
+  return hs
+end
+local ready = byType["Ready"]
+if holds(ready) then
   hs.status = "Healthy"
   hs.message = ready.message or "Ready"
   return hs
@@ -56,18 +66,12 @@ if ready ~= nil and ready.reason == "ReconcilePaused" then
   return hs
 end
 
-for _, kind in ipairs(order) do
-  local condition = byType[kind]
-  if condition ~= nil and condition.status == "False" and not transient[condition.reason or ""] then
-    hs.status = "Degraded"
-    hs.message = kind .. " " .. (condition.reason or "") .. ": " .. (condition.message or "")
-    return hs
-  end
-end
-
 hs.status = "Progressing"
-if ready ~= nil then
-  hs.message = (ready.reason or "") .. ": " .. (ready.message or "")
+local reconciling = byType["Reconciling"]
+if holds(reconciling) then
+  hs.message = describe(reconciling)
+elseif ready ~= nil then
+  hs.message = describe(ready)
 else
   hs.message = "Waiting for the Ready condition"
 end

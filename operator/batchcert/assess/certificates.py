@@ -17,6 +17,7 @@ from batchcert.conditions import CERTIFICATE_READY, ConditionUpdate
 from batchcert.models.azure import CertificateFacts, CertificateReading
 from batchcert.models.spec import CertificateRef
 from batchcert.models.timestamps import format_rfc3339
+from batchcert.reasons import is_user_action
 
 
 def is_cloud_vault(vault_url: str, dns_suffix: str) -> bool:
@@ -185,6 +186,7 @@ def summarize_certificates(verdicts: Sequence[CertificateVerdict]) -> ConditionU
         return ConditionUpdate(
             CERTIFICATE_READY, True, "CertificatesReady", "every certificate is current"
         )
-    first = failing[0]
+    # several failing: the one a person must fix is the one to report
+    first = next((v for v in failing if is_user_action(v.reason)), failing[0])
     more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
     return ConditionUpdate(CERTIFICATE_READY, False, first.reason, first.message + more)

@@ -36,14 +36,14 @@ from batchcert.assess.certificates import (
 )
 from batchcert.assess.nodes import build_nodes_status, summarize_nodes
 from batchcert.conditions import (
-    CERTIFICATE_READY,
+    COMPONENT_TYPES,
     NODES_READY,
     POOL_READY,
     READY,
     ConditionUpdate,
     apply_conditions,
+    apply_refusal,
     get_condition,
-    set_condition,
 )
 from batchcert.config import Config
 from batchcert.errors import AzureCallError, Backoff, classify
@@ -51,6 +51,7 @@ from batchcert.models.azure import CertificateReading
 from batchcert.models.names import PAUSED_ANNOTATION
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.models.timestamps import parse_rfc3339
+from batchcert.reasons import event_type_of, find_reason
 from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.diagnose import (
@@ -213,12 +214,10 @@ class Reconciler:
         """The parsed spec, or the outcome of a tick that must not touch Azure at all."""
 
         def refuse(reason: str, message: str, next_in: float) -> Outcome:
-            update = ConditionUpdate(READY, False, reason, message)
-            refused = dict(
-                old,
-                conditions=set_condition(conditions, update, generation=obj.generation, now=now),
-            )
-            return self._finish(old, refused, [], next_in)
+            # A verdict on this generation like any other: stamped, so no tool waits for it.
+            after = apply_refusal(conditions, reason, message, generation=obj.generation, now=now)
+            refused = dict(old, observedGeneration=obj.generation, conditions=after)
+            return self._finish(old, refused, self._transition_events(conditions, after), next_in)
 
         try:
             spec = parse_spec(obj.spec)
@@ -249,7 +248,7 @@ class Reconciler:
             # First visit: say so at once (kubectl shows Reconciling), then do the Azure work.
             first = [
                 ConditionUpdate(t, None, "Reconciling", "first reconcile in progress")
-                for t in (POOL_READY, CERTIFICATE_READY, NODES_READY)
+                for t in COMPONENT_TYPES
             ]
             initial = dict(
                 old,
@@ -520,31 +519,27 @@ class Reconciler:
     def _transition_events(
         before: list[dict[str, Any]], after: list[dict[str, Any]]
     ) -> list[Event]:
-        """An Event whenever a condition's reason changes (the same reason is never repeated)."""
+        """An Event when a condition's reason changes, of the type the reason registry names.
+
+        Ready's own Events: "Ready" when it turns True, and the verdicts on the whole object
+        (refusals); a component reason copied onto Ready has its Event from the component.
+        Reconciling and Stalled only restate the others, so they post nothing.
+        """
         events: list[Event] = []
         for condition in after:
-            previous = get_condition(before, condition["type"])
-            if previous is not None and previous.get("reason") == condition["reason"]:
+            type_, reason = condition["type"], condition["reason"]
+            previous = get_condition(before, type_)
+            if previous is not None and previous.get("reason") == reason:
                 continue
-            if condition["type"] == READY:
-                if condition["status"] == "True":
-                    events.append(Event("Normal", "Ready", condition["message"]))
+            if type_ == READY:
+                entry = find_reason(READY, reason)
+                if entry is None or entry.event is None:
+                    continue
+            elif type_ not in COMPONENT_TYPES or condition["status"] == "True":
                 continue
-            if condition["status"] == "False" and condition["reason"] not in (
-                "Reconciling",
-                "PoolCreated",
-                "PoolNotReady",
-                "NodesAllocating",
-                "ExtensionTransitioning",
-                "RotationPropagating",
-                "CertificatePending",
-                "CertificateCreating",
-                "ScalingToZero",
-                "PoolUpdating",
-                "PoolRecreating",
-                "VerificationPending",  # node verification: no proof yet is not a failure
-            ):
-                events.append(Event("Warning", condition["reason"], condition["message"]))
+            kind = event_type_of(type_, reason)
+            if kind is not None:
+                events.append(Event(kind.value, reason, condition["message"]))
         return events
 
     @staticmethod
