@@ -8,6 +8,7 @@ all of them without the repository.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,18 @@ def run(*args: str, cwd: Path) -> str:
 
 
 def test_devtools_wheel_installs_and_runs_without_the_checkout(tmp_path: Path) -> None:
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    # The copy follows the package-data links (CRD, example) as a wheel build does.
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO_ROOT / "operator",
+        source,
+        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info", "batchcert"),
+    )
     wheels = tmp_path / "wheels"
     run(
         sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
-        str(REPO_ROOT / "operator"), cwd=tmp_path,
+        str(source), cwd=tmp_path,
     )  # fmt: skip
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", str(venv), cwd=tmp_path)

@@ -1,5 +1,0 @@
-import sys
-
-from batchdev.cli import main
-
-sys.exit(main())

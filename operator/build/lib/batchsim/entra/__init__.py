@@ -1,1 +1,0 @@
-"""Simulated Entra ID: OpenID configuration, the token endpoint, and the token format."""
