@@ -20,20 +20,6 @@ _real_getaddrinfo = socket.getaddrinfo
 _aliases: dict[str, str] = {}
 
 
-def parse_host_aliases(text: str) -> dict[str, str]:
-    """Parse ``"*.sim.test=127.0.0.1,login.example=127.0.0.1"`` into a pattern → address map."""
-    aliases: dict[str, str] = {}
-    for item in text.replace(";", ",").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        pattern, sep, address = item.partition("=")
-        if not sep or not pattern.strip() or not address.strip():
-            raise ValueError(f"host alias {item!r} is not of the form PATTERN=ADDRESS")
-        aliases[pattern.strip().lower()] = address.strip()
-    return aliases
-
-
 def resolve_alias(host: str) -> str | None:
     """The address a host name is aliased to, or None when no pattern matches."""
     name = host.lower().rstrip(".")
