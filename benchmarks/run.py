@@ -25,6 +25,7 @@ This is a benchmark, not a test: it asserts nothing and is not collected by pyte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -204,11 +205,41 @@ class ProcessSampler:
             return 0.0, max((s[2] for s in inside), default=0)
         return inside[-1][1] - inside[0][1], max(s[2] for s in inside)
 
+    def phase(self, start: float, end: float) -> dict[str, Any]:
+        """The operator during one phase: CPU seconds and share of a core, peak and final RSS."""
+        self.sample()
+        inside = [s for s in self.samples if start <= s[0] <= end + 0.6]
+        seconds = max(end - start, 1e-9)
+        if len(inside) < 2:
+            return {
+                "seconds": round(seconds, 1),
+                "cpu_seconds": None,
+                "cpu_fraction": None,
+                "peak_rss_mb": None,
+                "end_rss_mb": None,
+            }
+        cpu = inside[-1][1] - inside[0][1]
+        return {
+            "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu, 2),
+            "cpu_fraction": round(cpu / seconds, 4),
+            "peak_rss_mb": round(max(s[2] for s in inside) / 2**20, 1),
+            "end_rss_mb": round(inside[-1][2] / 2**20, 1),
+        }
+
 
 @contextmanager
 def operator_process(
-    kube: KubeCluster, sim_json: Path, log_path: Path, scale: float, tls_via_env: bool = False
+    kube: KubeCluster,
+    sim_json: Path,
+    log_path: Path,
+    scale: float,
+    tls_via_env: bool = False,
+    py_spy: tuple[str, Path] | None = None,
 ) -> Iterator[tuple[OperatorProcess, ProcessSampler]]:
+    """The operator as its own process; with ``py_spy`` (the py-spy binary, an output file),
+    run under ``py-spy record`` as its parent (attaching to a running process needs ptrace
+    rights this machine does not grant), sampling at 50 Hz without pausing the operator."""
     env = operator_intervals(scale)
     if tls_via_env:
         # Trust the simulator's CA the way the public cloud's CAs are trusted (the default
@@ -218,12 +249,28 @@ def operator_process(
         env["SSL_CERT_FILE"] = str(info.pop("caBundle"))
         sim_json = sim_json.with_name("sim-tls-via-env.json")
         sim_json.write_text(json.dumps(info))
-    op = start_operator(kube.kubeconfig, sim_json, log_path, extra_env=env)
-    sampler = ProcessSampler(op.process.pid).start()
+    wrap: list[str] = []
+    if py_spy is not None:
+        binary, out = py_spy
+        wrap = [binary, "record", "--nonblocking", "-r", "50", "-f", "raw", "-o", str(out), "--"]
+    op = start_operator(kube.kubeconfig, sim_json, log_path, extra_env=env, wrap=wrap)
+    pid = op.process.pid
+    if py_spy is not None:  # sample the operator, not py-spy
+        deadline = time.monotonic() + 30
+        while not psutil.Process(pid).children() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pid = psutil.Process(pid).children()[0].pid
+    sampler = ProcessSampler(pid).start()
     try:
         yield op, sampler
     finally:
         sampler.stop()
+        if py_spy is not None and op.is_running():
+            # Stop the operator alone: py-spy writes its profile when its child exits.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                op.process.wait(timeout=60)
         if op.is_running():
             os.killpg(op.process.pid, signal.SIGTERM)
             try:
@@ -302,15 +349,124 @@ def manifest(world: World, name: str, namespace: str, index: int, nodes: int = 1
 # --- observing the cluster ----------------------------------------------------------------------
 
 
-def list_pools(kube: KubeCluster, selector: str | None = None) -> list[dict[str, Any]]:
-    """One ``kubectl get bcp -A -o json`` (never one call per object)."""
-    args = ["get", "bcp", "-A", "-o", "json"]
-    if selector:
-        args += ["-l", selector]
-    result = kube.kubectl(*args, timeout=120)
-    if result.returncode != 0:
-        return []
-    return list(json.loads(result.stdout).get("items", []))
+class PoolWatch:
+    """Every BatchCertPool as one streaming ``kubectl get bcp -A --watch -o json`` sees it.
+
+    One watch for the whole run instead of a full ``kubectl get -A`` once a second (which, at
+    1000 objects, cost this 2-core machine about a core in list decoding alone). Waiters are
+    woken by events and re-count at most every ``COALESCE`` seconds, so readiness times carry
+    at most that much error. If the server ends the watch, kubectl is started again (a relist).
+    """
+
+    COALESCE = 0.2
+
+    def __init__(self, kube: KubeCluster) -> None:
+        self._kube = kube
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread: threading.Thread | None = None
+        self.events = 0
+        self.restarts = 0
+        self.kubectl_cpu_seconds = 0.0
+
+    def start(self) -> PoolWatch:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            proc = subprocess.Popen(
+                [
+                    KUBECTL,
+                    f"--kubeconfig={self._kube.kubeconfig}",
+                    "get",
+                    "bcp",
+                    "-A",
+                    "--watch",
+                    "--output-watch-events",
+                    "-o",
+                    "json",
+                    "--request-timeout=0",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            self._proc = proc
+            watched = psutil.Process(proc.pid)
+            assert proc.stdout is not None
+            lines: list[str] = []
+            cpu = 0.0
+            for line in proc.stdout:
+                # One document per line (this kubectl), or indented over several (others).
+                lines.append(line)
+                if not line.rstrip().endswith("}"):
+                    continue
+                try:
+                    event = json.loads("".join(lines))
+                except json.JSONDecodeError:
+                    continue  # the closing brace of an inner object
+                lines.clear()
+                self._apply(event)
+                with contextlib.suppress(psutil.Error):
+                    times = watched.cpu_times()
+                    cpu = float(times.user + times.system)
+            self.kubectl_cpu_seconds += cpu
+            proc.wait()
+            if not self._stop.is_set():
+                self.restarts += 1
+                time.sleep(1)
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        obj = event.get("object") or {}
+        uid = str((obj.get("metadata") or {}).get("uid", ""))
+        with self._changed:
+            self.events += 1
+            if event.get("type") == "DELETED":
+                self._objects.pop(uid, None)
+            else:
+                self._objects[uid] = obj
+            self._changed.notify_all()
+
+    def items(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        with self._changed:
+            objects = list(self._objects.values())
+        if namespace is None:
+            return objects
+        return [o for o in objects if o["metadata"].get("namespace") == namespace]
+
+    def wait_until(
+        self,
+        namespace: str | None,
+        count: Callable[[list[dict[str, Any]]], int],
+        total: int,
+        timeout: float,
+        started: float,
+    ) -> tuple[float | None, list[tuple[float, int]]]:
+        """Wait until ``count(items) >= total``; returns (seconds or None, series of changes)."""
+        series: list[tuple[float, int]] = []
+        while True:
+            done = count(self.items(namespace))
+            elapsed = time.monotonic() - started
+            if not series or series[-1][1] != done:
+                series.append((round(elapsed, 2), done))
+            if done >= total:
+                return elapsed, series
+            if elapsed > timeout:
+                return None, series
+            with self._changed:
+                self._changed.wait(timeout=1.0)
+            time.sleep(self.COALESCE)
 
 
 def is_ready(obj: dict[str, Any]) -> bool:
@@ -318,27 +474,6 @@ def is_ready(obj: dict[str, Any]) -> bool:
         if condition.get("type") == "Ready":
             return bool(condition.get("status") == "True")
     return False
-
-
-def poll_until(
-    kube: KubeCluster,
-    selector: str | None,
-    count: Callable[[list[dict[str, Any]]], int],
-    total: int,
-    timeout: float,
-    started: float,
-) -> tuple[float | None, list[tuple[float, int]]]:
-    """Poll once a second until ``count(items) >= total``; returns (seconds or None, series)."""
-    series: list[tuple[float, int]] = []
-    while True:
-        done = count(list_pools(kube, selector))
-        elapsed = time.monotonic() - started
-        series.append((round(elapsed, 2), done))
-        if done >= total:
-            return elapsed, series
-        if elapsed > timeout:
-            return None, series
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - started - elapsed)))
 
 
 def apply_all(kube: KubeCluster, manifests: list[dict[str, Any]]) -> None:
@@ -369,6 +504,7 @@ def parse_time(text: str) -> float:
 
 def converge(
     kube: KubeCluster,
+    watch: PoolWatch,
     control: SimControl,
     sampler: ProcessSampler,
     world: World,
@@ -388,8 +524,8 @@ def converge(
     log(f"convergence: applying {n} BatchCertPools in {namespace}")
     apply_all(kube, manifests)
     applied = time.monotonic() - t0
-    seconds, series = poll_until(
-        kube, f"bench={namespace}", lambda items: sum(map(is_ready, items)), n, timeout, t0
+    seconds, series = watch.wait_until(
+        namespace, lambda items: sum(map(is_ready, items)), n, timeout, t0
     )
     t1 = time.monotonic()
     cpu1, _ = sampler.sample()
@@ -420,6 +556,7 @@ def converge(
         "operator_cpu_seconds": round(cpu1 - cpu0, 2),
         "operator_peak_rss_mb": round(max(peak, sampler.peak_rss) / 2**20, 1),
         "ready_series": series,
+        "operator": sampler.phase(t0, t1),
     }
 
 
@@ -433,6 +570,7 @@ def steady_state(
 ) -> dict[str, Any]:
     drift = PRODUCTION["drift"] / scale
     # Let the restart's first pass (every object checks everything at once) go by.
+    settle_start = time.monotonic()
     time.sleep(1.5 * drift)
     window = intervals * drift
     before = counters(control)
@@ -466,11 +604,18 @@ def steady_state(
         "operator_cpu_seconds_in_window": round(cpu, 2),
         "operator_cpu_fraction": round(cpu / window, 4),
         "operator_peak_rss_mb": round(peak / 2**20, 1),
+        "operator_restart_and_settle": sampler.phase(settle_start, t0),
+        "operator": sampler.phase(t0, t1),
     }
 
 
 def rotation(
-    kube: KubeCluster, control: SimControl, world: World, pools: int, scale: float
+    watch: PoolWatch,
+    control: SimControl,
+    sampler: ProcessSampler,
+    world: World,
+    pools: int,
+    scale: float,
 ) -> dict[str, Any]:
     seq = last_seq(control)
     old = control.certificate(world.vault, SHARED_CERT)
@@ -487,7 +632,8 @@ def rotation(
         return shown
 
     cert_interval = PRODUCTION["cert"] / scale
-    seconds, series = poll_until(kube, None, showing_new, pools, cert_interval * 3 + 60, t0)
+    seconds, series = watch.wait_until(None, showing_new, pools, cert_interval * 3 + 60, t0)
+    operator = sampler.phase(t0, time.monotonic())
     time.sleep(2)
     reads = control.requests(service="keyvault", pathRegex=f"/certificates/{SHARED_CERT}")
     reads = [r for r in reads if int(r["seq"]) > seq]
@@ -500,6 +646,7 @@ def rotation(
         "cert_interval_seconds": cert_interval,
         "keyvault_reads_of_the_certificate": len(reads),
         "shown_series": series,
+        "operator": operator,
     }
 
 
@@ -531,7 +678,9 @@ def node_passes(control: SimControl, pool: str, since: int) -> list[dict[str, An
 
 def node_status(
     kube: KubeCluster,
+    watch: PoolWatch,
     control: SimControl,
+    sampler: ProcessSampler,
     world: World,
     sizes: list[int],
     scale: float,
@@ -546,12 +695,13 @@ def node_status(
     t0 = time.monotonic()
     log(f"node status: pools of {sizes} nodes")
     apply_all(kube, manifests)
-    ready_after, _ = poll_until(
-        kube, f"bench={namespace}", lambda items: sum(map(is_ready, items)), len(sizes), 420, t0
+    ready_after, _ = watch.wait_until(
+        namespace, lambda items: sum(map(is_ready, items)), len(sizes), 420, t0
     )
     since = last_seq(control)
     node_interval = PRODUCTION["node"] / scale
     time.sleep(2 * node_interval + 10)  # two whole passes after Ready
+    operator = sampler.phase(t0, time.monotonic())
     results = []
     for size in sizes:
         passes = node_passes(control, names[size], since)
@@ -567,6 +717,7 @@ def node_status(
                 "by_operation": complete[-1]["by_operation"] if complete else {},
                 "concurrency": concurrency,
                 "node_interval_seconds": node_interval,
+                "operator": operator,  # the phase as a whole (every size at once)
             }
         )
         log(f"node status {size} nodes: {results[-1]}")
@@ -834,6 +985,30 @@ def render_markdown(results: dict[str, Any]) -> str:
         parts.append(
             f"\nPeak request rate the operator drove during the run: {results.get('peak_request_rate')} req/s.\n"
         )
+    parts.append("\n### The operator process, phase by phase\n\n")
+    parts.append(
+        benchmath.render_table(
+            ["phase", "seconds", "CPU s", "% of a core", "peak RSS MB", "RSS at end MB"],
+            [
+                [
+                    name,
+                    f["seconds"],
+                    f["cpu_seconds"],
+                    None if f["cpu_fraction"] is None else round(f["cpu_fraction"] * 100, 1),
+                    f["peak_rss_mb"],
+                    f["end_rss_mb"],
+                ]
+                for name, f in operator_phases(results)
+            ],
+        )
+    )
+    if results.get("watch"):
+        w = results["watch"]
+        parts.append(
+            f"\nReadiness was observed through one `kubectl get bcp -A --watch -o json`: "
+            f"{w['events']} events, {w['restarts']} restarts, {w['kubectl_cpu_seconds']} CPU s "
+            "for kubectl over the whole run.\n"
+        )
     parts.append("\n### Targets\n\n")
     parts.append(
         benchmath.render_table(
@@ -842,6 +1017,23 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
     )
     return "".join(parts)
+
+
+def operator_phases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(phase, the operator's figures) in the order the phases ran."""
+    out = [(f"convergence N={c['n']}", c["operator"]) for c in results["convergence"]]
+    steady = results.get("steady_state")
+    if steady:
+        out.append(
+            (f"restart at 1/{steady['scale']:g} and settle", steady["operator_restart_and_settle"])
+        )
+        out.append((f"steady state ({steady['pools']} pools)", steady["operator"]))
+    if results.get("rotation"):
+        out.append(("rotation fan-out", results["rotation"]["operator"]))
+    if results.get("node_status"):
+        sizes = "/".join(str(n["nodes"]) for n in results["node_status"])
+        out.append((f"node status ({sizes} nodes)", results["node_status"][0]["operator"]))
+    return out
 
 
 def plot(results: dict[str, Any]) -> None:
@@ -1003,9 +1195,24 @@ def main() -> None:
     )
     parser.add_argument("--capacity-requests", type=int, default=500)
     parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="profile the operator with this py-spy binary (raw stacks in the results "
+        "directory, profile-phase1.txt and profile-phase2.txt; CPU figures then include "
+        "py-spy's small sampling cost)",
+    )
+    parser.add_argument(
+        "--skip-capacity",
+        action="store_true",
+        help="skip phase 5 (the simulator's own capacity)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="results directory (default benchmarks/results)"
     )
     args = parser.parse_args()
+    # A SIGTERM (or a nohup'd run's only way to be stopped) unwinds like an exception, so the
+    # operator, the simulator and the control plane are stopped by their context managers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     global RESULTS
     RESULTS = (args.out or RESULTS).resolve()
 
@@ -1041,24 +1248,32 @@ def main() -> None:
         total_pools = sum(sizes)
         log("starting the control plane")
         with running_kube_cluster(STATE / "cluster") as kube:
+            watch = PoolWatch(kube).start()
             with operator_process(
-                kube, sim_json, STATE / "operator-1.log", 1.0, args.tls_via_env
+                kube,
+                sim_json,
+                STATE / "operator-1.log",
+                1.0,
+                args.tls_via_env,
+                py_spy=(args.py_spy, RESULTS / "profile-phase1.txt") if args.py_spy else None,
             ) as (op, sampler):
                 time.sleep(3)
                 for n in sizes:
                     timeout = 600.0 if n <= 100 else 1800.0
                     results["convergence"].append(
-                        converge(kube, control, sampler, world, n, timeout)
+                        converge(kube, watch, control, sampler, world, n, timeout)
                     )
                 results["operator_peak_rss_mb_phase1"] = round(sampler.peak_rss / 2**20, 1)
                 results["operator_series_phase1"] = sampler.series()
             log(f"restarting the operator with intervals ÷ {args.scale:g}")
             with operator_process(
-                kube, sim_json, STATE / "operator-2.log", args.scale, args.tls_via_env
-            ) as (
-                op,
-                sampler,
-            ):
+                kube,
+                sim_json,
+                STATE / "operator-2.log",
+                args.scale,
+                args.tls_via_env,
+                py_spy=(args.py_spy, RESULTS / "profile-phase2.txt") if args.py_spy else None,
+            ) as (op, sampler):
                 results["steady_state"] = steady_state(
                     control,
                     sampler,
@@ -1068,18 +1283,27 @@ def main() -> None:
                     args.steady_intervals,
                 )
                 log(f"steady state: {results['steady_state']['per_pool_per_hour']}")
-                results["rotation"] = rotation(kube, control, world, total_pools, args.scale)
+                results["rotation"] = rotation(
+                    watch, control, sampler, world, total_pools, args.scale
+                )
                 results["node_status"] = node_status(
-                    kube, control, world, node_sizes, args.scale, 8
+                    kube, watch, control, sampler, world, node_sizes, args.scale, 8
                 )
                 results["operator_series_phase2"] = sampler.series()
                 if not op.is_running():
                     results["operator_died"] = op.log()[-4000:]
+            watch.stop()
+            results["watch"] = {
+                "events": watch.events,
+                "restarts": watch.restarts,
+                "kubectl_cpu_seconds": round(watch.kubectl_cpu_seconds, 2),
+            }
         log_all = control.requests()
         results["peak_request_rate"] = peak_rate(log_all)
     finally:
         stop_process(sim)
-    results["simulator_capacity"] = simulator_capacity(args.capacity_requests, 16)
+    if not args.skip_capacity:
+        results["simulator_capacity"] = simulator_capacity(args.capacity_requests, 16)
     results["verdicts"] = verdicts(results)
     results["total_seconds"] = round(time.monotonic() - started, 1)
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2) + "\n")

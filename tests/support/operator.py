@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,12 +63,14 @@ def start_operator(
     *,
     namespaces: tuple[str, ...] = (),
     extra_env: Mapping[str, str] | None = None,
+    wrap: Sequence[str] = (),
 ) -> OperatorProcess:
+    """``wrap`` prefixes the command (a profiler that runs the operator as its child)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BATCHCERT_"))}
     env.update(FAST_INTERVALS)
     env.update(operator_env(sim_json))
     env.update(extra_env or {})
-    args = [sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(kubeconfig)]
+    args = [*wrap, sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(kubeconfig)]
     for namespace in namespaces:
         args += ["--namespace", namespace]
     # Dies with the test process even if pytest itself is killed: no orphaned operator.
