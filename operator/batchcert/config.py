@@ -15,7 +15,9 @@ Environment variables (all optional):
                                        custom cloud (overrides ``BATCHCERT_CLOUD``)
 ``BATCHCERT_CA_BUNDLE``                extra CA bundle (PEM) to trust for Azure endpoints
 ``BATCHCERT_HOST_ALIASES``             ``PATTERN=ADDRESS,...`` in-process host aliases
-``BATCHCERT_TICK_SECONDS``             how often each object checks whether work is due (5)
+``BATCHCERT_TICK_SECONDS``             no per-object tick (one scheduler wakes objects when
+                                       due): the certificate watcher's longest look-again wait,
+                                       and a paused object's re-check (5)
 ``BATCHCERT_DRIFT_INTERVAL_SECONDS``   pool drift check when Ready (300)
 ``BATCHCERT_CERT_INTERVAL_SECONDS``    Key Vault read per certificate (300)
 ``BATCHCERT_NODE_INTERVAL_SECONDS``    node extension check when healthy (300)

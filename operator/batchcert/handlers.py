@@ -3,13 +3,19 @@
 Handlers are thin: parse kopf's kwargs into an ``ObjectView``, call one reconcile function, and
 turn its outcome into a status patch, Events, or a kopf retry. All decisions live below.
 
-* One timer per BatchCertPool ticks every ``tick_seconds`` and runs the level-driven reconcile,
-  which does Azure work only when it is due (so creation, spec changes, drift, rotations and node
-  health all flow through the same code path; no change handlers, no edge chains).
+* One scheduler (``reconcile/scheduler.py``) for every object, not a timer per object ticking
+  to ask "is anything due?": the level-driven reconcile runs when its work is due (the reconcile
+  says when), when the spec or metadata changed (``on_change`` wakes it), or when a certificate
+  it observes changed (the shared watcher wakes exactly its observers). Creation, spec changes,
+  drift, rotations and node health all flow through the same reconcile; no edge chains.
+* Ownership is kopf's per-object daemon ``on_pool``: it admits the object to the scheduler and
+  takes its turns; kopf stops it on deletion, on shutdown, and when peering pauses this replica,
+  so a paused replica owns nothing and acts on nothing. A sleeping daemon costs no CPU.
 * The delete handler applies ``deletionPolicy``; kopf adds our finalizer because it exists, and
   the reconcile refuses to write to Azure until that finalizer is on the object.
-* Status is written only through the timer's ``patch`` (a merge patch of what changed); the
-  handlers return nothing, so kopf never writes handler results into ``status``.
+* Status is written only by ``write_status`` (a merge patch of what changed, through kopf's own
+  patch call, as kopf's handlers' ``patch`` would be); the handlers return nothing, so kopf never
+  writes handler results into ``status``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,6 +43,7 @@ from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import Event
+from batchcert.reconcile.scheduler import Scheduler
 
 _EVENT_MESSAGE_LIMIT = 1000
 T = TypeVar("T")
@@ -47,6 +54,9 @@ class Services:
     clients: AzureClients
     reconciler: Reconciler
     watcher: CertificateWatcher
+    scheduler: Scheduler[tuple[str, str]]
+    config: Config
+    loops: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 def utcnow() -> datetime:
@@ -71,7 +81,83 @@ def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Serv
         config=config,
         now=now,
     )
-    return Services(clients, reconciler, watcher)
+    scheduler: Scheduler[tuple[str, str]] = Scheduler()
+    watcher.subscribe(scheduler.changed)  # a certificate's new reading wakes its observers
+    return Services(clients, reconciler, watcher, scheduler, config)
+
+
+def start_loops(services: Services) -> None:
+    """The scheduler's one loop, and the one that keeps observed certificates fresh."""
+    services.loops = [
+        asyncio.ensure_future(services.scheduler.run()),
+        asyncio.ensure_future(
+            services.watcher.keep_fresh(
+                services.scheduler.observed, cap=services.config.tick_seconds
+            )
+        ),
+    ]
+
+
+async def stop_loops(services: Services) -> None:
+    for task in services.loops:
+        task.cancel()
+    for task in services.loops:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def object_key(body: kopf.Body) -> str:
+    meta = body.get("metadata", {})
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+@dataclass
+class WrittenStatus:
+    """The status we last wrote, until the watch delivers the object that carries it: a turn
+    taken before then must not reconcile against the status from before our own write."""
+
+    status: dict[str, Any]
+    resource_version_before: str
+
+
+async def write_status(
+    settings: kopf.OperatorSettings,
+    resource: kopf.Resource,
+    body: kopf.Body,
+    status_patch: dict[str, Any],
+    logger: kopf.Logger,
+) -> WrittenStatus | None:
+    """The one status writer: a merge patch of ``status`` (what changed, nothing else).
+
+    kopf applies a handler's ``patch`` only when the handler returns; the per-object daemon
+    never returns while it owns the object, so it patches through the call kopf itself uses
+    (a private module of kopf, pinned in constraints.txt; unit-tested in test_handlers).
+    """
+    from kopf._cogs.clients.patching import patch_obj
+
+    meta = body.get("metadata", {})
+    patch = kopf.Patch()
+    patch.status.update(status_patch)
+    patched, _ = await patch_obj(
+        settings=settings,
+        resource=resource,
+        namespace=meta.get("namespace"),
+        name=meta.get("name", ""),
+        patch=patch,
+        logger=logger,
+    )
+    if patched is None:  # gone meanwhile
+        return None
+    return WrittenStatus(dict(patched.get("status") or {}), str(meta.get("resourceVersion", "")))
+
+
+def current_view(body: kopf.Body, written: WrittenStatus | None) -> ObjectView:
+    view = to_view(body)
+    if written is not None and written.resource_version_before == str(
+        body.get("metadata", {}).get("resourceVersion", "")
+    ):
+        return replace(view, status=dict(written.status))
+    return view
 
 
 def to_view(body: kopf.Body) -> ObjectView:
@@ -164,39 +250,75 @@ def register_handlers(
     @kopf.on.startup(registry=registry)
     async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure_settings(settings, peering=peering, priority=priority)
-        memo["services"] = build_services(config)
+        memo["settings"] = settings
+        memo["services"] = services = build_services(config)
+        start_loops(services)
 
     @kopf.on.cleanup(registry=registry)
     async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
         services: Services | None = memo.get("services")
         if services is not None:
+            await stop_loops(services)
             await services.clients.close()
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=config.tick_seconds, registry=registry)
-    async def on_tick(
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=30.0)
+    async def on_pool(
         body: kopf.Body,
-        patch: kopf.Patch,
         memo: kopf.Memo,
+        resource: kopf.Resource,
+        logger: kopf.Logger,
         **kwargs: Any,
     ) -> None:
-        stopped: kopf.DaemonStopped = kwargs["stopped"]  # kopf passes it to timers
-        view = to_view(body)
-        # This replica still acts on the object (a paused one runs no timers): its series stay,
-        # however long the reconcile or the deletion takes.
-        metrics.touch(view)
-        if view.deleting:
-            return  # the delete handler owns the object's last moments
+        """Own the object while kopf lets this replica act on it; reconcile at each turn."""
+        stopped: kopf.DaemonStopped = kwargs["stopped"]  # kopf passes it to daemons
         services: Services = memo["services"]
-        started = time.monotonic()
-        outcome = await until_stopped(
-            services.reconciler.reconcile(view, _object_memory(memo)), stopped
-        )
-        metrics.observe(view, outcome, time.monotonic() - started, services.clients.pacer)
-        if outcome is None:
-            return
-        if outcome.status_patch:
-            patch.status.update(outcome.status_patch)
-        post_events(body, outcome.events)
+        scheduler = services.scheduler
+        key = object_key(body)
+        memory = _object_memory(memo)
+        written: WrittenStatus | None = None
+        scheduler.admit(key)
+        try:
+            while not stopped:
+                if await until_stopped(scheduler.turn(key), stopped) is None:
+                    return
+                view = current_view(body, written)
+                # This replica still acts on the object: its series stay, however long the
+                # reconcile or the deletion takes (the turn's gap is below their staleness).
+                metrics.touch(view)
+                if view.deleting:
+                    return  # the delete handler owns the object's last moments
+                started = time.monotonic()
+                try:
+                    outcome = await until_stopped(
+                        services.reconciler.reconcile(view, memory), stopped
+                    )
+                    metrics.observe(
+                        view, outcome, time.monotonic() - started, services.clients.pacer
+                    )
+                    if outcome is None:
+                        return
+                    if outcome.status_patch:
+                        written = await write_status(
+                            memo["settings"], resource, body, outcome.status_patch, logger
+                        )
+                    post_events(body, outcome.events)
+                except Exception:  # a bug or the API server: never lose the object's schedule
+                    logger.exception("reconcile of %s failed; trying again", key)
+                    scheduler.schedule(key, config.busy_interval_seconds)
+                    continue
+                scheduler.observe(key, outcome.certificates)
+                scheduler.schedule(key, outcome.next_check_in)
+        finally:
+            scheduler.release(key)
+            if not to_view(body).deleting:
+                # Paused by peering (or shutting down): this replica no longer speaks for it.
+                metrics.forget(to_view(body))
+
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        # The spec, labels or annotations changed (kopf's diff leaves status out): reconcile now.
+        services: Services = memo["services"]
+        services.scheduler.wake(object_key(body))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -7,10 +7,11 @@ a restarted operator reports the same rotation counts and expiry times as before
 Azure request counts are read from the ARM pacer's own counters at scrape time (the adapters
 already count every attempt and every 429), so no adapter knows about Prometheus.
 
-Only the replica that acts exports per-object series: each object's series are dropped when no
-timer of the object has fired for ``stale_after`` seconds (``touch`` at the start of every tick,
-``observe`` after it) (``keep_series_for``, four ticks and
-at least two minutes), which is what happens on a replica that kopf peering paused. A standby
+Only the replica that acts exports per-object series: the handlers ``forget`` an object when
+kopf stops its daemon because peering paused the replica, and as a safety net each object's
+series are dropped when it has had no turn for ``stale_after`` seconds (``touch`` at the start
+of every turn, ``observe`` after it; ``keep_series_for``: four of the longest gaps between turns,
+at least two minutes). A standby
 therefore stops exporting the expiry it saw before a rotation, or an object deleted since, and
 the alert rules never see two replicas disagree for longer than that.
 
@@ -299,10 +300,10 @@ def forget(view: ObjectView) -> None:
     default_metrics().forget(view)
 
 
-def keep_series_for(tick_seconds: float) -> None:
-    """Drop an object's series once four ticks (at least two minutes) pass without a reconcile:
-    on a replica that peering paused, that is every object."""
-    default_metrics().status.stale_after = max(STALE_AFTER_SECONDS, 4 * tick_seconds)
+def keep_series_for(longest_gap_seconds: float) -> None:
+    """Drop an object's series once four of its longest gaps between turns (at least two
+    minutes) pass without a reconcile: on a replica that peering paused, that is every object."""
+    default_metrics().status.stale_after = max(STALE_AFTER_SECONDS, 4 * longest_gap_seconds)
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:

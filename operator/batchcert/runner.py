@@ -106,7 +106,15 @@ def run(args: argparse.Namespace) -> int:
         from batchcert.metrics import keep_series_for, serve
 
         serve(args.metrics_port)
-        keep_series_for(config.tick_seconds)  # a paused replica stops exporting objects
+        # An object's turns come at least every resync interval (the shortest of drift, cert and
+        # node): its series must outlive that gap; a paused replica forgets them at once.
+        keep_series_for(
+            min(
+                config.drift_interval_seconds,
+                config.cert_interval_seconds,
+                config.node_interval_seconds,
+            )
+        )
     registry = kopf.OperatorRegistry()
     priority = args.priority
     if priority is None:

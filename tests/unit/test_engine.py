@@ -501,3 +501,32 @@ async def test_revoked_access_under_healthy_nodes_is_named_from_the_control_plan
     world.advance(301)
     await converge(world, 2)
     assert world.condition("NodesReady")["status"] == "True"
+
+
+async def test_next_check_in_is_when_work_is_due_not_a_tick() -> None:
+    """The scheduler wakes an object when the reconcile says: the first visit at once, a pool
+    being created at the busy interval, a quiet one when its drift/node check is due."""
+    world = World()
+
+    async def next_check_in() -> float:
+        view = ObjectView(
+            "team-a",
+            "render-pool",
+            UID,
+            world.generation,
+            copy.deepcopy(world.spec),
+            copy.deepcopy(world.status),
+        )
+        outcome = await world.reconciler.reconcile(view, world.memory)
+        _merge(world.status, outcome.status_patch)
+        # Observed certificates (a change to one wakes the object), once past the first visit.
+        assert len(outcome.certificates) == len(world.spec["certificates"]) or not world.memory.pool
+        return outcome.next_check_in
+
+    assert await next_check_in() == 0.0  # first visit: Reconciling written, the work is due now
+    assert await next_check_in() == 10.0  # pool created: follow it at the busy interval
+    await converge(world)
+    assert world.condition("Ready")["status"] == "True"
+    world.advance(60)
+    due = await next_check_in()
+    assert 150 < due <= 300  # the drift and node checks, minutes away; no tick in between

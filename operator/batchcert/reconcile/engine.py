@@ -202,7 +202,55 @@ class Reconciler:
             now=now,
         )
         events += self._transition_events(conditions, new["conditions"])
-        return self._finish(old, new, events, self._config.tick_seconds)
+        # Without kopf's finalizer no Azure work is done: look again once it has had time to land.
+        next_check_in = (
+            self._next_check_in(spec, memory, items, mono, now)
+            if obj.has_finalizer
+            else self._config.tick_seconds
+        )
+        outcome = self._finish(old, new, events, next_check_in)
+        outcome.certificates = tuple(c.key for c in spec.certificates)
+        return outcome
+
+    def _next_check_in(
+        self,
+        spec: BatchCertPoolSpec,
+        memory: ObjectMemory,
+        cert_items: list[dict[str, Any]],
+        mono: float,
+        now: datetime,
+    ) -> float:
+        """Seconds until this object's earliest due work: the scheduler wakes it then, or sooner
+        when its spec or a certificate it observes changes (certificates are kept fresh by the
+        watcher, not by the objects that observe them)."""
+        config = self._config
+        due = [memory.pool_schedule.next_at]
+        if memory.pool is not None:
+            due.append(memory.nodes_schedule.next_at)
+        if memory.access_recheck:
+            due.append(memory.access_schedule.next_at)
+        if memory.diagnosis is not None:  # the control-plane check of the nodes' fetch chain
+            due.append(memory.diagnosis_schedule.next_at)
+        due += [f.schedule.next_at for f in memory.certificate_create_failures.values()]
+        if memory.certificates_creating:
+            due.append(mono + config.busy_interval_seconds)
+        soonest = min(due) - mono
+        # The rotation window closing makes the node reading stale (as ``_assess_nodes`` decides).
+        polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
+        rotations = [parse_rfc3339(i.get("lastRotationTime")) for i in cert_items]
+        settles_at = max((r + polling for r in rotations if r is not None), default=None)
+        if settles_at is not None and now < settles_at:
+            soonest = min(soonest, (settles_at - now).total_seconds())
+        if spec.verification.enabled:
+            # Verification keeps per-node schedules of its own: poll as its tasks are polled.
+            soonest = min(soonest, config.busy_interval_seconds)
+        # Time alone changes some verdicts (a certificate nearing expiry): look at least this often.
+        resync = min(
+            config.drift_interval_seconds,
+            config.cert_interval_seconds,
+            config.node_interval_seconds,
+        )
+        return max(0.0, min(soonest, resync))
 
     def _parse_or_refuse(
         self,

@@ -43,6 +43,11 @@ class SingleFlightCache(Generic[K, V]):
         entry = self._values.get(key)
         return entry[1] if entry else None
 
+    def expires_in(self, key: K) -> float:
+        """Seconds until ``key``'s value expires (0 when absent or expired)."""
+        entry = self._values.get(key)
+        return 0.0 if entry is None else max(0.0, entry[0] - self._monotonic())
+
     async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
         entry = self._values.get(key)
         if entry is not None and self._monotonic() < entry[0]:

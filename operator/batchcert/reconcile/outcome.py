@@ -43,6 +43,8 @@ class Outcome:
     status_patch: dict[str, Any]  # empty when nothing changed: no write
     events: list[Event]
     next_check_in: float  # seconds until this object has work due again
+    # The certificates (vault, name) this object observes: a change to one wakes it.
+    certificates: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,123 @@
+"""The one scheduler (due-time queue) and the certificate watcher's change notifications.
+
+Covers: an admitted object's first turn is due at once; a scheduled object is woken when its
+due time comes and not before; a later schedule replaces an earlier one (stale entries are
+skipped); a released object is never woken; a changed certificate wakes exactly its observers;
+the watcher reports a changed reading once, not an unchanged one, and refreshes only what is
+observed and expired; ``run`` wakes objects on time without ticking per object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from batchcert.models.azure import CertificateFacts, CertificateReading
+from batchcert.models.spec import CertificateRef
+from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.scheduler import Scheduler
+
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+VAULT = "https://kv.vault.azure.net"
+
+
+def is_due(scheduler: Scheduler[str], key: str) -> bool:
+    return scheduler._events[key].is_set()
+
+
+def test_admit_is_due_at_once_and_schedule_waits() -> None:
+    clock = [0.0]
+    scheduler: Scheduler[str] = Scheduler(monotonic=lambda: clock[0])
+    scheduler.admit("ns/a")
+    assert is_due(scheduler, "ns/a")
+    scheduler._events["ns/a"].clear()  # the turn was taken
+    scheduler.schedule("ns/a", 30)
+    assert scheduler.release_due() == 30 and not is_due(scheduler, "ns/a")
+    clock[0] = 29.9
+    scheduler.release_due()
+    assert not is_due(scheduler, "ns/a")
+    clock[0] = 30
+    assert scheduler.release_due() is None and is_due(scheduler, "ns/a")
+
+
+def test_a_new_schedule_replaces_the_old_and_release_forgets() -> None:
+    clock = [0.0]
+    scheduler: Scheduler[str] = Scheduler(monotonic=lambda: clock[0])
+    for key in ("ns/a", "ns/b"):
+        scheduler.admit(key)
+        scheduler._events[key].clear()
+    scheduler.schedule("ns/a", 10)
+    scheduler.schedule("ns/a", 50)  # the 10 s entry is now stale
+    scheduler.schedule("ns/b", 20)
+    clock[0] = 25
+    scheduler.release_due()
+    assert not is_due(scheduler, "ns/a") and is_due(scheduler, "ns/b")
+    scheduler.release("ns/a")
+    clock[0] = 60
+    assert scheduler.release_due() is None
+    assert "ns/a" not in scheduler._events and scheduler.owned == 1
+
+
+def test_a_changed_certificate_wakes_exactly_its_observers() -> None:
+    scheduler: Scheduler[str] = Scheduler(monotonic=lambda: 0.0)
+    for key in ("ns/a", "ns/b", "ns/c"):
+        scheduler.admit(key)
+        scheduler._events[key].clear()
+        scheduler.schedule(key, 300)
+    scheduler.observe("ns/a", {"shared", "group-0"})
+    scheduler.observe("ns/b", {"shared"})
+    scheduler.observe("ns/c", {"group-1"})
+    assert scheduler.observed() == {"shared", "group-0", "group-1"}
+    assert scheduler.changed("shared") == 2
+    assert [is_due(scheduler, k) for k in ("ns/a", "ns/b", "ns/c")] == [True, True, False]
+    scheduler.observe("ns/a", {"group-0"})  # the spec dropped a certificate
+    scheduler.release("ns/c")
+    assert scheduler.observed() == {"shared", "group-0"}
+    assert scheduler.changed("group-1") == 0
+
+
+async def test_run_wakes_each_object_when_due() -> None:
+    scheduler: Scheduler[str] = Scheduler()
+    loop = asyncio.ensure_future(scheduler.run())
+    try:
+        scheduler.admit("ns/a")
+        await asyncio.wait_for(scheduler.turn("ns/a"), 1)
+        scheduler.schedule("ns/a", 0.2)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(scheduler.turn("ns/a"), 2)
+        assert asyncio.get_running_loop().time() - started >= 0.19
+        assert scheduler.wakes == 2
+    finally:
+        loop.cancel()
+
+
+def facts(version: str) -> CertificateFacts:
+    return CertificateFacts(VAULT, "shared", version, "AB" * 20, None, None, True)
+
+
+async def test_watcher_reports_changes_once_and_refreshes_only_what_expired() -> None:
+    clock = [0.0]
+    versions = ["v1", "v1", "v2"]
+    reads: list[str] = []
+
+    async def read(
+        key: tuple[str, str], vault: str, name: str, now: datetime
+    ) -> CertificateReading:
+        reads.append(name)
+        return CertificateReading(key, now, facts(versions[len(reads) - 1]))
+
+    changed: list[tuple[str, str]] = []
+    watcher = CertificateWatcher(
+        read, interval=300, retry_interval=15, now=lambda: NOW, monotonic=lambda: clock[0]
+    )
+    watcher.subscribe(changed.append)
+    ref = CertificateRef(vault_url=VAULT, name="shared")
+    await watcher.reading(ref)  # the first reading is no change
+    assert await watcher.refresh({ref.key}) == 300 and reads == ["shared"]
+    clock[0] = 301
+    await watcher.refresh({ref.key})  # v1 again: no change
+    assert changed == [] and len(reads) == 2
+    clock[0] = 602
+    assert await watcher.refresh(set()) == 15  # nothing observed: nothing read
+    await watcher.refresh({ref.key})
+    assert changed == [ref.key] and len(reads) == 3
