@@ -44,6 +44,7 @@ from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import Event
 from batchcert.reconcile.scheduler import Scheduler
+from batchcert.reconcile.sharding import ShardAssignment
 
 _EVENT_MESSAGE_LIMIT = 1000
 T = TypeVar("T")
@@ -241,7 +242,17 @@ def register_handlers(
     *,
     peering: str | None = None,
     priority: int = 0,
+    shard: ShardAssignment | None = None,
 ) -> None:
+    shard = shard or ShardAssignment()
+
+    def is_owned(body: kopf.Body, **_: Any) -> bool:
+        return shard.owns(str(body.get("metadata", {}).get("uid", "")))
+
+    # One of N shards acts only on its share (by a hash of the uid; reconcile/sharding.py);
+    # a whole operator filters nothing.
+    owned = None if shard.is_whole else is_owned
+
     @kopf.on.login(registry=registry)
     def on_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         # In a pod: the ServiceAccount; elsewhere: KUBECONFIG (no API client library needed).
@@ -261,7 +272,7 @@ def register_handlers(
             await stop_loops(services)
             await services.clients.close()
 
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=30.0)
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=30.0, when=owned)
     async def on_pool(
         body: kopf.Body,
         memo: kopf.Memo,
@@ -314,13 +325,13 @@ def register_handlers(
                 # Paused by peering (or shutting down): this replica no longer speaks for it.
                 metrics.forget(to_view(body))
 
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, when=owned)
     async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         # The spec, labels or annotations changed (kopf's diff leaves status out): reconcile now.
         services: Services = memo["services"]
         services.scheduler.wake(object_key(body))
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, when=owned)
     async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         services: Services = memo["services"]
         outcome = await services.reconciler.delete(to_view(body), _object_memory(memo))

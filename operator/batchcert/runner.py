@@ -51,6 +51,23 @@ def add_parser(subparsers: Any) -> None:
         "(default: random, so identical replicas of a Deployment get distinct priorities; kopf "
         "pauses every replica whose priority equals another's)",
     )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="split the BatchCertPools into this many shards by a hash of their uid, one "
+        "operator Deployment per shard (default 1: this operator owns every object)",
+    )
+    parser.add_argument(
+        "--shard", type=int, default=0, help="with --shards: this operator's shard, 0..N-1"
+    )
+    parser.add_argument(
+        "--previous-shards",
+        type=int,
+        default=None,
+        help="while changing the shard count (the first of two rolls; docs/operating.md): the "
+        "count before, so an object is acted on only by a shard that owns it under both",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format",
@@ -82,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     from batchcert.config import load_cloud_file, load_config
     from batchcert.handlers import register_handlers
+    from batchcert.reconcile.sharding import ShardAssignment, peering_name
 
     config = load_config()
     if args.cloud_file:
@@ -115,19 +133,21 @@ def run(args: argparse.Namespace) -> int:
                 config.node_interval_seconds,
             )
         )
+    shard = ShardAssignment(args.shard, args.shards, args.previous_shards)
+    peering = peering_name(args.peering, shard) if args.peering else None
     registry = kopf.OperatorRegistry()
     priority = args.priority
     if priority is None:
-        priority = random.SystemRandom().randint(1, 1_000_000) if args.peering else 0
-    register_handlers(registry, config, peering=args.peering, priority=priority)
+        priority = random.SystemRandom().randint(1, 1_000_000) if peering else 0
+    register_handlers(registry, config, peering=peering, priority=priority, shard=shard)
     namespaces = args.namespace or None
     asyncio.run(
         kopf.operator(
             registry=registry,
             clusterwide=namespaces is None,
             namespaces=namespaces or (),
-            standalone=args.peering is None,
-            peering_name=args.peering,
+            standalone=peering is None,
+            peering_name=peering,
             priority=priority,
             liveness_endpoint=args.liveness,
         )

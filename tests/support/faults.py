@@ -276,10 +276,17 @@ def open_fault(stack: FaultStack, seconds: float, **spec: Any) -> FaultWindow:
 
 
 def start_replica(
-    stack: FaultStack, *, peering: str, priority: int, log_path: Path, metrics_port: int = 0
+    stack: FaultStack,
+    *,
+    peering: str | None,
+    priority: int,
+    log_path: Path,
+    metrics_port: int = 0,
+    extra_args: tuple[str, ...] = (),
 ) -> OperatorProcess:
     """One more operator process on the same namespace, as a replica under kopf peering
-    (serving /metrics on ``metrics_port`` when given)."""
+    (serving /metrics on ``metrics_port`` when given), or, with ``peering=None``, standalone:
+    a shard given its ``--shards``/``--shard`` in ``extra_args``."""
     import sys
 
     from support.operator import FAST_INTERVALS, operator_env
@@ -288,7 +295,9 @@ def start_replica(
     env.update(FAST_INTERVALS)
     env.update(operator_env(stack.sim_json))
     args = [sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(stack.cluster.kubeconfig)]
-    args += ["--namespace", stack.home, "--peering", peering, "--priority", str(priority)]
+    args += ["--namespace", stack.home, *extra_args]
+    if peering is not None:
+        args += ["--peering", peering, "--priority", str(priority)]
     if metrics_port:
         args += [f"--metrics-port={metrics_port}"]
     log = log_path.open("ab")
