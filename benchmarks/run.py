@@ -1049,6 +1049,9 @@ def render_markdown(results: dict[str, Any]) -> str:
 def operator_phases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(phase, the operator's figures) in the order the phases ran."""
     out = [(f"convergence N={c['n']}", c["operator"]) for c in results["convergence"]]
+    if results.get("idle"):
+        idle = results["idle"]
+        out.append((f"idle at production intervals ({idle['pools']} pools)", idle))
     steady = results.get("steady_state")
     if steady:
         out.append(
@@ -1229,6 +1232,18 @@ def main() -> None:
         "py-spy's small sampling cost)",
     )
     parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=0.0,
+        help="after the convergence phase, measure the operator this long at production "
+        "intervals with nothing due but the per-object bookkeeping (default 0: skipped)",
+    )
+    parser.add_argument(
+        "--convergence-only",
+        action="store_true",
+        help="stop after phase 1 (and the idle measurement): no steady state, rotation, nodes",
+    )
+    parser.add_argument(
         "--skip-capacity",
         action="store_true",
         help="skip phase 5 (the simulator's own capacity)",
@@ -1290,8 +1305,19 @@ def main() -> None:
                     results["convergence"].append(
                         converge(kube, watch, control, sampler, world, n, timeout)
                     )
+                if args.idle_seconds:
+                    # Converged, production intervals: what is left is the cost of owning objects.
+                    log(f"idle: {args.idle_seconds:g} s with {total_pools} pools converged")
+                    idle_start = time.monotonic()
+                    time.sleep(args.idle_seconds)
+                    results["idle"] = dict(
+                        sampler.phase(idle_start, time.monotonic()), pools=total_pools
+                    )
                 results["operator_peak_rss_mb_phase1"] = round(sampler.peak_rss / 2**20, 1)
                 results["operator_series_phase1"] = sampler.series()
+            if args.convergence_only:
+                watch.stop()
+                raise StopAfterPhase1Error
             log(f"restarting the operator with intervals ÷ {args.scale:g}")
             with operator_process(
                 kube,
@@ -1325,6 +1351,9 @@ def main() -> None:
                 "restarts": watch.restarts,
                 "cpu_seconds": round(watch.cpu_seconds, 2),
             }
+    except StopAfterPhase1Error:
+        pass
+    else:
         log_all = control.requests()
         results["peak_request_rate"] = peak_rate(log_all)
     finally:
@@ -1338,6 +1367,10 @@ def main() -> None:
     plot(results)
     log(f"done in {results['total_seconds']:.0f} s; see {RESULTS / 'results.md'}")
     print((RESULTS / "results.md").read_text())
+
+
+class StopAfterPhase1Error(Exception):
+    """--convergence-only: leave the run after phase 1."""
 
 
 def git_describe() -> str:
