@@ -67,7 +67,6 @@ from batchcert.reconcile.verification import Verifier
 from batchcert.translate.certificate_body import build_create_certificate_body
 from batchcert.translate.merge_patch import build_merge_patch
 
-_RIGHT_AFTER = 0.001  # seconds: due at the next turn, which the scheduler gives at once
 STATUS_KEYS = ("observedGeneration", "conditions", "pool", "certificates", "nodes")
 
 
@@ -399,10 +398,7 @@ class Reconciler:
                         f"pick it up within {spec.key_vault_extension.polling_interval_seconds}s",
                     )
                 )
-                # The nodes are due right after this turn, not in it: the new version reaches
-                # status without waiting for a node pass, which, when a certificate shared by
-                # 1000 pools rotates, queues behind the process-wide Batch concurrency.
-                memory.nodes_schedule = Backoff().after_success(self._monotonic(), _RIGHT_AFTER)
+                memory.nodes_schedule = Backoff()
         return items, summarize_certificates(verdicts), events
 
     async def _create_missing(
