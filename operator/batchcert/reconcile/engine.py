@@ -150,48 +150,16 @@ class Reconciler:
             obj, spec, memory, items, mono, now, old.get("nodes")
         )
         if self._verifier is not None:
-            nodes_status, nodes_condition, verify_events = await self._verifier.step(
-                key=obj.key,
-                object_name=obj.name,
-                spec=spec,
-                endpoint=lambda: self._facts.account_endpoint(spec.account),
-                cert_items=items,
-                nodes_status=nodes_status if memory.pool is not None else None,
-                node_states={n.node_id: n.node_state for n in memory.nodes.nodes}
-                if memory.nodes is not None
-                else {},
-                condition=nodes_condition,
-                old_conditions=conditions,
-                now=now,
-                mono=mono,
+            nodes_status, nodes_condition, verify_events = await self._verify(
+                obj, spec, memory, items, conditions, nodes_status, nodes_condition, now, mono
             )
             events += verify_events
-        if nodes_condition.reason == "IdentityNotFound":
-            self._facts.forget_identity(spec.identity.resource_id)
-        if (
-            nodes_condition.reason == "VaultAccessDenied"
-            and spec.identity.grant_secrets_access is not None
-            and not memory.access_recheck
-        ):
-            # Someone revoked the grant (or it never reached this vault): look again, calmly.
-            memory.access_recheck = True
-            memory.access_schedule = Backoff().after_success(
-                mono, self._config.busy_interval_seconds
-            )
+        self._follow_node_evidence(spec, memory, nodes_condition, mono)
 
         new: dict[str, Any] = {"observedGeneration": obj.generation}
-        pool = memory.pool
-        if pool is not None:
-            new["pool"] = {
-                "name": spec.resolved_pool_name(obj.name),
-                "resourceId": pool.resource_id,
-                "provisioningState": pool.provisioning_state,
-                "allocationState": pool.allocation_state,
-                "currentDedicatedNodes": pool.current_dedicated_nodes,
-                "currentLowPriorityNodes": pool.current_low_priority_nodes,
-            }
-        elif "pool" in old and not memory.pool_known:
-            new["pool"] = old["pool"]
+        pool_status = self._pool_status(obj, spec, memory, old)
+        if pool_status is not None:
+            new["pool"] = pool_status
         new["certificates"] = items
         if nodes_status is not None:
             new["nodes"] = nodes_status
@@ -211,6 +179,76 @@ class Reconciler:
         outcome = self._finish(old, new, events, next_check_in)
         outcome.certificates = tuple(c.key for c in spec.certificates)
         return outcome
+
+    async def _verify(
+        self,
+        obj: ObjectView,
+        spec: BatchCertPoolSpec,
+        memory: ObjectMemory,
+        cert_items: list[dict[str, Any]],
+        conditions: list[dict[str, Any]],
+        nodes_status: dict[str, Any] | None,
+        nodes_condition: ConditionUpdate,
+        now: datetime,
+        mono: float,
+    ) -> tuple[dict[str, Any] | None, ConditionUpdate, list[Event]]:
+        """Node verification (spec.verification): proof from the nodes refines NodesReady."""
+        assert self._verifier is not None
+        return await self._verifier.step(
+            key=obj.key,
+            object_name=obj.name,
+            spec=spec,
+            endpoint=lambda: self._facts.account_endpoint(spec.account),
+            cert_items=cert_items,
+            nodes_status=nodes_status if memory.pool is not None else None,
+            node_states={n.node_id: n.node_state for n in memory.nodes.nodes}
+            if memory.nodes is not None
+            else {},
+            condition=nodes_condition,
+            old_conditions=conditions,
+            now=now,
+            mono=mono,
+        )
+
+    def _follow_node_evidence(
+        self,
+        spec: BatchCertPoolSpec,
+        memory: ObjectMemory,
+        nodes_condition: ConditionUpdate,
+        mono: float,
+    ) -> None:
+        """What the nodes prove wrong on the control plane is looked at again."""
+        if nodes_condition.reason == "IdentityNotFound":
+            self._facts.forget_identity(spec.identity.resource_id)
+        if (
+            nodes_condition.reason == "VaultAccessDenied"
+            and spec.identity.grant_secrets_access is not None
+            and not memory.access_recheck
+        ):
+            # Someone revoked the grant (or it never reached this vault): look again, calmly.
+            memory.access_recheck = True
+            memory.access_schedule = Backoff().after_success(
+                mono, self._config.busy_interval_seconds
+            )
+
+    @staticmethod
+    def _pool_status(
+        obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory, old: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """``status.pool`` from the last sighting; the old one while no GET has answered yet."""
+        pool = memory.pool
+        if pool is not None:
+            return {
+                "name": spec.resolved_pool_name(obj.name),
+                "resourceId": pool.resource_id,
+                "provisioningState": pool.provisioning_state,
+                "allocationState": pool.allocation_state,
+                "currentDedicatedNodes": pool.current_dedicated_nodes,
+                "currentLowPriorityNodes": pool.current_low_priority_nodes,
+            }
+        if "pool" in old and not memory.pool_known:
+            return dict(old["pool"])
+        return None
 
     def _next_check_in(
         self,
