@@ -462,7 +462,38 @@ async def test_one_identity_read_for_many_pools() -> None:
     ]
     await asyncio.gather(*(world.reconciler.reconcile(v, m) for v, m in again))
     assert world.arm.calls.count("identities.get") == 1
-    assert world.arm.calls.count("pools.get") >= 20  # every object did reconcile its pool
+    # Every object did reconcile its pool (never-seen pools start with the guarded PUT).
+    assert world.arm.calls.count("pools.get") + world.arm.calls.count("pools.create") >= 20
+
+
+async def test_a_never_seen_pool_is_created_without_a_read_first() -> None:
+    # The PUT carries If-None-Match: *, so the GET before it is not needed for safety: a fleet's
+    # first convergence costs one ARM read per pool fewer (ARM's read bucket bounds it).
+    world = World()
+    await world.tick()
+    await world.tick()
+    assert world.arm.calls[:2] == ["identities.get", "pools.create"], world.arm.calls
+    assert world.arm.calls.count("pools.get") == 0
+    # Once status carries the pool, a reconcile reads before it writes (a restart included).
+    world.memory = ObjectMemory()
+    world.advance(400)
+    await world.tick()
+    assert world.arm.calls.count("pools.get") == 1
+    assert world.arm.calls.count("pools.create") == 1
+
+
+async def test_a_never_seen_name_taken_by_a_foreign_pool_is_refused_after_the_412() -> None:
+    world = World()
+    world.arm.pool = {
+        "name": "render-pool",
+        "properties": {"metadata": [{"name": UID_METADATA, "value": "someone-else"}]},
+    }
+    await world.tick()
+    await world.tick()
+    assert world.arm.calls.count("pools.create") == 1  # answered 412
+    assert world.arm.calls.count("pools.get") == 1  # the read that judges what is there
+    assert world.condition("PoolReady")["reason"] == "PoolNotOwned"
+    assert "pools.update" not in world.arm.calls and "pools.delete" not in world.arm.calls
 
 
 async def test_scale_to_zero_says_a_certificate_change_needs_recreate() -> None:

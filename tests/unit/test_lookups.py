@@ -1,7 +1,9 @@
 """The one single-flight cache (identities, account endpoints, certificate readings).
 
 Covers: concurrent askers share one read; a value is remembered for the TTL and read again after;
-None (not found) and failures are never remembered; invalidate forgets at once.
+an asker's max_age makes a younger read, never an older one; None (not found) and failures are
+never remembered; invalidate forgets at once; the shared vault facts the diagnosis of many pools
+asks for cost one read per max_age, not one per pool.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 
 import pytest
 
-from batchcert.reconcile.lookups import SingleFlightCache
+from batchcert.reconcile.lookups import SharedFacts, SingleFlightCache
 
 
 async def test_single_flight_ttl_and_invalidate() -> None:
@@ -47,3 +49,52 @@ async def test_not_found_and_failures_are_not_remembered() -> None:
     with pytest.raises(RuntimeError):
         await lookups.get("k", load)
     assert await lookups.get("k", load) == "found"
+
+
+async def test_max_age_asks_for_a_younger_answer_and_never_an_older_one() -> None:
+    clock = [0.0]
+    reads: list[int] = []
+
+    async def load() -> str:
+        reads.append(1)
+        return f"v{len(reads)}"
+
+    lookups: SingleFlightCache[str, str] = SingleFlightCache(100, monotonic=lambda: clock[0])
+    assert await lookups.get("k", load) == "v1"
+    clock[0] = 40
+    assert await lookups.get("k", load, max_age=60) == "v1"  # 40 s old: young enough
+    assert await lookups.get("k", load, max_age=30) == "v2"  # too old for this asker: read
+    clock[0] = 150
+    assert await lookups.get("k", load, max_age=1000) == "v3"  # the TTL still bounds it
+
+
+class _Arm:
+    def __init__(self) -> None:
+        self.vault_reads = 0
+        self.role_reads = 0
+
+    async def get_vault(self, resource_id: str) -> dict[str, object]:
+        self.vault_reads += 1
+        await asyncio.sleep(0.01)
+        return {"properties": {"accessPolicies": []}}
+
+    async def has_secrets_role(self, vault_id: str, principal_id: str) -> bool:
+        self.role_reads += 1
+        return False  # a remembered "no" is a value, not a miss
+
+
+async def test_many_pools_diagnosing_one_vault_cost_one_read_per_max_age() -> None:
+    clock = [0.0]
+    arm = _Arm()
+    facts = SharedFacts(arm, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    vault = "/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/KV"
+    await asyncio.gather(*(facts.vault(vault, max_age=150) for _ in range(1000)))
+    roles = [facts.has_secrets_role(vault, "P", max_age=150) for _ in range(1000)]
+    assert not any(await asyncio.gather(*roles))
+    assert (arm.vault_reads, arm.role_reads) == (1, 1)
+    clock[0] = 149
+    await facts.vault(vault.lower(), max_age=150)  # the same vault, however it is spelled
+    assert arm.vault_reads == 1
+    clock[0] = 151
+    await facts.vault(vault, max_age=150)
+    assert arm.vault_reads == 2

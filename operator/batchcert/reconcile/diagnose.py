@@ -3,7 +3,10 @@
 Runs while nodes fail to fetch (NodesReady says CertificateFetchFailing or ExtensionFailed), and
 once per drift interval while they look healthy (a failure after a first success is invisible on
 the node). The identity's ids come from the pool ARM returns (no read); each vault costs one ARM
-read (its access policies, or its role assignments when the vault uses RBAC).
+read (its access policies, or its role assignments when the vault uses RBAC), shared by every
+pool through ``SharedFacts``: an answer is reused while younger than the asker's ``max_age`` (the
+drift interval for healthy pools, the failing cadence for failing ones), so a thousand pools on
+one vault cost one read per interval, and a revoked grant is still seen within that interval.
 
 Invariants: every Azure failure becomes an "unverified" fact, never an exception; the vault's
 ARM id comes from ``identity.grantSecretsAccess.vaults`` when it names the vault, else the
@@ -22,6 +25,7 @@ from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import IdentityInfo, PoolState
 from batchcert.models.spec import BatchCertPoolSpec
 from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.lookups import SharedFacts
 from batchcert.translate.access_policy import has_secrets_read
 from batchcert.translate.pool_diff import extension_client_id
 
@@ -47,13 +51,15 @@ def _vault_resource_id(spec: BatchCertPoolSpec, name: str) -> str:
 
 
 class NodeFailureDiagnoser:
-    def __init__(self, arm: ArmAdapter, watcher: CertificateWatcher) -> None:
+    def __init__(self, arm: ArmAdapter, facts: SharedFacts, watcher: CertificateWatcher) -> None:
         self._arm = arm
+        self._facts = facts
         self._watcher = watcher
 
     async def diagnose(
-        self, spec: BatchCertPoolSpec, pool: PoolState, now: datetime
+        self, spec: BatchCertPoolSpec, pool: PoolState, now: datetime, *, max_age: float
     ) -> ConditionUpdate:
+        """``max_age``: how old a shared vault answer may be (what this pool's cadence needs)."""
         ids = ((pool.body.get("identity") or {}).get("userAssignedIdentities")) or {}
         on_pool = next(
             (v for k, v in ids.items() if str(k).lower() == spec.identity.resource_id.lower()),
@@ -75,7 +81,7 @@ class NodeFailureDiagnoser:
         vaults: list[VaultAccessFact] = []
         if identity is not None and identity.principal_id:
             for name in sorted({_vault_name(c.vault) for c in spec.certificates}):
-                vaults.append(await self._vault_access(spec, name, identity.principal_id))
+                vaults.append(await self._vault_access(spec, name, identity.principal_id, max_age))
         certificates = []
         for cert in spec.certificates:
             label = f"certificate {cert.cert_name} in {cert.vault}"
@@ -99,11 +105,11 @@ class NodeFailureDiagnoser:
             return None, classify(exc).reason
 
     async def _vault_access(
-        self, spec: BatchCertPoolSpec, name: str, principal_id: str
+        self, spec: BatchCertPoolSpec, name: str, principal_id: str, max_age: float
     ) -> VaultAccessFact:
         vault_id = _vault_resource_id(spec, name)
         try:
-            vault = await self._arm.get_vault(vault_id)
+            vault = await self._facts.vault(vault_id, max_age=max_age)
         except AzureCallError as exc:
             return VaultAccessFact(name, None, unverified_because=classify(exc).reason)
         if vault is None:
@@ -114,7 +120,9 @@ class NodeFailureDiagnoser:
             )
         if (vault.get("properties") or {}).get("enableRbacAuthorization") is True:
             try:
-                granted = await self._arm.has_secrets_role(vault_id, principal_id)
+                granted = await self._facts.has_secrets_role(
+                    vault_id, principal_id, max_age=max_age
+                )
             except AzureCallError as exc:
                 return VaultAccessFact(
                     name,

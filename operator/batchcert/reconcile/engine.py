@@ -113,7 +113,7 @@ class Reconciler:
         self._nodes = nodes
         self._keyvault = keyvault
         self._watcher = watcher
-        self._diagnoser = NodeFailureDiagnoser(arm, watcher)
+        self._diagnoser = NodeFailureDiagnoser(arm, self._facts, watcher)
         self._config = config
         self._now = now
         self._monotonic = monotonic
@@ -372,7 +372,8 @@ class Reconciler:
     ) -> list[Event]:
         if memory.generation_seen == obj.generation and not memory.pool_schedule.is_due(mono):
             return []
-        result = await self._pools.reconcile(obj, spec)
+        never_seen = not memory.pool_known and "pool" not in obj.status
+        result = await self._pools.reconcile(obj, spec, never_seen=never_seen)
         if result.seen.known:
             memory.pool, memory.pool_known = result.seen.pool, True
         schedule = memory.pool_schedule
@@ -575,15 +576,19 @@ class Reconciler:
             memory.diagnosis, memory.diagnosis_schedule = None, Backoff()
             return condition
         if memory.diagnosis is None or memory.diagnosis_schedule.is_due(mono):
-            memory.diagnosis = await self._diagnoser.diagnose(spec, memory.pool, now)
-            every = (
+            every = min(
                 self._config.busy_interval_seconds * 4
                 if failing
-                else self._config.drift_interval_seconds
+                else self._config.drift_interval_seconds,
+                self._config.drift_interval_seconds,
             )
-            memory.diagnosis_schedule = Backoff().after_success(
-                mono, min(every, self._config.drift_interval_seconds)
+            # Shared vault answers up to half the cadence old: a revoked grant is proven within
+            # 1.5 cadences (1.5 drift intervals while healthy), at 2 reads per vault per cadence
+            # however many pools share it.
+            memory.diagnosis = await self._diagnoser.diagnose(
+                spec, memory.pool, now, max_age=every / 2
             )
+            memory.diagnosis_schedule = Backoff().after_success(mono, every)
         diagnosis = memory.diagnosis
         if failing:
             counted = condition.message.split(";", 1)[0]  # "n/m nodes failed"

@@ -9,7 +9,8 @@ watcher (``certwatch``) is the same cache with a per-value time-to-live.
 
 Invariants: at most one read per key is in flight; ``None`` (not found) and failures are never
 remembered, so a fix is seen on the next ask; ``invalidate`` forgets a key at once; one asker
-being cancelled never cancels the read the others await.
+being cancelled never cancels the read the others await; an asker's ``max_age`` only ever makes
+a read happen sooner than the TTL would, never later.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from batchcert.adapters.arm import ArmAdapter
 from batchcert.models.azure import IdentityInfo
@@ -35,23 +36,32 @@ class SingleFlightCache(Generic[K, V]):
     ) -> None:
         self._ttl = ttl
         self._monotonic = monotonic
-        self._values: dict[K, tuple[float, V]] = {}  # key → (expires at, value)
+        self._values: dict[K, tuple[float, float, V]] = {}  # key → (read at, expires at, value)
         self._inflight: dict[K, asyncio.Task[V | None]] = {}
         self.reads = 0
 
     def cached(self, key: K) -> V | None:
         entry = self._values.get(key)
-        return entry[1] if entry else None
+        return entry[2] if entry else None
 
     def expires_in(self, key: K) -> float:
         """Seconds until ``key``'s value expires (0 when absent or expired)."""
         entry = self._values.get(key)
-        return 0.0 if entry is None else max(0.0, entry[0] - self._monotonic())
+        return 0.0 if entry is None else max(0.0, entry[1] - self._monotonic())
 
-    async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+    async def get(
+        self,
+        key: K,
+        load: Callable[[], Awaitable[V | None]],
+        *,
+        max_age: float | None = None,
+    ) -> V | None:
+        """The value of ``key``: remembered while younger than its TTL and than ``max_age`` (an
+        asker that needs fresher evidence than the TTL promises, e.g. a failing pool's diagnosis)."""
         entry = self._values.get(key)
-        if entry is not None and self._monotonic() < entry[0]:
-            return entry[1]
+        now = self._monotonic()
+        if entry is not None and now < entry[1] and (max_age is None or now - entry[0] < max_age):
+            return entry[2]
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._load(key, load))
@@ -64,7 +74,8 @@ class SingleFlightCache(Generic[K, V]):
             value = await load()
             if value is not None:
                 ttl = self._ttl(value) if callable(self._ttl) else self._ttl
-                self._values[key] = (self._monotonic() + ttl, value)
+                now = self._monotonic()
+                self._values[key] = (now, now + ttl, value)
             return value
         finally:
             self._inflight.pop(key, None)
@@ -78,12 +89,17 @@ class SingleFlightCache(Generic[K, V]):
 
 
 class SharedFacts:
-    """Identities and account endpoints, read once for every object that names them.
+    """Identities, account endpoints and vaults, read once for every object that names them.
 
-    They do not change under a given resource id, so they are kept until evidence says otherwise:
-    a pool that is not Ready, or nodes reporting IdentityNotFound (an identity recreated under the
-    same name has a new clientId), makes the reconcile forget the identity. Steady state costs no
-    read here.
+    Identities and endpoints do not change under a given resource id, so they are kept until
+    evidence says otherwise: a pool that is not Ready, or nodes reporting IdentityNotFound (an
+    identity recreated under the same name has a new clientId), makes the reconcile forget the
+    identity. Steady state costs no read here.
+
+    Vaults (their access policies) and role-assignment answers do change behind our back (a
+    revoked grant), so every asker says how old an answer it accepts (``max_age``): the diagnosis
+    of a thousand healthy pools sharing one vault costs one vault read per drift interval, not a
+    thousand.
     """
 
     def __init__(self, arm: ArmAdapter, monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -92,10 +108,35 @@ class SharedFacts:
             float("inf"), monotonic
         )
         self._endpoints: SingleFlightCache[str, str] = SingleFlightCache(float("inf"), monotonic)
+        self._vaults: SingleFlightCache[str, dict[str, Any]] = SingleFlightCache(
+            float("inf"), monotonic
+        )
+        self._roles: SingleFlightCache[tuple[str, str], bool] = SingleFlightCache(
+            float("inf"), monotonic
+        )
 
     @property
     def reads(self) -> int:
-        return self._identities.reads + self._endpoints.reads
+        return sum(c.reads for c in (self._identities, self._endpoints, self._vaults, self._roles))
+
+    async def vault(self, resource_id: str, *, max_age: float) -> dict[str, Any] | None:
+        """The vault's ARM resource (access policies, RBAC mode) no older than ``max_age``."""
+
+        async def load() -> dict[str, Any] | None:
+            return await self._arm.get_vault(resource_id)
+
+        return await self._vaults.get(resource_id.lower(), load, max_age=max_age)
+
+    async def has_secrets_role(
+        self, vault_resource_id: str, principal_id: str, *, max_age: float
+    ) -> bool:
+        """Whether ``principal_id`` holds a secrets-reading role on the vault (RBAC vaults)."""
+
+        async def load() -> bool:
+            return await self._arm.has_secrets_role(vault_resource_id, principal_id)
+
+        key = (vault_resource_id.lower(), principal_id.lower())
+        return bool(await self._roles.get(key, load, max_age=max_age))
 
     async def identity(self, resource_id: str) -> IdentityInfo | None:
         async def load() -> IdentityInfo | None:

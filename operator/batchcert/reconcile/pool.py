@@ -3,7 +3,11 @@
 Level-driven: every call reads the pool and decides from what it sees, so a crash at any step is
 recovered by the next call. Creation is guarded: the PUT carries ``If-None-Match: *`` and our
 owner uid in the pool's metadata, so a retry after "PUT sent, status not written" finds our pool
-and adopts it, and a foreign pool with the same name is never replaced.
+and adopts it, and a foreign pool with the same name is never replaced. Because the guard is in
+the PUT, a pool this object has never seen (no ``status.pool``, no sighting since start) is
+created without a GET first: the PUT's answer is the first sighting, and a 412 leads to the GET
+that judges what is there. This halves the ARM reads of a fleet's first convergence, which ARM's
+read bucket would otherwise bound (``benchmarks/README.md``, issue 15).
 
 Disruptive changes (those Azure refuses while nodes exist) follow ``disruptiveUpdatePolicy``:
 ``Report`` changes nothing and says so; ``ScaleToZero`` drives the pool to 0 nodes, applies the
@@ -72,11 +76,17 @@ class PoolReconciler:
         self._arm = arm
         self._facts = facts
 
-    async def reconcile(self, obj: ObjectView, spec: BatchCertPoolSpec) -> PoolResult:
-        """One step towards the spec; the result says what was done and what was seen."""
+    async def reconcile(
+        self, obj: ObjectView, spec: BatchCertPoolSpec, *, never_seen: bool = False
+    ) -> PoolResult:
+        """One step towards the spec; the result says what was done and what was seen.
+
+        ``never_seen``: no pool was ever sighted for this object, so creating is the likely step
+        and the guarded PUT goes first (a pool that is there after all answers 412).
+        """
         seen = PoolSighting()
         try:
-            result = await self._reconcile(obj, spec, seen)
+            result = await self._reconcile(obj, spec, seen, never_seen)
         except AzureCallError as exc:
             verdict = classify(exc)
             result = PoolResult(_not_ready(verdict.reason, verdict.message), failure=verdict)
@@ -84,7 +94,7 @@ class PoolReconciler:
         return result
 
     async def _reconcile(
-        self, obj: ObjectView, spec: BatchCertPoolSpec, seen: PoolSighting
+        self, obj: ObjectView, spec: BatchCertPoolSpec, seen: PoolSighting, never_seen: bool
     ) -> PoolResult:
         account, pool_name = spec.account, spec.resolved_pool_name(obj.name)
         client_id = await self._facts.client_id(spec)
@@ -98,7 +108,7 @@ class PoolReconciler:
             )
         owner = Owner(obj.namespace, obj.name, obj.uid)
         desired = build_pool_body(spec, identity_client_id=client_id, owner=owner)
-        pool = seen.saw(await self._arm.get_pool(account, pool_name))
+        pool = None if never_seen else seen.saw(await self._arm.get_pool(account, pool_name))
         if pool is None:
             created = await self._create(spec, pool_name, desired, seen)
             if isinstance(created, PoolResult):
