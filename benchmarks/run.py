@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import bisect
 import contextlib
 import http.client
 import json
@@ -258,6 +259,7 @@ class OperatorSamplers:
     figures under ``shards``. With one shard it reads exactly as that shard's sampler."""
 
     samplers: list[ProcessSampler]
+    watch: PoolWatch | None = None  # to count the API's events on the objects per phase
 
     @property
     def peak_rss(self) -> int:
@@ -282,9 +284,10 @@ class OperatorSamplers:
         return sum(cpu for cpu, _ in found), max(peak for _, peak in found)
 
     def phase(self, start: float, end: float) -> dict[str, Any]:
+        events = None if self.watch is None else self.watch.events_between(start, end)
         shards = [s.phase(start, end) for s in self.samplers]
         if len(shards) == 1:
-            return shards[0]
+            return dict(shards[0], watch_events=events)
 
         def total(key: str) -> float | None:
             values = [f[key] for f in shards]
@@ -300,6 +303,7 @@ class OperatorSamplers:
             "cpu_fraction": total("cpu_fraction"),
             "peak_rss_mb": largest("peak_rss_mb"),
             "end_rss_mb": largest("end_rss_mb"),
+            "watch_events": events,
             "shards": shards,
         }
 
@@ -313,6 +317,7 @@ def operator_process(
     tls_via_env: bool = False,
     py_spy: tuple[str, Path] | None = None,
     shards: int = 1,
+    watch: PoolWatch | None = None,
 ) -> Iterator[tuple[list[OperatorProcess], OperatorSamplers]]:
     """The operator as its own process, or ``shards`` processes (``batchcert run --shards N
     --shard i``, standalone: no peering, one process per shard), each tagging its Azure requests'
@@ -345,7 +350,7 @@ def operator_process(
                 )
                 ops.append(op)
                 samplers.append(ProcessSampler(op.process.pid).start())
-            yield ops, OperatorSamplers(samplers)
+            yield ops, OperatorSamplers(samplers, watch)
         finally:
             for sampler in samplers:
                 sampler.stop()
@@ -359,7 +364,7 @@ def operator_process(
                     op.kill()
         return
     with _one_operator(kube, sim_json, log_path, scale, tls_via_env, py_spy) as (op, sampler):
-        yield [op], OperatorSamplers([sampler])
+        yield [op], OperatorSamplers([sampler], watch)
 
 
 def _tls_via_env(env: dict[str, str], sim_json: Path) -> tuple[dict[str, str], Path]:
@@ -531,6 +536,7 @@ class PoolWatch:
         self._connection: http.client.HTTPSConnection | None = None
         self._thread: threading.Thread | None = None
         self.events = 0
+        self._event_times: list[float] = []  # monotonic instants, for events per phase
         self.restarts = 0
         self.cpu_seconds = 0.0  # this thread's CPU: decoding the watch
 
@@ -600,11 +606,19 @@ class PoolWatch:
         uid = str((obj.get("metadata") or {}).get("uid", ""))
         with self._changed:
             self.events += 1
+            self._event_times.append(time.monotonic())
             if event.get("type") == "DELETED":
                 self._objects.pop(uid, None)
             else:
                 self._objects[uid] = obj
             self._changed.notify_all()
+
+    def events_between(self, start: float, end: float) -> int:
+        """Watch events (every write to a BatchCertPool: status, metadata, finalizers) seen
+        between two monotonic instants."""
+        with self._changed:
+            times = self._event_times
+            return bisect.bisect_right(times, end) - bisect.bisect_left(times, start)
 
     def items(self, namespace: str | None = None) -> list[dict[str, Any]]:
         with self._changed:
@@ -1312,7 +1326,15 @@ def render_markdown(results: dict[str, Any]) -> str:
     parts.append("\n### The operator process, phase by phase\n\n")
     parts.append(
         benchmath.render_table(
-            ["phase", "seconds", "CPU s", "% of a core", "peak RSS MB", "RSS at end MB"],
+            [
+                "phase",
+                "seconds",
+                "CPU s",
+                "% of a core",
+                "peak RSS MB",
+                "RSS at end MB",
+                "object writes seen (watch events)",
+            ],
             [
                 [
                     name,
@@ -1321,6 +1343,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                     None if f["cpu_fraction"] is None else round(f["cpu_fraction"] * 100, 1),
                     f["peak_rss_mb"],
                     f["end_rss_mb"],
+                    f.get("watch_events"),
                 ]
                 for name, f in operator_phases(results)
             ],
@@ -1746,6 +1769,7 @@ def main() -> None:
                 args.tls_via_env,
                 py_spy=(args.py_spy, RESULTS / "profile-phase1.txt") if args.py_spy else None,
                 shards=args.shards,
+                watch=watch,
             ) as (ops, sampler):
                 time.sleep(3)
                 for n in sizes:
@@ -1777,6 +1801,7 @@ def main() -> None:
                 args.tls_via_env,
                 py_spy=(args.py_spy, RESULTS / "profile-phase2.txt") if args.py_spy else None,
                 shards=args.shards,
+                watch=watch,
             ) as (ops, sampler):
                 results["steady_state"] = steady_state(
                     control,
