@@ -9,6 +9,7 @@ Invariants: no imports beyond the standard library; every function is determinis
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -178,3 +179,122 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
             raise ValueError(f"row has {len(row)} cells, expected {len(headers)}")
         lines.append("| " + " | ".join(format_cell(c) for c in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --- shards: requests split by the operator's User-Agent tag ------------------------------------
+
+_SHARD_TAG = re.compile(r"\bshard/(\d+)-of-(\d+)\b")
+UNATTRIBUTED = -1  # requests without a shard tag (Entra tokens, a single unsharded operator)
+
+
+def shard_of_user_agent(user_agent: str | None) -> int:
+    """The shard index in ``batchcert-operator/<v> shard/<i>-of-<n> ...``, else ``UNATTRIBUTED``."""
+    found = _SHARD_TAG.search(user_agent or "")
+    return int(found.group(1)) if found else UNATTRIBUTED
+
+
+def counters_delta_by_shard(
+    before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]
+) -> dict[int, list[dict[str, Any]]]:
+    """The simulator's ``byUserAgent`` counter rows, differenced per shard (user agents of one
+    shard, e.g. its ARM, Key Vault and Batch SDKs, are summed)."""
+
+    def grouped(rows: Iterable[Mapping[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+        sums: dict[int, dict[tuple[str, str, int], int]] = {}
+        for row in rows:
+            shard = shard_of_user_agent(str(row.get("userAgent") or ""))
+            key = (str(row["service"]), str(row["operation"]), int(row["status"]))
+            bucket = sums.setdefault(shard, {})
+            bucket[key] = bucket.get(key, 0) + int(row["count"])
+        return {
+            shard: [
+                {"service": s, "operation": o, "status": st, "count": n}
+                for (s, o, st), n in sorted(rows_.items())
+            ]
+            for shard, rows_ in sums.items()
+        }
+
+    old, new = grouped(before), grouped(after)
+    out = {shard: counters_delta(old.get(shard, []), rows) for shard, rows in new.items()}
+    return {shard: rows for shard, rows in sorted(out.items()) if rows}
+
+
+def ownership(touched: Mapping[int, Iterable[str]], expected: Iterable[str]) -> dict[str, Any]:
+    """Which shard touched which pool (from the request log): are the shares disjoint, and do
+    they cover every pool expected?"""
+    shares = {shard: set(names) for shard, names in touched.items() if shard != UNATTRIBUTED}
+    seen: dict[str, list[int]] = {}
+    for shard, names in shares.items():
+        for name in names:
+            seen.setdefault(name, []).append(shard)
+    wanted = set(expected)
+    overlap = sorted(name for name, shards in seen.items() if len(shards) > 1)
+    missing = sorted(wanted - set(seen))
+    return {
+        "owned": {str(shard): len(names) for shard, names in sorted(shares.items())},
+        "disjoint": not overlap,
+        "covers_all": not missing,
+        "overlap": overlap[:20],
+        "missing": missing[:20],
+    }
+
+
+# --- node-status passes -------------------------------------------------------------------------
+
+NODE_LIST_OPERATIONS = frozenset({"ComputeNode_List"})
+
+
+def _is_first_page(record: Mapping[str, Any]) -> bool:
+    query = record.get("query") or {}
+    return "$skiptoken" not in query
+
+
+def group_node_passes(records: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Batch data-plane requests for one pool, in log order, split into passes: a pass starts
+    with a node list's first page (continuation pages, ``$skiptoken``, belong to it); every
+    per-node request (extension list or get, node get) after it belongs to it."""
+    passes: list[list[Mapping[str, Any]]] = []
+    for record in records:
+        starts = record["operation"] in NODE_LIST_OPERATIONS and _is_first_page(record)
+        if starts or not passes:
+            passes.append([])
+        passes[-1].append(record)
+    return passes
+
+
+def latency_floor_seconds(requests: int, concurrency: int, latency: float) -> float:
+    """The node pass's floor: ``requests`` answered ``concurrency`` at a time, each taking
+    ``latency`` (list pages are counted like the rest: the issue's definition)."""
+    if requests <= 0:
+        return 0.0
+    return math.ceil(requests / max(1, concurrency)) * latency
+
+
+def summarise_node_pass(
+    records: Sequence[Mapping[str, Any]],
+    seconds: float | None,
+    concurrency: int,
+    latency: float,
+) -> dict[str, Any]:
+    """One pass: list requests and per-node requests counted apart (a pass may read only some
+    nodes' extensions), the nodes whose extensions were read, the floor and the ratio to it."""
+    lists = sum(1 for r in records if r["operation"] in NODE_LIST_OPERATIONS)
+    per_node = [r for r in records if r["operation"] not in NODE_LIST_OPERATIONS]
+    nodes = {m.group(1) for r in per_node if (m := _NODE_IN_PATH.search(str(r.get("path", ""))))}
+    floor = latency_floor_seconds(len(records), concurrency, latency)
+    return {
+        "starts_with_list": bool(records) and records[0]["operation"] in NODE_LIST_OPERATIONS,
+        "requests": len(records),
+        "list_requests": lists,
+        "per_node_requests": len(per_node),
+        "nodes_read": len(nodes),
+        "seconds": seconds,
+        "latency_floor_seconds": round(floor, 2),
+        "ratio_to_floor": None if seconds is None or floor <= 0 else round(seconds / floor, 2),
+        "by_operation": by_operation(
+            {"service": "batch", "operation": r["operation"], "count": 1} for r in records
+        ),
+    }
+
+
+_NODE_IN_PATH = re.compile(r"/nodes/([^/?]+)")

@@ -236,7 +236,7 @@ class SimControl:
 
     def requests(self, **filters: Any) -> list[dict[str, Any]]:
         """Filters: service, operation, method, pathRegex, status, principal, secretRead,
-        sinceSeq, limit."""
+        userAgentRegex, sinceSeq, limit."""
         query = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in filters.items()}
         return list(self.request("GET", "/requests", query=query)["requests"])
 

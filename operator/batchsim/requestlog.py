@@ -11,6 +11,9 @@ Invariants:
 * the log is bounded (oldest entries are dropped beyond ``max_entries``); counters are kept
   separately and are not affected by that bound, so long benchmarks still count correctly.
 * bodies are stored as given (already parsed JSON or text), truncated when huge.
+* each entry carries the caller's ``User-Agent`` (set per request by the server's middleware in
+  :data:`CALLER_USER_AGENT`, so no service has to pass it); counters are also kept per user
+  agent, so a benchmark can split what several operator processes (shards) asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 import threading
 from collections import Counter, deque
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +30,10 @@ from typing import Any
 from batchsim.clock import SimClock
 
 _MAX_BODY_CHARS = 64_000
+
+# The User-Agent of the request being answered: set by the server's middleware for the request's
+# task, read by ``RequestLog.record`` (every service records inside that task).
+CALLER_USER_AGENT: ContextVar[str | None] = ContextVar("CALLER_USER_AGENT", default=None)
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class RequestRecord:
     principal: str | None  # the caller's object id when authenticated
     body: Any = None
     secret_read: bool = False
+    user_agent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +67,7 @@ class RequestFilter:
     status: int | None = None
     principal: str | None = None
     secret_read: bool | None = None
+    user_agent_regex: str | None = None
     since_seq: int | None = None  # strictly after this seq
     limit: int | None = None
 
@@ -76,6 +86,10 @@ class RequestFilter:
             return False
         if self.secret_read is not None and record.secret_read != self.secret_read:
             return False
+        if self.user_agent_regex is not None and not re.search(
+            self.user_agent_regex, record.user_agent or ""
+        ):
+            return False
         return not (self.since_seq is not None and record.seq <= self.since_seq)
 
 
@@ -87,6 +101,7 @@ class RequestLog:
     max_entries: int = 50_000
     _entries: deque[RequestRecord] = field(init=False)
     _counters: Counter[tuple[str, str, int]] = field(init=False, default_factory=Counter)
+    _agent_counters: Counter[tuple[str, str, str, int]] = field(init=False, default_factory=Counter)
     _secret_reads: int = field(init=False, default=0)
     _seq: int = field(init=False, default=0)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
@@ -106,7 +121,9 @@ class RequestLog:
         principal: str | None,
         body: Any = None,
         secret_read: bool = False,
+        user_agent: str | None = None,
     ) -> RequestRecord:
+        agent = user_agent if user_agent is not None else CALLER_USER_AGENT.get()
         if isinstance(body, (bytes, bytearray)):
             body = bytes(body).decode("utf-8", "replace")
         if isinstance(body, str) and len(body) > _MAX_BODY_CHARS:
@@ -127,9 +144,11 @@ class RequestLog:
                 principal=principal,
                 body=body,
                 secret_read=secret_read,
+                user_agent=agent,
             )
             self._entries.append(record)
             self._counters[(service, operation, int(status))] += 1
+            self._agent_counters[(agent or "", service, operation, int(status))] += 1
             if secret_read:
                 self._secret_reads += 1
         return record
@@ -153,6 +172,16 @@ class RequestLog:
             items = sorted(self._counters.items())
         return [{"service": s, "operation": o, "status": st, "count": n} for (s, o, st), n in items]
 
+    def counters_by_user_agent(self) -> list[dict[str, Any]]:
+        """``[{"userAgent", "service", "operation", "status", "count"}]`` ("" when none was
+        sent), sorted; like ``counters``, not affected by the log's bound."""
+        with self._lock:
+            items = sorted(self._agent_counters.items())
+        return [
+            {"userAgent": a, "service": s, "operation": o, "status": st, "count": n}
+            for (a, s, o, st), n in items
+        ]
+
     def count(
         self, service: str | None = None, operation: str | None = None, status: int | None = None
     ) -> int:
@@ -175,6 +204,7 @@ class RequestLog:
         with self._lock:
             self._entries.clear()
             self._counters.clear()
+            self._agent_counters.clear()
             self._secret_reads = 0
 
 

@@ -51,6 +51,7 @@ from batchsim.core import (
 )
 from batchsim.entra.service import build_entra_app
 from batchsim.hostaliases import install_host_aliases
+from batchsim.requestlog import CALLER_USER_AGENT
 from batchsim.tls import SimTls
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,7 @@ def build_app(
         service = service_of(request.host, request.path)
         if service is None or service == "control":
             return await handler(request)
+        CALLER_USER_AGENT.set(request.headers.get("User-Agent"))
         sim.tick()
         rule = sim.faults.match(service, request.method, request.path)
         if rule is not None:

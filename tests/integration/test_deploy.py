@@ -1,7 +1,9 @@
 """``deploy/`` against the real API server, and the operator under the deploy ServiceAccount.
 
-Covers: the kustomize base and the namespaced overlay pass server-side dry run (schema, RBAC
-objects, the CRD) and the base applies for real; the Deployment's hardening is what the docs
+Covers: the kustomize base and the namespaced, ha and sharded overlays pass server-side dry run
+(schema, RBAC objects, the CRD) and the base applies for real; the sharded overlay renders two
+shard Deployments (disjoint selectors, ``--shards=2 --shard=<i>``, each its own kopf peering with
+replicas, a User-Agent shard tag, otherwise the base's pod) and no unsharded one; the Deployment's hardening is what the docs
 promise, and its Pod passes the namespace's enforced "restricted" Pod Security Standard; the
 ServiceAccount can do what the operator needs and nothing else (``kubectl auth can-i`` as that
 identity); the namespaced overlay's RBAC alone carries one namespace's object to Ready and
@@ -105,6 +107,16 @@ def test_manifests_pass_server_side_dry_run(kube_cluster: KubeCluster) -> None:
     assert ha.returncode == 0, ha.stderr
     assert "clusterkopfpeering.kopf.dev/batchcert-operator" in ha.stdout
     assert "clusterrole.rbac.authorization.k8s.io/batchcert-operator-peering" in ha.stdout
+    sharded = kube_cluster.kubectl(
+        "apply", "-k", str(DEPLOY_DIR / "overlays" / "sharded"), "--dry-run=server"
+    )
+    assert sharded.returncode == 0, sharded.stderr
+    for expected in (
+        "deployment.apps/batchcert-operator-shard-0",
+        "deployment.apps/batchcert-operator-shard-1",
+        "clusterkopfpeering.kopf.dev/batchcert-operator-shard-1",
+    ):
+        assert expected in sharded.stdout, sharded.stdout
 
 
 def test_deployment_is_hardened_and_wired() -> None:
@@ -136,6 +148,57 @@ def test_deployment_is_hardened_and_wired() -> None:
     (cluster_role,) = [d for d in overlay if d["kind"] == "ClusterRole"]
     verbs = {v for rule in cluster_role["rules"] for v in rule["verbs"]}
     assert verbs <= {"get", "list", "watch"}, "the namespaced install writes nothing cluster-wide"
+
+
+def test_sharded_overlay_runs_two_shards_each_with_its_own_peering() -> None:
+    """Two Deployments, one per shard, each the base's pod with the shard flags added: their
+    selectors are disjoint, each shard's replicas share one peering (the operator derives
+    ``batchcert-operator`` / ``batchcert-operator-shard-1`` from ``--peering`` and the index),
+    both peerings exist and the replicas may patch them; the base's Deployment is gone."""
+    from batchcert.reconcile.sharding import ShardAssignment, peering_name
+
+    (base,) = [d for d in _kustomize(DEPLOY_DIR / "base") if d["kind"] == "Deployment"]
+    docs = _kustomize(DEPLOY_DIR / "overlays" / "sharded")
+    deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
+    assert sorted(deployments) == ["batchcert-operator-shard-0", "batchcert-operator-shard-1"]
+    selectors = []
+    peerings = set()
+    for index in (0, 1):
+        shard = deployments[f"batchcert-operator-shard-{index}"]
+        assert shard["spec"]["replicas"] >= 2, "active/standby replicas per shard"
+        selector = shard["spec"]["selector"]["matchLabels"]
+        assert selector["batchcert.dev/shard"] == str(index)
+        labels = shard["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+        selectors.append(selector)
+        (container,) = shard["spec"]["template"]["spec"]["containers"]
+        (base_container,) = base["spec"]["template"]["spec"]["containers"]
+        added = container["args"][len(base_container["args"]) :]
+        assert container["args"][: len(base_container["args"])] == base_container["args"]
+        assert sorted(added) == sorted(
+            ["--peering=batchcert-operator", "--shards=2", f"--shard={index}"]
+        )
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["BATCHCERT_USER_AGENT_SUFFIX"] == f"shard/{index}-of-2"
+        # Otherwise the base's pod: same image, hardening, probes, resources.
+        assert {k: v for k, v in container.items() if k not in ("args", "env")} == {
+            k: v for k, v in base_container.items() if k not in ("args", "env")
+        }
+        peerings.add(peering_name("batchcert-operator", ShardAssignment(index, 2)))
+    assert selectors[0]["batchcert.dev/shard"] != selectors[1]["batchcert.dev/shard"]
+    declared = {d["metadata"]["name"] for d in docs if d["kind"] == "ClusterKopfPeering"}
+    assert peerings <= declared
+    (role,) = [
+        d
+        for d in docs
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "batchcert-operator-peering"
+    ]
+    allowed = {n for rule in role["rules"] for n in rule.get("resourceNames", [])}
+    assert peerings <= allowed
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    for shard in deployments.values():
+        labels = shard["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items(), "metrics of every shard"
 
 
 def test_namespaced_overlay_rbac_is_enough_for_one_namespace(

@@ -3,7 +3,7 @@
 Covers: SimClock (scale, advance, continuity at scale changes, frozen time); token minting and
 verification (audience normalisation incl. the Batch double slash, tampering, expiry); ARM
 token buckets (burst, refill, Retry-After) and the Key Vault sliding window on injected time;
-fault matching, counts and windows; the request log's filters, bound and counters; pool body
+fault matching, counts and windows; the request log's filters, bound and counters (per user agent too); pool body
 rules (defaults, update refusals by api-version, autoscale targets, ETag monotonicity, ARM
 time format); Key Vault extension settings parsing (1.0/2.0 strings, 3.0 objects, defaults,
 invalid settings).
@@ -28,7 +28,7 @@ from batchsim.batch.kvextension import is_kv_extension, parse_kv_extension
 from batchsim.clock import SimClock
 from batchsim.entra.tokens import TokenAuthority, TokenError, audience_from_scope
 from batchsim.faults import FaultInjector
-from batchsim.requestlog import RequestFilter, RequestLog
+from batchsim.requestlog import CALLER_USER_AGENT, RequestFilter, RequestLog
 from batchsim.throttle import ArmThrottle, BucketSpec, KeyVaultThrottle
 
 pytestmark = pytest.mark.unit  # pure, also run by `make unit` (sim comes from the folder)
@@ -151,6 +151,30 @@ def test_request_log_filters_bounds_and_counts() -> None:
     assert log.secret_reads == 1
     assert [r.operation for r in log.query(RequestFilter(secret_read=True))] == ["GetSecret"]
     assert log.query(RequestFilter(since_seq=log.last_seq)) == []
+
+
+def test_request_log_records_and_counts_the_callers_user_agent() -> None:
+    log = RequestLog()
+    token = CALLER_USER_AGENT.set("batchcert-operator/0.1.0 shard/1-of-2 azsdk-python-x")
+    try:
+        log.record("arm", "Pool_Get", "GET", "/p", {}, None, 200, "me")
+    finally:
+        CALLER_USER_AGENT.reset(token)
+    log.record("arm", "Pool_Get", "GET", "/p", {}, None, 200, "me")  # no agent sent
+    log.record("arm", "Pool_Get", "GET", "/p", {}, None, 200, "me", user_agent="other")
+    assert [r.user_agent for r in log.query()] == [
+        "batchcert-operator/0.1.0 shard/1-of-2 azsdk-python-x",
+        None,
+        "other",
+    ]
+    assert len(log.query(RequestFilter(user_agent_regex=r"shard/1-of-2"))) == 1
+    by_agent = {row["userAgent"]: row["count"] for row in log.counters_by_user_agent()}
+    assert by_agent == {
+        "batchcert-operator/0.1.0 shard/1-of-2 azsdk-python-x": 1,
+        "": 1,
+        "other": 1,
+    }
+    assert log.count("arm", "Pool_Get") == 3  # the per-operation counters are unchanged
 
 
 def _pool(**props: Any) -> dict[str, Any]:

@@ -64,17 +64,20 @@ def start_operator(
     namespaces: tuple[str, ...] = (),
     extra_env: Mapping[str, str] | None = None,
     wrap: Sequence[str] = (),
+    args: Sequence[str] = (),
 ) -> OperatorProcess:
-    """``wrap`` prefixes the command (a profiler that runs the operator as its child)."""
+    """``wrap`` prefixes the command (a profiler that runs the operator as its child); ``args``
+    are appended to ``batchcert run``'s (e.g. ``--shards 2 --shard 1``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BATCHCERT_"))}
     env.update(FAST_INTERVALS)
     env.update(operator_env(sim_json))
     env.update(extra_env or {})
-    args = [*wrap, sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(kubeconfig)]
+    command = [*wrap, sys.executable, "-m", "batchcert", "run", "--kubeconfig", str(kubeconfig)]
     for namespace in namespaces:
-        args += ["--namespace", namespace]
+        command += ["--namespace", namespace]
+    command += list(args)
     # Dies with the test process even if pytest itself is killed: no orphaned operator.
-    process, _ = start_detached("operator", args, log_path, die_with_parent=True, env=env)
+    process, _ = start_detached("operator", command, log_path, die_with_parent=True, env=env)
     return OperatorProcess(process, log_path)
 
 

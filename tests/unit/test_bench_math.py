@@ -2,7 +2,9 @@
 
 Covers: the token-bucket floor per subscription (burst absorbed, subscriptions in parallel);
 scaling a count measured at shortened intervals back to an hour; folding the simulator's counters
-into request classes and differencing two snapshots; the Markdown table's rendering.
+into request classes and differencing two snapshots; splitting them by the shards' User-Agent tag
+and checking that shards' pools are disjoint and cover all; node-status passes (pagination, list
+and per-node requests apart, the latency floor); the Markdown table's rendering.
 """
 
 from __future__ import annotations
@@ -125,3 +127,71 @@ def test_render_table_escapes_pipes_and_refuses_ragged_rows() -> None:
     assert "a\\|b" in bm.render_table(["x"], [["a|b"]])
     with pytest.raises(ValueError, match="cells"):
         bm.render_table(["x", "y"], [[1]])
+
+
+def test_shard_tag_is_read_from_the_user_agent() -> None:
+    agent = "batchcert-operator/0.1.0 shard/1-of-2 azsdk-python-mgmt-batch/18.0.0 Python/3.11.7"
+    assert bm.shard_of_user_agent(agent) == 1
+    assert bm.shard_of_user_agent("azsdk-python-identity/1.19.0") == bm.UNATTRIBUTED
+    assert bm.shard_of_user_agent(None) == bm.UNATTRIBUTED
+
+
+def test_counters_delta_by_shard_sums_a_shards_sdks_and_differences_snapshots() -> None:
+    def row(agent: str, op: str, n: int) -> dict[str, object]:
+        return {"userAgent": agent, "service": "arm", "operation": op, "status": 200, "count": n}
+
+    mgmt0 = "batchcert-operator/0.1.0 shard/0-of-2 azsdk-python-mgmt-batch/18"
+    kv0 = "batchcert-operator/0.1.0 shard/0-of-2 azsdk-python-keyvault-certificates/4"
+    mgmt1 = "batchcert-operator/0.1.0 shard/1-of-2 azsdk-python-mgmt-batch/18"
+    before = [row(mgmt0, "Pool_Get", 5), row(mgmt1, "Pool_Get", 7)]
+    after = [
+        row(mgmt0, "Pool_Get", 8),
+        row(kv0, "Pool_Get", 1),
+        row(mgmt1, "Pool_Get", 7),
+        row("", "Token", 2),
+    ]
+    delta = bm.counters_delta_by_shard(before, after)
+    assert delta == {
+        bm.UNATTRIBUTED: [{"service": "arm", "operation": "Token", "status": 200, "count": 2}],
+        0: [{"service": "arm", "operation": "Pool_Get", "status": 200, "count": 4}],
+    }
+
+
+def test_ownership_finds_overlap_and_missing_pools() -> None:
+    fine = bm.ownership({0: ["a", "b"], 1: ["c"]}, ["a", "b", "c"])
+    assert fine["disjoint"] and fine["covers_all"] and fine["owned"] == {"0": 2, "1": 1}
+    bad = bm.ownership({0: ["a", "b"], 1: ["b"], bm.UNATTRIBUTED: ["c"]}, ["a", "b", "c"])
+    assert bad["overlap"] == ["b"] and bad["missing"] == ["c"]
+    assert not bad["disjoint"] and not bad["covers_all"]
+
+
+def _batch(op: str, path: str, query: dict[str, str] | None = None) -> dict[str, object]:
+    return {"operation": op, "path": path, "query": query or {}}
+
+
+def test_node_passes_start_at_a_lists_first_page_and_count_lists_apart() -> None:
+    records = [
+        _batch("ComputeNodeExtension_List", "/pools/p/nodes/n9/extensions"),  # before Ready
+        _batch("ComputeNode_List", "/pools/p/nodes"),
+        _batch("ComputeNode_List", "/pools/p/nodes", {"$skiptoken": "MTAwMA"}),  # page 2
+        _batch("ComputeNodeExtension_List", "/pools/p/nodes/n1/extensions"),
+        _batch("ComputeNodeExtension_List", "/pools/p/nodes/n2/extensions"),
+        _batch("ComputeNode_List", "/pools/p/nodes"),  # a pass reading no extension
+    ]
+    passes = bm.group_node_passes(records)
+    assert [len(p) for p in passes] == [1, 4, 1]
+    first = bm.summarise_node_pass(passes[0], None, 8, 0.1)
+    assert not first["starts_with_list"]
+    second = bm.summarise_node_pass(passes[1], 0.3, 8, 0.1)
+    assert second["starts_with_list"]
+    assert (second["list_requests"], second["per_node_requests"], second["nodes_read"]) == (2, 2, 2)
+    assert second["latency_floor_seconds"] == pytest.approx(0.1)
+    assert second["ratio_to_floor"] == pytest.approx(3.0)
+    third = bm.summarise_node_pass(passes[2], 0.1, 8, 0.1)
+    assert (third["list_requests"], third["per_node_requests"]) == (1, 0)
+
+
+def test_latency_floor_of_the_issue_15_pass() -> None:
+    # 1001 requests at concurrency 8 with 0.1 s each: about 12.5 s (issue 15).
+    assert bm.latency_floor_seconds(1001, 8, 0.1) == pytest.approx(12.6)
+    assert bm.latency_floor_seconds(0, 8, 0.1) == 0.0

@@ -32,6 +32,7 @@ def routes(sim: Simulation) -> list[Route]:
                 status=int(q["status"]) if "status" in q else None,
                 principal=q.get("principal"),
                 secret_read={"true": True, "false": False}.get(q.get("secretRead", "").lower()),
+                user_agent_regex=q.get("userAgentRegex"),
                 since_seq=int(q["sinceSeq"]) if "sinceSeq" in q else None,
                 limit=int(q["limit"]) if "limit" in q else None,
             )
@@ -46,7 +47,13 @@ def routes(sim: Simulation) -> list[Route]:
         return ok()
 
     async def get_counters(_: web.Request) -> web.Response:
-        return ok({"counters": sim.log.counters(), "secretReads": sim.log.secret_reads})
+        return ok(
+            {
+                "counters": sim.log.counters(),
+                "byUserAgent": sim.log.counters_by_user_agent(),
+                "secretReads": sim.log.secret_reads,
+            }
+        )
 
     async def post_fault(request: web.Request) -> web.Response:
         try:
