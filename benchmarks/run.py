@@ -252,6 +252,79 @@ class ProcessSampler:
 
 
 @dataclass
+class MachineSampler:
+    """The rest of the machine, once a second: every CPU's busy seconds (psutil's system-wide
+    times) and the CPU seconds of the processes the operator waits on — kube-apiserver, etcd and
+    the simulator — so each phase can say whether the operator or the machine was the limit."""
+
+    sim_pid: int
+    samples: list[tuple[float, float, dict[str, float]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _processes: dict[str, psutil.Process] = field(default_factory=dict)
+
+    @staticmethod
+    def _busy() -> float:
+        times = psutil.cpu_times()
+        return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+    def _find(self) -> None:
+        if "simulator" not in self._processes:
+            with contextlib.suppress(psutil.Error):
+                self._processes["simulator"] = psutil.Process(self.sim_pid)
+        for proc in psutil.process_iter(["name"]):
+            name = proc.info.get("name") or ""
+            for wanted in ("kube-apiserver", "etcd"):
+                if name == wanted and wanted not in self._processes:
+                    self._processes[wanted] = proc
+
+    def sample(self) -> None:
+        if len(self._processes) < 3:
+            self._find()
+        cpu: dict[str, float] = {}
+        for label, proc in list(self._processes.items()):
+            try:
+                times = proc.cpu_times()
+                cpu[label] = float(times.user + times.system)
+            except psutil.Error:
+                del self._processes[label]  # restarted: found again on the next sample
+        self.samples.append((time.monotonic(), self._busy(), cpu))
+
+    def start(self) -> MachineSampler:
+        def loop() -> None:
+            while not self._stop.wait(1.0):
+                self.sample()
+
+        self.sample()
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def phase(self, start: float, end: float) -> dict[str, Any] | None:
+        self.sample()
+        inside = [s for s in self.samples if start - 1.1 <= s[0] <= end + 1.1]
+        if len(inside) < 2:
+            return None
+        first, last = inside[0], inside[-1]
+        seconds = max(last[0] - first[0], 1e-9)
+        used = {
+            label: round(last[2][label] - first[2][label], 2)
+            for label in last[2]
+            if label in first[2]
+        }
+        return {
+            "busy_cores": round((last[1] - first[1]) / seconds, 2),
+            "cores": psutil.cpu_count(),
+            "cpu_seconds": used,
+        }
+
+
+@dataclass
 class OperatorSamplers:
     """One ``ProcessSampler`` per operator process (one per shard), read as one operator: CPU
     seconds and shares of a core are **summed** over the shards, RSS is the **largest** shard's
@@ -260,6 +333,7 @@ class OperatorSamplers:
 
     samplers: list[ProcessSampler]
     watch: PoolWatch | None = None  # to count the API's events on the objects per phase
+    machine: MachineSampler | None = None  # the API server, etcd, the simulator, all CPUs
 
     @property
     def peak_rss(self) -> int:
@@ -285,9 +359,10 @@ class OperatorSamplers:
 
     def phase(self, start: float, end: float) -> dict[str, Any]:
         events = None if self.watch is None else self.watch.events_between(start, end)
+        machine = None if self.machine is None else self.machine.phase(start, end)
         shards = [s.phase(start, end) for s in self.samplers]
         if len(shards) == 1:
-            return dict(shards[0], watch_events=events)
+            return dict(shards[0], watch_events=events, machine=machine)
 
         def total(key: str) -> float | None:
             values = [f[key] for f in shards]
@@ -304,6 +379,7 @@ class OperatorSamplers:
             "peak_rss_mb": largest("peak_rss_mb"),
             "end_rss_mb": largest("end_rss_mb"),
             "watch_events": events,
+            "machine": machine,
             "shards": shards,
         }
 
@@ -318,6 +394,7 @@ def operator_process(
     py_spy: tuple[str, Path] | None = None,
     shards: int = 1,
     watch: PoolWatch | None = None,
+    machine: MachineSampler | None = None,
 ) -> Iterator[tuple[list[OperatorProcess], OperatorSamplers]]:
     """The operator as its own process, or ``shards`` processes (``batchcert run --shards N
     --shard i``, standalone: no peering, one process per shard), each tagging its Azure requests'
@@ -350,7 +427,7 @@ def operator_process(
                 )
                 ops.append(op)
                 samplers.append(ProcessSampler(op.process.pid).start())
-            yield ops, OperatorSamplers(samplers, watch)
+            yield ops, OperatorSamplers(samplers, watch, machine)
         finally:
             for sampler in samplers:
                 sampler.stop()
@@ -364,7 +441,7 @@ def operator_process(
                     op.kill()
         return
     with _one_operator(kube, sim_json, log_path, scale, tls_via_env, py_spy) as (op, sampler):
-        yield [op], OperatorSamplers([sampler], watch)
+        yield [op], OperatorSamplers([sampler], watch, machine)
 
 
 def _tls_via_env(env: dict[str, str], sim_json: Path) -> tuple[dict[str, str], Path]:
@@ -1334,6 +1411,9 @@ def render_markdown(results: dict[str, Any]) -> str:
                 "peak RSS MB",
                 "RSS at end MB",
                 "object writes seen (watch events)",
+                "machine busy (cores)",
+                "kube-apiserver + etcd CPU s",
+                "simulator CPU s",
             ],
             [
                 [
@@ -1344,6 +1424,7 @@ def render_markdown(results: dict[str, Any]) -> str:
                     f["peak_rss_mb"],
                     f["end_rss_mb"],
                     f.get("watch_events"),
+                    *_machine_cells(f.get("machine")),
                 ]
                 for name, f in operator_phases(results)
             ],
@@ -1485,6 +1566,19 @@ def render_shards(results: dict[str, Any]) -> str:
         )
     )
     return "".join(parts)
+
+
+def _machine_cells(machine: dict[str, Any] | None) -> list[Any]:
+    """Busy cores of all, the control plane's and the simulator's CPU seconds in one phase."""
+    if not machine:
+        return [None, None, None]
+    used = machine.get("cpu_seconds") or {}
+    control = [used[k] for k in ("kube-apiserver", "etcd") if k in used]
+    return [
+        f"{machine['busy_cores']} of {machine['cores']}",
+        round(sum(control), 1) if control else None,
+        used.get("simulator"),
+    ]
 
 
 def operator_phases(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -1761,6 +1855,7 @@ def main() -> None:
         log("starting the control plane")
         with running_kube_cluster(STATE / "cluster") as kube:
             watch = PoolWatch(kube).start()
+            machine = MachineSampler(sim.pid).start()
             with operator_process(
                 kube,
                 sim_json,
@@ -1770,6 +1865,7 @@ def main() -> None:
                 py_spy=(args.py_spy, RESULTS / "profile-phase1.txt") if args.py_spy else None,
                 shards=args.shards,
                 watch=watch,
+                machine=machine,
             ) as (ops, sampler):
                 time.sleep(3)
                 for n in sizes:
@@ -1791,6 +1887,7 @@ def main() -> None:
                     results["operator_series_phase1_shards"] = sampler.shard_series()
             if args.convergence_only:
                 watch.stop()
+                machine.stop()
                 raise StopAfterPhase1Error
             log(f"restarting the operator with intervals ÷ {args.scale:g}")
             with operator_process(
@@ -1802,6 +1899,7 @@ def main() -> None:
                 py_spy=(args.py_spy, RESULTS / "profile-phase2.txt") if args.py_spy else None,
                 shards=args.shards,
                 watch=watch,
+                machine=machine,
             ) as (ops, sampler):
                 results["steady_state"] = steady_state(
                     control,
@@ -1832,6 +1930,7 @@ def main() -> None:
                     if not op.is_running():
                         results.setdefault("operator_died", []).append(op.log()[-4000:])
             watch.stop()
+            machine.stop()
             results["watch"] = {
                 "events": watch.events,
                 "restarts": watch.restarts,

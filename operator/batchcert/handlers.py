@@ -44,9 +44,11 @@ from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import Event
 from batchcert.reconcile.scheduler import Scheduler
-from batchcert.reconcile.sharding import ShardAssignment
+from batchcert.reconcile.sharding import ShardAssignment, shard_of
 
 _EVENT_MESSAGE_LIMIT = 1000
+# How long a shard waits on another shard's deletion before saying it still waits (an Event).
+_ELSEWHERE_WAIT_SECONDS = 300.0
 T = TypeVar("T")
 
 
@@ -249,6 +251,9 @@ def register_handlers(
     def is_owned(body: kopf.Body, **_: Any) -> bool:
         return shard.owns(str(body.get("metadata", {}).get("uid", "")))
 
+    def is_not_owned(body: kopf.Body, **_: Any) -> bool:
+        return not is_owned(body)
+
     # One of N shards acts only on its share (by a hash of the uid; reconcile/sharding.py);
     # a whole operator filters nothing.
     owned = None if shard.is_whole else is_owned
@@ -340,3 +345,21 @@ def register_handlers(
             metrics.forget(to_view(body))
         else:
             raise kopf.TemporaryError("the pool is being deleted in Azure", delay=outcome.retry_in)
+
+    if not shard.is_whole:
+        # kopf keeps its finalizer on an object only while some handler *matching that object*
+        # needs it, so a shard whose handlers all filter an object out would remove the shared
+        # finalizer and its owner would add it back, many times a second (and a deletion in the
+        # gap would skip deletionPolicy). Every shard therefore requires the finalizer on every
+        # object; on another shard's object this handler only waits, and never succeeds: a
+        # success would let this shard's kopf drop the finalizer before the owner acted.
+        @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, when=is_not_owned)
+        async def on_delete_elsewhere(body: kopf.Body, **_: Any) -> None:
+            uid = str(body.get("metadata", {}).get("uid", ""))
+            await asyncio.sleep(_ELSEWHERE_WAIT_SECONDS)  # the owner normally finishes first
+            raise kopf.TemporaryError(
+                f"shard {shard_of(uid, shard.count)} of {shard.count} deletes this object and "
+                f"then removes the finalizer; shard {shard.index} only keeps it in place (is the "
+                "owning shard running?)",
+                delay=_ELSEWHERE_WAIT_SECONDS,
+            )
