@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from batchcert.assess.nodeselect import NodeSighting
 from batchcert.config import Config
 from batchcert.errors import AzureCallError
 from batchcert.models.azure import (
@@ -26,7 +28,6 @@ from batchcert.models.azure import (
     IdentityInfo,
     LifetimeAction,
     NodeExtensionReport,
-    NodesReading,
     PoolState,
 )
 from batchcert.models.names import UID_METADATA
@@ -126,13 +127,35 @@ class FakeArm:
 
 
 class FakeNodes:
+    """Batch's node list and per-node extension reads; ``calls`` counts node passes (lists)."""
+
     def __init__(self) -> None:
         self.calls = 0
+        self.extension_reads: list[str] = []
+        self.states = {"n1": "idle"}
+        self.failing: set[str] = set()
 
-    async def read_nodes(self, endpoint: str, pool: str, ext: str, now: datetime) -> NodesReading:
+    async def list_nodes(self, endpoint: str, pool: str) -> tuple[NodeSighting, ...]:
         self.calls += 1
-        ok = ExtensionStatus(code="ProvisioningState/succeeded", level="Info", message="ok")
-        return NodesReading(now, (NodeExtensionReport("n1", "idle", True, "Succeeded", (ok,)),))
+        return tuple(NodeSighting(k, v) for k, v in self.states.items())
+
+    async def read_extensions(
+        self, endpoint: str, pool: str, nodes: Sequence[NodeSighting], ext: str
+    ) -> list[NodeExtensionReport]:
+        reports = []
+        for node in nodes:
+            self.extension_reads.append(node.node_id)
+            if node.node_id in self.failing:
+                bad = ExtensionStatus(code="ProvisioningState/failed", level="Error", message="x")
+                reports.append(
+                    NodeExtensionReport(node.node_id, node.state, True, "Failed", (bad,))
+                )
+            else:
+                ok = ExtensionStatus(code="ProvisioningState/succeeded", level="Info", message="ok")
+                reports.append(
+                    NodeExtensionReport(node.node_id, node.state, True, "Succeeded", (ok,))
+                )
+        return reports
 
 
 class FakeKeyVault:
