@@ -572,13 +572,15 @@ class Reconciler:
         )
         condition = await self._diagnose(spec, memory, condition, mono, now)
         if memory.nodes_schedule.is_due(mono):
-            if condition.status is True:
+            unhealthy = sum(1 for v in verdicts if v.state != "ready")
+            if unhealthy == 0 and condition.reason != "NodesAllocating":
+                # Healthy nodes (whatever else NodesReady waits for: a rotation's window, a
+                # control-plane diagnosis) change nothing a closer look would show.
                 interval = self._config.node_interval_seconds
             else:
                 # Unhealthy nodes cost one extension read each, every pass: while they come up,
                 # look every busy interval per 50 of them, up to the healthy interval, so 1,000
                 # nodes coming up do not cost 1,000 calls every 15 s.
-                unhealthy = sum(1 for v in verdicts if v.state != "ready")
                 per_size = self._config.busy_interval_seconds * max(1.0, unhealthy / 50)
                 interval = min(self._config.node_interval_seconds, per_size)
             memory.nodes_schedule = Backoff().after_success(mono, interval)
