@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeSighting:
     """One node as the node list shows it."""
 
@@ -41,7 +41,7 @@ class NodeSighting:
     state: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeMemo:
     """What we last learnt from one node's extension."""
 
