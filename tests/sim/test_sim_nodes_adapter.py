@@ -3,7 +3,8 @@
 Covers: the node list is one ``ComputeNode_List`` request with ``$select=id,state`` and
 ``maxresults=1000``; our extension is read by name with ``ComputeNodeExtension_Get``, one request
 per node asked for and none for the others; a node without our extension reads as "not
-installed", not as an error; 429 answers with Retry-After from the Batch data plane halve the
+installed", not as an error; no answer shape raises (junk Get and list bodies degrade one node, or
+become a failed call); 429 answers with Retry-After from the Batch data plane halve the
 adaptive concurrency limit, and successes bring it back to the configured maximum.
 """
 
@@ -17,6 +18,7 @@ import pytest
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.batchnodes import BatchNodesAdapter
 from batchcert.config import load_config
+from batchcert.errors import AzureCallError
 from batchsim.server import RunningSimulator
 
 Ext = Callable[..., dict[str, Any]]
@@ -100,3 +102,58 @@ async def test_throttling_halves_the_limit_and_successes_restore_it(
         reports = await nodes.read_extensions(endpoint, pool, listed, "KVExtensions")
         assert all(r.provisioning_state == "Succeeded" for r in reports)
     assert nodes.limit.limit == 8 and nodes.limit.in_flight == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        7,
+        [],
+        "text",
+        {"instanceView": "x", "vmExtension": ["y"]},
+        {"vmExtension": {"name": "KVExtensions"}, "instanceView": {"statuses": {"a": 1}}},
+        {"provisioningState": "Succeeded", "instanceView": {}, "vmExtension": {}},
+    ],
+)
+async def test_no_extension_answer_shape_raises(
+    adapter: Any,
+    arm: Any,
+    demo: dict[str, Any],
+    pool_body: Callable[..., dict[str, Any]],
+    kv_extension: Ext,
+    control: Any,
+    body: Any,
+) -> None:
+    pool = _pool(arm, demo, pool_body(nodes=1, extensions=[kv_extension()]), control)
+    nodes = adapter()
+    endpoint = demo["accountEndpoint"]
+    listed = await nodes.list_nodes(endpoint, pool)
+    control.add_fault(
+        match={"service": "batch", "pathRegex": "/extensions/"}, status=200, body=body, count=1
+    )
+    [report] = await nodes.read_extensions(endpoint, pool, listed, "KVExtensions")
+    assert report.node_id == listed[0].node_id  # one report for the node, whatever came back
+
+
+@pytest.mark.parametrize("body", [None, 7, {"value": 7}, {"value": [None, 7, {"id": {}}]}])
+async def test_no_node_list_shape_raises_anything_but_a_failed_call(
+    adapter: Any,
+    arm: Any,
+    demo: dict[str, Any],
+    pool_body: Callable[..., dict[str, Any]],
+    kv_extension: Ext,
+    control: Any,
+    body: Any,
+) -> None:
+    pool = _pool(arm, demo, pool_body(nodes=1, extensions=[kv_extension()]), control)
+    nodes = adapter()
+    control.add_fault(
+        match={"service": "batch", "pathRegex": "/nodes$"}, status=200, body=body, count=1
+    )
+    outcome: object
+    try:
+        outcome = await nodes.list_nodes(demo["accountEndpoint"], pool)
+    except AzureCallError as exc:
+        outcome = exc.service
+    assert outcome == "batch" or isinstance(outcome, tuple)

@@ -142,14 +142,25 @@ class BatchNodesAdapter:
     async def list_nodes(self, endpoint: str, pool_id: str) -> tuple[NodeSighting, ...]:
         """Every node's id and state: one request per 1000 nodes. May raise AzureCallError."""
         client = self._clients.batch(endpoint)
-        async with self._call("nodes.list"):
-            nodes = [
-                _as_dict(n)
-                async for n in client.list_nodes(
-                    pool_id, max_results=NODE_PAGE_SIZE, select=list(NODE_FIELDS)
-                )
-            ]
-        return tuple(NodeSighting(str(n.get("id")), _text(n.get("state"))) for n in nodes)
+        try:
+            async with self._call("nodes.list"):
+                nodes = [
+                    _as_dict(n)
+                    async for n in client.list_nodes(
+                        pool_id, max_results=NODE_PAGE_SIZE, select=list(NODE_FIELDS)
+                    )
+                ]
+            return tuple(NodeSighting(str(n.get("id")), _text(n.get("state"))) for n in nodes)
+        except AzureCallError:
+            raise
+        except Exception as exc:  # an answer the SDK cannot read is a failed call, not a crash
+            raise AzureCallError(
+                service="batch",
+                operation="nodes.list",
+                status=None,
+                code="UnexpectedAnswer",
+                message=f"the node list could not be read ({exc!r:.200})",
+            ) from exc
 
     async def read_extension(
         self, endpoint: str, pool_id: str, node: NodeSighting, extension_name: str
@@ -169,6 +180,13 @@ class BatchNodesAdapter:
                 return NodeExtensionReport(node.node_id, node.state, extension_found=False)
             return NodeExtensionReport(
                 node.node_id, node.state, extension_found=False, error=f"{exc.code}: {exc.message}"
+            )
+        except Exception as exc:  # the SDK could not read the answer: one node degrades
+            return NodeExtensionReport(
+                node.node_id,
+                node.state,
+                extension_found=False,
+                error=f"UnexpectedAnswer: the node's extension could not be read ({exc!r:.200})",
             )
         try:
             return build_node_report(raw, [extension], extension_name)
