@@ -20,9 +20,14 @@ Environment variables (all optional):
                                        and a paused object's re-check (5)
 ``BATCHCERT_DRIFT_INTERVAL_SECONDS``   pool drift check when Ready (300)
 ``BATCHCERT_CERT_INTERVAL_SECONDS``    Key Vault read per certificate (300)
-``BATCHCERT_NODE_INTERVAL_SECONDS``    node extension check when healthy (300)
+``BATCHCERT_NODE_INTERVAL_SECONDS``    node pass when healthy: list the nodes, read the
+                                       extension of new, changed and unhealthy ones (300)
+``BATCHCERT_NODE_RECHECK_SECONDS``     every healthy node's extension is re-read at least this
+                                       often, a slice each pass; also the heartbeat of an
+                                       unchanged ``status.nodes.lastCheckTime`` (3600)
 ``BATCHCERT_BUSY_INTERVAL_SECONDS``    checks while converging (15)
-``BATCHCERT_NODE_CONCURRENCY``         concurrent Batch data-plane calls (8)
+``BATCHCERT_NODE_CONCURRENCY``         concurrent Batch data-plane calls at most; halved on
+                                       each throttled answer, regained one by one (8)
 ``BATCHCERT_ARM_WRITES_PER_SECOND``    self-imposed ARM write pace per subscription (10, burst 200)
 ``BATCHCERT_ARM_READS_PER_SECOND``     self-imposed ARM read pace per subscription (25, burst 250)
 ``BATCHCERT_EXPIRY_WARNING_DAYS``      warn when a non-renewing certificate expires within (30)
@@ -121,6 +126,10 @@ class Config:
     drift_interval_seconds: float = 300.0
     cert_interval_seconds: float = 300.0
     node_interval_seconds: float = 300.0
+    # One extension read per node per hour: the issue-15 budget (≤ 12 + nodes requests per pool
+    # per hour at the 300 s node interval) spent on detection, and the Key Vault extension's own
+    # default polling interval (3600 s), so a node is re-read as often as it fetches.
+    node_recheck_seconds: float = 3600.0
     busy_interval_seconds: float = 15.0
     node_concurrency: int = 8
     arm_writes_per_second: float = 10.0
@@ -141,6 +150,7 @@ _SETTINGS = {
     "BATCHCERT_DRIFT_INTERVAL_SECONDS": "drift_interval_seconds",
     "BATCHCERT_CERT_INTERVAL_SECONDS": "cert_interval_seconds",
     "BATCHCERT_NODE_INTERVAL_SECONDS": "node_interval_seconds",
+    "BATCHCERT_NODE_RECHECK_SECONDS": "node_recheck_seconds",
     "BATCHCERT_BUSY_INTERVAL_SECONDS": "busy_interval_seconds",
     "BATCHCERT_NODE_CONCURRENCY": "node_concurrency",
     "BATCHCERT_ARM_WRITES_PER_SECOND": "arm_writes_per_second",

@@ -6,7 +6,7 @@ below are the simulator's inventions, kept for tests that need to see inside a n
 
 Covers: list nodes / get node / list and get node extensions with ``provisioningState``,
 ``vmExtension`` and ``instanceView`` (statuses and subStatuses) as azure-batch 15.1.0 reads
-them; ``odata.nextLink`` paging; Batch error bodies (PoolNotFound, NodeNotFound). Node logic:
+them; ``odata.nextLink`` paging, with ``$select`` kept across pages; Batch error bodies (PoolNotFound, NodeNotFound). Node logic:
 success with the right identity and access; "Identity not found" naming a wrong msiClientId;
 a 403-style failure without vault access, Transitioning then Failed after 25 attempts with
 ``requireInitialSync`` (node unusable); failure visible but provisioned without it;
@@ -127,6 +127,20 @@ def test_paging_follows_odata_next_link(
     pages = control.requests(service="batch", operation="ComputeNode_List")
     assert len(pages) == 3
     assert "$skiptoken" in pages[-1]["query"]
+
+
+def test_select_keeps_only_the_named_properties_on_every_page(
+    batch: Any, make_pool: Callable[..., str], kv_extension: Ext, control: Any
+) -> None:
+    pool = make_pool(extensions=[kv_extension()], nodes=3)
+    control.clear_requests()
+    nodes = list(batch.list_nodes(pool, max_results=2, select=["id", "state"]))
+    assert [set(n.as_dict()) for n in nodes] == [{"id", "state"}] * 3
+    pages = control.requests(service="batch", operation="ComputeNode_List")
+    assert len(pages) == 2
+    assert all(p["query"].get("$select") == "id,state" for p in pages)
+    ext = batch.get_node_extension(pool, nodes[0].id, "KVExtensions", select=["provisioningState"])
+    assert set(ext.as_dict()) == {"provisioningState"}
 
 
 def test_batch_error_bodies(batch: Any, make_pool: Callable[..., str], kv_extension: Ext) -> None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from batchcert.assess.nodeselect import NodeSighting
 from batchcert.config import Config
 from batchcert.errors import AzureCallError
 from batchcert.models.azure import (
@@ -26,7 +28,6 @@ from batchcert.models.azure import (
     IdentityInfo,
     LifetimeAction,
     NodeExtensionReport,
-    NodesReading,
     PoolState,
 )
 from batchcert.models.names import UID_METADATA
@@ -126,13 +127,35 @@ class FakeArm:
 
 
 class FakeNodes:
+    """Batch's node list and per-node extension reads; ``calls`` counts node passes (lists)."""
+
     def __init__(self) -> None:
         self.calls = 0
+        self.extension_reads: list[str] = []
+        self.states = {"n1": "idle"}
+        self.failing: set[str] = set()
 
-    async def read_nodes(self, endpoint: str, pool: str, ext: str, now: datetime) -> NodesReading:
+    async def list_nodes(self, endpoint: str, pool: str) -> tuple[NodeSighting, ...]:
         self.calls += 1
-        ok = ExtensionStatus(code="ProvisioningState/succeeded", level="Info", message="ok")
-        return NodesReading(now, (NodeExtensionReport("n1", "idle", True, "Succeeded", (ok,)),))
+        return tuple(NodeSighting(k, v) for k, v in self.states.items())
+
+    async def read_extensions(
+        self, endpoint: str, pool: str, nodes: Sequence[NodeSighting], ext: str
+    ) -> list[NodeExtensionReport]:
+        reports = []
+        for node in nodes:
+            self.extension_reads.append(node.node_id)
+            if node.node_id in self.failing:
+                bad = ExtensionStatus(code="ProvisioningState/failed", level="Error", message="x")
+                reports.append(
+                    NodeExtensionReport(node.node_id, node.state, True, "Failed", (bad,))
+                )
+            else:
+                ok = ExtensionStatus(code="ProvisioningState/succeeded", level="Info", message="ok")
+                reports.append(
+                    NodeExtensionReport(node.node_id, node.state, True, "Succeeded", (ok,))
+                )
+        return reports
 
 
 class FakeKeyVault:
@@ -561,3 +584,68 @@ async def test_next_check_in_is_when_work_is_due_not_a_tick() -> None:
     world.advance(60)
     due = await next_check_in()
     assert 150 < due <= 300  # the drift and node checks, minutes away; no tick in between
+
+
+async def test_a_node_pass_reads_only_new_changed_and_unhealthy_nodes() -> None:
+    world = World()
+    world.nodes.states = {f"n{i}": "idle" for i in range(5)}
+    await converge(world)
+    assert sorted(set(world.nodes.extension_reads)) == [f"n{i}" for i in range(5)]
+    world.nodes.extension_reads.clear()
+    world.nodes.states["n1"] = "rebooting"
+    world.nodes.states["n5"] = "idle"
+    world.advance(301)
+    await world.tick()
+    assert sorted(world.nodes.extension_reads) == ["n1", "n5"]  # the others carried over
+    assert world.status["nodes"]["total"] == 6
+    assert world.status["nodes"]["transitioning"] == 1
+    world.nodes.extension_reads.clear()
+    world.nodes.states["n1"] = "idle"
+    world.nodes.failing.add("n2")  # fails behind an unchanged state: found by the slow rotation
+    for _ in range(13):
+        world.advance(301)
+        await world.tick()
+        if world.status["nodes"]["failed"]:
+            break
+    assert world.status["nodes"]["failed"] == 1
+    assert world.condition("NodesReady")["status"] == "False"
+
+
+async def test_a_rotation_reads_no_node_until_its_window_closes_then_every_node_once() -> None:
+    world = World()
+    world.nodes.states = {f"n{i}": "idle" for i in range(3)}
+    await converge(world)
+    lists = world.nodes.calls
+    world.nodes.extension_reads.clear()
+    world.version = "v2"
+    world.advance(301)  # the certificate re-read finds v2; the node pass is due as well
+    await world.tick()
+    assert world.condition("NodesReady")["reason"] == "RotationPropagating"
+    passes_at_rotation = world.nodes.calls - lists
+    assert passes_at_rotation <= 1  # the interval's pass, never an extra one for the rotation
+    world.nodes.extension_reads.clear()
+    polling = world.spec.get("keyVaultExtension", {}).get("pollingIntervalSeconds", 300)
+    world.advance(polling + 1)
+    await world.tick()
+    assert sorted(world.nodes.extension_reads) == ["n0", "n1", "n2"]
+    assert world.condition("NodesReady")["status"] == "True"
+
+
+async def test_last_check_time_moves_only_on_change_or_heartbeat() -> None:
+    world = World()
+    await converge(world)
+    first = world.status["nodes"]["lastCheckTime"]
+    for _ in range(5):
+        world.advance(301)
+        patch = await world.tick()
+        assert "nodes" not in patch  # a node pass that changed nothing writes nothing
+    assert world.status["nodes"]["lastCheckTime"] == first
+    world.nodes.states["n2"] = "idle"
+    world.advance(301)
+    patch = await world.tick()
+    assert patch["nodes"]["total"] == 2 and patch["nodes"]["lastCheckTime"] != first
+    moved = world.status["nodes"]["lastCheckTime"]
+    for _ in range(13):
+        world.advance(301)
+        await world.tick()
+    assert world.status["nodes"]["lastCheckTime"] != moved  # the hourly heartbeat

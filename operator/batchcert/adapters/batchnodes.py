@@ -5,20 +5,30 @@ Parsing is defensive (recorded real answers differ from the spec examples; see
 string, ``instanceView`` empty, ``settings`` absent, an object or a JSON string, other
 extensions beside ours. No answer shape raises out of here.
 
-Invariants: calls run under one process-wide semaphore (bounded concurrency however many pools
-and nodes there are); a failure reading one node's extensions is recorded on that node, not
-raised, so one bad node never hides the others; listing the nodes themselves may raise.
+The node list asks only for what the assessment reads (``$select=id,state``) and 1000 nodes a
+page, the most Batch returns (``maxresults``: "A maximum of 1000 results will be returned",
+ComputeNode_List in the Batch REST spec and azure-batch's ``list_nodes``). Our extension is read
+by name (``ComputeNodeExtension_Get``, same shape as a list item: recording [3]).
+
+Invariants: calls run under one process-wide :class:`AdaptiveLimit` (bounded concurrency however
+many pools and nodes there are, halved when Batch throttles); a failure reading one node's
+extension is recorded on that node, not raised, so one bad node never hides the others; listing
+the nodes themselves may raise.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.errors import translating
-from batchcert.errors import AzureCallError
+from batchcert.adapters.pacing import AdaptiveLimit
+from batchcert.assess.nodeselect import NodeSighting
+from batchcert.errors import AzureCallError, Verdict, classify
 from batchcert.models.azure import ExtensionStatus, NodeExtensionReport, NodesReading
 from batchcert.models.timestamps import parse_rfc3339
 
@@ -27,6 +37,10 @@ from batchcert.models.timestamps import parse_rfc3339
 # example, ``"level": "Info"``). The Azure VM extension convention is 0 Info, 1 Warning, 2 Error.
 _LEVELS = {0: "Info", 1: "Warning", 2: "Error"}
 _LEVEL_NAMES = {name.lower(): name for name in _LEVELS.values()}
+
+NODE_PAGE_SIZE = 1000  # Batch's maximum ``maxresults``
+NODE_FIELDS = ("id", "state")  # all the assessment reads from a node
+_NODE_OR_POOL_GONE = frozenset({"nodenotfound", "poolnotfound"})
 
 
 def parse_level(raw: Any) -> str | None:
@@ -104,41 +118,103 @@ def build_node_report(
 
 
 class BatchNodesAdapter:
+    """Node list (``$select``ed, 1000 a page) and per-node reads of our one extension."""
+
     def __init__(self, clients: AzureClients, concurrency: int) -> None:
         self._clients = clients
-        self._limit = asyncio.Semaphore(concurrency)
+        self.limit = AdaptiveLimit(concurrency)
 
-    async def _node_report(
-        self, endpoint: str, pool_id: str, node: dict[str, Any], extension_name: str
-    ) -> NodeExtensionReport:
-        node_id, node_state = str(node.get("id")), _text(node.get("state"))
+    @asynccontextmanager
+    async def _call(self, operation: str) -> AsyncIterator[None]:
+        """One data-plane request under the adaptive limit; its answer feeds the limit."""
+        async with self.limit.slot() as slot:
+            try:
+                async with translating("batch", operation):
+                    yield
+            except AzureCallError as exc:
+                verdict = classify(exc)
+                if verdict.verdict is Verdict.THROTTLED:
+                    slot.throttled(verdict.retry_after)
+                else:
+                    slot.neutral()
+                raise
+
+    async def list_nodes(self, endpoint: str, pool_id: str) -> tuple[NodeSighting, ...]:
+        """Every node's id and state: one request per 1000 nodes. May raise AzureCallError."""
         client = self._clients.batch(endpoint)
         try:
-            async with self._limit, translating("batch", "nodes.listExtensions"):
-                extensions = [
-                    _as_dict(e) async for e in client.list_node_extensions(pool_id, node_id)
+            async with self._call("nodes.list"):
+                nodes = [
+                    _as_dict(n)
+                    async for n in client.list_nodes(
+                        pool_id, max_results=NODE_PAGE_SIZE, select=list(NODE_FIELDS)
+                    )
                 ]
+            return tuple(NodeSighting(str(n.get("id")), _text(n.get("state"))) for n in nodes)
+        except AzureCallError:
+            raise
+        except Exception as exc:  # an answer the SDK cannot read is a failed call, not a crash
+            raise AzureCallError(
+                service="batch",
+                operation="nodes.list",
+                status=None,
+                code="UnexpectedAnswer",
+                message=f"the node list could not be read ({exc!r:.200})",
+            ) from exc
+
+    async def read_extension(
+        self, endpoint: str, pool_id: str, node: NodeSighting, extension_name: str
+    ) -> NodeExtensionReport:
+        """Our extension on one node (``ComputeNodeExtension_Get``); never raises."""
+        client = self._clients.batch(endpoint)
+        raw = {"id": node.node_id, "state": node.state}
+        try:
+            async with self._call("nodes.getExtension"):
+                extension = _as_dict(
+                    await client.get_node_extension(pool_id, node.node_id, extension_name)
+                )
         except AzureCallError as exc:
+            if exc.is_not_found and (exc.code or "").lower() not in _NODE_OR_POOL_GONE:
+                # Not on the node (the code for an unknown extension name is unconfirmed, so any
+                # 404 that does not say the node or pool is gone means "not installed").
+                return NodeExtensionReport(node.node_id, node.state, extension_found=False)
             return NodeExtensionReport(
-                node_id, node_state, extension_found=False, error=f"{exc.code}: {exc.message}"
+                node.node_id, node.state, extension_found=False, error=f"{exc.code}: {exc.message}"
+            )
+        except Exception as exc:  # the SDK could not read the answer: one node degrades
+            return NodeExtensionReport(
+                node.node_id,
+                node.state,
+                extension_found=False,
+                error=f"UnexpectedAnswer: the node's extension could not be read ({exc!r:.200})",
             )
         try:
-            return build_node_report(node, extensions, extension_name)
+            return build_node_report(raw, [extension], extension_name)
         except Exception as exc:  # a surprising answer degrades one node, never the reconcile
             return NodeExtensionReport(
-                node_id,
-                node_state,
+                node.node_id,
+                node.state,
                 extension_found=False,
-                error=f"UnexpectedAnswer: the node's extension list could not be read ({exc!r:.200})",
+                error=f"UnexpectedAnswer: the node's extension could not be read ({exc!r:.200})",
             )
+
+    async def read_extensions(
+        self,
+        endpoint: str,
+        pool_id: str,
+        nodes: Sequence[NodeSighting],
+        extension_name: str,
+    ) -> list[NodeExtensionReport]:
+        return list(
+            await asyncio.gather(
+                *(self.read_extension(endpoint, pool_id, n, extension_name) for n in nodes)
+            )
+        )
 
     async def read_nodes(
         self, endpoint: str, pool_id: str, extension_name: str, now: datetime
     ) -> NodesReading:
-        client = self._clients.batch(endpoint)
-        async with self._limit, translating("batch", "nodes.list"):
-            nodes = [_as_dict(n) async for n in client.list_nodes(pool_id)]
-        reports = await asyncio.gather(
-            *(self._node_report(endpoint, pool_id, node, extension_name) for node in nodes)
-        )
+        """Every node and its extension (a full pass: the list, then one read per node)."""
+        listed = await self.list_nodes(endpoint, pool_id)
+        reports = await self.read_extensions(endpoint, pool_id, listed, extension_name)
         return NodesReading(read_at=now, nodes=tuple(reports))

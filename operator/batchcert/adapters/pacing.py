@@ -1,4 +1,5 @@
-"""Client-side pacing of ARM requests, mirroring ARM's own token buckets.
+"""Client-side pacing: ARM requests mirror ARM's own token buckets; Batch data-plane requests
+run under an adaptive concurrency limit (:class:`AdaptiveLimit`).
 
 ARM throttles per subscription and principal (writes: 200 burst, 10/s; reads: 250, 25/s; deletes:
 200, 10/s). Pacing our own requests to the same buckets means a thousand objects converging at once
@@ -6,8 +7,17 @@ queue here instead of collecting 429s; a 429 that still arrives (another client 
 principal, or a smaller bucket than documented) closes the subscription's gate for Retry-After, so
 no other object hammers a subscription that is already throttled.
 
+The Batch data plane publishes no request budget; it answers 429 (or 503 "server busy") with
+Retry-After when it is overloaded. :class:`AdaptiveLimit` is additive-increase/multiplicative-
+decrease, as TCP's congestion window: a throttled answer halves the number of requests allowed in
+flight (never below 1) and closes the gate for Retry-After; a run of successes as long as the
+limit raises it by one, back up to the configured maximum.
+
 Invariants: ``acquire`` never sleeps longer than needed for one token or an open gate; buckets
-are per (subscription, kind); the policy counts every request and every 429 it sees.
+are per (subscription, kind); the policy counts every request and every 429 it sees; an
+``AdaptiveLimit`` never lets more than ``limit`` requests run at once, halves at most once per
+round of requests (every request sent before a decrease may come back throttled together: one
+overload, one halving), and its limit stays within [1, maximum].
 """
 
 from __future__ import annotations
@@ -15,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
@@ -142,3 +153,102 @@ class CountingPolicy(AsyncHTTPPolicy):
         if status == 429:
             self._pacer.others_throttled[self._service] += 1
         return response
+
+
+@dataclass
+class Slot:
+    """One request's place under an :class:`AdaptiveLimit`; the caller says how it ended."""
+
+    epoch: int
+    throttled_for: float | None = None
+    counted: bool = True  # False: the answer says nothing about load (a 404, a 500)
+
+    def throttled(self, retry_after: float | None) -> None:
+        self.throttled_for = retry_after or 0.0
+
+    def neutral(self) -> None:
+        self.counted = False
+
+
+class AdaptiveLimit:
+    """AIMD concurrency for a service that throttles by answer, not by a published budget."""
+
+    def __init__(self, maximum: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.maximum = max(1, int(maximum))
+        self.limit = self.maximum
+        self.in_flight = 0
+        self.decreases = 0
+        self.increases = 0
+        self._clock = clock
+        self._successes = 0
+        self._epoch = 0  # bumped by each decrease
+        self._blocked_until = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> int:
+        """Wait for a free place and an open gate; returns the epoch the request starts in."""
+        while True:
+            delay = self._blocked_until - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            if self.in_flight < self.limit:
+                self.in_flight += 1
+                return self._epoch
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                self._wake()  # a place this waiter was woken for must not be lost
+                raise
+
+    def release(self, slot: Slot) -> None:
+        self.in_flight -= 1
+        if slot.throttled_for is not None:
+            self._on_throttled(slot.epoch, slot.throttled_for)
+        elif slot.counted:
+            self._on_success()
+        self._wake()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Slot]:
+        slot = Slot(await self.acquire())
+        try:
+            yield slot
+        except BaseException:
+            if slot.throttled_for is None:
+                slot.neutral()
+            raise
+        finally:
+            self.release(slot)
+
+    def _on_throttled(self, epoch: int, retry_after: float) -> None:
+        if retry_after > 0:
+            self._blocked_until = max(self._blocked_until, self._clock() + retry_after)
+        self._successes = 0
+        if epoch != self._epoch:
+            return  # sent before the last decrease: the same overload, already answered
+        self._epoch += 1
+        if self.limit > 1:
+            self.limit = max(1, self.limit // 2)
+            self.decreases += 1
+
+    def _on_success(self) -> None:
+        if self.limit >= self.maximum:
+            return
+        self._successes += 1
+        if self._successes >= self.limit:
+            self._successes = 0
+            self.limit += 1
+            self.increases += 1
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1

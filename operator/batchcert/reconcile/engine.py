@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -34,7 +34,8 @@ from batchcert.assess.certificates import (
     is_cloud_vault,
     summarize_certificates,
 )
-from batchcert.assess.nodes import build_nodes_status, summarize_nodes
+from batchcert.assess.nodes import assess_node, build_nodes_status, summarize_nodes
+from batchcert.assess.nodeselect import NodeMemo, choose_nodes_to_read
 from batchcert.conditions import (
     COMPONENT_TYPES,
     NODES_READY,
@@ -47,7 +48,7 @@ from batchcert.conditions import (
 )
 from batchcert.config import Config
 from batchcert.errors import AzureCallError, Backoff, classify
-from batchcert.models.azure import CertificateReading
+from batchcert.models.azure import CertificateReading, NodesReading
 from batchcert.models.names import PAUSED_ANNOTATION
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.models.timestamps import parse_rfc3339
@@ -75,6 +76,32 @@ def _target_nodes(spec: BatchCertPoolSpec) -> int | None:
     if fixed is None:
         return None
     return fixed.target_dedicated_nodes + fixed.target_low_priority_nodes
+
+
+def _every_node_read_since(memory: ObjectMemory) -> datetime:
+    """The oldest extension reading among the listed nodes (each node is read at its own pace)."""
+    if memory.nodes is None:
+        return datetime.min.replace(tzinfo=UTC)
+    times = [
+        memory.node_memos[r.node_id].read_at
+        for r in memory.nodes.nodes
+        if r.node_id in memory.node_memos
+    ]
+    return min(times, default=memory.nodes.read_at)
+
+
+def _keep_check_time(
+    status: dict[str, Any], old: dict[str, Any] | None, now: datetime, heartbeat: timedelta
+) -> dict[str, Any]:
+    """``lastCheckTime`` moves only when the node view changed or the last one is a heartbeat
+    old: a pool whose nodes are unchanged writes no status between heartbeats."""
+    if not old:
+        return status
+    last = parse_rfc3339(old.get("lastCheckTime"))
+    if last is None or now - last >= heartbeat:
+        return status
+    same = all(old.get(k) == v for k, v in status.items() if k != "lastCheckTime")
+    return dict(status, lastCheckTime=old["lastCheckTime"]) if same else status
 
 
 def _own_status(status: dict[str, Any]) -> dict[str, Any]:
@@ -437,7 +464,8 @@ class Reconciler:
                         f"pick it up within {spec.key_vault_extension.polling_interval_seconds}s",
                     )
                 )
-                memory.nodes_schedule = Backoff()
+                # No node pass now: nodes fetch only at their polling interval, NodesReady says
+                # RotationPropagating meanwhile, and every node is read once the window closes.
         return items, summarize_certificates(verdicts), events
 
     async def _create_missing(
@@ -516,14 +544,12 @@ class Reconciler:
         stale = (
             memory.nodes is not None
             and settles_at is not None
-            and now >= settles_at > memory.nodes.read_at
+            and now >= settles_at > _every_node_read_since(memory)
         )
         if memory.nodes is None or memory.nodes_schedule.is_due(mono) or stale:
             try:
                 endpoint = await self._facts.account_endpoint(spec.account)
-                memory.nodes = await self._nodes.read_nodes(
-                    endpoint, spec.resolved_pool_name(obj.name), spec.key_vault_extension.name, now
-                )
+                await self._pass_nodes(obj, spec, memory, endpoint, now, settles_at)
             except AzureCallError as exc:
                 verdict = classify(exc)
                 memory.nodes_schedule = memory.nodes_schedule.after_failure(
@@ -537,24 +563,71 @@ class Reconciler:
                 )
         assert memory.nodes is not None
         status, verdicts = build_nodes_status(memory.nodes, (old_nodes or {}).get("failures"))
-        pending = settles_at if settles_at and memory.nodes.read_at < settles_at else None
+        status = _keep_check_time(
+            status, old_nodes, now, timedelta(seconds=self._config.node_recheck_seconds)
+        )
+        read_since = _every_node_read_since(memory)
+        pending = settles_at if settles_at and read_since < settles_at else None
         condition = summarize_nodes(
             verdicts, target_nodes=_target_nodes(spec), rotation_pending_until=pending
         )
         condition = await self._diagnose(spec, memory, condition, mono, now)
         if memory.nodes_schedule.is_due(mono):
-            if condition.status is True:
+            unhealthy = sum(1 for v in verdicts if v.state != "ready")
+            if unhealthy == 0 and condition.reason != "NodesAllocating":
+                # Healthy nodes (whatever else NodesReady waits for: a rotation's window, a
+                # control-plane diagnosis) change nothing a closer look would show.
                 interval = self._config.node_interval_seconds
             else:
-                # A pass costs one call per node (Batch has no bulk extension view): while nodes
-                # come up, look every busy interval per 50 nodes, up to the healthy interval, so
-                # a 1,000-node pool does not cost 1,000 calls every 15 s.
-                per_size = self._config.busy_interval_seconds * max(
-                    1.0, int(status.get("total") or 0) / 50
-                )
+                # Unhealthy nodes cost one extension read each, every pass: while they come up,
+                # look every busy interval per 50 of them, up to the healthy interval, so 1,000
+                # nodes coming up do not cost 1,000 calls every 15 s.
+                per_size = self._config.busy_interval_seconds * max(1.0, unhealthy / 50)
                 interval = min(self._config.node_interval_seconds, per_size)
             memory.nodes_schedule = Backoff().after_success(mono, interval)
         return status, condition
+
+    async def _pass_nodes(
+        self,
+        obj: ObjectView,
+        spec: BatchCertPoolSpec,
+        memory: ObjectMemory,
+        endpoint: str,
+        now: datetime,
+        settles_at: datetime | None,
+    ) -> None:
+        """One node pass: list the nodes, read the extensions ``choose_nodes_to_read`` names,
+        carry every other node's report over from its last reading."""
+        pool_id, extension = spec.resolved_pool_name(obj.name), spec.key_vault_extension.name
+        listed = await self._nodes.list_nodes(endpoint, pool_id)
+        previous = {r.node_id: r for r in memory.nodes.nodes} if memory.nodes else {}
+        memos = {k: m for k, m in memory.node_memos.items() if k in previous}
+        chosen = choose_nodes_to_read(
+            listed,
+            memos,
+            now=now,
+            recheck=timedelta(seconds=self._config.node_recheck_seconds),
+            last_pass_at=memory.nodes_pass_at,
+            settled_at=settles_at if settles_at is not None and settles_at <= now else None,
+        )
+        to_read = [n for n in listed if n.node_id in chosen or n.node_id not in previous]
+        fresh = {
+            r.node_id: r
+            for r in await self._nodes.read_extensions(endpoint, pool_id, to_read, extension)
+        }
+        new_memos: dict[str, NodeMemo] = {}
+        for node in listed:
+            report = fresh.get(node.node_id)
+            if report is None:
+                new_memos[node.node_id] = memos[node.node_id]
+            else:
+                healthy = assess_node(report).state == "ready"
+                new_memos[node.node_id] = NodeMemo(node.state, now, healthy)
+        memory.nodes = NodesReading(
+            read_at=now,
+            nodes=tuple(fresh.get(n.node_id) or previous[n.node_id] for n in listed),
+        )
+        memory.node_memos, memory.nodes_pass_at = new_memos, now
 
     async def _diagnose(
         self,

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from batchcert.assess.nodeselect import NodeMemo
 from batchcert.conditions import ConditionUpdate
 from batchcert.errors import Backoff
 from batchcert.models.azure import NodesReading, PoolState
@@ -51,7 +53,9 @@ class ObjectMemory:
     nodes_schedule: Backoff = field(default_factory=Backoff)
     pool: PoolState | None = None
     pool_known: bool = False  # a GET has told us whether the pool exists
-    nodes: NodesReading | None = None
+    nodes: NodesReading | None = None  # every listed node's latest report (some carried over)
+    node_memos: dict[str, NodeMemo] = field(default_factory=dict)  # when each node was read
+    nodes_pass_at: datetime | None = None  # the last node pass that listed the nodes
     diagnosis_schedule: Backoff = field(default_factory=Backoff)
     diagnosis: ConditionUpdate | None = None  # the last control-plane diagnosis of the nodes
     pool_condition: ConditionUpdate | None = None
