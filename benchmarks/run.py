@@ -72,7 +72,14 @@ RESULTS = BENCH / "results"
 STATE = REPO / ".state" / "bench"
 
 # Production defaults (operator/batchcert/config.py).
-PRODUCTION = {"tick": 5.0, "drift": 300.0, "cert": 300.0, "node": 300.0, "busy": 15.0}
+PRODUCTION = {
+    "tick": 5.0,
+    "drift": 300.0,
+    "cert": 300.0,
+    "node": 300.0,
+    "busy": 15.0,
+    "recheck": 3600.0,  # every healthy node's extension re-read at least this often
+}
 
 DEFAULT_SUBSCRIPTIONS = 3
 
@@ -171,6 +178,7 @@ def operator_intervals(scale: float) -> dict[str, str]:
         "BATCHCERT_CERT_INTERVAL_SECONDS": str(PRODUCTION["cert"] / scale),
         "BATCHCERT_NODE_INTERVAL_SECONDS": str(PRODUCTION["node"] / scale),
         "BATCHCERT_BUSY_INTERVAL_SECONDS": str(PRODUCTION["busy"] / scale),
+        "BATCHCERT_NODE_RECHECK_SECONDS": str(PRODUCTION["recheck"] / scale),
     }
 
 
@@ -258,6 +266,7 @@ class MachineSampler:
     the simulator — so each phase can say whether the operator or the machine was the limit."""
 
     sim_pid: int
+    state_dir: str  # the benchmark's own control plane: its processes name this directory
     samples: list[tuple[float, float, dict[str, float]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -272,10 +281,11 @@ class MachineSampler:
         if "simulator" not in self._processes:
             with contextlib.suppress(psutil.Error):
                 self._processes["simulator"] = psutil.Process(self.sim_pid)
-        for proc in psutil.process_iter(["name"]):
+        for proc in psutil.process_iter(["name", "cmdline"]):
             name = proc.info.get("name") or ""
+            mine = self.state_dir in " ".join(proc.info.get("cmdline") or [])
             for wanted in ("kube-apiserver", "etcd"):
-                if name == wanted and wanted not in self._processes:
+                if name == wanted and mine and wanted not in self._processes:
                     self._processes[wanted] = proc
 
     def sample(self) -> None:
@@ -1016,6 +1026,7 @@ def node_status(
         manifest(world, names[size], namespace, i, nodes=size) for i, size in enumerate(sizes)
     ]
     before = counters(control)
+    applied_seq = last_seq(control)
     t0 = time.monotonic()
     log(f"node status: pools of {sizes} nodes")
     apply_all(kube, manifests)
@@ -1038,8 +1049,20 @@ def node_status(
         complete = whole[:-1] if len(whole) > 1 else whole
         reported = complete[-1] if complete else None
         last = passes[reported] if reported is not None else None
+        # A healthy pool's passes read only nodes that may have changed; the pass that read the
+        # most extensions (while the nodes came up, from the apply on) is the one whose
+        # duration is compared with the latency floor.
+        coming_up = [
+            p
+            for p in node_passes(control, names[size], applied_seq, concurrency)
+            if p["starts_with_list"]
+        ]
+        full = max(coming_up, key=lambda p: p["per_node_requests"], default=None)
         results.append(
             {
+                "full_pass": None
+                if full is None
+                else {k: v for k, v in full.items() if k != "by_operation"},
                 "nodes": size,
                 "ready_seconds": None if ready_after is None else round(ready_after, 2),
                 "passes_observed": len(passes),
@@ -1214,13 +1237,16 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     for node in results.get("node_status", []):
         judged = node["nodes"] >= NODE_PASS_TARGET_MIN_NODES
-        ratio = node.get("ratio_to_floor")
+        # Judged on the pass that read the most extensions (a healthy pool's passes read only
+        # nodes that may have changed); the last whole pass is in the pass-by-pass table.
+        full = node.get("full_pass") or {}
+        ratio = full.get("ratio_to_floor")
         verdict(
-            f"node pass of a {node['nodes']}-node pool ≤ {NODE_PASS_TARGET}× the latency floor "
-            f"(⌈requests / {node['concurrency']}⌉ × {BATCH_LATENCY:g} s = "
-            f"{benchmath.format_cell(node.get('latency_floor_seconds'))} s; "
-            f"{node.get('list_requests_per_pass')} list + "
-            f"{node.get('per_node_requests_per_pass')} per-node requests)"
+            f"fullest node pass of a {node['nodes']}-node pool ≤ {NODE_PASS_TARGET}× the latency "
+            f"floor (⌈requests / {node['concurrency']}⌉ × {BATCH_LATENCY:g} s = "
+            f"{benchmath.format_cell(full.get('latency_floor_seconds'))} s; "
+            f"{full.get('list_requests')} list + {full.get('per_node_requests')} per-node "
+            f"requests in {benchmath.format_cell(full.get('seconds'))} s)"
             + ("" if judged else "; not judged below 100 nodes"),
             ratio,
             (ratio is not None and ratio <= NODE_PASS_TARGET) if judged else None,
@@ -1855,7 +1881,7 @@ def main() -> None:
         log("starting the control plane")
         with running_kube_cluster(STATE / "cluster") as kube:
             watch = PoolWatch(kube).start()
-            machine = MachineSampler(sim.pid).start()
+            machine = MachineSampler(sim.pid, str(STATE / "cluster")).start()
             with operator_process(
                 kube,
                 sim_json,

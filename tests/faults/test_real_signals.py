@@ -80,9 +80,11 @@ def test_node_extension_answer_shapes_never_break_a_reconcile(
     fault = open_fault(
         fstack,
         FAULT_SECONDS,
-        match={"service": "batch", "method": "GET", "pathRegex": r"/extensions/?$"},
+        # The operator reads our one extension (ComputeNodeExtension_Get): answer it with the
+        # first item of each list shape (another extension, ours odd, or junk).
+        match={"service": "batch", "method": "GET", "pathRegex": r"/extensions/[^/]+/?$"},
         status=200,
-        body={"value": SHAPES[shape]},
+        body=SHAPES[shape][0],
     )
     scenario.injected = f"node-extension list answered as '{shape}' for {FAULT_SECONDS}s"
 

@@ -24,6 +24,8 @@ FAST_INTERVALS = {
     "BATCHCERT_DRIFT_INTERVAL_SECONDS": "5",
     "BATCHCERT_CERT_INTERVAL_SECONDS": "2",
     "BATCHCERT_NODE_INTERVAL_SECONDS": "3",
+    # Every healthy node re-read every pass: tests that change a node behind its back see it.
+    "BATCHCERT_NODE_RECHECK_SECONDS": "3",
     "BATCHCERT_BUSY_INTERVAL_SECONDS": "1",
 }
 
