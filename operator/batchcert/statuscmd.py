@@ -149,7 +149,8 @@ def _node_lines(status: dict[str, Any], now: datetime) -> list[str]:
     lines = [
         f"Nodes:        {nodes.get('ready', 0)}/{nodes.get('total', 0)} ready, "
         f"{nodes.get('transitioning', 0)} transitioning, {nodes.get('failed', 0)} failed "
-        f"(checked {when(nodes.get('lastCheckTime'), now)})"
+        # lastCheckTime moves when the node view changes and at least hourly, not every pass.
+        f"(as of {when(nodes.get('lastCheckTime'), now)})"
     ]
     failures = nodes.get("failures") or []
     if failures:
