@@ -123,9 +123,18 @@ def classify(error: AzureCallError) -> Classification:
                 "deleted, or its name is misspelt in the spec)",
             )
         return Classification(Verdict.RETRY, "AzureUnavailable", text)
-    if status is None or status == 408 or status >= 500:
+    # Batch throttles with 503 as well as 429, with Retry-After ("Throttling-related errors.
+    # These errors include 429 or 503 status code HTTP responses with the Retry-after header":
+    # learn.microsoft.com/azure/batch/error-handling; code ServerBusy in BatchErrorCode), so a
+    # Batch 503 that says so is throttling: it lowers the node reads' concurrency (pacing.py).
+    batch_busy = (
+        status == 503
+        and error.service == "batch"
+        and (code == "serverbusy" or error.retry_after is not None)
+    )
+    if (status is None or status == 408 or status >= 500) and not batch_busy:
         return Classification(Verdict.RETRY, "AzureUnavailable", text)
-    if status == 429:
+    if status == 429 or batch_busy:
         # Honour Retry-After when sent; Key Vault sends none, so never retry at once either.
         return Classification(
             Verdict.THROTTLED,

@@ -236,3 +236,31 @@ def test_backoff_grows_until_success_resets_it() -> None:
     assert not schedule.is_due(39.0)
     healthy = schedule.after_success(50.0, 300.0)
     assert healthy == Backoff(0, 350.0)
+
+
+@pytest.mark.parametrize(
+    ("service", "code", "retry_after", "verdict"),
+    [
+        # Batch throttles with 503 + Retry-After (or code ServerBusy): learn.microsoft.com/azure/
+        # batch/error-handling. Elsewhere, and without either sign, a 503 is an outage.
+        ("batch", "ServerBusy", None, Verdict.THROTTLED),
+        ("batch", "ServiceUnavailable", 7.0, Verdict.THROTTLED),
+        ("batch", "ServiceUnavailable", None, Verdict.RETRY),
+        ("arm", "ServerBusy", 7.0, Verdict.RETRY),
+    ],
+)
+def test_a_batch_503_that_says_busy_is_throttling(
+    service: str, code: str, retry_after: float | None, verdict: Verdict
+) -> None:
+    error = AzureCallError(
+        service=service,
+        operation="nodes.get_extension",
+        status=503,
+        code=code,
+        message="m",
+        retry_after=retry_after,
+    )
+    classified = classify(error)
+    assert classified.verdict is verdict
+    if verdict is Verdict.THROTTLED:
+        assert classified.retry_after == (retry_after if retry_after is not None else 10.0)
