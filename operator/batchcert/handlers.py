@@ -153,11 +153,13 @@ async def write_status(
 
 
 def current_view(body: kopf.Body, written: WrittenStatus | None) -> ObjectView:
+    """The object as the turn must see it: with our last write's status while the watch has not
+    delivered it yet (the view's status is then ``written.status`` itself, never a copy)."""
     view = to_view(body)
     if written is not None and written.resource_version_before == str(
         body.get("metadata", {}).get("resourceVersion", "")
     ):
-        return replace(view, status=dict(written.status))
+        return replace(view, status=written.status)
     return view
 
 
@@ -187,24 +189,32 @@ def post_events(body: kopf.Body, events: list[Event]) -> None:
         )
 
 
-async def until_stopped(work: Coroutine[Any, Any, T], stopped: kopf.DaemonStopped) -> T | None:
-    """Run ``work`` unless kopf stops the timer first (deletion, shutdown): then cancel it.
+async def until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Future[Any]) -> T | None:
+    """Run ``work`` unless ``stop`` (the daemon's one stop watch) completes first: then cancel it.
 
-    kopf never cancels timers itself, so a tick stuck in a slow Azure call would be orphaned on
-    shutdown and outlive the clients it uses.
+    kopf never cancels daemons on its own before their cancellation timeout, so a turn stuck in
+    a slow Azure call would outlive a pause or a shutdown, and the clients it uses.
     """
     task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(stopped.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         return task.result()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return None
+
+
+def watch_stop(stopped: kopf.DaemonStopped, on_stop: Callable[[], None]) -> asyncio.Future[Any]:
+    """One task per owned object that completes when kopf stops its daemon, and calls
+    ``on_stop`` then (the scheduler's wake, so a sleeping daemon notices at once).
+
+    One watch for the object's whole ownership, not two tasks per turn: the daemon awaits its
+    scheduler event directly, and only a reconcile runs in a task of its own.
+    """
+    watch = asyncio.ensure_future(stopped.wait())
+    watch.add_done_callback(lambda _: on_stop())
+    return watch
 
 
 def _object_memory(memo: kopf.Memo) -> ObjectMemory:
@@ -214,6 +224,34 @@ def _object_memory(memo: kopf.Memo) -> ObjectMemory:
     return memory
 
 
+class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base as ``metadata.generation`` plus labels and annotations, not the spec.
+
+    kopf builds the essence on every watch event (a deep copy of the whole body: spec, status,
+    managedFields) and keeps the last one as an annotation on the object (a JSON copy of the
+    spec). ``on_change`` only needs to know *that* the spec, labels or annotations changed, and
+    the API server bumps ``metadata.generation`` on every spec change (status and metadata
+    changes leave it): the annotation shrinks to a few bytes and each event copies only metadata.
+    An object still carrying the whole-spec annotation of an older operator differs once, wakes
+    once, and gets the small annotation. Our own ``batchcert.dev/paused`` shares the prefix kopf
+    marks as its own and would be filtered out with kopf's: it is kept explicitly, so pausing and
+    resuming wake the object at once.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        meta = body.get("metadata", {})
+        # kopf's own filtering (its marked prefixes, kubectl's last-applied, the diff-base itself)
+        # on a body of labels and annotations only; no extra fields (no field handlers).
+        small = {k: meta[k] for k in ("labels", "annotations") if meta.get(k) is not None}
+        essence = super().build(body=kopf.Body({"metadata": small}))
+        essence["generation"] = meta.get("generation")  # type: ignore[typeddict-unknown-key]
+        # Our own annotations share kopf's prefix, so kopf's filter drops them: keep the pause.
+        paused = (meta.get("annotations") or {}).get(PAUSED_ANNOTATION)
+        if paused is not None:
+            essence["paused"] = paused  # type: ignore[typeddict-unknown-key]
+        return essence
+
+
 def configure_settings(
     settings: kopf.OperatorSettings, *, peering: str | None = None, priority: int = 0
 ) -> None:
@@ -221,7 +259,7 @@ def configure_settings(
     # Our handlers keep no progress worth persisting (the reconcile is level-driven), so kopf's
     # bookkeeping goes to annotations under our own prefix, never into the status contract.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = GenerationDiffBase(prefix=GROUP)
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "batchcert-operator"  # "From" in kubectl describe
     settings.watching.server_timeout = 300
@@ -288,11 +326,15 @@ def register_handlers(
         memory = _object_memory(memo)
         written: WrittenStatus | None = None
         scheduler.admit(key)
+        stop = watch_stop(stopped, lambda: scheduler.wake(key))
         try:
             while not stopped:
-                if await until_stopped(scheduler.turn(key), stopped) is None:
+                await scheduler.turn(key)
+                if stopped:
                     return
                 view = current_view(body, written)
+                if written is not None and view.status is not written.status:
+                    written = None  # the watch delivered our write (or newer): drop the copy
                 # This replica still acts on the object: its series stay, however long the
                 # reconcile or the deletion takes (the turn's gap is below their staleness).
                 metrics.touch(view)
@@ -300,9 +342,7 @@ def register_handlers(
                     return  # the delete handler owns the object's last moments
                 started = time.monotonic()
                 try:
-                    outcome = await until_stopped(
-                        services.reconciler.reconcile(view, memory), stopped
-                    )
+                    outcome = await until_stopped(services.reconciler.reconcile(view, memory), stop)
                     metrics.observe(
                         view, outcome, time.monotonic() - started, services.clients.pacer
                     )
@@ -320,6 +360,7 @@ def register_handlers(
                 scheduler.observe(key, outcome.certificates)
                 scheduler.schedule(key, outcome.next_check_in)
         finally:
+            stop.cancel()
             scheduler.release(key)
             if not to_view(body).deleting:
                 # Paused by peering (or shutting down): this replica no longer speaks for it.
