@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kopf
 
@@ -114,11 +114,22 @@ def object_key(body: kopf.Body) -> str:
 
 @dataclass
 class WrittenStatus:
-    """The status we last wrote, until the watch delivers the object that carries it: a turn
-    taken before then must not reconcile against the status from before our own write."""
+    """Our last status patch, until the watch delivers the object that carries it: a turn taken
+    before then must not reconcile against the status from before our own write.
 
-    status: dict[str, Any]
+    The patch, not the server's answer: the answer is the whole object (its status a second
+    copy of what kopf keeps per object), the patch only what changed; the status it leads to
+    is the delivered status plus the patch (RFC 7386), as only ``write_status`` writes status.
+    """
+
+    patch: dict[str, Any]
     resource_version_before: str
+
+    def is_pending(self, body: kopf.Body) -> bool:
+        """The watch has not yet delivered a version of the object newer than our write's."""
+        return self.resource_version_before == str(
+            body.get("metadata", {}).get("resourceVersion", "")
+        )
 
 
 async def write_status(
@@ -131,35 +142,40 @@ async def write_status(
     """The one status writer: a merge patch of ``status`` (what changed, nothing else).
 
     kopf applies a handler's ``patch`` only when the handler returns; the per-object daemon
-    never returns while it owns the object, so it patches through the call kopf itself uses
-    (a private module of kopf, pinned in constraints.txt; unit-tested in test_handlers).
+    never returns while it owns the object, so it patches through kopf's own API client (a
+    private module of kopf, pinned in constraints.txt; unit-tested in test_handlers_wakes):
+    one merge patch of the status subresource, authenticated and retried as kopf's are. Not
+    kopf's ``patch_obj``: that deep-copies the whole answered object on every call to diff it
+    for JSON-patch functions we never use, and formats the patch into a debug line even with
+    debug logging off.
     """
-    from kopf._cogs.clients.patching import patch_obj
+    from kopf._cogs.clients import api
+    from kopf._cogs.clients.errors import APINotFoundError
 
     meta = body.get("metadata", {})
-    patch = kopf.Patch()
-    patch.status.update(status_patch)
-    patched, _ = await patch_obj(
-        settings=settings,
-        resource=resource,
-        namespace=meta.get("namespace"),
-        name=meta.get("name", ""),
-        patch=patch,
-        logger=logger,
-    )
-    if patched is None:  # gone meanwhile
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Merge-patching the status with: %r", status_patch)
+    try:
+        await api.patch(
+            url=resource.get_url(
+                namespace=meta.get("namespace"), name=meta.get("name", ""), subresource="status"
+            ),
+            headers={"Content-Type": "application/merge-patch+json"},
+            payload={"status": status_patch},
+            settings=settings,
+            logger=logger,
+        )
+    except APINotFoundError:  # gone meanwhile
         return None
-    return WrittenStatus(dict(patched.get("status") or {}), str(meta.get("resourceVersion", "")))
+    return WrittenStatus(status_patch, str(meta.get("resourceVersion", "")))
 
 
 def current_view(body: kopf.Body, written: WrittenStatus | None) -> ObjectView:
-    """The object as the turn must see it: with our last write's status while the watch has not
-    delivered it yet (the view's status is then ``written.status`` itself, never a copy)."""
+    """The object as the turn must see it: with our last write applied while the watch has not
+    delivered it yet."""
     view = to_view(body)
-    if written is not None and written.resource_version_before == str(
-        body.get("metadata", {}).get("resourceVersion", "")
-    ):
-        return replace(view, status=written.status)
+    if written is not None and written.is_pending(body):
+        return replace(view, status=metrics.apply_merge_patch(view.status, written.patch))
     return view
 
 
@@ -243,7 +259,7 @@ class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
         # kopf's own filtering (its marked prefixes, kubectl's last-applied, the diff-base itself)
         # on a body of labels and annotations only; no extra fields (no field handlers).
         small = {k: meta[k] for k in ("labels", "annotations") if meta.get(k) is not None}
-        essence = super().build(body=kopf.Body({"metadata": small}))
+        essence = super().build(body=kopf.Body(cast(kopf.RawBody, {"metadata": small})))
         essence["generation"] = meta.get("generation")  # type: ignore[typeddict-unknown-key]
         # Our own annotations share kopf's prefix, so kopf's filter drops them: keep the pause.
         paused = (meta.get("annotations") or {}).get(PAUSED_ANNOTATION)
@@ -333,8 +349,8 @@ def register_handlers(
                 if stopped:
                     return
                 view = current_view(body, written)
-                if written is not None and view.status is not written.status:
-                    written = None  # the watch delivered our write (or newer): drop the copy
+                if written is not None and not written.is_pending(body):
+                    written = None  # the watch delivered our write (or newer): drop the patch
                 # This replica still acts on the object: its series stay, however long the
                 # reconcile or the deletion takes (the turn's gap is below their staleness).
                 metrics.touch(view)

@@ -4,17 +4,26 @@ Covers: kopf's diff-base is the generation plus labels and annotations (a spec c
 generation change; status, resourceVersion and managedFields are not a change; kopf's own and
 kubectl's annotations are left out; our pause annotation counts although it shares kopf's
 prefix); ``until_stopped`` returns the work's result, or cancels the work when the daemon's stop
-watch completes; ``watch_stop`` calls back once kopf stops the daemon.
+watch completes; ``watch_stop`` calls back once kopf stops the daemon; ``write_status`` is one
+merge patch of the status subresource (None when the object is gone), and until the watch
+delivers it a turn sees the delivered status plus the patch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import kopf
 
-from batchcert.handlers import GenerationDiffBase, until_stopped, watch_stop
+from batchcert.handlers import (
+    GenerationDiffBase,
+    current_view,
+    until_stopped,
+    watch_stop,
+    write_status,
+)
 from batchcert.models.names import GROUP, PAUSED_ANNOTATION
 
 
@@ -93,3 +102,45 @@ async def test_watch_stop_calls_back_when_kopf_stops_the_daemon() -> None:
     await asyncio.wait_for(watch, 1)
     await asyncio.sleep(0)
     assert called == [True]
+
+
+async def test_write_status_is_one_merge_patch_of_the_status_subresource(
+    monkeypatch: Any,
+) -> None:
+    from kopf._cogs.clients import api
+
+    calls: list[dict[str, Any]] = []
+
+    async def fake_patch(**kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs)
+        return {"metadata": {"resourceVersion": "2"}, "status": {"x": 2}}
+
+    monkeypatch.setattr(api, "patch", fake_patch)
+    resource = kopf.Resource(GROUP, "v1alpha1", "batchcertpools", namespaced=True)
+    written = await write_status(
+        kopf.OperatorSettings(), resource, body(), {"x": 2}, logging.getLogger("t")
+    )
+    assert [c["url"] for c in calls] == [
+        "/apis/batchcert.dev/v1alpha1/namespaces/n/batchcertpools/p/status"
+    ]
+    assert calls[0]["payload"] == {"status": {"x": 2}}
+    assert calls[0]["headers"] == {"Content-Type": "application/merge-patch+json"}
+    assert written is not None and written.is_pending(body())
+    # Until the watch delivers our write, the turn sees the delivered status plus the patch.
+    assert current_view(body(), written).status == {"x": 2}
+    assert not written.is_pending(body(resourceVersion="2"))
+
+
+async def test_write_status_of_a_deleted_object_is_none(monkeypatch: Any) -> None:
+    from kopf._cogs.clients import api
+    from kopf._cogs.clients.errors import APINotFoundError
+
+    async def gone(**_: Any) -> None:
+        raise APINotFoundError({"reason": "NotFound"}, status=404, headers={})
+
+    monkeypatch.setattr(api, "patch", gone)
+    resource = kopf.Resource(GROUP, "v1alpha1", "batchcertpools", namespaced=True)
+    assert (
+        await write_status(kopf.OperatorSettings(), resource, body(), {"x": 2}, logging.getLogger())
+        is None
+    )
