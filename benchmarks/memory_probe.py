@@ -17,7 +17,9 @@ Run from the repository root (2 cores: it takes ~5 minutes at 200/1000):
     PYTHONPATH=operator:tests .venv/bin/python benchmarks/memory_probe.py --sizes 200 1000 \\
         [--tracemalloc 12] [--out benchmarks/results/issue15/memory-<commit>]
 
-Writes ``memory.json`` and ``memory.md`` into ``--out``.
+Writes ``memory.json`` and ``memory.md`` into ``--out``. The dumps stay in
+``.state/memory-probe-<pid>/dumps``; ``--breakdown SNAP1 SNAP2 N`` prints the table by holder
+(``BREAKDOWN``) of two saved snapshots N objects apart, without starting anything.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import sys
 import time
 import tracemalloc
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +170,40 @@ async def bare_status_writes(
     }
 
 
+# Who holds the bytes, by the frames of the allocating traceback (first matching rule wins).
+BREAKDOWN: list[tuple[str, Callable[[list[str]], bool]]] = [
+    ("TLS connection buffers (asyncio sslproto, 256 KiB each)", lambda fs: any("sslproto.py" in f for f in fs[-2:])),
+    ("kopf: the object's body (watch event JSON)", lambda fs: any("kopf/_cogs/clients/watching.py" in f for f in fs)),
+    ("ours: status answer kept by write_status", lambda fs: any("batchcert/handlers.py" in f for f in fs) and any("patching.py" in f or "clients/api.py" in f for f in fs)),
+    ("ours: ARM pool reading (ObjectMemory.pool)", lambda fs: any("batchcert/adapters/arm.py" in f or "reconcile/pool.py" in f for f in fs)),
+    ("ours: node reading / diagnosis", lambda fs: any("batchnodes.py" in f or "diagnos" in f or "assess/nodes.py" in f for f in fs)),
+    ("ours: metrics", lambda fs: any("batchcert/metrics.py" in f for f in fs)),
+    ("ours: scheduler", lambda fs: any("reconcile/scheduler.py" in f for f in fs)),
+    ("ours: reconcile memory (conditions, Backoff, spec, readings)", lambda fs: any("batchcert/" in f for f in fs) and not any("kopf/" in f for f in fs[-3:])),
+    ("kopf: daemon (task, stopper, cause, logger, context)", lambda fs: any("kopf/_core/engines/daemons.py" in f or "aioenums.py" in f for f in fs)),
+    ("kopf: per-object memory (ResourceMemory, memo)", lambda fs: any("kopf/_core/reactor/inventory.py" in f for f in fs)),
+    ("ours: daemon loop", lambda fs: any("batchcert/handlers.py" in f for f in fs)),
+    ("kopf: other", lambda fs: any("/kopf/" in f for f in fs)),
+    ("azure SDK: other", lambda fs: any("/azure/" in f for f in fs)),
+    ("aiohttp: other", lambda fs: any("/aiohttp/" in f for f in fs)),
+    ("imports and other", lambda fs: True),
+]  # fmt: skip
+
+
+def breakdown(first: Path, second: Path, objects: int) -> list[dict[str, Any]]:
+    """Bytes per object by holder (``BREAKDOWN``), between two snapshots ``objects`` apart."""
+    a = tracemalloc.Snapshot.load(str(first))
+    b = tracemalloc.Snapshot.load(str(second))
+    totals: dict[str, int] = defaultdict(int)
+    for stat in b.compare_to(a, "traceback"):
+        frames = [f"{frame.filename}:{frame.lineno}" for frame in stat.traceback]
+        name = next(name for name, rule in BREAKDOWN if rule(frames))
+        totals[name] += stat.size_diff
+    return [
+        {"holder": name, "bytes_per_object": round(totals[name] / objects)} for name, _ in BREAKDOWN
+    ]
+
+
 def compare(first: Path, second: Path, objects: int, top: int) -> list[dict[str, Any]]:
     a = tracemalloc.Snapshot.load(str(first))
     b = tracemalloc.Snapshot.load(str(second))
@@ -197,6 +234,12 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--top", type=int, default=40)
     parser.add_argument(
+        "--breakdown",
+        nargs=3,
+        metavar=("SNAPSHOT1", "SNAPSHOT2", "OBJECTS"),
+        help="only print the breakdown of two saved tracemalloc snapshots OBJECTS apart",
+    )
+    parser.add_argument(
         "--rotate",
         action="store_true",
         help="after the N2 dump: renew the shared certificate (cert interval 20 s) and time the "
@@ -205,6 +248,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=BENCH / "results" / "memory")
     args = parser.parse_args()
+    if args.breakdown:
+        first, second, objects = args.breakdown
+        for row in breakdown(Path(first), Path(second), int(objects)):
+            print(f"| {row['holder']} | {row['bytes_per_object'] / 1024:.1f} |")
+        return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -291,6 +339,9 @@ def main() -> None:
         results["components"] = compare(
             dumps / "memory-1.tracemalloc", dumps / "memory-2.tracemalloc", per, args.top
         )
+        results["breakdown"] = breakdown(
+            dumps / "memory-1.tracemalloc", dumps / "memory-2.tracemalloc", per
+        )
     (out / "memory.json").write_text(json.dumps(results, indent=1))
     (out / "memory.md").write_text(render(results))
     print(render(results))
@@ -318,6 +369,11 @@ def render(results: dict[str, Any]) -> str:
         lines += [f", traced {per['traced_bytes']} B"]
     lines += ["", "| type | per object |", "|---|---|"]
     lines += [f"| {t} | {c} |" for t, c in sorted(per["types"].items(), key=lambda kv: -kv[1])]
+    if "breakdown" in results:
+        lines += ["", "| held by | KiB per object |", "|---|---|"]
+        lines += [
+            f"| {r['holder']} | {r['bytes_per_object'] / 1024:.1f} |" for r in results["breakdown"]
+        ]
     if "components" in results:
         lines += ["", "| allocated by | bytes per object | largest origin |", "|---|---|---|"]
         lines += [

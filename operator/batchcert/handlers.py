@@ -10,7 +10,8 @@ turn its outcome into a status patch, Events, or a kopf retry. All decisions liv
   drift, rotations and node health all flow through the same reconcile; no edge chains.
 * Ownership is kopf's per-object daemon ``on_pool``: it admits the object to the scheduler and
   takes its turns; kopf stops it on deletion, on shutdown, and when peering pauses this replica,
-  so a paused replica owns nothing and acts on nothing. A sleeping daemon costs no CPU.
+  so a paused replica owns nothing and acts on nothing. A sleeping daemon costs no CPU, and
+  little memory: it awaits its scheduler event itself, with one stop watch for its lifetime.
 * The delete handler applies ``deletionPolicy``; kopf adds our finalizer because it exists, and
   the reconcile refuses to write to Azure until that finalizer is on the object.
 * Status is written only by ``write_status`` (a merge patch of what changed, through kopf's own
