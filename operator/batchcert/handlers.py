@@ -48,6 +48,12 @@ from batchcert.reconcile.scheduler import Scheduler
 from batchcert.reconcile.sharding import ShardAssignment
 
 _EVENT_MESSAGE_LIMIT = 1000
+# Status writes in flight at once. kopf's API client opens a new TLS connection for every
+# concurrent request (its connector has no limit), and each costs a 256 KiB read buffer
+# (asyncio's SSL protocol) besides the SSL state: 100 pools converging held 54 connections to
+# the API server. 16 writers are as fast as the API server here (a bare client at concurrency 16
+# made 100-114 status writes/s on this 2-core machine; results/issue15/memory/results.md).
+CONCURRENT_STATUS_WRITES = 16
 T = TypeVar("T")
 
 
@@ -59,6 +65,9 @@ class Services:
     scheduler: Scheduler[tuple[str, str]]
     config: Config
     loops: list[asyncio.Task[None]] = field(default_factory=list)
+    writes: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(CONCURRENT_STATUS_WRITES)
+    )
 
 
 def utcnow() -> datetime:
@@ -366,9 +375,10 @@ def register_handlers(
                     if outcome is None:
                         return
                     if outcome.status_patch:
-                        written = await write_status(
-                            memo["settings"], resource, body, outcome.status_patch, logger
-                        )
+                        async with services.writes:  # a bounded number of API connections
+                            written = await write_status(
+                                memo["settings"], resource, body, outcome.status_patch, logger
+                            )
                     post_events(body, outcome.events)
                 except Exception:  # a bug or the API server: never lose the object's schedule
                     logger.exception("reconcile of %s failed; trying again", key)
