@@ -10,7 +10,8 @@ turn its outcome into a status patch, Events, or a kopf retry. All decisions liv
   drift, rotations and node health all flow through the same reconcile; no edge chains.
 * Ownership is kopf's per-object daemon ``on_pool``: it admits the object to the scheduler and
   takes its turns; kopf stops it on deletion, on shutdown, and when peering pauses this replica,
-  so a paused replica owns nothing and acts on nothing. A sleeping daemon costs no CPU.
+  so a paused replica owns nothing and acts on nothing. A sleeping daemon costs no CPU, and
+  little memory: it awaits its scheduler event itself, with one stop watch for its lifetime.
 * The delete handler applies ``deletionPolicy``; kopf adds our finalizer because it exists, and
   the reconcile refuses to write to Azure until that finalizer is on the object.
 * Status is written only by ``write_status`` (a merge patch of what changed, through kopf's own
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kopf
 
@@ -49,6 +50,12 @@ from batchcert.reconcile.sharding import ShardAssignment, shard_of
 _EVENT_MESSAGE_LIMIT = 1000
 # How long a shard waits on another shard's deletion before saying it still waits (an Event).
 _ELSEWHERE_WAIT_SECONDS = 300.0
+# Status writes in flight at once. kopf's API client opens a new TLS connection for every
+# concurrent request (its connector has no limit), and each costs a 256 KiB read buffer
+# (asyncio's SSL protocol) besides the SSL state: 100 pools converging held 54 connections to
+# the API server. 16 writers are as fast as the API server here (a bare client at concurrency 16
+# made 100-114 status writes/s on this 2-core machine; results/issue15/memory/results.md).
+CONCURRENT_STATUS_WRITES = 16
 T = TypeVar("T")
 
 
@@ -60,6 +67,9 @@ class Services:
     scheduler: Scheduler[tuple[str, str]]
     config: Config
     loops: list[asyncio.Task[None]] = field(default_factory=list)
+    writes: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(CONCURRENT_STATUS_WRITES)
+    )
 
 
 def utcnow() -> datetime:
@@ -116,11 +126,22 @@ def object_key(body: kopf.Body) -> str:
 
 @dataclass
 class WrittenStatus:
-    """The status we last wrote, until the watch delivers the object that carries it: a turn
-    taken before then must not reconcile against the status from before our own write."""
+    """Our last status patch, until the watch delivers the object that carries it: a turn taken
+    before then must not reconcile against the status from before our own write.
 
-    status: dict[str, Any]
+    The patch, not the server's answer: the answer is the whole object (its status a second
+    copy of what kopf keeps per object), the patch only what changed; the status it leads to
+    is the delivered status plus the patch (RFC 7386), as only ``write_status`` writes status.
+    """
+
+    patch: dict[str, Any]
     resource_version_before: str
+
+    def is_pending(self, body: kopf.Body) -> bool:
+        """The watch has not yet delivered a version of the object newer than our write's."""
+        return self.resource_version_before == str(
+            body.get("metadata", {}).get("resourceVersion", "")
+        )
 
 
 async def write_status(
@@ -133,33 +154,40 @@ async def write_status(
     """The one status writer: a merge patch of ``status`` (what changed, nothing else).
 
     kopf applies a handler's ``patch`` only when the handler returns; the per-object daemon
-    never returns while it owns the object, so it patches through the call kopf itself uses
-    (a private module of kopf, pinned in constraints.txt; unit-tested in test_handlers).
+    never returns while it owns the object, so it patches through kopf's own API client (a
+    private module of kopf, pinned in constraints.txt; unit-tested in test_handlers_wakes):
+    one merge patch of the status subresource, authenticated and retried as kopf's are. Not
+    kopf's ``patch_obj``: that deep-copies the whole answered object on every call to diff it
+    for JSON-patch functions we never use, and formats the patch into a debug line even with
+    debug logging off.
     """
-    from kopf._cogs.clients.patching import patch_obj
+    from kopf._cogs.clients import api
+    from kopf._cogs.clients.errors import APINotFoundError
 
     meta = body.get("metadata", {})
-    patch = kopf.Patch()
-    patch.status.update(status_patch)
-    patched, _ = await patch_obj(
-        settings=settings,
-        resource=resource,
-        namespace=meta.get("namespace"),
-        name=meta.get("name", ""),
-        patch=patch,
-        logger=logger,
-    )
-    if patched is None:  # gone meanwhile
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Merge-patching the status with: %r", status_patch)
+    try:
+        await api.patch(
+            url=resource.get_url(
+                namespace=meta.get("namespace"), name=meta.get("name", ""), subresource="status"
+            ),
+            headers={"Content-Type": "application/merge-patch+json"},
+            payload={"status": status_patch},
+            settings=settings,
+            logger=logger,
+        )
+    except APINotFoundError:  # gone meanwhile
         return None
-    return WrittenStatus(dict(patched.get("status") or {}), str(meta.get("resourceVersion", "")))
+    return WrittenStatus(status_patch, str(meta.get("resourceVersion", "")))
 
 
 def current_view(body: kopf.Body, written: WrittenStatus | None) -> ObjectView:
+    """The object as the turn must see it: with our last write applied while the watch has not
+    delivered it yet."""
     view = to_view(body)
-    if written is not None and written.resource_version_before == str(
-        body.get("metadata", {}).get("resourceVersion", "")
-    ):
-        return replace(view, status=dict(written.status))
+    if written is not None and written.is_pending(body):
+        return replace(view, status=metrics.apply_merge_patch(view.status, written.patch))
     return view
 
 
@@ -189,24 +217,32 @@ def post_events(body: kopf.Body, events: list[Event]) -> None:
         )
 
 
-async def until_stopped(work: Coroutine[Any, Any, T], stopped: kopf.DaemonStopped) -> T | None:
-    """Run ``work`` unless kopf stops the timer first (deletion, shutdown): then cancel it.
+async def until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Future[Any]) -> T | None:
+    """Run ``work`` unless ``stop`` (the daemon's one stop watch) completes first: then cancel it.
 
-    kopf never cancels timers itself, so a tick stuck in a slow Azure call would be orphaned on
-    shutdown and outlive the clients it uses.
+    kopf never cancels daemons on its own before their cancellation timeout, so a turn stuck in
+    a slow Azure call would outlive a pause or a shutdown, and the clients it uses.
     """
     task = asyncio.ensure_future(work)
-    waiter = asyncio.ensure_future(stopped.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
     if task.done():
         return task.result()
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return None
+
+
+def watch_stop(stopped: kopf.DaemonStopped, on_stop: Callable[[], None]) -> asyncio.Future[Any]:
+    """One task per owned object that completes when kopf stops its daemon, and calls
+    ``on_stop`` then (the scheduler's wake, so a sleeping daemon notices at once).
+
+    One watch for the object's whole ownership, not two tasks per turn: the daemon awaits its
+    scheduler event directly, and only a reconcile runs in a task of its own.
+    """
+    watch = asyncio.ensure_future(stopped.wait())
+    watch.add_done_callback(lambda _: on_stop())
+    return watch
 
 
 def _object_memory(memo: kopf.Memo) -> ObjectMemory:
@@ -216,6 +252,34 @@ def _object_memory(memo: kopf.Memo) -> ObjectMemory:
     return memory
 
 
+class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base as ``metadata.generation`` plus labels and annotations, not the spec.
+
+    kopf builds the essence on every watch event (a deep copy of the whole body: spec, status,
+    managedFields) and keeps the last one as an annotation on the object (a JSON copy of the
+    spec). ``on_change`` only needs to know *that* the spec, labels or annotations changed, and
+    the API server bumps ``metadata.generation`` on every spec change (status and metadata
+    changes leave it): the annotation shrinks to a few bytes and each event copies only metadata.
+    An object still carrying the whole-spec annotation of an older operator differs once, wakes
+    once, and gets the small annotation. Our own ``batchcert.dev/paused`` shares the prefix kopf
+    marks as its own and would be filtered out with kopf's: it is kept explicitly, so pausing and
+    resuming wake the object at once.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        meta = body.get("metadata", {})
+        # kopf's own filtering (its marked prefixes, kubectl's last-applied, the diff-base itself)
+        # on a body of labels and annotations only; no extra fields (no field handlers).
+        small = {k: meta[k] for k in ("labels", "annotations") if meta.get(k) is not None}
+        essence = super().build(body=kopf.Body(cast(kopf.RawBody, {"metadata": small})))
+        essence["generation"] = meta.get("generation")  # type: ignore[typeddict-unknown-key]
+        # Our own annotations share kopf's prefix, so kopf's filter drops them: keep the pause.
+        paused = (meta.get("annotations") or {}).get(PAUSED_ANNOTATION)
+        if paused is not None:
+            essence["paused"] = paused  # type: ignore[typeddict-unknown-key]
+        return essence
+
+
 def configure_settings(
     settings: kopf.OperatorSettings, *, peering: str | None = None, priority: int = 0
 ) -> None:
@@ -223,7 +287,7 @@ def configure_settings(
     # Our handlers keep no progress worth persisting (the reconcile is level-driven), so kopf's
     # bookkeeping goes to annotations under our own prefix, never into the status contract.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = GenerationDiffBase(prefix=GROUP)
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "batchcert-operator"  # "From" in kubectl describe
     settings.watching.server_timeout = 300
@@ -293,11 +357,15 @@ def register_handlers(
         memory = _object_memory(memo)
         written: WrittenStatus | None = None
         scheduler.admit(key)
+        stop = watch_stop(stopped, lambda: scheduler.wake(key))
         try:
             while not stopped:
-                if await until_stopped(scheduler.turn(key), stopped) is None:
+                await scheduler.turn(key)
+                if stopped:
                     return
                 view = current_view(body, written)
+                if written is not None and not written.is_pending(body):
+                    written = None  # the watch delivered our write (or newer): drop the patch
                 # This replica still acts on the object: its series stay, however long the
                 # reconcile or the deletion takes (the turn's gap is below their staleness).
                 metrics.touch(view)
@@ -305,18 +373,17 @@ def register_handlers(
                     return  # the delete handler owns the object's last moments
                 started = time.monotonic()
                 try:
-                    outcome = await until_stopped(
-                        services.reconciler.reconcile(view, memory), stopped
-                    )
+                    outcome = await until_stopped(services.reconciler.reconcile(view, memory), stop)
                     metrics.observe(
                         view, outcome, time.monotonic() - started, services.clients.pacer
                     )
                     if outcome is None:
                         return
                     if outcome.status_patch:
-                        written = await write_status(
-                            memo["settings"], resource, body, outcome.status_patch, logger
-                        )
+                        async with services.writes:  # a bounded number of API connections
+                            written = await write_status(
+                                memo["settings"], resource, body, outcome.status_patch, logger
+                            )
                     post_events(body, outcome.events)
                 except Exception:  # a bug or the API server: never lose the object's schedule
                     logger.exception("reconcile of %s failed; trying again", key)
@@ -325,6 +392,7 @@ def register_handlers(
                 scheduler.observe(key, outcome.certificates)
                 scheduler.schedule(key, outcome.next_check_in)
         finally:
+            stop.cancel()
             scheduler.release(key)
             if not to_view(body).deleting:
                 # Paused by peering (or shutting down): this replica no longer speaks for it.

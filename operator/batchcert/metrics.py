@@ -77,6 +77,37 @@ def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> di
     return result
 
 
+CERTIFICATE_FIELDS = ("name", "notAfter", "notBefore", "expectedRenewalTime", "rotations")
+CONDITION_FIELDS = ("type", "status", "reason")
+
+
+def series_fields(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a status the per-object series are rendered from, and nothing else.
+
+    Kept per object between scrapes: a whole status (condition messages, node details) would be
+    a second copy of every object's status in memory, next to kopf's body.
+    """
+    kept: dict[str, Any] = {}
+    certificates = status.get("certificates")
+    if isinstance(certificates, list):
+        kept["certificates"] = [
+            {k: item[k] for k in CERTIFICATE_FIELDS if k in item}
+            for item in certificates
+            if isinstance(item, Mapping)
+        ]
+    nodes = status.get("nodes")
+    if isinstance(nodes, Mapping):
+        kept["nodes"] = {k: nodes[k] for k in (*NODE_STATES, "verification") if k in nodes}
+    conditions = status.get("conditions")
+    if isinstance(conditions, list):
+        kept["conditions"] = [
+            {k: item[k] for k in CONDITION_FIELDS if k in item}
+            for item in conditions
+            if isinstance(item, Mapping)
+        ]
+    return kept
+
+
 def to_timestamp(text: str | None) -> float | None:
     moment = parse_rfc3339(text)
     return None if moment is None else moment.timestamp()
@@ -266,7 +297,7 @@ class Metrics:
         if outcome is None:  # cancelled by shutdown or deletion: nothing new was seen
             return
         status = apply_merge_patch(view.status, outcome.status_patch)
-        self.status.update(view.namespace, view.name, status)
+        self.status.update(view.namespace, view.name, series_fields(status))
 
     def touch(self, view: ObjectView) -> None:
         self.status.touch(view.namespace, view.name)

@@ -5,7 +5,8 @@ count, node states, kube-state-metrics style conditions with exactly one 1 per c
 status after the reconcile's merge patch is what is reported; a cancelled reconcile (no outcome)
 only counts its duration; ``forget`` drops the object's series, and so does a replica that stops
 reconciling (a standby paused by peering); each condition's reason as a series; Azure request and
-429 counts come from the ARM pacer, the 429 counters existing for every service from the start; the exposition parses and carries no spec value beyond the allowed labels.
+429 counts come from the ARM pacer, the 429 counters existing for every service from the start; the exposition parses and carries no spec value beyond the allowed labels; the fields kept
+per object between scrapes render exactly the series a whole status renders.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchcert.adapters.pacing import ArmPacer
-from batchcert.metrics import Metrics, apply_merge_patch
+from batchcert.metrics import Metrics, apply_merge_patch, series_fields
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import Outcome
 
@@ -242,3 +243,20 @@ def test_example_alerts_use_only_metrics_we_expose(metrics: Metrics) -> None:
         for name in re.findall(r"\bbatchcert_[a-z_]+", rule["expr"])
     }
     assert used and used <= exposed, used - exposed
+
+
+def test_series_are_rendered_from_the_kept_fields_alone(metrics: Metrics) -> None:
+    # What each object keeps between scrapes is the series' inputs, not a second whole status.
+    status = view_of("ready").status
+    kept = series_fields(status)
+    assert set(kept) <= {"certificates", "nodes", "conditions"}
+    assert all(set(c) <= {"type", "status", "reason"} for c in kept["conditions"])
+    full = Metrics(registry=CollectorRegistry())
+    full.status.update("team-a", "render", status)
+    metrics.status.update("team-a", "render", kept)
+
+    def per_object(m: Metrics) -> dict[Any, float]:
+        return {k: v for k, v in samples(m).items() if ("namespace", "team-a") in k[1]}
+
+    assert per_object(metrics) == per_object(full)
+    assert len(per_object(metrics)) > 10

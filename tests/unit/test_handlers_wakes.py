@@ -1,0 +1,146 @@
+"""The cheap parts of the handlers that decide when an object wakes (batchcert.handlers).
+
+Covers: kopf's diff-base is the generation plus labels and annotations (a spec change is a
+generation change; status, resourceVersion and managedFields are not a change; kopf's own and
+kubectl's annotations are left out; our pause annotation counts although it shares kopf's
+prefix); ``until_stopped`` returns the work's result, or cancels the work when the daemon's stop
+watch completes; ``watch_stop`` calls back once kopf stops the daemon; ``write_status`` is one
+merge patch of the status subresource (None when the object is gone), and until the watch
+delivers it a turn sees the delivered status plus the patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from batchcert.handlers import (
+    GenerationDiffBase,
+    current_view,
+    until_stopped,
+    watch_stop,
+    write_status,
+)
+from batchcert.models.names import GROUP, PAUSED_ANNOTATION
+
+
+def body(generation: int = 1, **metadata: Any) -> kopf.Body:
+    meta = {"name": "p", "namespace": "n", "generation": generation, "resourceVersion": "1"}
+    meta.update(metadata)
+    return kopf.Body({"metadata": meta, "spec": {"vmSize": "A"}, "status": {"x": 1}})
+
+
+def essence(b: kopf.Body) -> Any:
+    return GenerationDiffBase(prefix=GROUP).build(body=b)
+
+
+def test_only_generation_labels_and_annotations_are_the_essence() -> None:
+    plain = essence(body())
+    assert plain == {"generation": 1}
+    assert essence(body(resourceVersion="2", managedFields=[{"manager": "kopf"}])) == plain
+    assert essence(body(generation=2)) != plain
+    assert essence(body(labels={"team": "a"})) != plain
+
+
+def test_kopf_and_kubectl_annotations_are_not_changes_but_the_pause_is() -> None:
+    bookkeeping = {
+        f"{GROUP}/last-handled-configuration": "{}",
+        f"{GROUP}/kopf-managed": "yes",
+        "kubectl.kubernetes.io/last-applied-configuration": "{}",
+    }
+    assert essence(body(annotations=bookkeeping)) == {"generation": 1}
+    paused = essence(body(annotations={**bookkeeping, PAUSED_ANNOTATION: "true"}))
+    assert paused != essence(body(annotations=bookkeeping))
+    assert essence(body(annotations={"team": "a"})) != essence(body())
+
+
+def test_the_stored_diff_base_is_small() -> None:
+    b = body(annotations={"kubectl.kubernetes.io/last-applied-configuration": "x" * 1000})
+    patch = kopf.Patch()
+    GenerationDiffBase(prefix=GROUP).store(body=b, patch=patch, essence=essence(b))
+    stored = patch["metadata"]["annotations"][f"{GROUP}/last-handled-configuration"]
+    assert len(stored) < 40
+
+
+async def test_until_stopped_returns_the_result() -> None:
+    async def work() -> int:
+        return 7
+
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    assert await until_stopped(work(), stop) == 7
+
+
+async def test_until_stopped_cancels_the_work_when_stopped() -> None:
+    cancelled = asyncio.Event()
+
+    async def work() -> int:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 7
+
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_later(0.01, stop.set_result, None)
+    assert await until_stopped(work(), stop) is None
+    assert cancelled.is_set()
+
+
+async def test_watch_stop_calls_back_when_kopf_stops_the_daemon() -> None:
+    from kopf._cogs.aiokits.aioenums import FlagSetter
+
+    setter: FlagSetter[Any] = FlagSetter()
+    called: list[bool] = []
+    watch = watch_stop(setter.async_waiter, lambda: called.append(True))
+    await asyncio.sleep(0)
+    assert not called
+    setter.set()
+    await asyncio.wait_for(watch, 1)
+    await asyncio.sleep(0)
+    assert called == [True]
+
+
+async def test_write_status_is_one_merge_patch_of_the_status_subresource(
+    monkeypatch: Any,
+) -> None:
+    from kopf._cogs.clients import api
+
+    calls: list[dict[str, Any]] = []
+
+    async def fake_patch(**kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs)
+        return {"metadata": {"resourceVersion": "2"}, "status": {"x": 2}}
+
+    monkeypatch.setattr(api, "patch", fake_patch)
+    resource = kopf.Resource(GROUP, "v1alpha1", "batchcertpools", namespaced=True)
+    written = await write_status(
+        kopf.OperatorSettings(), resource, body(), {"x": 2}, logging.getLogger("t")
+    )
+    assert [c["url"] for c in calls] == [
+        "/apis/batchcert.dev/v1alpha1/namespaces/n/batchcertpools/p/status"
+    ]
+    assert calls[0]["payload"] == {"status": {"x": 2}}
+    assert calls[0]["headers"] == {"Content-Type": "application/merge-patch+json"}
+    assert written is not None and written.is_pending(body())
+    # Until the watch delivers our write, the turn sees the delivered status plus the patch.
+    assert current_view(body(), written).status == {"x": 2}
+    assert not written.is_pending(body(resourceVersion="2"))
+
+
+async def test_write_status_of_a_deleted_object_is_none(monkeypatch: Any) -> None:
+    from kopf._cogs.clients import api
+    from kopf._cogs.clients.errors import APINotFoundError
+
+    async def gone(**_: Any) -> None:
+        raise APINotFoundError({"reason": "NotFound"}, status=404, headers={})
+
+    monkeypatch.setattr(api, "patch", gone)
+    resource = kopf.Resource(GROUP, "v1alpha1", "batchcertpools", namespaced=True)
+    assert (
+        await write_status(kopf.OperatorSettings(), resource, body(), {"x": 2}, logging.getLogger())
+        is None
+    )
