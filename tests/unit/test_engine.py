@@ -34,6 +34,7 @@ from batchcert.models.names import UID_METADATA
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.translate.pool_diff import extension_client_id
 from support.builders import IDENTITY, base_spec
 
 pytestmark = pytest.mark.unit
@@ -649,3 +650,20 @@ async def test_last_check_time_moves_only_on_change_or_heartbeat() -> None:
         world.advance(301)
         await world.tick()
     assert world.status["nodes"]["lastCheckTime"] != moved  # the hourly heartbeat
+
+
+async def test_a_kept_sighting_holds_what_later_turns_read_and_no_more() -> None:
+    world = World()
+    await converge(world)
+    kept = world.memory.pool
+    assert kept is not None
+    assert set(kept.body) == {"properties", "identity"}
+    assert set(kept.properties) == {
+        "provisioningState",
+        "allocationState",
+        "currentDedicatedNodes",
+        "deploymentConfiguration",
+    }
+    # The diagnosis reads the identities ARM filled in and our extension's client id from it.
+    assert extension_client_id(kept.body, "KVExtensions") == "looked-up-client-id"
+    assert world.condition("NodesReady")["status"] == "True"

@@ -6,7 +6,9 @@ kubectl's annotations are left out; our pause annotation counts although it shar
 prefix); ``until_stopped`` returns the work's result, or cancels the work when the daemon's stop
 watch completes; ``watch_stop`` calls back once kopf stops the daemon; ``write_status`` is one
 merge patch of the status subresource (None when the object is gone), and until the watch
-delivers it a turn sees the delivered status plus the patch.
+delivers it a turn sees the delivered status plus the patch; kopf's watch stream hands on
+objects without managedFields (kopf keeps every watched body; nothing reads them), every other
+item untouched, and wrapping it twice wraps it once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import kopf
 from batchcert.handlers import (
     GenerationDiffBase,
     current_view,
+    drop_managed_fields_from_watches,
     until_stopped,
     watch_stop,
     write_status,
@@ -144,3 +147,24 @@ async def test_write_status_of_a_deleted_object_is_none(monkeypatch: Any) -> Non
         await write_status(kopf.OperatorSettings(), resource, body(), {"x": 2}, logging.getLogger())
         is None
     )
+
+
+async def test_kopf_keeps_watched_objects_without_managed_fields(monkeypatch: Any) -> None:
+    from kopf._cogs.clients import watching
+
+    async def stream(**kwargs: Any) -> Any:
+        assert kwargs == {"namespace": "ns"}
+        yield {"type": "MODIFIED", "object": {"metadata": {"name": "a", "managedFields": [{}]}}}
+        yield "LISTED"  # kopf's bookmarks pass through as they are
+        yield {"type": None, "object": {"metadata": {"name": "b"}}}
+
+    monkeypatch.setattr(watching, "continuous_watch", stream)
+    drop_managed_fields_from_watches()
+    drop_managed_fields_from_watches()  # idempotent: one wrapper, not two
+    assert watching.continuous_watch is not stream
+    items = [item async for item in watching.continuous_watch(namespace="ns")]
+    assert items == [
+        {"type": "MODIFIED", "object": {"metadata": {"name": "a"}}},
+        "LISTED",
+        {"type": None, "object": {"metadata": {"name": "b"}}},
+    ]

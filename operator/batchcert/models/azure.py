@@ -57,6 +57,39 @@ class PoolState:
             and self.current_low_priority_nodes == 0
         )
 
+    def kept(self) -> PoolState:
+        """What a reconcile reads of a sighting between turns (status.pool, the diagnosis: the
+        pool's identities and its extensions' settings), not the whole body: about 10 KB per
+        pool less to hold (drift is judged on a fresh read, never on a kept one)."""
+        props = self.properties
+        vmc = (props.get("deploymentConfiguration") or {}).get("virtualMachineConfiguration")
+        extensions = (vmc or {}).get("extensions") if isinstance(vmc, dict) else None
+        kept_props: dict[str, Any] = {
+            key: props[key] for key in _KEPT_POOL_PROPERTIES if key in props
+        }
+        if isinstance(extensions, list):
+            kept_props["deploymentConfiguration"] = {
+                "virtualMachineConfiguration": {
+                    "extensions": [
+                        {"name": e.get("name"), "settings": e.get("settings")}
+                        for e in extensions
+                        if isinstance(e, dict)
+                    ]
+                }
+            }
+        body: dict[str, Any] = {"properties": kept_props}
+        if "identity" in self.body:
+            body["identity"] = self.body["identity"]
+        return PoolState(self.resource_id, body, self.etag)
+
+
+_KEPT_POOL_PROPERTIES = (
+    "provisioningState",
+    "allocationState",
+    "currentDedicatedNodes",
+    "currentLowPriorityNodes",
+)
+
 
 @dataclass(frozen=True)
 class LifetimeAction:

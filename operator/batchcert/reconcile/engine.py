@@ -402,7 +402,8 @@ class Reconciler:
         never_seen = not memory.pool_known and "pool" not in obj.status
         result = await self._pools.reconcile(obj, spec, never_seen=never_seen)
         if result.seen.known:
-            memory.pool, memory.pool_known = result.seen.pool, True
+            seen = result.seen.pool
+            memory.pool, memory.pool_known = (seen.kept() if seen else None), True
         schedule = memory.pool_schedule
         if result.busy:  # Azure is changing the pool for us: follow it closely
             memory.pool_schedule = schedule.after_success(mono, self._config.busy_interval_seconds)

@@ -45,7 +45,7 @@ class CreateFailure:
     message: str
 
 
-@dataclass
+@dataclass(slots=True)  # one per owned object: no per-instance __dict__
 class ObjectMemory:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     generation_seen: int | None = None
