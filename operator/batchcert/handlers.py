@@ -126,15 +126,17 @@ def object_key(body: kopf.Body) -> str:
 
 @dataclass
 class WrittenStatus:
-    """Our last status patch, until the watch delivers the object that carries it: a turn taken
-    before then must not reconcile against the status from before our own write.
+    """The status our writes lead to, until the watch delivers the object that carries them: a
+    turn taken before then must not reconcile against the status from before our own writes.
 
-    The patch, not the server's answer: the answer is the whole object (its status a second
-    copy of what kopf keeps per object), the patch only what changed; the status it leads to
-    is the delivered status plus the patch (RFC 7386), as only ``write_status`` writes status.
+    Computed here (the status the turn saw plus the patch, RFC 7386: only ``write_status``
+    writes status), not the server's answer (the whole object); and the status, not only the
+    last patch: a second write before the watch catches up is a patch against the first one's
+    result, so a turn must see both (else a rotation written once would be counted again). It
+    is dropped as soon as the watch delivers a newer object, so it is held only briefly.
     """
 
-    patch: dict[str, Any]
+    status: dict[str, Any]
     resource_version_before: str
 
     def is_pending(self, body: kopf.Body) -> bool:
@@ -150,8 +152,11 @@ async def write_status(
     body: kopf.Body,
     status_patch: dict[str, Any],
     logger: kopf.Logger,
+    *,
+    seen_status: dict[str, Any] | None = None,
 ) -> WrittenStatus | None:
-    """The one status writer: a merge patch of ``status`` (what changed, nothing else).
+    """The one status writer: a merge patch of ``status`` (what changed, nothing else), computed
+    against ``seen_status`` (the status the turn saw, our pending writes included).
 
     kopf applies a handler's ``patch`` only when the handler returns; the per-object daemon
     never returns while it owns the object, so it patches through kopf's own API client (a
@@ -179,7 +184,8 @@ async def write_status(
         )
     except APINotFoundError:  # gone meanwhile
         return None
-    return WrittenStatus(status_patch, str(meta.get("resourceVersion", "")))
+    after = metrics.apply_merge_patch(seen_status or {}, status_patch)
+    return WrittenStatus(after, str(meta.get("resourceVersion", "")))
 
 
 def current_view(body: kopf.Body, written: WrittenStatus | None) -> ObjectView:
@@ -187,7 +193,7 @@ def current_view(body: kopf.Body, written: WrittenStatus | None) -> ObjectView:
     delivered it yet."""
     view = to_view(body)
     if written is not None and written.is_pending(body):
-        return replace(view, status=metrics.apply_merge_patch(view.status, written.patch))
+        return replace(view, status=dict(written.status))
     return view
 
 
@@ -281,13 +287,23 @@ class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 
 def configure_settings(
-    settings: kopf.OperatorSettings, *, peering: str | None = None, priority: int = 0
+    settings: kopf.OperatorSettings,
+    *,
+    peering: str | None = None,
+    priority: int = 0,
+    shard: ShardAssignment | None = None,
 ) -> None:
     settings.persistence.finalizer = FINALIZER
     # Our handlers keep no progress worth persisting (the reconcile is level-driven), so kopf's
     # bookkeeping goes to annotations under our own prefix, never into the status contract.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = GenerationDiffBase(prefix=GROUP)
+    # kopf stores the diff-base even where no handler matches, so shards sharing one key would
+    # race: a shard that does not own an object could store a change first, and the owner would
+    # see none (no wake until its next turn). One key per shard index.
+    key = "last-handled-configuration"
+    if shard is not None and not shard.is_whole:
+        key += f".shard-{shard.index}"
+    settings.persistence.diffbase_storage = GenerationDiffBase(prefix=GROUP, key=key)
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = "batchcert-operator"  # "From" in kubectl describe
     settings.watching.server_timeout = 300
@@ -361,7 +377,7 @@ def register_handlers(
 
     @kopf.on.startup(registry=registry)
     async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-        configure_settings(settings, peering=peering, priority=priority)
+        configure_settings(settings, peering=peering, priority=priority, shard=shard)
         memo["settings"] = settings
         memo["services"] = services = build_services(config)
         start_loops(services)
@@ -397,7 +413,7 @@ def register_handlers(
                     return
                 view = current_view(body, written)
                 if written is not None and not written.is_pending(body):
-                    written = None  # the watch delivered our write (or newer): drop the patch
+                    written = None  # the watch delivered our writes (or newer): drop them
                 # This replica still acts on the object: its series stay, however long the
                 # reconcile or the deletion takes (the turn's gap is below their staleness).
                 metrics.touch(view)
@@ -414,7 +430,12 @@ def register_handlers(
                     if outcome.status_patch:
                         async with services.writes:  # a bounded number of API connections
                             written = await write_status(
-                                memo["settings"], resource, body, outcome.status_patch, logger
+                                memo["settings"],
+                                resource,
+                                body,
+                                outcome.status_patch,
+                                logger,
+                                seen_status=view.status,
                             )
                     post_events(body, outcome.events)
                 except Exception:  # a bug or the API server: never lose the object's schedule

@@ -667,3 +667,20 @@ async def test_a_kept_sighting_holds_what_later_turns_read_and_no_more() -> None
     # The diagnosis reads the identities ARM filled in and our extension's client id from it.
     assert extension_client_id(kept.body, "KVExtensions") == "looked-up-client-id"
     assert world.condition("NodesReady")["status"] == "True"
+
+
+async def test_a_failed_create_without_a_read_is_followed_by_a_read() -> None:
+    # If the guarded PUT fails with something other than 412, the pool may exist all the same
+    # (real ARM's answer to If-None-Match on an existing pool is unconfirmed): read next time.
+    world = World()
+    await world.tick()
+    world.arm.fail_next = AzureCallError(
+        service="arm", operation="pools.create", status=409, code="Conflict", message="exists?"
+    )
+    await world.tick()
+    assert world.arm.calls.count("pools.create") == 1
+    assert world.arm.calls.count("pools.get") == 0
+    world.advance(60)
+    await world.tick()
+    assert world.arm.calls.count("pools.get") == 1  # read first this time
+    assert world.arm.calls.count("pools.create") == 2  # absent, so created

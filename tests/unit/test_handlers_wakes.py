@@ -134,6 +134,38 @@ async def test_write_status_is_one_merge_patch_of_the_status_subresource(
     assert not written.is_pending(body(resourceVersion="2"))
 
 
+async def test_two_writes_before_the_watch_catches_up_are_both_seen(monkeypatch: Any) -> None:
+    # The reviewer's case: turn 2 patches against turn 1's result; turn 3, still before the
+    # watch delivered either, must see both (else a rotation in turn 1 is detected again).
+    from kopf._cogs.clients import api
+
+    async def fake_patch(**kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    monkeypatch.setattr(api, "patch", fake_patch)
+    resource = kopf.Resource(GROUP, "v1alpha1", "batchcertpools", namespaced=True)
+    log = logging.getLogger("t")
+    delivered = {"certificates": [{"version": "v1"}], "nodes": {"ready": 1}}
+    first = await write_status(
+        kopf.OperatorSettings(),
+        resource,
+        body(),
+        {"certificates": [{"version": "v2"}]},
+        log,
+        seen_status=delivered,
+    )
+    assert first is not None
+    seen = current_view(body(), first).status
+    second = await write_status(
+        kopf.OperatorSettings(), resource, body(), {"nodes": {"ready": 2}}, log, seen_status=seen
+    )
+    assert second is not None
+    assert current_view(body(), second).status == {
+        "certificates": [{"version": "v2"}],
+        "nodes": {"ready": 2},
+    }
+
+
 async def test_write_status_of_a_deleted_object_is_none(monkeypatch: Any) -> None:
     from kopf._cogs.clients import api
     from kopf._cogs.clients.errors import APINotFoundError

@@ -59,6 +59,14 @@ def test_state_comparison_ignores_case() -> None:
     assert chosen == {}
 
 
+def test_a_node_flipping_between_idle_and_running_is_not_a_change() -> None:
+    # A busy pool's nodes take and finish tasks all the time: no extension read for that.
+    memos = {"n0": NodeMemo("idle", T0, True), "n1": NodeMemo("running", T0, True)}
+    listed = [NodeSighting("n0", "running"), NodeSighting("n1", "rebooting")]
+    chosen = choose_nodes_to_read(listed, memos, now=T0 + PASS, recheck=HOUR, last_pass_at=T0)
+    assert chosen == {"n1": "state"}
+
+
 def test_every_node_is_read_once_after_the_rotation_window_closes() -> None:
     settled = T0 + timedelta(seconds=200)
     memos = _memos(4, T0)

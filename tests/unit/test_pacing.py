@@ -145,3 +145,20 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     limit.release(Slot(first))
     assert await asyncio.wait_for(other, 1) == 0
     assert limit.in_flight == 1
+
+
+async def test_a_woken_waiter_cancelled_during_retry_after_passes_its_chance_on() -> None:
+    # The reviewer's case: limit 1, A throttled with Retry-After, W1 woken then cancelled while
+    # it waits out the gate; W2 must still get the place (it used to wait for ever).
+    limit = AdaptiveLimit(1)
+    holder = limit.slot()
+    slot = await holder.__aenter__()
+    w1 = asyncio.ensure_future(limit.acquire())
+    w2 = asyncio.ensure_future(limit.acquire())
+    await asyncio.sleep(0)
+    slot.throttled(0.3)
+    await holder.__aexit__(None, None, None)
+    await asyncio.sleep(0.05)  # W1 woken, now sleeping out the gate
+    w1.cancel()
+    await asyncio.wait_for(w2, 2.0)
+    assert limit.in_flight == 1 and not limit._waiters

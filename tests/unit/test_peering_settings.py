@@ -27,3 +27,17 @@ def test_peering_makes_it_one_of_several() -> None:
     assert settings.peering.mandatory is True
     assert settings.peering.priority == 100
     assert settings.persistence.finalizer == FINALIZER
+
+
+def test_each_shard_keeps_its_own_diff_base() -> None:
+    # kopf stores the diff-base even where no handler matches: one shared key would let a shard
+    # that does not own an object swallow the change its owner must be woken for.
+    from batchcert.reconcile.sharding import ShardAssignment
+
+    whole, first, second = (kopf.OperatorSettings() for _ in range(3))
+    configure_settings(whole)
+    configure_settings(first, shard=ShardAssignment(0, 2))
+    configure_settings(second, shard=ShardAssignment(1, 2))
+    keys = {s.persistence.diffbase_storage.key for s in (whole, first, second)}  # type: ignore[attr-defined]
+    assert len(keys) == 3
+    assert whole.persistence.diffbase_storage.key == "last-handled-configuration"  # type: ignore[attr-defined]

@@ -170,6 +170,9 @@ class Slot:
         self.counted = False
 
 
+MAX_THROTTLE_WAIT_SECONDS = 60.0
+
+
 class AdaptiveLimit:
     """AIMD concurrency for a service that throttles by answer, not by a published budget."""
 
@@ -187,23 +190,27 @@ class AdaptiveLimit:
 
     async def acquire(self) -> int:
         """Wait for a free place and an open gate; returns the epoch the request starts in."""
-        while True:
-            delay = self._blocked_until - self._clock()
-            if delay > 0:
-                await asyncio.sleep(delay)
-                continue
-            if self.in_flight < self.limit:
-                self.in_flight += 1
-                return self._epoch
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                self._wake()  # a place this waiter was woken for must not be lost
-                raise
+        try:
+            while True:
+                delay = self._blocked_until - self._clock()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                if self.in_flight < self.limit:
+                    self.in_flight += 1
+                    return self._epoch
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                try:
+                    await waiter
+                finally:
+                    if waiter in self._waiters:
+                        self._waiters.remove(waiter)
+        except BaseException:
+            # Cancelled while queued, or after being woken (waiting out Retry-After, say): the
+            # next waiter gets the chance this one had, or it could wait for ever.
+            self._wake()
+            raise
 
     def release(self, slot: Slot) -> None:
         self.in_flight -= 1
@@ -227,7 +234,9 @@ class AdaptiveLimit:
 
     def _on_throttled(self, epoch: int, retry_after: float) -> None:
         if retry_after > 0:
-            self._blocked_until = max(self._blocked_until, self._clock() + retry_after)
+            # Capped: a far HTTP-date in Retry-After must not stop every node pass for hours.
+            wait = min(retry_after, MAX_THROTTLE_WAIT_SECONDS)
+            self._blocked_until = max(self._blocked_until, self._clock() + wait)
         self._successes = 0
         if epoch != self._epoch:
             return  # sent before the last decrease: the same overload, already answered

@@ -5,7 +5,8 @@ Every pass lists the pool's nodes (one request per 1000, ``$select``ed to id and
 states are always fresh. A node's extension (one request per node) is read only when:
 
 * ``new``: the node is new to us (no reading yet);
-* ``state``: its state changed since its last reading (reboot, reimage, unusable, ...);
+* ``state``: its state changed since its last reading (reboot, reimage, unusable, ...; idle ⇄
+  running is not a change: a busy node flips between them with every task);
 * ``unhealthy``: its last verdict was not *ready* (transitioning and failed nodes are followed on
   every pass, as the busy cadence always has);
 * ``settled``: a rotation's polling window closed after its last reading (every node is read once
@@ -69,7 +70,7 @@ def choose_nodes_to_read(
         memo = previous.get(sighting.node_id)
         if memo is None:
             chosen[sighting.node_id] = "new"
-        elif (memo.state or "").lower() != (sighting.state or "").lower():
+        elif _state_kind(memo.state) != _state_kind(sighting.state):
             chosen[sighting.node_id] = "state"
         elif not memo.healthy:
             chosen[sighting.node_id] = "unhealthy"
@@ -94,3 +95,14 @@ def _rotation_budget(
         return 0
     elapsed = min(max(now - last_pass_at, timedelta(0)), recheck)
     return int(healthy * (elapsed / recheck))
+
+
+# A node taking and finishing tasks flips between idle and running all the time; that says
+# nothing about its extension, and reading it at every flip would read a busy pool's every node
+# every pass. Any other change (rebooting, reimaging, starting, unusable, ...) is a change.
+_SAME_FOR_THE_EXTENSION = {"idle": "available", "running": "available"}
+
+
+def _state_kind(state: str | None) -> str:
+    text = (state or "").lower()
+    return _SAME_FOR_THE_EXTENSION.get(text, text)

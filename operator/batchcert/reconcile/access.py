@@ -57,6 +57,7 @@ class AccessGranter:
                 await self._arm.add_access_policy(
                     vault_id, build_secrets_read_policy(identity.tenant_id, identity.principal_id)
                 )
+                self._facts.forget_vault(vault_id)  # the diagnosis must not judge the old one
                 events.append(
                     Event(
                         "Normal",

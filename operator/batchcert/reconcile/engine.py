@@ -399,8 +399,12 @@ class Reconciler:
     ) -> list[Event]:
         if memory.generation_seen == obj.generation and not memory.pool_schedule.is_due(mono):
             return []
-        never_seen = not memory.pool_known and "pool" not in obj.status
+        # Once only: if that PUT fails in a way other than 412 (a 409 from real ARM, say), the
+        # next attempt reads first, so a pool that exists is judged, never PUT at for ever.
+        never_seen = not (memory.pool_known or memory.create_tried or "pool" in obj.status)
         result = await self._pools.reconcile(obj, spec, never_seen=never_seen)
+        if never_seen and not result.seen.known:
+            memory.create_tried = True
         if result.seen.known:
             seen = result.seen.pool
             memory.pool, memory.pool_known = (seen.kept() if seen else None), True

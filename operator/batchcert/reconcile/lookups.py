@@ -127,6 +127,10 @@ class SharedFacts:
 
         return await self._vaults.get(resource_id.lower(), load, max_age=max_age)
 
+    def forget_vault(self, resource_id: str) -> None:
+        """We changed the vault (an access policy added): the next asker reads it again."""
+        self._vaults.invalidate(resource_id.lower())
+
     async def has_secrets_role(
         self, vault_resource_id: str, principal_id: str, *, max_age: float
     ) -> bool:

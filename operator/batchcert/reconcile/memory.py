@@ -53,6 +53,7 @@ class ObjectMemory:
     nodes_schedule: Backoff = field(default_factory=Backoff)
     pool: PoolState | None = None
     pool_known: bool = False  # a GET has told us whether the pool exists
+    create_tried: bool = False  # a create without a GET first failed: read first from now on
     nodes: NodesReading | None = None  # every listed node's latest report (some carried over)
     node_memos: dict[str, NodeMemo] = field(default_factory=dict)  # when each node was read
     nodes_pass_at: datetime | None = None  # the last node pass that listed the nodes
