@@ -409,16 +409,23 @@ class Reconciler:
             seen = result.seen.pool
             memory.pool, memory.pool_known = (seen.kept() if seen else None), True
         schedule = memory.pool_schedule
+        # Counted from the answer, not from the turn's start: the SDK's own retries of a 429 can
+        # take several Retry-Afters, and "never sooner than Retry-After" means after the last.
+        answered = self._monotonic()
         if result.busy:  # Azure is changing the pool for us: follow it closely
-            memory.pool_schedule = schedule.after_success(mono, self._config.busy_interval_seconds)
+            memory.pool_schedule = schedule.after_success(
+                answered, self._config.busy_interval_seconds
+            )
         elif result.condition.status is True:
-            memory.pool_schedule = schedule.after_success(mono, self._config.drift_interval_seconds)
+            memory.pool_schedule = schedule.after_success(
+                answered, self._config.drift_interval_seconds
+            )
         else:
             # A failure, or a state only a user can fix: back off as its verdict says (never
             # sooner than Retry-After), from the busy interval up to the drift interval.
             self._facts.forget_identity(spec.identity.resource_id)
             memory.pool_schedule = schedule.after_failure(
-                mono,
+                answered,
                 base=self._config.busy_interval_seconds,
                 cap=self._config.drift_interval_seconds,
                 failure=result.failure,
