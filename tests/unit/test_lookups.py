@@ -98,3 +98,23 @@ async def test_many_pools_diagnosing_one_vault_cost_one_read_per_max_age() -> No
     clock[0] = 151
     await facts.vault(vault, max_age=150)
     assert arm.vault_reads == 2
+
+
+async def test_no_such_vault_is_remembered_for_max_age_too() -> None:
+    # The diagnosis guesses a vault's resource group when the spec does not name it: a wrong
+    # guess (404) must not cost every pool a read per drift interval.
+    clock = [0.0]
+    reads: list[str] = []
+
+    class _Missing:
+        async def get_vault(self, resource_id: str) -> None:
+            reads.append(resource_id)
+            return None
+
+    facts = SharedFacts(_Missing(), monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    answers = await asyncio.gather(*(facts.vault("/v/KV", max_age=150) for _ in range(100)))
+    assert answers == [None] * 100 and len(reads) == 1
+    clock[0] = 100
+    assert await facts.vault("/v/kv", max_age=150) is None and len(reads) == 1
+    clock[0] = 200
+    assert await facts.vault("/v/kv", max_age=150) is None and len(reads) == 2
