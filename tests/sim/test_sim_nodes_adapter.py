@@ -97,11 +97,13 @@ async def test_throttling_halves_the_limit_and_successes_restore_it(
     )
     throttled = await nodes.read_extensions(endpoint, pool, listed, "KVExtensions")
     assert all(r.error and not r.extension_found for r in throttled)
-    assert nodes.limit.limit == 4 and nodes.limit.decreases == 1  # one overload, one halving
+    limit = nodes.limit_for(endpoint)
+    assert limit.limit == 4 and limit.decreases == 1  # one overload, one halving
+    assert nodes.limit_for("other.account.example").limit == 8  # Batch throttles per account
     for _ in range(6):  # 4 + 5 + 6 + 7 successes bring it back to 8
         reports = await nodes.read_extensions(endpoint, pool, listed, "KVExtensions")
         assert all(r.provisioning_state == "Succeeded" for r in reports)
-    assert nodes.limit.limit == 8 and nodes.limit.in_flight == 0
+    assert limit.limit == 8 and limit.in_flight == 0
 
 
 @pytest.mark.parametrize(

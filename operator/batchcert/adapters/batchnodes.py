@@ -10,8 +10,10 @@ page, the most Batch returns (``maxresults``: "A maximum of 1000 results will be
 ComputeNode_List in the Batch REST spec and azure-batch's ``list_nodes``). Our extension is read
 by name (``ComputeNodeExtension_Get``, same shape as a list item: recording [3]).
 
-Invariants: calls run under one process-wide :class:`AdaptiveLimit` (bounded concurrency however
-many pools and nodes there are, halved when Batch throttles); a failure reading one node's
+Invariants: calls run under one :class:`AdaptiveLimit` per Batch account (Batch throttles per
+account: bounded concurrency however many pools and nodes an account has, halved when that
+account throttles, and one busy account never slows another's; 3000 pools in 40 accounts behind
+one process-wide limit of 8 waited minutes for their node reads); a failure reading one node's
 extension is recorded on that node, not raised, so one bad node never hides the others; listing
 the nodes themselves may raise.
 """
@@ -122,12 +124,21 @@ class BatchNodesAdapter:
 
     def __init__(self, clients: AzureClients, concurrency: int) -> None:
         self._clients = clients
-        self.limit = AdaptiveLimit(concurrency)
+        self._concurrency = concurrency
+        self._limits: dict[str, AdaptiveLimit] = {}
+
+    def limit_for(self, endpoint: str) -> AdaptiveLimit:
+        """The adaptive limit of one Batch account (its endpoint)."""
+        key = endpoint.lower()
+        limit = self._limits.get(key)
+        if limit is None:
+            limit = self._limits[key] = AdaptiveLimit(self._concurrency)
+        return limit
 
     @asynccontextmanager
-    async def _call(self, operation: str) -> AsyncIterator[None]:
-        """One data-plane request under the adaptive limit; its answer feeds the limit."""
-        async with self.limit.slot() as slot:
+    async def _call(self, endpoint: str, operation: str) -> AsyncIterator[None]:
+        """One data-plane request under its account's adaptive limit; the answer feeds it."""
+        async with self.limit_for(endpoint).slot() as slot:
             try:
                 async with translating("batch", operation):
                     yield
@@ -143,7 +154,7 @@ class BatchNodesAdapter:
         """Every node's id and state: one request per 1000 nodes. May raise AzureCallError."""
         client = self._clients.batch(endpoint)
         try:
-            async with self._call("nodes.list"):
+            async with self._call(endpoint, "nodes.list"):
                 nodes = [
                     _as_dict(n)
                     async for n in client.list_nodes(
@@ -169,7 +180,7 @@ class BatchNodesAdapter:
         client = self._clients.batch(endpoint)
         raw = {"id": node.node_id, "state": node.state}
         try:
-            async with self._call("nodes.getExtension"):
+            async with self._call(endpoint, "nodes.getExtension"):
                 extension = _as_dict(
                     await client.get_node_extension(pool_id, node.node_id, extension_name)
                 )
