@@ -30,7 +30,6 @@ import json
 import linecache
 import os
 import signal
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -304,8 +303,7 @@ def main() -> None:
                 if args.rotate:
                     results["rotation"] = rotate(watch, control, world, n2, op.process.pid)
                     run.log(f"rotation: {results['rotation']}")
-                    os.killpg(op.process.pid, signal.SIGTERM)
-                    op.process.wait(timeout=60)
+                    op.stop(timeout=60)
                     names = [f"m-{i:04d}" for i in range(n2)]
                     results["bare_writes"] = asyncio.run(
                         bare_status_writes(watch, namespace, names, 16, 2)
@@ -313,12 +311,7 @@ def main() -> None:
                     run.log(f"bare status writes: {results['bare_writes']}")
             finally:
                 watch.stop()
-                if op.is_running():
-                    os.killpg(op.process.pid, signal.SIGTERM)
-                    try:
-                        op.process.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        op.kill()
+                op.stop(timeout=20)
     finally:
         run.stop_process(sim)
     _, p1, p2 = results["points"]

@@ -51,7 +51,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -182,13 +182,41 @@ def operator_intervals(scale: float) -> dict[str, str]:
     }
 
 
+class PeriodicSampler:
+    """``sample()`` every ``every`` seconds on a daemon thread, from ``start()`` to ``stop()``
+    (both samplers below; a dataclass field each: ``_stop``, ``_thread``)."""
+
+    every: float
+    _stop: threading.Event
+    _thread: threading.Thread | None
+
+    def sample(self) -> object:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        def loop() -> None:
+            while not self._stop.wait(self.every):
+                self.sample()
+
+        self.sample()
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 @dataclass
-class ProcessSampler:
+class ProcessSampler(PeriodicSampler):
     """Samples the operator's CPU seconds and RSS twice a second on a thread."""
 
     pid: int
     peak_rss: int = 0
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # (t, cpu s, rss)
+    every: float = 0.5
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -205,20 +233,6 @@ class ProcessSampler:
         self.peak_rss = max(self.peak_rss, rss)
         self.samples.append((time.monotonic(), cpu, rss))
         return cpu, rss
-
-    def start(self) -> ProcessSampler:
-        def loop() -> None:
-            while not self._stop.wait(0.5):
-                self.sample()
-
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def series(self, every: float = 2.0) -> list[tuple[float, float, float]]:
         """(seconds since start, CPU seconds, RSS MB), one sample per ``every`` seconds."""
@@ -260,7 +274,7 @@ class ProcessSampler:
 
 
 @dataclass
-class MachineSampler:
+class MachineSampler(PeriodicSampler):
     """The rest of the machine, once a second: every CPU's busy seconds (psutil's system-wide
     times) and the CPU seconds of the processes the operator waits on — kube-apiserver, etcd and
     the simulator — so each phase can say whether the operator or the machine was the limit."""
@@ -268,6 +282,7 @@ class MachineSampler:
     sim_pid: int
     state_dir: str  # the benchmark's own control plane: its processes name this directory
     samples: list[tuple[float, float, dict[str, float]]] = field(default_factory=list)
+    every: float = 1.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _processes: dict[str, psutil.Process] = field(default_factory=dict)
@@ -299,21 +314,6 @@ class MachineSampler:
             except psutil.Error:
                 del self._processes[label]  # restarted: found again on the next sample
         self.samples.append((time.monotonic(), self._busy(), cpu))
-
-    def start(self) -> MachineSampler:
-        def loop() -> None:
-            while not self._stop.wait(1.0):
-                self.sample()
-
-        self.sample()
-        self._thread = threading.Thread(target=loop, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def phase(self, start: float, end: float) -> dict[str, Any] | None:
         self.sample()
@@ -442,13 +442,7 @@ def operator_process(
             for sampler in samplers:
                 sampler.stop()
             for op in ops:
-                if op.is_running():
-                    os.killpg(op.process.pid, signal.SIGTERM)
-            for op in ops:
-                try:
-                    op.process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    op.kill()
+                op.stop(timeout=20)
         return
     with _one_operator(kube, sim_json, log_path, scale, tls_via_env, py_spy) as (op, sampler):
         yield [op], OperatorSamplers([sampler], watch, machine)
@@ -499,12 +493,7 @@ def _one_operator(
                 os.kill(pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 op.process.wait(timeout=60)
-        if op.is_running():
-            os.killpg(op.process.pid, signal.SIGTERM)
-            try:
-                op.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                op.kill()
+        op.stop(timeout=20)
 
 
 # --- the simulated world ------------------------------------------------------------------------

@@ -76,7 +76,7 @@ _AUTHZ_CODES = frozenset({"authorizationfailed", "linkedauthorizationfailed", "f
 
 # Transport failures whose text says the *name* did not resolve. For a Key Vault this is how an
 # unknown vault answers: ``<name>.vault.azure.net`` has no DNS record, so there is no HTTP status
-# at all (evidence: /work/shared/azure-recordings/README.md, "Not found"; Azure SDK issue threads
+# at all (evidence: ../shared/azure-recordings/README.md, "Not found"; Azure SDK issue threads
 # show ``ServiceRequestError: ... Name or service not known`` / ``getaddrinfo failed``).
 _NAME_RESOLUTION_TEXT = (
     "name or service not known",

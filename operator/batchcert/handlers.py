@@ -46,6 +46,7 @@ from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import Event
 from batchcert.reconcile.scheduler import Scheduler
 from batchcert.reconcile.sharding import ShardAssignment, shard_of
+from batchcert.translate.merge_patch import apply_merge_patch
 
 _EVENT_MESSAGE_LIMIT = 1000
 # How long a shard waits on another shard's deletion before saying it still waits (an Event).
@@ -184,7 +185,7 @@ async def write_status(
         )
     except APINotFoundError:  # gone meanwhile
         return None
-    after = metrics.apply_merge_patch(seen_status or {}, status_patch)
+    after = apply_merge_patch(seen_status or {}, status_patch)
     return WrittenStatus(after, str(meta.get("resourceVersion", "")))
 
 

@@ -54,6 +54,7 @@ from batchcert.adapters.pacing import ArmPacer
 from batchcert.models.timestamps import parse_rfc3339
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import Outcome
+from batchcert.translate.merge_patch import apply_merge_patch
 
 CONDITION_VALUES = ("True", "False", "Unknown")
 AZURE_SERVICES = ("arm", "keyvault", "batch")
@@ -62,19 +63,6 @@ NODE_STATES = ("ready", "transitioning", "failed")
 VERIFICATION_STATES = ("current", "stale", "unverified")
 # Reconciles are usually milliseconds (nothing due) and sometimes seconds (an Azure round trip).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-def apply_merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """RFC 7386: what the API server will hold after our status patch."""
-    result = dict(target)
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = apply_merge_patch(result[key], value)
-        else:
-            result[key] = value
-    return result
 
 
 CERTIFICATE_FIELDS = ("name", "notAfter", "notBefore", "expectedRenewalTime", "rotations")
@@ -88,24 +76,18 @@ def series_fields(status: Mapping[str, Any]) -> dict[str, Any]:
     a second copy of every object's status in memory, next to kopf's body.
     """
     kept: dict[str, Any] = {}
-    certificates = status.get("certificates")
-    if isinstance(certificates, list):
-        kept["certificates"] = [
-            {k: item[k] for k in CERTIFICATE_FIELDS if k in item}
-            for item in certificates
-            if isinstance(item, Mapping)
-        ]
+    for key, fields in (("certificates", CERTIFICATE_FIELDS), ("conditions", CONDITION_FIELDS)):
+        items = status.get(key)
+        if isinstance(items, list):
+            kept[key] = [_only(item, fields) for item in items if isinstance(item, Mapping)]
     nodes = status.get("nodes")
     if isinstance(nodes, Mapping):
-        kept["nodes"] = {k: nodes[k] for k in (*NODE_STATES, "verification") if k in nodes}
-    conditions = status.get("conditions")
-    if isinstance(conditions, list):
-        kept["conditions"] = [
-            {k: item[k] for k in CONDITION_FIELDS if k in item}
-            for item in conditions
-            if isinstance(item, Mapping)
-        ]
+        kept["nodes"] = _only(nodes, (*NODE_STATES, "verification"))
     return kept
+
+
+def _only(item: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    return {k: item[k] for k in fields if k in item}
 
 
 def to_timestamp(text: str | None) -> float | None:

@@ -44,23 +44,34 @@ async def adapter(
         await clients.close()
 
 
-def _pool(arm: Any, demo: dict[str, Any], body: dict[str, Any], control: Any) -> str:
-    arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "p", body)
-    control.advance(60)
-    return "p"
+PoolOf = Callable[[int], tuple[BatchNodesAdapter, str, str]]
 
 
-async def test_a_pass_lists_once_selected_and_reads_only_the_asked_extensions(
-    adapter: Any,
+@pytest.fixture
+def pool_of(
+    adapter: Callable[[], BatchNodesAdapter],
     arm: Any,
     demo: dict[str, Any],
     pool_body: Callable[..., dict[str, Any]],
     kv_extension: Ext,
     control: Any,
+) -> PoolOf:
+    """A pool of ``count`` nodes with our extension, up and running: (adapter, endpoint, pool)."""
+
+    def make(count: int) -> tuple[BatchNodesAdapter, str, str]:
+        body = pool_body(nodes=count, extensions=[kv_extension()])
+        arm.pool.create(demo["resourceGroup"], demo["batchAccount"], "p", body)
+        control.advance(60)
+        return adapter(), demo["accountEndpoint"], "p"
+
+    return make
+
+
+async def test_a_pass_lists_once_selected_and_reads_only_the_asked_extensions(
+    pool_of: PoolOf,
+    control: Any,
 ) -> None:
-    pool = _pool(arm, demo, pool_body(nodes=3, extensions=[kv_extension()]), control)
-    nodes = adapter()
-    endpoint = demo["accountEndpoint"]
+    nodes, endpoint, pool = pool_of(3)
     control.clear_requests()
     listed = await nodes.list_nodes(endpoint, pool)
     assert len(listed) == 3 and {n.state for n in listed} == {"idle"}
@@ -77,16 +88,10 @@ async def test_a_pass_lists_once_selected_and_reads_only_the_asked_extensions(
 
 
 async def test_throttling_halves_the_limit_and_successes_restore_it(
-    adapter: Any,
-    arm: Any,
-    demo: dict[str, Any],
-    pool_body: Callable[..., dict[str, Any]],
-    kv_extension: Ext,
+    pool_of: PoolOf,
     control: Any,
 ) -> None:
-    pool = _pool(arm, demo, pool_body(nodes=4, extensions=[kv_extension()]), control)
-    nodes = adapter()
-    endpoint = demo["accountEndpoint"]
+    nodes, endpoint, pool = pool_of(4)
     listed = await nodes.list_nodes(endpoint, pool)
     # Batch answers every extension read 429 for a while (the SDK's own retries included).
     control.add_fault(
@@ -119,17 +124,11 @@ async def test_throttling_halves_the_limit_and_successes_restore_it(
     ],
 )
 async def test_no_extension_answer_shape_raises(
-    adapter: Any,
-    arm: Any,
-    demo: dict[str, Any],
-    pool_body: Callable[..., dict[str, Any]],
-    kv_extension: Ext,
+    pool_of: PoolOf,
     control: Any,
     body: Any,
 ) -> None:
-    pool = _pool(arm, demo, pool_body(nodes=1, extensions=[kv_extension()]), control)
-    nodes = adapter()
-    endpoint = demo["accountEndpoint"]
+    nodes, endpoint, pool = pool_of(1)
     listed = await nodes.list_nodes(endpoint, pool)
     control.add_fault(
         match={"service": "batch", "pathRegex": "/extensions/"}, status=200, body=body, count=1
@@ -140,22 +139,17 @@ async def test_no_extension_answer_shape_raises(
 
 @pytest.mark.parametrize("body", [None, 7, {"value": 7}, {"value": [None, 7, {"id": {}}]}])
 async def test_no_node_list_shape_raises_anything_but_a_failed_call(
-    adapter: Any,
-    arm: Any,
-    demo: dict[str, Any],
-    pool_body: Callable[..., dict[str, Any]],
-    kv_extension: Ext,
+    pool_of: PoolOf,
     control: Any,
     body: Any,
 ) -> None:
-    pool = _pool(arm, demo, pool_body(nodes=1, extensions=[kv_extension()]), control)
-    nodes = adapter()
+    nodes, endpoint, pool = pool_of(1)
     control.add_fault(
         match={"service": "batch", "pathRegex": "/nodes$"}, status=200, body=body, count=1
     )
     outcome: object
     try:
-        outcome = await nodes.list_nodes(demo["accountEndpoint"], pool)
+        outcome = await nodes.list_nodes(endpoint, pool)
     except AzureCallError as exc:
         outcome = exc.service
     assert outcome == "batch" or isinstance(outcome, tuple)

@@ -168,13 +168,7 @@ def fault_stack(kube_cluster: KubeCluster, workdir: Path, prefix: str) -> Iterat
 
 
 def _stop(op: OperatorProcess) -> None:
-    if not op.is_running():
-        return
-    os.killpg(op.process.pid, signal.SIGTERM)
-    try:
-        op.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        op.kill()
+    op.stop()
 
 
 # --- figures --------------------------------------------------------------------------------

@@ -46,6 +46,16 @@ class OperatorProcess:
             os.killpg(self.process.pid, sig)
             self.process.wait(timeout=30)
 
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to its process group; SIGKILL if it has not exited within ``timeout``."""
+        if not self.is_running():
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
 
 def operator_env(sim_json: Path, principal: str = "operator") -> dict[str, str]:
     info = json.loads(sim_json.read_text())
@@ -91,9 +101,4 @@ def running_operator(
     try:
         yield op
     finally:
-        if op.is_running():
-            os.killpg(op.process.pid, signal.SIGTERM)
-            try:
-                op.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                op.kill()
+        op.stop()

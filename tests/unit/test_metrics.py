@@ -20,9 +20,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from batchcert.adapters.pacing import ArmPacer
-from batchcert.metrics import Metrics, apply_merge_patch, series_fields
+from batchcert.metrics import Metrics, series_fields
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import Outcome
+from batchcert.translate.merge_patch import apply_merge_patch
 
 CAPTURED = Path(__file__).resolve().parents[1] / "data" / "status"
 

@@ -14,7 +14,7 @@ import pytest
 
 from batchcert.models.spec import parse_spec
 from batchcert.translate.durations import parse_duration_seconds, same_duration
-from batchcert.translate.merge_patch import build_merge_patch
+from batchcert.translate.merge_patch import apply_merge_patch, build_merge_patch
 from batchcert.translate.pool_body import (
     build_pool_body,
     build_scale_settings,
@@ -153,6 +153,11 @@ def test_merge_patch_is_minimal() -> None:
     new = {"a": 1, "b": {"c": 1, "d": 3}, "e": [1, 2]}
     assert build_merge_patch(old, new) == {"b": {"d": 3}, "e": [1, 2], "gone": None}
     assert build_merge_patch(new, new) == {}
+    # Applying it gives what the API server will hold (a turn before the watch delivers it).
+    assert apply_merge_patch(old, build_merge_patch(old, new)) == new
+    assert apply_merge_patch(new, build_merge_patch(new, old)) == old
+    # RFC 7386: an object patched over a scalar patches an empty object (its nulls dropped).
+    assert apply_merge_patch({"a": 1}, {"a": {"b": None, "c": 2}}) == {"a": {"c": 2}}
 
 
 def test_azure_normalisation_is_not_drift() -> None:
