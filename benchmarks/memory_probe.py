@@ -95,6 +95,22 @@ def dump(pid: int, directory: Path, index: int) -> dict[str, Any]:
     return dict(json.loads(target.read_text()))
 
 
+def allocators(point: dict[str, Any]) -> str:
+    """Where the RSS is, in MB: glibc malloc's heap (in use / free) and CPython's arenas."""
+    mb = 2**20
+    parts = [f"anon {point.get('smaps', {}).get('Anonymous', 0) / mb:.1f}"]
+    if point.get("malloc"):
+        m = point["malloc"]
+        parts.append(f"malloc in use {m['in_use_bytes'] / mb:.1f} free {m['free_bytes'] / mb:.1f}")
+    if point.get("pymalloc"):
+        p = point["pymalloc"]
+        parts.append(
+            f"pymalloc arenas {p.get('arena_bytes', 0) / mb:.1f} "
+            f"live {p.get('allocated_block_bytes', 0) / mb:.1f}"
+        )
+    return ", ".join(parts)
+
+
 def rotate(
     watch: run.PoolWatch, control: SimControl, world: run.World, pools: int, pid: int
 ) -> dict[str, Any]:
@@ -299,10 +315,13 @@ def main() -> None:
                     time.sleep(args.settle)
                     point = dump(op.process.pid, dumps, index)
                     results["points"].append({"n": n, "ready_seconds": seconds, **point})
-                    run.log(f"N={n}: RSS {point['rss_bytes'] / 2**20:.1f} MB")
+                    run.log(f"N={n}: RSS {point['rss_bytes'] / 2**20:.1f} MB {allocators(point)}")
                 if args.rotate:
                     results["rotation"] = rotate(watch, control, world, n2, op.process.pid)
                     run.log(f"rotation: {results['rotation']}")
+                    time.sleep(args.settle)
+                    results["after_rotation"] = dump(op.process.pid, dumps, 3)
+                    run.log(f"after rotation: {allocators(results['after_rotation'])}")
                     op.stop(timeout=60)
                     names = [f"m-{i:04d}" for i in range(n2)]
                     results["bare_writes"] = asyncio.run(

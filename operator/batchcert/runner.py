@@ -1,12 +1,14 @@
 """``batchcert run``: start the operator (a thin wrapper over kopf with the project's settings).
 
-Process-level concerns live here and nowhere else: the kubeconfig, log format, the liveness
+Process-level concerns live here and nowhere else: the kubeconfig, log format, the C allocator
+(``batchcert.allocator``: tuned at start, trimmed while running), the liveness
 endpoint kopf serves, and the Prometheus endpoint (``batchcert.metrics``). The metrics endpoint is
 off unless ``--metrics-port`` is given, so several operators on one machine (tests, the demo)
 never fight over a port; the Deployment in ``deploy/`` turns it on.
 
 A debugging aid, off unless ``BATCHCERT_DEBUG_DUMP_DIR`` names a directory: on ``SIGUSR1`` the
-process writes ``memory-<n>.json`` there (RSS, object counts by type after a full collection)
+process writes ``memory-<n>.json`` there (RSS, object counts by type after a full collection,
+glibc's heap in use and free, CPython's arenas and their live blocks)
 and, when tracemalloc traces (``PYTHONTRACEMALLOC=N``), ``memory-<n>.tracemalloc`` (a snapshot).
 ``benchmarks/memory_probe.py`` uses it to break the memory per owned object down.
 """
@@ -102,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
+    from batchcert import allocator
     from batchcert.config import load_cloud_file, load_config
     from batchcert.handlers import register_handlers
     from batchcert.reconcile.sharding import ShardAssignment, peering_name
 
+    allocator.tune()  # before any thread starts (aiohttp's resolver): see allocator.py
     config = load_config()
     if os.environ.get("BATCHCERT_DEBUG_DUMP_DIR"):
         install_memory_dump(os.environ["BATCHCERT_DEBUG_DUMP_DIR"])
@@ -148,18 +152,51 @@ def run(args: argparse.Namespace) -> int:
         priority = random.SystemRandom().randint(1, 1_000_000) if peering else 0
     register_handlers(registry, config, peering=peering, priority=priority, shard=shard)
     namespaces = args.namespace or None
-    asyncio.run(
-        kopf.operator(
-            registry=registry,
-            clusterwide=namespaces is None,
-            namespaces=namespaces or (),
-            standalone=peering is None,
-            peering_name=peering,
-            priority=priority,
-            liveness_endpoint=args.liveness,
-        )
-    )
+
+    async def operate() -> None:
+        trimmer = asyncio.ensure_future(allocator.trim_periodically())
+        try:
+            await kopf.operator(
+                registry=registry,
+                clusterwide=namespaces is None,
+                namespaces=namespaces or (),
+                standalone=peering is None,
+                peering_name=peering,
+                priority=priority,
+                liveness_endpoint=args.liveness,
+            )
+        finally:
+            trimmer.cancel()
+
+    asyncio.run(operate())
     return 0
+
+
+def _pymalloc_info(path: Any) -> dict[str, int]:
+    """CPython's small-object allocator: arenas held vs bytes in live blocks (its own report,
+    which it prints to the C-level stderr, so fd 2 is pointed at ``path`` meanwhile)."""
+    import os
+    import re
+    import sys
+
+    saved = os.dup(2)
+    try:
+        with open(path, "w") as sink:
+            os.dup2(sink.fileno(), 2)
+            sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    text = path.read_text()
+    wanted = {
+        "arenas": r"# arenas allocated current\s*=\s*([\d,]+)",
+        "arena_bytes": r"arenas \* \d+ bytes/arena\s*=\s*([\d,]+)",
+        "allocated_block_bytes": r"# bytes in allocated blocks\s*=\s*([\d,]+)",
+        "available_block_bytes": r"# bytes in available blocks\s*=\s*([\d,]+)",
+        "empty_pool_bytes": r"unused pools \* \d+ bytes\s*=\s*([\d,]+)",
+    }
+    found = {k: re.search(pattern, text) for k, pattern in wanted.items()}
+    return {k: int(m.group(1).replace(",", "")) for k, m in found.items() if m}
 
 
 def install_memory_dump(directory: str) -> None:
@@ -172,6 +209,8 @@ def install_memory_dump(directory: str) -> None:
     import tracemalloc
     from pathlib import Path
 
+    from batchcert import allocator
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     dumps = iter(range(1_000_000))
@@ -181,6 +220,12 @@ def install_memory_dump(directory: str) -> None:
         gc.collect()
         types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
         rss = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+        rollup = Path("/proc/self/smaps_rollup")
+        smaps = {
+            line.split(":")[0]: int(line.split()[1]) * 1024
+            for line in (rollup.read_text().splitlines()[1:] if rollup.exists() else [])
+            if line.split()[1:2] and line.split()[1].isdigit()
+        }
         if tracemalloc.is_tracing():
             tracemalloc.take_snapshot().dump(str(out / f"memory-{n}.tracemalloc"))
         report = {
@@ -189,6 +234,9 @@ def install_memory_dump(directory: str) -> None:
             if tracemalloc.is_tracing()
             else None,
             "gc_objects": sum(types.values()),
+            "smaps": {k: smaps[k] for k in ("Anonymous", "Rss") if k in smaps},
+            "malloc": allocator.info(),
+            "pymalloc": _pymalloc_info(out / f"pymalloc-{n}.txt"),
             "types": dict(types.most_common(60)),
         }
         (out / f"memory-{n}.json.tmp").write_text(json.dumps(report, indent=1))

@@ -1,0 +1,58 @@
+"""The C allocator hooks (batchcert.allocator): on glibc, a trim gives free heap pages back.
+
+The fragmented heap is made on purpose: many blocks below the mmap threshold, all freed but
+every 16th, so the free space lies between live blocks where glibc's own top trim cannot reach
+it. ``trim_if_worth_it`` must return it (RSS falls by most of it) and report what lay free; it
+must leave the heap alone under its threshold. Where the C library is not glibc every hook is a
+no-op (the module's invariant), which the last test states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from pathlib import Path
+
+import pytest
+
+from batchcert import allocator
+
+glibc = pytest.mark.skipif(allocator.info() is None, reason="the C library is not glibc >= 2.33")
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+
+
+@glibc
+def test_a_trim_returns_the_free_pages_between_live_blocks() -> None:
+    blocks = [bytearray(16 * 1024) for _ in range(4000)]  # 64 MB in the heap (< mmap threshold)
+    kept = blocks[::16]
+    del blocks
+    info = allocator.info()
+    assert info is not None and info["free_bytes"] > 40 * 2**20
+    before = rss_bytes()
+    assert allocator.trim_if_worth_it(above=2**62) == 0  # under the threshold: left alone
+    assert rss_bytes() > before - 8 * 2**20
+    freed = allocator.trim_if_worth_it(above=0)
+    assert freed > 40 * 2**20
+    assert rss_bytes() < before - 30 * 2**20
+    assert len(kept) == 250
+
+
+@glibc
+async def test_the_periodic_trim_runs_until_cancelled() -> None:
+    task = asyncio.ensure_future(allocator.trim_periodically(every=0.01))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_every_hook_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(allocator, "_LIBC", None)
+    assert allocator.tune() is False
+    assert allocator.info() is None
+    assert allocator.trim_if_worth_it(above=0) == 0
+    assert asyncio.run(allocator.trim_periodically(every=0)) is None
