@@ -7,8 +7,9 @@ prefix); ``until_stopped`` returns the work's result, or cancels the work when t
 watch completes; ``watch_stop`` calls back once kopf stops the daemon; ``write_status`` is one
 merge patch of the status subresource (None when the object is gone), and until the watch
 delivers it a turn sees the delivered status plus the patch; kopf's watch stream hands on
-objects without managedFields (kopf keeps every watched body; nothing reads them), every other
-item untouched, and wrapping it twice wraps it once.
+objects without managedFields or kubectl's last-applied copy (kopf keeps every watched body;
+nothing reads them) and with their strings shared between bodies, every other item untouched,
+and wrapping it twice wraps it once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import kopf
 from batchcert.handlers import (
     GenerationDiffBase,
     current_view,
-    drop_managed_fields_from_watches,
+    keep_watched_bodies_lean,
+    lean_body,
     until_stopped,
     watch_stop,
     write_status,
@@ -181,7 +183,7 @@ async def test_write_status_of_a_deleted_object_is_none(monkeypatch: Any) -> Non
     )
 
 
-async def test_kopf_keeps_watched_objects_without_managed_fields(monkeypatch: Any) -> None:
+async def test_kopf_keeps_watched_objects_lean(monkeypatch: Any) -> None:
     from kopf._cogs.clients import watching
 
     async def stream(**kwargs: Any) -> Any:
@@ -191,8 +193,8 @@ async def test_kopf_keeps_watched_objects_without_managed_fields(monkeypatch: An
         yield {"type": None, "object": {"metadata": {"name": "b"}}}
 
     monkeypatch.setattr(watching, "continuous_watch", stream)
-    drop_managed_fields_from_watches()
-    drop_managed_fields_from_watches()  # idempotent: one wrapper, not two
+    keep_watched_bodies_lean()
+    keep_watched_bodies_lean()  # idempotent: one wrapper, not two
     assert watching.continuous_watch is not stream
     items = [item async for item in watching.continuous_watch(namespace="ns")]
     assert items == [
@@ -200,3 +202,42 @@ async def test_kopf_keeps_watched_objects_without_managed_fields(monkeypatch: An
         "LISTED",
         {"type": None, "object": {"metadata": {"name": "b"}}},
     ]
+
+
+def test_a_lean_body_keeps_everything_read_and_shares_its_strings() -> None:
+    import json
+
+    def parsed() -> dict[str, Any]:  # a fresh parse: strings not shared with any other body
+        return dict(
+            json.loads(
+                json.dumps(
+                    {
+                        "metadata": {
+                            "name": "p",
+                            "generation": 2,
+                            "managedFields": [{"manager": "kubectl"}],
+                            "annotations": {
+                                "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                "batchcert.dev/paused": "true",
+                            },
+                            "finalizers": ["batchcert.dev/finalizer"],
+                        },
+                        "spec": {"certificates": [{"name": "c", "version": None}], "n": 1.5},
+                        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+                    }
+                )
+            )
+        )
+
+    first, second = lean_body(parsed()), lean_body(parsed())
+    expected = parsed()
+    del expected["metadata"]["managedFields"]
+    del expected["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+    assert first == second == expected
+    # The same key and the same value in two bodies are one string, not two.
+    condition_1, condition_2 = first["status"]["conditions"][0], second["status"]["conditions"][0]
+    assert next(k for k in condition_1 if k == "status") is next(
+        k for k in condition_2 if k == "status"
+    )
+    assert first["status"]["conditions"][0]["type"] is second["status"]["conditions"][0]["type"]
+    assert first["metadata"]["finalizers"][0] is second["metadata"]["finalizers"][0]
