@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 # ARM's documented token buckets, per subscription and principal.
@@ -282,6 +283,7 @@ def summarise_node_pass(
     per_node = [r for r in records if r["operation"] not in NODE_LIST_OPERATIONS]
     nodes = {m.group(1) for r in per_node if (m := _NODE_IN_PATH.search(str(r.get("path", ""))))}
     floor = latency_floor_seconds(len(records), concurrency, latency)
+    held = server_seconds(records)
     return {
         "starts_with_list": bool(records) and records[0]["operation"] in NODE_LIST_OPERATIONS,
         "requests": len(records),
@@ -291,10 +293,27 @@ def summarise_node_pass(
         "seconds": seconds,
         "latency_floor_seconds": round(floor, 2),
         "ratio_to_floor": None if seconds is None or floor <= 0 else round(seconds / floor, 2),
+        # The same floor at the latency the simulator actually held each request (its injected
+        # latency plus its own time): what is left of ``seconds`` above it is the client's.
+        "server_seconds_per_request": None if held is None else round(held, 4),
+        "server_floor_seconds": None
+        if held is None
+        else round(latency_floor_seconds(len(records), concurrency, held), 2),
         "by_operation": by_operation(
             {"service": "batch", "operation": r["operation"], "count": 1} for r in records
         ),
     }
+
+
+def server_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
+    """Mean seconds from a request's arrival to its answer, as the simulator logged them (None
+    when the log has no arrival times)."""
+    held = [
+        (datetime.fromisoformat(r["time"]) - datetime.fromisoformat(r["received"])).total_seconds()
+        for r in records
+        if r.get("received") and r.get("time")
+    ]
+    return sum(held) / len(held) if held else None
 
 
 _NODE_IN_PATH = re.compile(r"/nodes/([^/?]+)")

@@ -1246,7 +1246,14 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"floor (⌈requests / {node['concurrency']}⌉ × {BATCH_LATENCY:g} s = "
             f"{benchmath.format_cell(full.get('latency_floor_seconds'))} s; "
             f"{full.get('list_requests')} list + {full.get('per_node_requests')} per-node "
-            f"requests in {benchmath.format_cell(full.get('seconds'))} s)"
+            f"requests in {benchmath.format_cell(full.get('seconds'))} s"
+            + (
+                f"; the simulator held each request "
+                f"{benchmath.format_cell(full['server_seconds_per_request'])} s on average: "
+                f"{benchmath.format_cell(full.get('server_floor_seconds'))} s at that latency)"
+                if full.get("server_seconds_per_request") is not None
+                else ")"
+            )
             + ("" if judged else "; not judged below 100 nodes"),
             ratio,
             (ratio is not None and ratio <= NODE_PASS_TARGET) if judged else None,
@@ -1365,7 +1372,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             "A pass starts with the node list's first page; list requests and per-node requests "
             "(extension reads, node gets) are counted apart, with the nodes whose extensions "
             "were read. Latency floor = ⌈requests / concurrency⌉ × "
-            f"{BATCH_LATENCY:g} s. **Reported** marks the pass the summary and targets use (the "
+            f"{BATCH_LATENCY:g} s. **Simulator s/request**: how long the simulator held each "
+            "request on average, from its arrival to its answer (the injected latency plus the "
+            "simulator's own time); the floor at that latency is what the pass would take with "
+            "no client time at all. **Reported** marks the pass the summary and targets use (the "
             "last whole one: a leading group began before Ready, a trailing one may be cut).\n\n"
         )
         rows = []
@@ -1383,6 +1393,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                         one["seconds"],
                         one["latency_floor_seconds"],
                         one["ratio_to_floor"],
+                        one.get("server_seconds_per_request"),
+                        one.get("server_floor_seconds"),
                         n["concurrency"],
                         i == n.get("reported_pass"),
                     ]
@@ -1400,6 +1412,8 @@ def render_markdown(results: dict[str, Any]) -> str:
                     "seconds",
                     "latency floor s",
                     "ratio",
+                    "simulator s/request",
+                    "floor at that latency s",
                     "concurrency",
                     "reported",
                 ],

@@ -11,6 +11,8 @@ Invariants:
 * the log is bounded (oldest entries are dropped beyond ``max_entries``); counters are kept
   separately and are not affected by that bound, so long benchmarks still count correctly.
 * bodies are stored as given (already parsed JSON or text), truncated when huge.
+* each entry carries when its request arrived (``received``) and was answered (``time``), so a
+  benchmark can tell the simulator's time from the client's;
 * each entry carries the caller's ``User-Agent`` (set per request by the server's middleware in
   :data:`CALLER_USER_AGENT`, so no service has to pass it); counters are also kept per user
   agent, so a benchmark can split what several operator processes (shards) asked for.
@@ -34,6 +36,9 @@ _MAX_BODY_CHARS = 64_000
 # The User-Agent of the request being answered: set by the server's middleware for the request's
 # task, read by ``RequestLog.record`` (every service records inside that task).
 CALLER_USER_AGENT: ContextVar[str | None] = ContextVar("CALLER_USER_AGENT", default=None)
+# When the request being answered arrived (before any injected latency): set by the same
+# middleware, so an entry says how long the simulator held the request (``received`` → ``time``).
+REQUEST_RECEIVED: ContextVar[datetime | None] = ContextVar("REQUEST_RECEIVED", default=None)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class RequestRecord:
     body: Any = None
     secret_read: bool = False
     user_agent: str | None = None
+    received: str = ""  # when the request arrived; ``time`` is when it was answered
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +135,7 @@ class RequestLog:
         if isinstance(body, str) and len(body) > _MAX_BODY_CHARS:
             body = body[:_MAX_BODY_CHARS] + "...(truncated)"
         now = self.clock.now() if self.clock is not None else None
+        received = REQUEST_RECEIVED.get()
         with self._lock:
             self._seq += 1
             record = RequestRecord(
@@ -145,6 +152,7 @@ class RequestLog:
                 body=body,
                 secret_read=secret_read,
                 user_agent=agent,
+                received=_iso(received) if received is not None else "",
             )
             self._entries.append(record)
             self._counters[(service, operation, int(status))] += 1

@@ -51,7 +51,7 @@ from batchsim.core import (
 )
 from batchsim.entra.service import build_entra_app
 from batchsim.hostaliases import install_host_aliases
-from batchsim.requestlog import CALLER_USER_AGENT
+from batchsim.requestlog import CALLER_USER_AGENT, REQUEST_RECEIVED
 from batchsim.tls import SimTls
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def build_app(
         if service is None or service == "control":
             return await handler(request)
         CALLER_USER_AGENT.set(request.headers.get("User-Agent"))
+        REQUEST_RECEIVED.set(sim.clock.now())
         sim.tick()
         rule = sim.faults.match(service, request.method, request.path)
         if rule is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -118,6 +119,10 @@ def test_latency_is_added(arm: Any, demo: dict[str, Any], control: Any) -> None:
     started = time.monotonic()
     arm.batch_account.get(demo["resourceGroup"], demo["batchAccount"])
     assert time.monotonic() - started >= 0.5
+    # The log says when the request arrived and when it was answered (simulated time, which
+    # this fixture's frozen clock keeps equal; test_sim_units covers a moving clock).
+    entry = control.requests(service="arm")[-1]
+    assert datetime.fromisoformat(entry["received"]) <= datetime.fromisoformat(entry["time"])
 
 
 def test_dropped_connection_is_retried_by_the_sdk(batch: Any, control: Any) -> None:

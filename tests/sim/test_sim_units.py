@@ -28,7 +28,7 @@ from batchsim.batch.kvextension import is_kv_extension, parse_kv_extension
 from batchsim.clock import SimClock
 from batchsim.entra.tokens import TokenAuthority, TokenError, audience_from_scope
 from batchsim.faults import FaultInjector
-from batchsim.requestlog import CALLER_USER_AGENT, RequestFilter, RequestLog
+from batchsim.requestlog import CALLER_USER_AGENT, REQUEST_RECEIVED, RequestFilter, RequestLog
 from batchsim.throttle import ArmThrottle, BucketSpec, KeyVaultThrottle
 
 pytestmark = pytest.mark.unit  # pure, also run by `make unit` (sim comes from the folder)
@@ -175,6 +175,21 @@ def test_request_log_records_and_counts_the_callers_user_agent() -> None:
         "other": 1,
     }
     assert log.count("arm", "Pool_Get") == 3  # the per-operation counters are unchanged
+
+
+def test_request_log_says_when_a_request_arrived_and_was_answered() -> None:
+    clock = SimClock(datetime(2026, 1, 1, tzinfo=UTC), scale=0)
+    log = RequestLog(clock=clock)
+    token = REQUEST_RECEIVED.set(clock.now())
+    try:
+        clock.advance(0.25)  # the injected latency, say
+        log.record("batch", "ComputeNode_List", "GET", "/pools/p/nodes", {}, None, 200, "me")
+    finally:
+        REQUEST_RECEIVED.reset(token)
+    log.record("batch", "ComputeNode_List", "GET", "/pools/p/nodes", {}, None, 200, "me")
+    first, second = log.query()
+    assert (first.received, first.time) == ("2026-01-01T00:00:00Z", "2026-01-01T00:00:00.250000Z")
+    assert second.received == ""  # recorded outside a request (the control plane, say)
 
 
 def _pool(**props: Any) -> dict[str, Any]:

@@ -195,3 +195,22 @@ def test_latency_floor_of_the_issue_15_pass() -> None:
     # 1001 requests at concurrency 8 with 0.1 s each: about 12.5 s (issue 15).
     assert bm.latency_floor_seconds(1001, 8, 0.1) == pytest.approx(12.6)
     assert bm.latency_floor_seconds(0, 8, 0.1) == 0.0
+
+
+def test_a_pass_says_how_long_the_simulator_held_its_requests() -> None:
+    def held(received: str, answered: str) -> dict[str, object]:
+        return {
+            **_batch("ComputeNode_List", "/pools/p/nodes"),
+            "received": received,
+            "time": answered,
+        }
+
+    records = [
+        held("2026-11-29T20:00:00.000000Z", "2026-11-29T20:00:00.100000Z"),
+        held("2026-11-29T20:00:00.100000Z", "2026-11-29T20:00:00.300000Z"),
+    ]
+    one = bm.summarise_node_pass(records, 0.5, 1, 0.1)
+    assert one["server_seconds_per_request"] == pytest.approx(0.15)
+    assert one["server_floor_seconds"] == pytest.approx(0.3)  # 2 requests one at a time at 0.15 s
+    old = bm.summarise_node_pass([_batch("ComputeNode_List", "/pools/p/nodes")], 0.1, 8, 0.1)
+    assert old["server_seconds_per_request"] is None and old["server_floor_seconds"] is None
