@@ -1847,9 +1847,23 @@ def main() -> None:
         "(default 8, the operator's default; the operator is started with it)",
     )
     parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more setting for the operator process (repeatable), e.g. "
+        "BATCHCERT_CONCURRENT_TURNS=32, or BATCHCERT_DEBUG_DUMP_DIR=DIR to send it SIGUSR1 by "
+        "hand (batchcert/runner.py); recorded with the command",
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="results directory (default benchmarks/results)"
     )
     args = parser.parse_args()
+    for setting in args.operator_env:
+        name, sep, value = setting.partition("=")
+        if not sep or not name.startswith("BATCHCERT_"):
+            parser.error(f"--operator-env {setting!r}: expected BATCHCERT_NAME=VALUE")
+        OPERATOR_SETTINGS[name] = value
     if args.shards < 1 or args.subscriptions < 1:
         parser.error("--shards and --subscriptions must be at least 1")
     OPERATOR_SETTINGS["BATCHCERT_NODE_CONCURRENCY"] = str(args.node_concurrency)
