@@ -28,6 +28,8 @@ Environment variables (all optional):
 ``BATCHCERT_BUSY_INTERVAL_SECONDS``    checks while converging (15)
 ``BATCHCERT_NODE_CONCURRENCY``         concurrent Batch data-plane calls at most; halved on
                                        each throttled answer, regained one by one (8)
+``BATCHCERT_CONCURRENT_TURNS``         reconciles (with their status writes) at once at most;
+                                       the rest wait in the order they came due (64)
 ``BATCHCERT_ARM_WRITES_PER_SECOND``    self-imposed ARM write pace per subscription (10, burst 200)
 ``BATCHCERT_ARM_READS_PER_SECOND``     self-imposed ARM read pace per subscription (25, burst 250)
 ``BATCHCERT_EXPIRY_WARNING_DAYS``      warn when a non-renewing certificate expires within (30)
@@ -132,6 +134,7 @@ class Config:
     node_recheck_seconds: float = 3600.0
     busy_interval_seconds: float = 15.0
     node_concurrency: int = 8
+    concurrent_turns: int = 64
     arm_writes_per_second: float = 10.0
     arm_write_burst: int = 200
     arm_reads_per_second: float = 25.0
@@ -153,6 +156,7 @@ _SETTINGS = {
     "BATCHCERT_NODE_RECHECK_SECONDS": "node_recheck_seconds",
     "BATCHCERT_BUSY_INTERVAL_SECONDS": "busy_interval_seconds",
     "BATCHCERT_NODE_CONCURRENCY": "node_concurrency",
+    "BATCHCERT_CONCURRENT_TURNS": "concurrent_turns",
     "BATCHCERT_ARM_WRITES_PER_SECOND": "arm_writes_per_second",
     "BATCHCERT_ARM_READS_PER_SECOND": "arm_reads_per_second",
     "BATCHCERT_EXPIRY_WARNING_DAYS": "expiry_warning_days",
@@ -198,6 +202,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         field: _number(env, name, getattr(_DEFAULTS, field)) for name, field in _SETTINGS.items()
     }
     values["node_concurrency"] = int(values["node_concurrency"])
+    values["concurrent_turns"] = int(values["concurrent_turns"])
     return Config(cloud=cloud, **values)
 
 

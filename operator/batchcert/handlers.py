@@ -96,7 +96,7 @@ def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Serv
         config=config,
         now=now,
     )
-    scheduler: Scheduler[tuple[str, str]] = Scheduler()
+    scheduler: Scheduler[tuple[str, str]] = Scheduler(concurrent_turns=config.concurrent_turns)
     watcher.subscribe(scheduler.changed)  # a certificate's new reading wakes its observers
     return Services(clients, reconciler, watcher, scheduler, config)
 
@@ -444,41 +444,46 @@ def register_handlers(
         try:
             while not stopped:
                 await scheduler.turn(key)
-                if stopped:
-                    return
-                view = current_view(body, written)
-                if written is not None and not written.is_pending(body):
-                    written = None  # the watch delivered our writes (or newer): drop them
-                # This replica still acts on the object: its series stay, however long the
-                # reconcile or the deletion takes (the turn's gap is below their staleness).
-                metrics.touch(view)
-                if view.deleting:
-                    return  # the delete handler owns the object's last moments
-                started = time.monotonic()
-                try:
-                    outcome = await until_stopped(services.reconciler.reconcile(view, memory), stop)
-                    metrics.observe(
-                        view, outcome, time.monotonic() - started, services.clients.pacer
-                    )
-                    if outcome is None:
+                # One of a bounded number of places (reconcile and writes), in the order the
+                # turns came due: a burst is worked through, not held in memory all at once.
+                async with scheduler.place():
+                    if stopped:
                         return
-                    if outcome.status_patch:
-                        async with services.writes:  # a bounded number of API connections
-                            written = await write_status(
-                                memo["settings"],
-                                resource,
-                                body,
-                                outcome.status_patch,
-                                logger,
-                                seen_status=view.status,
-                            )
-                    post_events(body, outcome.events)
-                except Exception:  # a bug or the API server: never lose the object's schedule
-                    logger.exception("reconcile of %s failed; trying again", key)
-                    scheduler.schedule(key, config.busy_interval_seconds)
-                    continue
-                scheduler.observe(key, outcome.certificates)
-                scheduler.schedule(key, outcome.next_check_in)
+                    view = current_view(body, written)
+                    if written is not None and not written.is_pending(body):
+                        written = None  # the watch delivered our writes (or newer): drop them
+                    # This replica still acts on the object: its series stay, however long the
+                    # reconcile or the deletion takes (the turn's gap is below their staleness).
+                    metrics.touch(view)
+                    if view.deleting:
+                        return  # the delete handler owns the object's last moments
+                    started = time.monotonic()
+                    try:
+                        outcome = await until_stopped(
+                            services.reconciler.reconcile(view, memory), stop
+                        )
+                        metrics.observe(
+                            view, outcome, time.monotonic() - started, services.clients.pacer
+                        )
+                        if outcome is None:
+                            return
+                        if outcome.status_patch:
+                            async with services.writes:  # a bounded number of API connections
+                                written = await write_status(
+                                    memo["settings"],
+                                    resource,
+                                    body,
+                                    outcome.status_patch,
+                                    logger,
+                                    seen_status=view.status,
+                                )
+                        post_events(body, outcome.events)
+                    except Exception:  # a bug or the API server: never lose the object's schedule
+                        logger.exception("reconcile of %s failed; trying again", key)
+                        scheduler.schedule(key, config.busy_interval_seconds)
+                        continue
+                    scheduler.observe(key, outcome.certificates)
+                    scheduler.schedule(key, outcome.next_check_in)
         finally:
             stop.cancel()
             scheduler.release(key)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import pytest
+
 from batchcert.models.azure import CertificateFacts, CertificateReading
 from batchcert.models.spec import CertificateRef
 from batchcert.reconcile.certwatch import CertificateWatcher
@@ -121,3 +123,39 @@ async def test_watcher_reports_changes_once_and_refreshes_only_what_expired() ->
     assert await watcher.refresh(set()) == 15  # nothing observed: nothing read
     await watcher.refresh({ref.key})
     assert changed == [ref.key] and len(reads) == 3
+
+
+async def test_at_most_concurrent_turns_run_and_in_the_order_they_asked() -> None:
+    scheduler: Scheduler[str] = Scheduler(concurrent_turns=2)
+    release = asyncio.Event()
+    started: list[str] = []
+    most = 0
+
+    async def turn(key: str) -> None:
+        nonlocal most
+        scheduler.admit(key)
+        await scheduler.turn(key)
+        async with scheduler.place():
+            started.append(key)
+            most = max(most, scheduler.running)
+            await release.wait()
+
+    keys = [f"ns/{i}" for i in range(5)]
+    tasks = [asyncio.ensure_future(turn(key)) for key in keys]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert started == keys[:2] and scheduler.running == 2  # the other three wait their turn
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), 1)
+    assert started == keys and most == 2 and scheduler.running == 0
+
+
+async def test_a_failed_turn_gives_its_place_back() -> None:
+    scheduler: Scheduler[str] = Scheduler(concurrent_turns=1)
+    with pytest.raises(RuntimeError):
+        async with scheduler.place():
+            raise RuntimeError("the reconcile's bug")
+    async with asyncio.timeout(1):
+        async with scheduler.place():
+            assert scheduler.running == 1
+    assert scheduler.running == 0
