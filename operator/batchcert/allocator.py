@@ -1,4 +1,4 @@
-"""The C allocator under the process: give back what a burst left free.
+"""The process's memory below Python objects: the C allocator, and TLS connections' buffers.
 
 Measured at 1000 pools (benchmarks/results/issue15/memory, ``memory_probe.py --rotate``): after a
 rotation's burst (1000 turns, status writes and their echoes at once) glibc's heap held 48 MB
@@ -11,8 +11,14 @@ answers) into the heap once one of that size has been freed. Two remedies, both 
 * ``malloc_trim(0)`` once a while, when more than ``TRIM_ABOVE_BYTES`` lie free, returns the
   free pages inside the heap (``madvise``), not only its top.
 
-Invariants: nothing here changes what the program computes; every call is a no-op where the C
-library is not glibc (musl, macOS) or is older than 2.33 (``mallinfo2``); a failed lookup never
+Each TLS connection of asyncio (every Azure and Kubernetes API connection) also allocates a read
+buffer of ``asyncio.sslproto.SSLProtocol.max_size``, 256 KiB: with 115-145 connections open at
+1000 pools (ARM, Key Vault, ten Batch accounts, the API server) that was 26-36 MB, a fifth of the
+process. TLS records are at most 16 KiB, and our answers are small: ``tune`` sets 64 KiB
+(asyncio reads more often from a socket that has more; nothing else changes).
+
+Invariants: nothing here changes what the program computes; every glibc call is a no-op where the
+C library is not glibc (musl, macOS) or is older than 2.33 (``mallinfo2``); a failed lookup never
 raises.
 """
 
@@ -22,6 +28,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
+from asyncio import sslproto
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,7 @@ MMAP_THRESHOLD_BYTES = 128 * 1024
 ARENAS = 2
 TRIM_EVERY_SECONDS = 10.0
 TRIM_ABOVE_BYTES = 4 * 2**20
+TLS_READ_BUFFER_BYTES = 64 * 1024
 
 
 class _MallInfo2(ctypes.Structure):
@@ -59,7 +67,11 @@ _LIBC = _glibc()
 
 
 def tune() -> bool:
-    """Set the fixed mmap threshold and the arena cap (before threads start); False: not glibc."""
+    """Smaller TLS read buffers; glibc's fixed mmap threshold and arena cap (call before threads
+    start). False: the C library is not glibc (the buffers are set anyway)."""
+    # A class attribute of a private stdlib module, read when each connection is made (3.11's
+    # ``SSLProtocol.__init__``); checked by tests/unit/test_allocator.py.
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
     if _LIBC is None:
         return False
     _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)

@@ -1,4 +1,5 @@
-"""The C allocator hooks (batchcert.allocator): on glibc, a trim gives free heap pages back.
+"""The process's memory hooks (batchcert.allocator): on glibc, a trim gives free heap pages back;
+TLS connections made after ``tune`` read into 64 KiB, not asyncio's 256 KiB.
 
 The fragmented heap is made on purpose: many blocks below the mmap threshold, all freed but
 every 16th, so the free space lies between live blocks where glibc's own top trim cannot reach
@@ -50,7 +51,25 @@ async def test_the_periodic_trim_runs_until_cancelled() -> None:
         await task
 
 
+async def test_tls_connections_made_after_tuning_read_into_64_kib(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+    from asyncio import sslproto
+
+    monkeypatch.setattr(sslproto.SSLProtocol, "max_size", sslproto.SSLProtocol.max_size)
+    allocator.tune()
+    waiter = asyncio.get_running_loop().create_future()
+    protocol = sslproto.SSLProtocol(
+        asyncio.get_running_loop(), asyncio.Protocol(), ssl.create_default_context(), waiter
+    )
+    assert len(protocol._ssl_buffer) == 64 * 1024  # was 256 KiB per connection
+
+
 def test_every_hook_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncio import sslproto
+
+    monkeypatch.setattr(sslproto.SSLProtocol, "max_size", sslproto.SSLProtocol.max_size)
     monkeypatch.setattr(allocator, "_LIBC", None)
     assert allocator.tune() is False
     assert allocator.info() is None
