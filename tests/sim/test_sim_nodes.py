@@ -12,7 +12,8 @@ a 403-style failure without vault access, Transitioning then Failed after 25 att
 ``requireInitialSync`` (node unusable); failure visible but provisioned without it;
 ``/certificates/`` URLs refused; rotation picked up within one polling interval of simulated
 time and not before; a versioned URL never rotates; 3.0 object settings and Windows; a node
-taken down; identity changes reaching only nodes created afterwards.
+taken down; identity changes reaching only nodes created afterwards; time passing (no write)
+advances only the pools with an instant due, a write every pool.
 """
 
 from __future__ import annotations
@@ -349,3 +350,34 @@ def test_identity_changes_reach_only_new_nodes(
     control.advance(60)
     # The extension still names the demo identity's clientId: the new node cannot find it.
     assert "Identity not found" in _ext(batch, pool).instance_view.statuses[0].message
+
+
+def test_time_passing_advances_only_the_pools_with_something_due(
+    sim: Any, make_pool: Callable[..., str], kv_extension: Ext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchsim import core
+
+    make_pool("early", extensions=[kv_extension()], settle=120.0)
+    make_pool("late", extensions=[kv_extension()], settle=120.0)
+    world = sim.sim
+    world.tick()  # the control call's write is walked: nothing dirty from here on
+    pools = {p.name: p for p in world.world.all_pools()}
+    due = {name: world._pool_due[id(pool)] for name, pool in pools.items()}
+    assert due["early"] < due["late"]  # their extensions first fetched 120 s apart
+    advanced: list[str] = []
+    real = core.nodes.advance_pool
+
+    def counting(pool: Any, *args: Any) -> None:
+        advanced.append(pool.name)
+        real(pool, *args)
+
+    monkeypatch.setattr(core.nodes, "advance_pool", counting)
+    world.clock.advance(due["early"] - world.clock.timestamp())  # time alone: no write
+    world.tick()
+    assert advanced == ["early"]
+    assert world._pool_due[id(pools["early"])] > due["early"]  # its next poll, not the last
+    world.tick()
+    assert advanced == ["early"]  # nothing more due: a tick is free
+    world.mark_dirty()
+    world.tick()
+    assert sorted(advanced) == ["early", "early", "late"]  # a write walks every pool
