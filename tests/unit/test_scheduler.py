@@ -10,6 +10,7 @@ observed and expired; ``run`` wakes objects on time without ticking per object.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from batchcert.models.azure import CertificateFacts, CertificateReading
 from batchcert.models.spec import CertificateRef
 from batchcert.reconcile.certwatch import CertificateWatcher
-from batchcert.reconcile.scheduler import Scheduler
+from batchcert.reconcile.scheduler import Scheduler, outside_place
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 VAULT = "https://kv.vault.azure.net"
@@ -159,3 +160,67 @@ async def test_a_failed_turn_gives_its_place_back() -> None:
         async with scheduler.place():
             assert scheduler.running == 1
     assert scheduler.running == 0
+
+
+async def test_a_turn_outside_its_place_lets_another_run_then_waits_its_turn_back() -> None:
+    scheduler: Scheduler[str] = Scheduler(concurrent_turns=1)
+    log: list[str] = []
+    reading, other_done = asyncio.Event(), asyncio.Event()
+
+    async def long_pass() -> None:
+        async with scheduler.place():
+            log.append("a starts")
+            async with outside_place():  # a node pass: bounded by its own account's limit
+                reading.set()
+                await other_done.wait()
+                log.append("a read its nodes")
+            log.append(f"a back in, running {scheduler.running}")
+
+    async def other() -> None:
+        await reading.wait()
+        async with scheduler.place():
+            log.append(f"b runs, running {scheduler.running}")
+        other_done.set()
+
+    await asyncio.wait_for(asyncio.gather(long_pass(), other()), 1)
+    assert log == ["a starts", "b runs, running 1", "a read its nodes", "a back in, running 1"]
+    assert scheduler.running == 0
+
+
+async def test_a_turn_cancelled_while_taking_its_place_back_gives_back_nothing() -> None:
+    scheduler: Scheduler[str] = Scheduler(concurrent_turns=1)
+    outside, holder_in, hold = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    reached: list[str] = []
+
+    async def stopped_turn() -> None:
+        async with scheduler.place():
+            async with outside_place():
+                outside.set()
+                await holder_in.wait()
+            reached.append("back in")  # never: cancelled while taking the place back
+
+    async def holder() -> None:
+        await outside.wait()
+        async with scheduler.place():
+            holder_in.set()
+            await hold.wait()
+
+    turn, holding = asyncio.ensure_future(stopped_turn()), asyncio.ensure_future(holder())
+    await asyncio.wait_for(holder_in.wait(), 1)
+    await asyncio.sleep(0.01)  # the turn now waits to take its place back
+    turn.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await turn
+    hold.set()
+    await asyncio.wait_for(holding, 1)
+    assert reached == [] and scheduler.running == 0
+    async with scheduler.place():  # still exactly one place: a second must wait
+        second = asyncio.ensure_future(scheduler.place().__aenter__())
+        await asyncio.sleep(0.01)
+        assert not second.done()
+        second.cancel()
+
+
+async def test_outside_any_turn_outside_place_does_nothing() -> None:
+    async with outside_place():
+        pass

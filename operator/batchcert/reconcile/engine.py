@@ -64,6 +64,7 @@ from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import CreateFailure, ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
 from batchcert.reconcile.pool import PoolReconciler
+from batchcert.reconcile.scheduler import outside_place
 from batchcert.reconcile.verification import Verifier
 from batchcert.translate.certificate_body import build_create_certificate_body
 from batchcert.translate.merge_patch import build_merge_patch
@@ -561,7 +562,8 @@ class Reconciler:
         if memory.nodes is None or memory.nodes_schedule.is_due(mono) or stale:
             try:
                 endpoint = await self._facts.account_endpoint(spec.account)
-                await self._pass_nodes(obj, spec, memory, endpoint, now, settles_at)
+                async with outside_place():  # bounded per Batch account, and long at 1000 nodes
+                    await self._pass_nodes(obj, spec, memory, endpoint, now, settles_at)
             except AzureCallError as exc:
                 verdict = classify(exc)
                 memory.nodes_schedule = memory.nodes_schedule.after_failure(

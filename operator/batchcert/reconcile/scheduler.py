@@ -14,10 +14,14 @@ At most ``concurrent_turns`` turns run at once (``running``), taken in the order
 work queue's workers (controller-runtime's MaxConcurrentReconciles): a burst that makes every
 object due together (a restart, a certificate all of them share) is worked through, not held in
 memory all at once; 1000 pools peaked at 200 MB after a restart unbounded, 169 MB at 64
-(benchmarks/results/issue15). A turn waiting on a client-side limit (ARM's buckets, a Batch
-account's) keeps its place meanwhile, as a worker blocked in client-go's rate limiter does.
+(benchmarks/results/issue15). A node pass runs outside its turn's place (``outside_place``):
+its reads have their own bound, one adaptive limit per Batch account, and a pass over 1000 nodes
+takes 12 s or more; 64 such pools in one account would otherwise hold every place for minutes and
+stall every other object. Other waits on a client-side limit (ARM's buckets, its gate after a
+429) keep the place, as a worker blocked in client-go's rate limiter does.
 
-Invariants: a key is in the queue only while admitted; at most one due time counts per key (the
+Invariants: a key is in the queue only while admitted; a turn holds at most one place, and gives
+back exactly what it holds (a turn cancelled while taking its place back holds none); at most one due time counts per key (the
 latest ``schedule`` or ``wake``; stale heap entries are skipped, never acted on); ``wake`` and
 ``schedule`` never run a reconcile themselves, they only set the object's event; the observers
 index holds exactly the certificates each admitted object reported at its last reconcile.
@@ -30,9 +34,51 @@ import contextlib
 import heapq
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Hashable
-from typing import Generic, TypeVar
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 D = TypeVar("D", bound=Hashable)  # what objects depend on (a certificate's key)
+
+
+@dataclass
+class _Place:
+    scheduler: Scheduler[Any]
+    held: bool = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.scheduler.running -= 1
+            self.scheduler._places.release()
+
+    async def take_back(self) -> None:
+        await self.scheduler._places.acquire()  # cancelled here: nothing held, nothing to give
+        self.held = True
+        self.scheduler.running += 1
+
+
+# The place of the turn this task runs in (set by ``Scheduler.place``; the reconcile's tasks
+# inherit it), so the reconcile can step out of it without knowing the scheduler.
+_PLACE: ContextVar[_Place | None] = ContextVar("batchcert_turn_place", default=None)
+
+
+@contextlib.asynccontextmanager
+async def outside_place() -> AsyncIterator[None]:
+    """Run the block without this turn's place (given back, then taken back in turn order).
+
+    For waits that have a bound of their own (a node pass, under its Batch account's limit):
+    held places would stall every other object. Outside a turn, it does nothing.
+    """
+    place = _PLACE.get()
+    if place is None or not place.held:
+        yield
+        return
+    place.give_back()
+    try:
+        yield
+    finally:
+        await place.take_back()
 
 
 class Scheduler(Generic[D]):
@@ -130,12 +176,15 @@ class Scheduler(Generic[D]):
     @contextlib.asynccontextmanager
     async def place(self) -> AsyncIterator[None]:
         """One of the ``concurrent_turns`` places, for a turn's reconcile and its writes."""
-        async with self._places:
-            self.running += 1
-            try:
-                yield
-            finally:
-                self.running -= 1
+        await self._places.acquire()
+        self.running += 1
+        place = _Place(self)
+        token = _PLACE.set(place)
+        try:
+            yield
+        finally:
+            _PLACE.reset(token)
+            place.give_back()
 
     def release_due(self) -> float | None:
         """Wake every key whose due time has come; seconds until the next one (None: none)."""
