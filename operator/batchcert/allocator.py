@@ -3,13 +3,14 @@
 Measured at 1000 pools (benchmarks/results/issue15/memory, ``memory_probe.py --rotate``): after a
 rotation's burst (1000 turns, status writes and their echoes at once) glibc's heap held 48 MB
 free against 24 MB in use, and none of it went back to the system: glibc returns only the top of
-its heap, and its dynamic mmap threshold moves large buffers (TLS records of 256 KiB, big JSON
-answers) into the heap once one of that size has been freed. Two remedies, both glibc's own:
+its heap, and its dynamic mmap threshold moves large buffers (asyncio's 256 KiB TLS read buffers,
+big JSON answers) into the heap once one of that size has been freed. Two remedies, both glibc's own:
 
 * a fixed mmap threshold (128 KiB, glibc's starting value) keeps large blocks in their own
   mappings, returned whole when freed, and two arenas at most for the few helper threads;
-* ``malloc_trim(0)`` once a while, when more than ``TRIM_ABOVE_BYTES`` lie free, returns the
-  free pages inside the heap (``madvise``), not only its top.
+* ``malloc_trim(0)`` once a while, when more than ``TRIM_ABOVE_BYTES`` lie free and the process
+  grew by as much since its last trim, returns the free pages inside the heap (``madvise``), not
+  only its top.
 
 Each TLS connection of asyncio (every Azure and Kubernetes API connection) also allocates a read
 buffer of ``asyncio.sslproto.SSLProtocol.max_size``, 256 KiB: with 115-145 connections open at
@@ -26,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
+import os
 from asyncio import sslproto
 from typing import Any
 
@@ -40,6 +41,7 @@ ARENAS = 2
 TRIM_EVERY_SECONDS = 10.0
 TRIM_ABOVE_BYTES = 4 * 2**20
 TLS_READ_BUFFER_BYTES = 64 * 1024
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 class _MallInfo2(ctypes.Structure):
@@ -54,7 +56,7 @@ class _MallInfo2(ctypes.Structure):
 
 def _glibc() -> Any | None:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname (find_library would run ldconfig)
         libc.mallinfo2.restype = _MallInfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -93,22 +95,47 @@ def info() -> dict[str, int] | None:
     }
 
 
-def trim_if_worth_it(above: int = TRIM_ABOVE_BYTES) -> int:
-    """``malloc_trim(0)`` when more than ``above`` bytes lie free; returns the bytes free before."""
-    if _LIBC is None:
-        return 0
-    free = int(_LIBC.mallinfo2().fordblks)
-    if free > above:
+def _resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * PAGE_BYTES
+
+
+class Trimmer:
+    """``malloc_trim(0)`` when more than ``above`` bytes lie free in the heap and the process
+    has grown by more than ``above`` since it last trimmed.
+
+    A trim gives pages back but leaves their chunks free in glibc's bins, so the free figure
+    (``fordblks``) does not fall after it: judged on that alone, every call after one burst
+    would trim again. Growth of the resident set since the last trim says whether pages were
+    taken again (a burst reused the free chunks, then freed them).
+    """
+
+    def __init__(self, above: int = TRIM_ABOVE_BYTES) -> None:
+        self.above = above
+        self._resident_after_trim: int | None = None  # None: never trimmed
+
+    def __call__(self) -> int:
+        """Trim if worth it; returns the free bytes whose pages it gave back (0: no trim)."""
+        if _LIBC is None:
+            return 0
+        free = int(_LIBC.mallinfo2().fordblks)
+        if free <= self.above:
+            return 0
+        last = self._resident_after_trim
+        if last is not None and _resident_bytes() - last <= self.above:
+            return 0
         _LIBC.malloc_trim(0)
-    return free if free > above else 0
+        self._resident_after_trim = _resident_bytes()
+        return free
 
 
 async def trim_periodically(every: float = TRIM_EVERY_SECONDS) -> None:
     """Run for the life of the operator (cancelled with it); a few ms per trim at 1000 pools."""
     if _LIBC is None:
         return
+    trim = Trimmer()
     while True:
         await asyncio.sleep(every)
-        freed = trim_if_worth_it()
+        freed = trim()
         if freed:
-            log.debug("malloc_trim: %.1f MB were free in the heap", freed / 2**20)
+            log.debug("malloc_trim: %.1f MB lay free in the heap", freed / 2**20)

@@ -3,9 +3,10 @@ TLS connections made after ``tune`` read into 64 KiB, not asyncio's 256 KiB.
 
 The fragmented heap is made on purpose: many blocks below the mmap threshold, all freed but
 every 16th, so the free space lies between live blocks where glibc's own top trim cannot reach
-it. ``trim_if_worth_it`` must return it (RSS falls by most of it) and report what lay free; it
-must leave the heap alone under its threshold. Where the C library is not glibc every hook is a
-no-op (the module's invariant), which the last test states.
+it. A ``Trimmer`` must return it (RSS falls by most of it) and report what lay free; it must
+leave the heap alone under its threshold, and not trim again until the process has taken pages
+again. Where the C library is not glibc every glibc hook is a no-op (the module's invariant),
+which the last test states.
 """
 
 from __future__ import annotations
@@ -33,19 +34,27 @@ def test_a_trim_returns_the_free_pages_between_live_blocks() -> None:
     info = allocator.info()
     assert info is not None and info["free_bytes"] > 40 * 2**20
     before = rss_bytes()
-    assert allocator.trim_if_worth_it(above=2**62) == 0  # under the threshold: left alone
+    assert allocator.Trimmer(above=2**62)() == 0  # under the threshold: left alone
     assert rss_bytes() > before - 8 * 2**20
-    freed = allocator.trim_if_worth_it(above=0)
-    assert freed > 40 * 2**20
+    trim = allocator.Trimmer(above=4 * 2**20)
+    assert trim() > 40 * 2**20
     assert rss_bytes() < before - 30 * 2**20
+    # The chunks stay free in glibc's bins, but their pages are given back: no second trim,
+    # until a burst takes pages again and frees them.
+    assert trim() == 0
+    again = [bytearray(16 * 1024) for _ in range(1000)]  # reuse 16 MB, free it again
+    del again
+    assert trim() > 0
     assert len(kept) == 250
 
 
 @glibc
-async def test_the_periodic_trim_runs_until_cancelled() -> None:
+async def test_the_periodic_trim_runs_until_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(allocator.Trimmer, "__call__", lambda self: calls.append(1) or 0)
     task = asyncio.ensure_future(allocator.trim_periodically(every=0.01))
     await asyncio.sleep(0.05)
-    assert not task.done()
+    assert not task.done() and len(calls) >= 2
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -58,6 +67,7 @@ async def test_tls_connections_made_after_tuning_read_into_64_kib(
     from asyncio import sslproto
 
     monkeypatch.setattr(sslproto.SSLProtocol, "max_size", sslproto.SSLProtocol.max_size)
+    monkeypatch.setattr(allocator, "_LIBC", None)  # the buffers only: no mallopt on pytest
     allocator.tune()
     waiter = asyncio.get_running_loop().create_future()
     protocol = sslproto.SSLProtocol(
@@ -73,5 +83,5 @@ def test_every_hook_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(allocator, "_LIBC", None)
     assert allocator.tune() is False
     assert allocator.info() is None
-    assert allocator.trim_if_worth_it(above=0) == 0
+    assert allocator.Trimmer(above=0)() == 0
     assert asyncio.run(allocator.trim_periodically(every=0)) is None
