@@ -307,7 +307,8 @@ def summarise_node_pass(
 
 def server_seconds(records: Sequence[Mapping[str, Any]]) -> float | None:
     """Mean seconds from a request's arrival to its answer, as the simulator logged them (None
-    when the log has no arrival times)."""
+    when the log has no arrival times). Simulated time: wall seconds at the benchmark's clock
+    scale of 1, with no ``advance`` during the pass."""
     held = [
         (datetime.fromisoformat(r["time"]) - datetime.fromisoformat(r["received"])).total_seconds()
         for r in records

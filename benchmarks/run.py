@@ -1869,6 +1869,9 @@ def main() -> None:
         name, sep, value = setting.partition("=")
         if not sep or not name.startswith("BATCHCERT_"):
             parser.error(f"--operator-env {setting!r}: expected BATCHCERT_NAME=VALUE")
+        if name in operator_intervals(1.0) or name == "BATCHCERT_NODE_CONCURRENCY":
+            # Set by the phases (``--scale``) and ``--node-concurrency``: it would be overridden.
+            parser.error(f"--operator-env {name}: set by the benchmark itself (--scale, --node-*)")
         OPERATOR_SETTINGS[name] = value
     if args.shards < 1 or args.subscriptions < 1:
         parser.error("--shards and --subscriptions must be at least 1")

@@ -33,7 +33,7 @@ from batchsim.entra.tokens import Principal, TokenAuthority
 from batchsim.faults import FaultInjector
 from batchsim.requestlog import RequestLog
 from batchsim.throttle import ArmThrottle, KeyVaultThrottle
-from batchsim.world import BatchAccount, Pool, Vault, World, region_label
+from batchsim.world import BatchAccount, NodeBehaviour, Pool, Vault, World, region_label
 
 DEFAULT_TENANT_ID = "10000000-0000-0000-0000-000000000001"
 OPERATOR_CLIENT_ID = "20000000-0000-0000-0000-000000000001"
@@ -209,19 +209,19 @@ class Simulation:
                 self.kv.resolve_secret,
                 self.tenant_id,
             )
-            self._pool_due[id(pool)] = self._pool_pending(pool, now)
+            self._pool_due[id(pool)] = self._pool_pending(pool, now, self.world.behaviour_for(pool))
         operations = [op.due for op in self.world.operations.values() if op.status == "InProgress"]
         self._next_due = min(
             min(operations, default=math.inf), min(self._pool_due.values(), default=math.inf)
         )
 
     @staticmethod
-    def _pool_pending(pool: Pool, now: float) -> float:
+    def _pool_pending(pool: Pool, now: float, behaviour: NodeBehaviour) -> float:
         """The pool's earliest instant at which something changes by itself (inf: none)."""
         pending: list[float] = [] if pool.resize_due is None else [pool.resize_due]
         for node in pool.nodes.values():
-            if node.ready_at > now:
-                pending.append(node.ready_at)
+            starting = node.ready_at - behaviour.boot_s / 2  # creating → starting (nodes.py)
+            pending.extend(t for t in (starting, node.ready_at) if t > now)
             for rt in node.extension_runtime.values():
                 if rt.provisioning_state == "Failed":
                     continue
