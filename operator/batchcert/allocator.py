@@ -95,7 +95,8 @@ def info() -> dict[str, int] | None:
     }
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
+    """The process's resident set (``/proc/self/statm``), in bytes."""
     with open("/proc/self/statm", "rb") as statm:
         return int(statm.read().split()[1]) * PAGE_BYTES
 
@@ -122,10 +123,10 @@ class Trimmer:
         if free <= self.above:
             return 0
         last = self._resident_after_trim
-        if last is not None and _resident_bytes() - last <= self.above:
+        if last is not None and resident_bytes() - last <= self.above:
             return 0
         _LIBC.malloc_trim(0)
-        self._resident_after_trim = _resident_bytes()
+        self._resident_after_trim = resident_bytes()
         return free
 
 

@@ -204,7 +204,6 @@ def install_memory_dump(directory: str) -> None:
     import collections
     import gc
     import json
-    import resource
     import signal
     import tracemalloc
     from pathlib import Path
@@ -219,7 +218,7 @@ def install_memory_dump(directory: str) -> None:
         n = next(dumps)
         gc.collect()
         types = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
-        rss = int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+        rss = allocator.resident_bytes()
         rollup = Path("/proc/self/smaps_rollup")
         smaps = {
             line.split(":")[0]: int(line.split()[1]) * 1024

@@ -21,10 +21,11 @@ stall every other object. Other waits on a client-side limit (ARM's buckets, its
 429) keep the place, as a worker blocked in client-go's rate limiter does.
 
 Invariants: a key is in the queue only while admitted; a turn holds at most one place, and gives
-back exactly what it holds (a turn cancelled while taking its place back holds none); at most one due time counts per key (the
-latest ``schedule`` or ``wake``; stale heap entries are skipped, never acted on); ``wake`` and
-``schedule`` never run a reconcile themselves, they only set the object's event; the observers
-index holds exactly the certificates each admitted object reported at its last reconcile.
+back exactly what it holds (a turn cancelled while taking its place back holds none); at most
+one due time counts per key (the latest ``schedule`` or ``wake``; stale heap entries are
+skipped, never acted on); ``wake`` and ``schedule`` never run a reconcile themselves, they only
+set the object's event; the observers index holds exactly the certificates each admitted object
+reported at its last reconcile.
 """
 
 from __future__ import annotations
