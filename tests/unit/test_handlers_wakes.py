@@ -1,4 +1,4 @@
-"""The cheap parts of the handlers that decide when an object wakes (batchcert.handlers).
+"""The cheap parts of the handlers that decide when an object wakes (batchcert.daemon, kopfsettings, kopfprivate, statuswriter).
 
 Covers: kopf's diff-base is the generation plus labels and annotations (a spec change is a
 generation change; status, resourceVersion and managedFields are not a change; kopf's own and
@@ -20,16 +20,11 @@ from typing import Any
 
 import kopf
 
-from batchcert.handlers import (
-    GenerationDiffBase,
-    current_view,
-    keep_watched_bodies_lean,
-    lean_body,
-    until_stopped,
-    watch_stop,
-    write_status,
-)
+from batchcert.daemon import until_stopped, watch_stop
+from batchcert.kopfprivate import keep_watched_bodies_lean, lean_body
+from batchcert.kopfsettings import GenerationDiffBase
 from batchcert.models.names import GROUP, PAUSED_ANNOTATION
+from batchcert.statuswriter import current_view, write_status
 
 
 def body(generation: int = 1, **metadata: Any) -> kopf.Body:
