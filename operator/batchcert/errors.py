@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from batchcert.reasons import CertificateReason
+
 
 class AzureCallError(Exception):
     """A failed Azure call, stripped of SDK types (adapters raise it, never SDK exceptions)."""
@@ -133,6 +135,9 @@ def classify(error: AzureCallError) -> Classification:
         and (code == "serverbusy" or error.retry_after is not None)
     )
     if (status is None or status == 408 or status >= 500) and not batch_busy:
+        if (error.service, error.operation) == ("keyvault", "certificates.get"):
+            # Key Vault did not explain why a certificate could not be read (CertificateReady).
+            return Classification(Verdict.RETRY, CertificateReason.CERTIFICATE_READ_FAILED, text)
         return Classification(Verdict.RETRY, "AzureUnavailable", text)
     if status == 429 or batch_busy:
         # Honour Retry-After when sent; Key Vault sends none, so never retry at once either.

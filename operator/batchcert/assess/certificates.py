@@ -72,20 +72,14 @@ def assess_reading(
     if reading is None:
         return CertificateVerdict(False, "CertificatePending", f"{label} has not been read yet")
     if reading.facts is None:
-        if reading.error_status == 404:
+        if reading.is_missing:
             return CertificateVerdict(False, "CertificateNotFound", f"{label} does not exist")
-        if reading.error_status in (401, 403):
-            return CertificateVerdict(
-                False,
-                "AuthorizationFailed",
-                f"the operator cannot read {label}: {reading.error_message} "
-                "(grant it certificates get/list on the vault)",
-            )
-        if reading.error_status == 429:
-            return CertificateVerdict(False, "AzureThrottled", f"{label}: {reading.error_message}")
-        return CertificateVerdict(
-            False, "CertificateReadFailed", f"reading {label} failed: {reading.error_message}"
-        )
+        # The classifier's verdict is the failure's one meaning (carried with the reading).
+        reason = reading.failure_reason or "CertificateReadFailed"
+        message = reading.failure_message or reading.error_message
+        if reason == "AuthorizationFailed":
+            message += " (grant the operator certificates get/list on the vault)"
+        return CertificateVerdict(False, reason, f"reading {label} failed: {message}")
     facts = reading.facts
     if not facts.enabled:
         return CertificateVerdict(False, "CertificateDisabled", f"{label} is disabled")

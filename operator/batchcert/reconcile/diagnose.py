@@ -19,8 +19,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from batchcert.adapters.arm import ArmAdapter
-from batchcert.assess.diagnosis import DiagnosisFacts, VaultAccessFact, diagnose_fetch_failure
-from batchcert.conditions import ConditionUpdate
+from batchcert.assess.diagnosis import Diagnosis, DiagnosisFacts, VaultAccessFact, find_cause
 from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import IdentityInfo, PoolState
 from batchcert.models.spec import BatchCertPoolSpec
@@ -58,7 +57,7 @@ class NodeFailureDiagnoser:
 
     async def diagnose(
         self, spec: BatchCertPoolSpec, pool: PoolState, now: datetime, *, max_age: float
-    ) -> ConditionUpdate:
+    ) -> Diagnosis:
         """``max_age``: how old a shared vault answer may be (what this pool's cadence needs)."""
         ids = ((pool.body.get("identity") or {}).get("userAssignedIdentities")) or {}
         on_pool = next(
@@ -96,7 +95,7 @@ class NodeFailureDiagnoser:
             certificates=tuple(certificates),
             os_type=spec.resolved_os_type.value,
         )
-        return diagnose_fetch_failure(facts, now)
+        return find_cause(facts, now)
 
     async def _identity(self, spec: BatchCertPoolSpec) -> tuple[IdentityInfo | None, str]:
         try:
