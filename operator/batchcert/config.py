@@ -141,6 +141,9 @@ class Config:
     arm_read_burst: int = 250
     expiry_warning_days: float = 30.0
     renewal_grace_seconds: float = 86400.0
+    # Give free heap pages back to the system every few seconds (batchcert.allocator): on unless
+    # BATCHCERT_MALLOC_TRIM=false.
+    malloc_trim: bool = True
 
     def with_cloud(self, cloud: Cloud) -> Config:
         return replace(self, cloud=cloud)
@@ -203,7 +206,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     }
     values["node_concurrency"] = int(values["node_concurrency"])
     values["concurrent_turns"] = int(values["concurrent_turns"])
-    return Config(cloud=cloud, **values)
+    trim = env.get("BATCHCERT_MALLOC_TRIM", "true").strip().lower()
+    if trim not in ("true", "false"):
+        raise ValueError(f"BATCHCERT_MALLOC_TRIM={trim!r}: expected true or false")
+    return Config(cloud=cloud, malloc_trim=trim == "true", **values)
 
 
 def parse_host_aliases(text: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """``batchcert run``: start the operator (a thin wrapper over kopf with the project's settings).
 
 Process-level concerns live here and nowhere else: the kubeconfig, log format, the C allocator
-(``batchcert.allocator``: tuned at start, trimmed while running), the liveness
+(``batchcert.allocator``: TLS buffers tuned at start, the heap trimmed while running unless
+``BATCHCERT_MALLOC_TRIM=false``; glibc itself is tuned by the environment), the liveness
 endpoint kopf serves, and the Prometheus endpoint (``batchcert.metrics``). The metrics endpoint is
 off unless ``--metrics-port`` is given, so several operators on one machine (tests, the demo)
 never fight over a port; the Deployment in ``deploy/`` turns it on.
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from batchcert.handlers import register_handlers
     from batchcert.reconcile.sharding import ShardAssignment, peering_name
 
-    allocator.tune()  # before any thread starts (aiohttp's resolver): see allocator.py
+    allocator.tune()  # TLS read buffers of every connection made from now on: see allocator.py
     config = load_config()
     if os.environ.get("BATCHCERT_DEBUG_DUMP_DIR"):
         install_memory_dump(os.environ["BATCHCERT_DEBUG_DUMP_DIR"])
@@ -154,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or None
 
     async def operate() -> None:
-        trimmer = asyncio.ensure_future(allocator.trim_periodically())
+        trimmer = asyncio.ensure_future(
+            allocator.trim_periodically() if config.malloc_trim else asyncio.sleep(0)
+        )
         try:
             await kopf.operator(
                 registry=registry,
