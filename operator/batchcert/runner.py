@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         )
     quiet = ["azure.core.pipeline.policies.http_logging_policy", "azure.identity"]
     if not args.verbose:
-        quiet.append("kopf.objects")  # one "Timer succeeded" line per object per tick otherwise
+        quiet.append("kopf.objects")  # kopf's per-object handler lines otherwise
     for name in quiet:
         logging.getLogger(name).setLevel(logging.WARNING)
 

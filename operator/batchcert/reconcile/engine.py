@@ -1,9 +1,10 @@
 """The one level-driven reconcile of a BatchCertPool: a turn as a pipeline of steps.
 
-A turn (``docs/architecture.md``, "One object's turn"): admit the spec (``admission.py``: refusals
-and the first visit touch no Azure); gather the certificates' shared readings and compute the
-rotation window once (the ``Turn``); then the steps, one per concern (``steps/``): access, pool,
-certificates, nodes (with diagnosis), verification. Each returns its condition, its part of
+A turn (``docs/architecture.md``, "One BatchCertPool through one turn"): admit the spec
+(``admission.py``: refusals and the first visit touch no Azure); then the steps, one per concern
+(``steps/``), each given the ``Turn``: access and pool; then the certificates' shared readings are
+gathered and the rotation window computed, once, into the ``Turn``; then certificates, nodes
+(with diagnosis), verification. Each returns its condition, its part of
 status, its Events and when it next wants to run; the engine builds one status patch from them
 (empty when nothing changed: no write) and the time of the object's next turn.
 
@@ -30,7 +31,7 @@ from batchcert.adapters.batchtasks import BatchTasksAdapter
 from batchcert.adapters.keyvault import KeyVaultAdapter
 from batchcert.conditions import apply_conditions
 from batchcert.config import Config
-from batchcert.models.spec import BatchCertPoolSpec, parse_spec
+from batchcert.models.spec import parse_spec
 from batchcert.reasons import ReadyReason
 from batchcert.reconcile.access import AccessGranter
 from batchcert.reconcile.admission import Stop, admit
@@ -109,12 +110,14 @@ class Reconciler:
         admitted = admit(obj, old, self._config, now)
         if isinstance(admitted, Stop):
             return self._stopped(old, admitted)
-        turn = await self._gather(obj, admitted, old, now, mono)
+        turn = Turn(obj, admitted, old, now, mono)
         results: list[StepResult] = []
         if obj.has_finalizer:  # no Azure write before kopf's finalizer guarantees the clean-up
             results.append(await self._access.run(turn, memory.access))
         pool = await self._pool.run(turn, memory.pool)
-        turn = replace(turn, pool=memory.pool.seen, pool_known=memory.pool.known)
+        turn = await self._gather(
+            replace(turn, pool=memory.pool.seen, pool_known=memory.pool.known)
+        )
         certificates = await self._certificates.run(turn, memory.certificates)
         nodes = await self._nodes.run(turn, memory.nodes)
         if self._verification is not None:
@@ -132,20 +135,15 @@ class Reconciler:
             outcome.next_check_in = self._config.tick_seconds
         return outcome
 
-    async def _gather(
-        self,
-        obj: ObjectView,
-        spec: BatchCertPoolSpec,
-        old: dict[str, Any],
-        now: datetime,
-        mono: float,
-    ) -> Turn:
-        """The facts every step shares, gathered once: the certificates and the rotation window."""
-        certificates = await gather_certificates(self._watcher, spec, old, now)
+    async def _gather(self, turn: Turn) -> Turn:
+        """The facts the later steps share, gathered once: the certificates (from the shared
+        watcher, after the pool step as ever) and the rotation window."""
+        spec = turn.spec
+        certificates = await gather_certificates(self._watcher, spec, turn.old, turn.now)
         window = RotationWindow.of(
             [s.item for s in certificates], spec.key_vault_extension.polling_interval_seconds
         )
-        return Turn(obj, spec, old, now, mono, certificates, window)
+        return replace(turn, certificates=certificates, window=window)
 
     @staticmethod
     def _node_states(memory: ObjectMemory) -> dict[str, str | None]:

@@ -1,7 +1,8 @@
 """The values a turn's steps share: the turn itself (read-only) and what each step returns.
 
-Invariants: a ``Turn`` is built once per turn, before any step runs, and never changes; the
-rotation window is computed here once from the certificates' status items (the durable record),
+Invariants: a ``Turn`` is never changed: the engine builds it before the first step and extends it
+(a new value) with the pool's sighting and the certificates gathered, once, after the pool step;
+the rotation window is computed once from the certificates' status items (the durable record),
 never again by a step; a step's ``wake_at`` is in the engine's monotonic seconds.
 """
 
@@ -56,10 +57,11 @@ class Turn:
     old: dict[str, Any]  # the contract part of status as the turn saw it
     now: datetime
     mono: float
-    certificates: tuple[CertificateSighting, ...]
-    window: RotationWindow
-    pool: PoolState | None = None  # the pool step's sighting (set once the pool step ran)
+    # Set once the pool step ran (the turn touches Azure's pool before it reads certificates):
+    pool: PoolState | None = None  # the pool step's sighting
     pool_known: bool = False  # a GET has told us whether the pool exists
+    certificates: tuple[CertificateSighting, ...] = ()  # gathered once, after the pool step
+    window: RotationWindow = RotationWindow()
 
     @property
     def conditions(self) -> list[dict[str, Any]]:
