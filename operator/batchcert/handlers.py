@@ -30,7 +30,7 @@ from batchcert import metrics
 from batchcert.config import Config
 from batchcert.daemon import object_key, object_memory, own
 from batchcert.kopfprivate import keep_watched_bodies_lean
-from batchcert.kopfsettings import configure_settings
+from batchcert.kopfsettings import GenerationDiffBase, configure_settings
 from batchcert.models.names import GROUP, PLURAL, VERSION
 from batchcert.reconcile.sharding import ShardAssignment, shard_of
 from batchcert.services import Services, build_services, start_loops, stop_loops
@@ -106,6 +106,9 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     post_events(body, outcome.events)
     if outcome.done:
         metrics.forget(to_view(body))
+        diffbase = memo["settings"].persistence.diffbase_storage
+        if isinstance(diffbase, GenerationDiffBase):
+            diffbase.forget(body)
     else:
         raise kopf.TemporaryError("the pool is being deleted in Azure", delay=outcome.retry_in)
 

@@ -18,7 +18,8 @@ __all__ = ["FINALIZER", "GenerationDiffBase", "configure_settings"]
 
 
 class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's diff-base as ``metadata.generation`` plus labels and annotations, not the spec.
+    """kopf's diff-base as ``metadata.generation`` plus labels and annotations, not the spec,
+    kept in memory (no object write).
 
     kopf builds the essence on every watch event (a deep copy of the whole body: spec, status,
     managedFields) and keeps the last one as an annotation on the object (a JSON copy of the
@@ -30,6 +31,10 @@ class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
     marks as its own and would be filtered out with kopf's: it is kept explicitly, so pausing and
     resuming wake the object at once.
     """
+
+    def __init__(self, *, prefix: str, key: str = "last-handled-configuration") -> None:
+        super().__init__(prefix=prefix, key=key)
+        self._essences: dict[str, kopf.BodyEssence] = {}  # by uid
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         meta = body.get("metadata", {})
@@ -44,6 +49,26 @@ class GenerationDiffBase(kopf.AnnotationsDiffBaseStorage):
             essence["paused"] = paused  # type: ignore[typeddict-unknown-key]
         return essence
 
+    # The diff-base is kept in this process, not in an annotation on the object: storing it
+    # there cost one object write per created object and one more per spec change (the API
+    # server and etcd paid for both, and every replica watched them). Nothing is lost when the
+    # process restarts or a replica takes over: an object without a diff-base is "new" to kopf
+    # (no handler for that), and the daemon's first turn reconciles it whatever changed.
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._essences.get(_uid(body))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._essences[_uid(body)] = essence
+
+    def forget(self, body: kopf.Body) -> None:
+        """The object is gone: drop its diff-base."""
+        self._essences.pop(_uid(body), None)
+
+
+def _uid(body: kopf.Body) -> str:
+    return str(body.get("metadata", {}).get("uid", ""))
+
 
 def configure_settings(
     settings: kopf.OperatorSettings,
@@ -56,9 +81,9 @@ def configure_settings(
     # Our handlers keep no progress worth persisting (the reconcile is level-driven), so kopf's
     # bookkeeping goes to annotations under our own prefix, never into the status contract.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    # kopf stores the diff-base even where no handler matches, so shards sharing one key would
-    # race: a shard that does not own an object could store a change first, and the owner would
-    # see none (no wake until its next turn). One key per shard index.
+    # The diff-base lives in this process (GenerationDiffBase.store); the key still names the
+    # annotation an older operator wrote, which kopf's essence must leave out. One per shard, as
+    # the older operator's were.
     key = "last-handled-configuration"
     if shard is not None and not shard.is_whole:
         key += f".shard-{shard.index}"

@@ -57,12 +57,15 @@ def test_kopf_and_kubectl_annotations_are_not_changes_but_the_pause_is() -> None
     assert essence(body(annotations={"team": "a"})) != essence(body())
 
 
-def test_the_stored_diff_base_is_small() -> None:
-    b = body(annotations={"kubectl.kubernetes.io/last-applied-configuration": "x" * 1000})
-    patch = kopf.Patch()
-    GenerationDiffBase(prefix=GROUP).store(body=b, patch=patch, essence=essence(b))
-    stored = patch["metadata"]["annotations"][f"{GROUP}/last-handled-configuration"]
-    assert len(stored) < 40
+def test_the_diff_base_is_kept_in_memory_not_written_to_the_object() -> None:
+    b = body(uid="u1", annotations={"kubectl.kubernetes.io/last-applied-configuration": "x" * 99})
+    storage, patch = GenerationDiffBase(prefix=GROUP), kopf.Patch()
+    assert storage.fetch(body=b) is None  # new to this process: kopf's "create" (no handler)
+    storage.store(body=b, patch=patch, essence=essence(b))
+    assert not patch  # no object write
+    assert storage.fetch(body=b) == {"generation": 1}
+    storage.forget(b)
+    assert storage.fetch(body=b) is None
 
 
 async def test_until_stopped_returns_the_result() -> None:
