@@ -110,10 +110,13 @@ class Reconciler:
         admitted = admit(obj, old, self._config, now)
         if isinstance(admitted, Stop):
             return self._stopped(old, admitted)
+        if not obj.has_finalizer:
+            # No Azure work before kopf's finalizer guarantees the clean-up, and no status write
+            # either (the first visit's Reconciling says it all): look again once it has landed.
+            keys = tuple(c.key for c in admitted.certificates)
+            return Outcome({}, [], self._config.tick_seconds, keys)
         turn = Turn(obj, admitted, old, now, mono)
-        results: list[StepResult] = []
-        if obj.has_finalizer:  # no Azure write before kopf's finalizer guarantees the clean-up
-            results.append(await self._access.run(turn, memory.access))
+        results: list[StepResult] = [await self._access.run(turn, memory.access)]
         pool = await self._pool.run(turn, memory.pool)
         turn = await self._gather(
             replace(turn, pool=memory.pool.seen, pool_known=memory.pool.known)
@@ -126,13 +129,8 @@ class Reconciler:
         self._access.heed(turn, memory.access, nodes.condition)
         results += [pool, certificates, nodes]
         outcome = self._compose(turn, results)
-        if obj.has_finalizer:
-            access_wake = self._access.wake_at(memory.access)
-            outcome.next_check_in = self._next_check_in(
-                turn, [*results, StepResult(wake_at=access_wake)]
-            )
-        else:  # without kopf's finalizer no Azure work is done: look again once it has landed
-            outcome.next_check_in = self._config.tick_seconds
+        access_wake = StepResult(wake_at=self._access.wake_at(memory.access))
+        outcome.next_check_in = self._next_check_in(turn, [*results, access_wake])
         return outcome
 
     async def _gather(self, turn: Turn) -> Turn:

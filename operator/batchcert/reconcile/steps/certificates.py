@@ -72,7 +72,7 @@ class CertificatesStep:
         )
 
     async def run(self, turn: Turn, memory: CertificatesMemory) -> StepResult:
-        events = await self._create_missing(turn, memory) if turn.obj.has_finalizer else []
+        events = await self._create_missing(turn, memory)
         verdicts = [self._judge(turn, memory, s) for s in turn.certificates]
         for sighting in turn.certificates:
             if sighting.rotated_to is not None:

@@ -4,8 +4,8 @@ Reconciled when the spec changed, the drift interval passed, or a change is in f
 the last verdict stands and no Azure call is made. The sighting it keeps (small:
 ``PoolState.kept``) travels to the later steps in the ``Turn``.
 
-Invariants: no Azure write before kopf's finalizer is on the object (the engine runs this step
-only then); a failed create without a read is followed by a read; the schedule is counted from
+Invariants: no Azure write before kopf's finalizer is on the object (the engine runs no step
+before); a failed create without a read is followed by a read; the schedule is counted from
 Azure's answer, never sooner than Retry-After.
 """
 
@@ -39,7 +39,7 @@ class PoolStep:
         self._monotonic = monotonic
 
     async def run(self, turn: Turn, memory: PoolMemory) -> StepResult:
-        events = await self._reconcile_if_due(turn, memory) if turn.obj.has_finalizer else []
+        events = await self._reconcile_if_due(turn, memory)
         status = pool_status(turn, memory)
         return StepResult(
             condition=memory.condition or NOT_CHECKED,
