@@ -17,7 +17,10 @@ and, when tracemalloc traces (``PYTHONTRACEMALLOC=N``), ``memory-<n>.tracemalloc
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchcert.config import Config
 
 
 def add_parser(subparsers: Any) -> None:
@@ -97,9 +100,43 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def configure_logging(args: argparse.Namespace) -> None:
+    import logging
+
+    import kopf
+
+    if args.log_format == "json":
+        # kopf's own JSON formatter: adds the object reference (namespace/name/uid) to each line.
+        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
+    else:
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+    quiet = ["azure.core.pipeline.policies.http_logging_policy", "azure.identity"]
+    if not args.verbose:
+        quiet.append("kopf.objects")  # kopf's per-object handler lines otherwise
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def serve_metrics(port: int, config: Config) -> None:
+    from batchcert.metrics import keep_series_for, serve
+
+    serve(port)
+    # An object's turns come at least every resync interval (the shortest of drift, cert and
+    # node): its series must outlive that gap; a paused replica forgets them at once.
+    keep_series_for(
+        min(
+            config.drift_interval_seconds,
+            config.cert_interval_seconds,
+            config.node_interval_seconds,
+        )
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
     import os
     import random
 
@@ -118,33 +155,10 @@ def run(args: argparse.Namespace) -> int:
         config = config.with_cloud(load_cloud_file(args.cloud_file))
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
-    if args.log_format == "json":
-        # kopf's own JSON formatter: adds the object reference (namespace/name/uid) to each line.
-        kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
-    else:
-        logging.basicConfig(
-            level=logging.DEBUG if args.verbose else logging.INFO,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-    quiet = ["azure.core.pipeline.policies.http_logging_policy", "azure.identity"]
-    if not args.verbose:
-        quiet.append("kopf.objects")  # kopf's per-object handler lines otherwise
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    configure_logging(args)
 
     if args.metrics_port:
-        from batchcert.metrics import keep_series_for, serve
-
-        serve(args.metrics_port)
-        # An object's turns come at least every resync interval (the shortest of drift, cert and
-        # node): its series must outlive that gap; a paused replica forgets them at once.
-        keep_series_for(
-            min(
-                config.drift_interval_seconds,
-                config.cert_interval_seconds,
-                config.node_interval_seconds,
-            )
-        )
+        serve_metrics(args.metrics_port, config)
     shard = ShardAssignment(args.shard, args.shards, args.previous_shards)
     peering = peering_name(args.peering, shard) if args.peering else None
     registry = kopf.OperatorRegistry()

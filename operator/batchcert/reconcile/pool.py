@@ -17,6 +17,7 @@ change, then scales back (each step chosen from the observed level, not from rem
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from batchcert.adapters.arm import ArmAdapter
@@ -155,18 +156,7 @@ class PoolReconciler:
         policy = spec.disruptive_update_policy
         if diff.disruptive and policy is DisruptiveUpdatePolicy.RECREATE:
             await self._arm.begin_delete_pool(account, pool_name)
-            fields = ", ".join(diff.disruptive)
-            return PoolResult(
-                _not_ready("PoolRecreating", f"deleting pool {pool_name} to change {fields}"),
-                [
-                    Event(
-                        "Normal",
-                        "PoolRecreating",
-                        f"recreating pool {pool_name} to change {fields}",
-                    )
-                ],
-                busy=True,
-            )
+            return _recreating(pool_name, diff.disruptive)
         if diff.requires_recreate and policy is DisruptiveUpdatePolicy.SCALE_TO_ZERO:
             # Checked before ScaleToZero: scaling to 0 for a change Azure then refuses would
             # take the nodes away for nothing.
@@ -191,28 +181,8 @@ class PoolReconciler:
             events.append(
                 Event("Normal", "PoolUpdated", f"updated {', '.join(patch['properties'])}")
             )
-        if diff.disruptive and diff.requires_recreate:  # policy is Report
-            return PoolResult(
-                _not_ready(
-                    "UpdateRequiresDisruption",
-                    f"{', '.join(diff.disruptive)} differ from the spec, including the VM "
-                    "extensions (certificates added, removed or changed), which Azure Batch "
-                    "changes on no existing pool: set spec.disruptiveUpdatePolicy to Recreate to "
-                    "apply, or revert the change",
-                ),
-                events,
-            )
         if diff.disruptive:  # policy is Report
-            fields = ", ".join(diff.disruptive)
-            return PoolResult(
-                _not_ready(
-                    "UpdateRequiresDisruption",
-                    f"{fields} differ from the spec, and Azure changes them only on a pool with no "
-                    "nodes: set spec.disruptiveUpdatePolicy to ScaleToZero or Recreate to apply, "
-                    "or revert the change",
-                ),
-                events,
-            )
+            return PoolResult(_reported(diff.disruptive, bool(diff.requires_recreate)), events)
         # While Azure is still allocating, look again soon so status follows the nodes arriving.
         allocating = (pool.allocation_state or "").lower() != "steady"
         return PoolResult(
@@ -290,3 +260,31 @@ class PoolReconciler:
                 [Event("Warning", verdict.reason, verdict.message)],
                 max(verdict.retry_after or 0.0, 10.0),
             )
+
+
+def _recreating(pool_name: str, disruptive: Sequence[str]) -> PoolResult:
+    fields = ", ".join(disruptive)
+    return PoolResult(
+        _not_ready("PoolRecreating", f"deleting pool {pool_name} to change {fields}"),
+        [Event("Normal", "PoolRecreating", f"recreating pool {pool_name} to change {fields}")],
+        busy=True,
+    )
+
+
+def _reported(disruptive: Sequence[str], requires_recreate: bool) -> ConditionUpdate:
+    """Policy Report: the disruptive difference, said, not applied."""
+    fields = ", ".join(disruptive)
+    if requires_recreate:
+        return _not_ready(
+            "UpdateRequiresDisruption",
+            f"{fields} differ from the spec, including the VM "
+            "extensions (certificates added, removed or changed), which Azure Batch "
+            "changes on no existing pool: set spec.disruptiveUpdatePolicy to Recreate to "
+            "apply, or revert the change",
+        )
+    return _not_ready(
+        "UpdateRequiresDisruption",
+        f"{fields} differ from the spec, and Azure changes them only on a pool with no "
+        "nodes: set spec.disruptiveUpdatePolicy to ScaleToZero or Recreate to apply, "
+        "or revert the change",
+    )
