@@ -138,13 +138,13 @@ def test_expected_renewal_time() -> None:
         (reading(facts(actions=())), T0 + timedelta(days=340), "CertificateExpiringSoon"),
         (reading(facts(actions=())), T0, "AutoRenewDisabled"),
         (reading(facts()), T0 + timedelta(days=300), "AutoRenewStuck"),
-        (reading(facts()), T0, "CertificateReady"),
+        (reading(facts()), T0, "CertificatesReady"),
     ],
 )
 def test_certificate_reasons(r: CertificateReading | None, now: datetime, reason: str) -> None:
     verdict = assess_reading(CERT, r, now, CertificatePolicy())
     assert verdict.reason == reason
-    assert verdict.ok is (reason == "CertificateReady")
+    assert verdict.ok is (reason == "CertificatesReady")
 
 
 def node(

@@ -1,8 +1,9 @@
 """The reason registry (batchcert.reasons) and everything that must agree with it.
 
 Covers: a reason name means one thing whatever condition carries it; every CamelCase reason the
-operator's code can write (found by reading the code's syntax tree, not by a list kept here) is in
-the registry for the condition that carries it; the reconcile's transition Events follow the
+operator's code can write (found by reading every module's syntax tree, not by a list kept here) is
+in the registry for the condition that carries it; every reason constant (one StrEnum per
+condition) is registered, and every registered reason has its constant; the reconcile's transition Events follow the
 registry's Event types; an unknown reason counts as needing a person; the reason table in
 docs/usage.md is the one rendered from the registry.
 """
@@ -126,7 +127,10 @@ def written_reasons() -> set[tuple[str, str, str]]:
 
 def test_the_code_writes_only_registered_reasons() -> None:
     written = written_reasons()
-    assert len(written) > 30, "the scan finds what the code writes"
+    # Most reasons are written through the constants (reasons.REASON_CONSTANTS: mypy refuses any
+    # other value where a verdict's type names them; the test below holds them registered); the
+    # scan finds the literals still written (the node-cause tables, verification, the summaries).
+    assert len(written) > 10, "the scan finds what the code writes"
     missing = sorted((f, t, r) for f, t, r in written if find_reason(t, r) is None)
     assert not missing, f"add these to batchcert/reasons.py: {missing}"
 

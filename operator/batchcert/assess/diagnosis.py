@@ -26,6 +26,7 @@ from datetime import datetime
 
 from batchcert.conditions import NODES_READY, ConditionUpdate
 from batchcert.models.azure import CertificateReading, IdentityInfo
+from batchcert.reasons import NodesReason
 
 # Where the extension writes its log (Microsoft's Key Vault VM extension docs, "Troubleshoot").
 EXTENSION_LOGS = {
@@ -65,7 +66,7 @@ class Diagnosis:
     """A verdict on the nodes' fetch chain: the reason, and the cause as its own field (so a
     condition that quotes it never parses a sentence back apart)."""
 
-    reason: str
+    reason: NodesReason  # registered reasons only (mypy checks)
     cause: str  # the link found broken, or what the control plane could and could not verify
     proven: bool = True  # False: no link is broken; the cause is on the node
 
@@ -77,7 +78,7 @@ class Diagnosis:
         return ConditionUpdate(NODES_READY, False, self.reason, self.message)
 
 
-def _proven(reason: str, cause: str) -> Diagnosis:
+def _proven(reason: NodesReason, cause: str) -> Diagnosis:
     return Diagnosis(reason, cause)
 
 
@@ -85,13 +86,13 @@ def _identity_cause(facts: DiagnosisFacts) -> Diagnosis | None:
     name = facts.identity_resource_id.rstrip("/").rsplit("/", 1)[-1]
     if facts.identity is None and not facts.identity_unverified_because:
         return _proven(
-            "IdentityNotFound",
+            NodesReason.IDENTITY_NOT_FOUND,
             f"identity {name} does not exist, so the extension "
             "cannot obtain a token; create it or fix spec.identity.resourceId",
         )
     if facts.identity_resource_id.lower() not in facts.pool_identity_ids:
         return _proven(
-            "IdentityNotOnPool",
+            NodesReason.IDENTITY_NOT_ON_POOL,
             f"the pool does not carry identity {name}; the "
             "extension's msiClientId names an identity the nodes do not have",
         )
@@ -99,7 +100,7 @@ def _identity_cause(facts: DiagnosisFacts) -> Diagnosis | None:
     wanted = facts.extension_client_id
     if identity is not None and wanted is not None and wanted.lower() != identity.client_id.lower():
         return _proven(
-            "IdentityNotFound",
+            NodesReason.IDENTITY_NOT_FOUND,
             f"the extension's msiClientId {wanted} is not "
             f"identity {name}'s clientId {identity.client_id}; fix spec.identity.clientId (or "
             "omit it to look it up)",
@@ -114,7 +115,7 @@ def _vault_cause(facts: DiagnosisFacts) -> Diagnosis | None:
     for vault in facts.vaults:
         if vault.grants_get is False:
             return _proven(
-                "VaultAccessDenied",
+                NodesReason.VAULT_ACCESS_DENIED,
                 f"identity {name}'s principal "
                 f"{facts.identity.principal_id} has no secrets get on vault {vault.vault} "
                 f"(checked its {vault.via}s); grant secrets get/list or the Key Vault Secrets "
@@ -129,17 +130,17 @@ def _certificate_cause(facts: DiagnosisFacts, now: datetime) -> Diagnosis | None
             continue
         if reading.error_status == 404:
             return _proven(
-                "CertificateNotFound",
+                NodesReason.CERTIFICATE_NOT_FOUND,
                 f"{label} does not exist in its vault",
             )
         facts_ = reading.facts
         if facts_ is None:
             continue
         if not facts_.enabled:
-            return _proven("CertificateDisabled", f"{label} is disabled")
+            return _proven(NodesReason.CERTIFICATE_DISABLED, f"{label} is disabled")
         if facts_.not_after is not None and facts_.not_after <= now:
             return _proven(
-                "CertificateExpired",
+                NodesReason.CERTIFICATE_EXPIRED,
                 f"{label} expired at {facts_.not_after.isoformat()}; renew it in Key Vault",
             )
     return None
@@ -185,7 +186,7 @@ def find_cause(facts: DiagnosisFacts, now: datetime) -> Diagnosis:
     )
     log = EXTENSION_LOGS.get(facts.os_type, EXTENSION_LOGS["Linux"])
     return Diagnosis(
-        "CertificateFetchFailing",
+        NodesReason.CERTIFICATE_FETCH_FAILING,
         f"{_CANNOT_FETCH} and do not say why; {checked}. The cause is on the "
         f"node: read the Key Vault extension's log there ({log}), e.g. after "
         "`az batch node remote-login-settings show`; typical causes are network rules or a "

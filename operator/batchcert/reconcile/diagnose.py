@@ -23,14 +23,21 @@ from batchcert.assess.diagnosis import Diagnosis, DiagnosisFacts, VaultAccessFac
 from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import IdentityInfo, PoolState
 from batchcert.models.spec import BatchCertPoolSpec
+from batchcert.reasons import NodesReason
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.lookups import SharedFacts
 from batchcert.translate.access_policy import has_secrets_read
 from batchcert.translate.pool_diff import extension_client_id
 
-DIAGNOSED_REASONS = frozenset({"CertificateFetchFailing", "ExtensionFailed"})
+DIAGNOSED_REASONS = frozenset({NodesReason.CERTIFICATE_FETCH_FAILING, NodesReason.EXTENSION_FAILED})
 # Proven causes that healthy-looking nodes cannot show (CertificateReady covers the certificate).
-SILENT_FAILURE_REASONS = frozenset({"IdentityNotFound", "IdentityNotOnPool", "VaultAccessDenied"})
+SILENT_FAILURE_REASONS = frozenset(
+    {
+        NodesReason.IDENTITY_NOT_FOUND,
+        NodesReason.IDENTITY_NOT_ON_POOL,
+        NodesReason.VAULT_ACCESS_DENIED,
+    }
+)
 
 
 def _vault_name(vault_url: str) -> str:

@@ -19,6 +19,7 @@ from batchcert.assess.nodeselect import NodeMemo
 from batchcert.conditions import ConditionUpdate
 from batchcert.errors import Backoff
 from batchcert.models.azure import NodesReading, PoolState
+from batchcert.reasons import CertificateReason, ComponentReason
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class CreateFailure:
     """A refused certificate create: when to try again, and what to tell the user meanwhile."""
 
     schedule: Backoff
-    reason: str
+    reason: ComponentReason | CertificateReason  # the classifier's
     message: str
 
 
