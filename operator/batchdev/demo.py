@@ -75,7 +75,9 @@ def handoff_lines(
         "",
         f"# operator and simulator logs: {state_dir}/operator.log, {state_dir}/sim.log",
         f"# the simulator's addresses, principals and demo world: {sim_json}",
-        "#   (shape it through its control API: operator/batchsim/README.md, 'Control API')",
+        f"batchcert-dev sim --state-dir {sim_json.parent} pools   # shape the simulated world:",
+        "#   clock --advance 30d | node POOL NODE --busy 1 | grant VAULT PRINCIPAL --revoke | "
+        "cert VAULT NAME --renew (batchcert-dev sim --help)",
         f"# intervals are accelerated for the demo: {intervals}",
         "#   (production defaults: 300 s drift, certificate and node intervals, 15 s busy);",
         f"#   the extension polls every {DEMO_POLLING_SECONDS} s, the smallest the CRD allows",

@@ -65,3 +65,4 @@ def test_says_where_things_are_and_that_intervals_are_accelerated(tmp_path: Path
     for name, value in DEMO_INTERVALS.items():
         assert f"{name}={value}" in text
     assert "kubectl batchcert status render-pool -n demo" in text
+    assert f"batchcert-dev sim --state-dir {tmp_path / 'sim'} pools" in text
