@@ -195,7 +195,7 @@ class PoolReconciler:
             return PoolResult(
                 _not_ready(
                     "UpdateRequiresDisruption",
-                    f"{', '.join(diff.disruptive)} differ from the spec, including the VM "
+                    f"the pool differs from the spec ({diff.described}), including the VM "
                     "extensions (certificates added, removed or changed), which Azure Batch "
                     "changes on no existing pool: set spec.disruptiveUpdatePolicy to Recreate to "
                     "apply, or revert the change",
@@ -203,13 +203,12 @@ class PoolReconciler:
                 events,
             )
         if diff.disruptive:  # policy is Report
-            fields = ", ".join(diff.disruptive)
             return PoolResult(
                 _not_ready(
                     "UpdateRequiresDisruption",
-                    f"{fields} differ from the spec, and Azure changes them only on a pool with no "
-                    "nodes: set spec.disruptiveUpdatePolicy to ScaleToZero or Recreate to apply, "
-                    "or revert the change",
+                    f"the pool differs from the spec ({diff.described}), and Azure changes "
+                    "that only on a pool with no nodes: set spec.disruptiveUpdatePolicy to "
+                    "ScaleToZero or Recreate to apply, or revert the change",
                 ),
                 events,
             )
