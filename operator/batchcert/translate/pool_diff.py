@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from batchcert.models.azure import image_text
 from batchcert.models.names import OWNER_METADATA, UID_METADATA
 from batchcert.translate.durations import same_duration
 
@@ -129,15 +130,6 @@ def _extensions_key(deployment: Any) -> tuple[Any, ...]:
     return tuple(sorted(_extension_key(e) for e in _vmc(deployment).get("extensions") or []))
 
 
-def image_text(deployment: Any) -> str | None:
-    """``publisher/offer/sku/version`` of a deployment configuration, as users write it."""
-    image = _vmc(deployment).get("imageReference")
-    if not isinstance(image, dict):
-        return None
-    parts = [str(image.get(k) or "") for k in ("publisher", "offer", "sku")]
-    return "/".join([*parts, str(image.get("version") or "latest")])
-
-
 def _change(name: str, running: Any, wanted: Any) -> str:
     return f"{name}: the pool runs {running or '(none)'}, the spec asks for {wanted or '(none)'}"
 
@@ -202,7 +194,9 @@ def diff_pool(
     if extensions_differ or image_differs:
         disruptive.append("deploymentConfiguration")
     if _image_key(want_deployment)[:4] != _image_key(have_deployment)[:4]:
-        changes.append(_change("image", image_text(have_deployment), image_text(want_deployment)))
+        changes.append(
+            _change("image", image_text(_vmc(have_deployment)), image_text(_vmc(want_deployment)))
+        )
     if _image_key(want_deployment)[4] != _image_key(have_deployment)[4]:
         changes.append(
             _change(
@@ -263,7 +257,6 @@ __all__ = [
     "build_in_place_patch",
     "diff_pool",
     "extension_client_id",
-    "image_text",
     "is_same_scale",
     "settings_object",
 ]
