@@ -63,6 +63,7 @@ sys.path.insert(
 import benchmath  # noqa: E402
 import psutil  # type: ignore[import-untyped]  # noqa: E402
 import yaml  # noqa: E402
+from latencies import LATENCIES  # noqa: E402
 
 from batchsim.client import SimControl  # noqa: E402
 from support.cluster import KUBECTL, KubeCluster, running_kube_cluster  # noqa: E402
@@ -93,20 +94,6 @@ RESOURCE_GROUP = "bench-rg"
 GROUP_CERTS = 4  # every pool observes the shared certificate and one of these
 SHARED_CERT = "bench-shared"
 POOLS_PER_ACCOUNT = 100  # a Batch account's default pool quota
-
-# Per-operation latencies injected into the simulator (first matching rule wins). Typical
-# in-region figures: a synchronous Batch RP pool PUT/PATCH takes about a second, ARM GETs and
-# Batch data-plane GETs about 100-150 ms, a Key Vault GET about 50 ms, an Entra token 200 ms.
-LATENCIES: list[tuple[str, str, str | None, float]] = [
-    ("arm", "PUT", "/pools/", 1.0),
-    ("arm", "PATCH", "/pools/", 1.0),
-    ("arm", "DELETE", "/pools/", 0.5),
-    ("arm", "POST", None, 0.5),
-    ("arm", "GET", None, 0.15),
-    ("batch", "GET", None, 0.1),
-    ("keyvault", "GET", None, 0.05),
-    ("entra", "POST", None, 0.2),
-]
 
 BATCH_LATENCY = next(t for s, _, _, t in LATENCIES if s == "batch")
 

@@ -11,8 +11,8 @@ Environment variables (all optional):
 ``BATCHCERT_CLOUD``                    ``AzurePublicCloud`` (default), ``AzureChinaCloud``,
                                        ``AzureUSGovernment``
 ``BATCHCERT_CLOUD_FILE``               JSON with ``resourceManager``, ``authorityHost``,
-                                       ``caBundle``, ``hostAliases``, optional audiences: a
-                                       custom cloud (overrides ``BATCHCERT_CLOUD``)
+                                       ``caBundle``, ``hostAliases``, ``hostsFile``, optional
+                                       audiences: a custom cloud (overrides ``BATCHCERT_CLOUD``)
 ``BATCHCERT_CA_BUNDLE``                extra CA bundle (PEM) to trust for Azure endpoints
 ``BATCHCERT_HOST_ALIASES``             ``PATTERN=ADDRESS,...`` in-process host aliases
 ``BATCHCERT_TICK_SECONDS``             no per-object tick (one scheduler wakes objects when
@@ -56,6 +56,10 @@ class Cloud:
     batch_audience: str = "https://batch.core.windows.net/"
     ca_bundle: str | None = None
     host_aliases: Mapping[str, str] = field(default_factory=dict)
+    # A hosts(5) file of exact names, re-read when it changes: a private DNS zone exported as a
+    # file (the simulator publishes the vaults that exist in one, so a misspelt vault does not
+    # resolve, as on Azure).
+    hosts_file: str | None = None
     tenant_id: str | None = None
     # Certificates are read only from hosts under this suffix: the operator never sends its
     # credential to a "vault" that is not one of this cloud's Key Vaults.
@@ -114,6 +118,7 @@ def load_cloud_file(path: str | Path) -> Cloud:
             batch_audience=str(data.get("batchAudience") or "https://batch.core.windows.net/"),
             ca_bundle=data.get("caBundle"),
             host_aliases=dict(data.get("hostAliases") or {}),
+            hosts_file=data.get("hostsFile"),
             tenant_id=data.get("tenantId"),
             keyvault_dns_suffix=str(data.get("keyVaultDnsSuffix") or ".vault.azure.net"),
         )

@@ -45,6 +45,49 @@ DEMO_INTERVALS = {
 }
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def handoff_lines(
+    *,
+    kubeconfig: Path,
+    bin_dir: Path,
+    state_dir: Path,
+    sim_json: Path,
+    metrics_port: int,
+    pids: list[int],
+) -> list[str]:
+    """What ``--keep`` prints: lines that work pasted into a plain shell (no venv activated),
+    with every path absolute, and what makes this world differ from a real install."""
+    intervals = ", ".join(f"{k}={v}" for k, v in DEMO_INTERVALS.items())
+    return [
+        "# paste into a shell:",
+        f"export KUBECONFIG={kubeconfig}",
+        f"export PATH={bin_dir}:$PATH   # batchcert, kubectl-batchcert, batchcert-dev",
+        f"kubectl get bcp -n {NAMESPACE} -o wide",
+        f"kubectl batchcert status render-pool -n {NAMESPACE}",
+        f"curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^batchcert_",
+        "",
+        f"# operator and simulator logs: {state_dir}/operator.log, {state_dir}/sim.log",
+        f"# the simulator's addresses, principals and demo world: {sim_json}",
+        f"batchcert-dev sim --state-dir {sim_json.parent} pools   # shape the simulated world:",
+        "#   clock --advance 30d | node POOL NODE --busy 1 | grant VAULT PRINCIPAL --revoke | "
+        "cert VAULT NAME --renew (batchcert-dev sim --help)",
+        f"# intervals are accelerated for the demo: {intervals}",
+        "#   (production defaults: 300 s drift, certificate and node intervals, 15 s busy);",
+        f"#   the extension polls every {DEMO_POLLING_SECONDS} s, the smallest the CRD allows",
+        "",
+        "# stop everything:",
+        f"kill {' '.join(str(p) for p in pids)}; "
+        f"{bin_dir}/batchcert-dev cluster down --state-dir {state_dir / 'cluster'}",
+    ]
+
+
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -71,6 +114,8 @@ class Demo:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.cluster: Any = None
         self.rotated_at = 0.0
+        self.metrics_port = 0
+        self.sim_json = state_dir / "sim" / "sim.json"
 
     # --- plumbing -----------------------------------------------------------------------------
     def kubectl(
@@ -215,8 +260,15 @@ class Demo:
                 "AZURE_CLIENT_SECRET": operator["clientSecret"],
             }
         )
-        self.spawn("operator", [sys.executable, "-m", "batchcert", "run"], env)
+        # A metrics port of its own, as a Deployment has, so /metrics can be explored.
+        self.metrics_port = free_port()
+        self.spawn(
+            "operator",
+            [sys.executable, "-m", "batchcert", "run", "--metrics-port", str(self.metrics_port)],
+            env,
+        )
         print(f"operator log: {self.state_dir / 'operator.log'}")
+        print(f"operator metrics: http://127.0.0.1:{self.metrics_port}/metrics")
 
     def apply_example(self, info: dict[str, Any]) -> None:
         import yaml
@@ -313,12 +365,15 @@ class Demo:
         self.kubectl("describe", "bcp", "render-pool", "-n", NAMESPACE, show=True)
         if keep:
             step("Leaving everything running (--keep)")
-            print(f"  export KUBECONFIG={self.cluster.kubeconfig}\n  logs: {self.state_dir}")
-            pids = " ".join(str(p.pid) for p in self.processes)
-            print(
-                f"  stop: kill {pids}; batchcert-dev cluster down --state-dir "
-                f"{self.state_dir / 'cluster'}"
+            lines = handoff_lines(
+                kubeconfig=Path(self.cluster.kubeconfig).resolve(),
+                bin_dir=Path(sys.executable).parent.resolve(),
+                state_dir=self.state_dir.resolve(),
+                sim_json=self.sim_json.resolve(),
+                metrics_port=self.metrics_port,
+                pids=[p.pid for p in self.processes],
             )
+            print("\n".join(f"  {line}" if line else "" for line in lines))
             self.processes.clear()
             self.cluster = None
             return

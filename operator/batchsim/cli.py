@@ -1,4 +1,6 @@
-"""``batchcert-dev sim``: run the Azure simulator in the foreground.
+"""``batchcert-dev sim``: run the Azure simulator in the foreground; with a verb
+(``clock``, ``identity``, ``grant``, ``cert``, ``node``, ``pools``: ``batchsim.ctl``), shape the
+world of one already running.
 
 Kept free of heavy imports at module import time (the CLI imports every subcommand module to
 build ``--help``): the simulator and its extras load only when the command runs.
@@ -15,7 +17,9 @@ def add_parser(subparsers: Any) -> None:
         "sim",
         help="run the local Azure simulator (Entra ID, ARM, Key Vault, Batch) over HTTPS",
         description="Serve simulated Azure endpoints on 127.0.0.1 over HTTPS and write "
-        "DIR/sim.json with the port, CA bundle, tenant and principals.",
+        "DIR/sim.json with the port, CA bundle, tenant and principals; with a VERB, shape the "
+        "world of the simulator already running with that DIR (e.g. 'batchcert-dev sim "
+        "--state-dir .state/demo/sim node render-pool NODE --busy 1').",
     )
     parser.add_argument(
         "--state-dir",
@@ -41,6 +45,9 @@ def add_parser(subparsers: Any) -> None:
         help="simulated seconds per real second (default: %(default)s)",
     )
     parser.set_defaults(func=run)
+    from batchsim.ctl import add_verbs
+
+    add_verbs(parser)
 
 
 def run(args: argparse.Namespace) -> int:

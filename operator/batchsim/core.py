@@ -93,6 +93,7 @@ class Simulation:
         self.clock = clock or SimClock()
         self.tenant_id = tenant_id
         self.state_dir = state_dir
+        self._published_hosts: list[str] | None = None
         self.log = RequestLog(clock=self.clock)
         # Tokens run on real time (see tokens.py for why); everything else on the SimClock.
         self.tokens = TokenAuthority(time.time, tenant_id, f"https://sts.windows.net/{tenant_id}/")
@@ -290,7 +291,7 @@ class Simulation:
             "keyVaultDnsSuffix": f".{VAULT_SUFFIX}",
             "keyVaultAudience": self.kv.audience(self.port),
             "batchDnsSuffix": f".{BATCH_SUFFIX}",
-            "hostAliases": {f"*.{HOST_SUFFIX}": "127.0.0.1"},
+            "hostAliases": self.host_aliases(),
             "control": f"{self.management_url}/_sim",
             "principals": {
                 "operator": {
@@ -308,7 +309,44 @@ class Simulation:
         }
         if self.state_dir is not None:
             info["federatedTokenFile"] = str(self.state_dir / "federated-token")
+            info["hostsFile"] = str(self.state_dir / "hosts")
         return info
+
+    # --- name resolution: only what exists resolves, as DNS does -----------------------------
+
+    def host_aliases(self) -> dict[str, str]:
+        """The fixed names (Entra, ARM, every Batch account endpoint) as patterns. A vault's
+        name resolves only while the vault exists: real ``<vault>.vault.azure.net`` names are
+        NXDOMAIN for a vault that does not exist (the Key Vault docs' troubleshooting of "No such
+        host is known"), so a misspelt vault fails name resolution rather than answering 404.
+        Those names are published in the hosts file (``publish_hosts``); without a state dir
+        there is no file, and every vault-style name is aliased (kinder: documented)."""
+        if self.state_dir is None:
+            return {f"*.{HOST_SUFFIX}": "127.0.0.1"}
+        return {
+            LOGIN_HOST: "127.0.0.1",
+            MANAGEMENT_HOST: "127.0.0.1",
+            f"*.{BATCH_SUFFIX}": "127.0.0.1",
+        }
+
+    def publish_hosts(self) -> None:
+        """Keep ``<state dir>/hosts`` (hosts(5) format) equal to the vaults that exist.
+
+        Rewritten atomically, and only when the set changed; readers (the operator's resolver,
+        ``hostaliases``) re-read it when its modification time moves."""
+        if self.state_dir is None:
+            return
+        names = sorted({f"{name}.{VAULT_SUFFIX}" for name in self.world.vaults})
+        if names == self._published_hosts:
+            return
+        path = self.state_dir / "hosts"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            "# the simulator's vaults that exist (rewritten as they come and go)\n"
+            + "".join(f"127.0.0.1 {name}\n" for name in names)
+        )
+        os.replace(tmp, path)
+        self._published_hosts = names
 
     # --- persistence -------------------------------------------------------------------------
 

@@ -116,7 +116,10 @@ def build_app(
     ) -> web.StreamResponse:
         service = service_of(request.host, request.path)
         if service is None or service == "control":
-            return await handler(request)
+            try:
+                return await handler(request)
+            finally:
+                sim.publish_hosts()  # a vault added or removed is resolvable (or not) at once
         CALLER_USER_AGENT.set(request.headers.get("User-Agent"))
         REQUEST_RECEIVED.set(sim.clock.now())
         sim.tick()
@@ -158,6 +161,9 @@ def build_app(
             if service == "arm":
                 return arm_error_response(ArmError(exc.status, "NotFound", exc.reason))
             raise
+        finally:
+            if service == "arm":
+                sim.publish_hosts()
 
     def record_entra(
         operation: str, request: web.Request, status: int, principal: str | None, body: Any
@@ -299,6 +305,7 @@ class SimulatorRuntime:
             self.sim.save_state()
 
     def _write_sim_json(self) -> None:
+        self.sim.publish_hosts()  # before sim.json names the file
         tmp = self.sim_json.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.info(), indent=2))
         os.replace(tmp, self.sim_json)

@@ -347,6 +347,8 @@ class Invalid:
     changes: dict[str, Any]
     phrases: tuple[Phrase, ...]
     extra_args: tuple[str, ...] = ()
+    # Phrases that must not be in the refusal: a message that misleads is a defect too.
+    absent: tuple[str, ...] = ()
 
 
 def _certs(*items: dict[str, Any]) -> dict[str, Any]:
@@ -610,6 +612,12 @@ INVALID_MANIFESTS: list[Invalid] = [
         ("spec.identity.resourceId", "is in another subscription than account.subscriptionId"),
     ),
     Invalid(
+        "identity-resourceId-is-a-client-id",
+        {"spec.identity.resourceId": "b9f6dd56-d2d6-4967-99d7-8062d56fd84c"},
+        ("spec.identity.resourceId", "is a GUID", "identity.clientId"),
+        absent=("another subscription", "must be the full ARM id"),
+    ),
+    Invalid(
         "clientId-is-a-resource-id",
         {"spec.identity.clientId": "testumaforpools"},
         ("spec.identity.clientId", "must be a GUID"),
@@ -624,6 +632,11 @@ INVALID_MANIFESTS: list[Invalid] = [
         "typeHandlerVersion-4",
         {"spec.keyVaultExtension.typeHandlerVersion": "4.0"},
         ("spec.keyVaultExtension.typeHandlerVersion", "Unsupported value", '"3.0"'),
+    ),
+    Invalid(
+        "extension-named-as-batch-own-extension",
+        {"spec.keyVaultExtension.name": "BatchNodeExtension"},
+        ("spec.keyVaultExtension.name", "Batch's own extension"),
     ),
     Invalid(
         "pollingInterval-every-second",
@@ -689,6 +702,9 @@ def test_invalid_manifest_is_refused_with_a_useful_message(
     rc, output = apply(kube, manifest, *case.extra_args)
 
     assert_refused(output, rc, *case.phrases)
+    flat = " ".join(output.split())
+    for phrase in case.absent:
+        assert phrase not in flat, f"{phrase!r} misleads in the refusal:\n{output}"
 
 
 # --- unknown fields ------------------------------------------------------------------------------

@@ -204,7 +204,14 @@ def test_disruptive_change_is_reported_then_applied_by_scaling_to_zero(
 
     stack.wait_until("UpdateRequiresDisruption", refused, name="resize", namespace=ns)
     assert stack.condition("resize", ns, "Ready")["status"] == "False"
-    assert "ScaleToZero" in stack.condition("resize", ns, "PoolReady")["message"]
+    message = stack.condition("resize", ns, "PoolReady")["message"]
+    assert "ScaleToZero" in message
+    # Both values, so nobody has to guess which size runs.
+    assert "the pool runs STANDARD_D2S_V3, the spec asks for STANDARD_D4S_V3" in message
+    # Status and `kubectl get -o wide` show what runs, not what the spec asks.
+    assert stack.get("resize", ns)["status"]["pool"]["vmSize"] == "STANDARD_D2S_V3"
+    wide = stack.cluster.kubectl("get", "bcp", "resize", "-n", ns, "-o", "wide", check=True)
+    assert "STANDARD_D2S_V3" in wide.stdout and "STANDARD_D4S_V3" not in wide.stdout
     pool = stack.pool_in_azure("resize")
     assert pool is not None
     assert pool["properties"]["vmSize"].upper() == "STANDARD_D2S_V3"  # nothing silently applied

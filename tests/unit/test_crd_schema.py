@@ -244,7 +244,7 @@ def test_status_has_the_contract_fields() -> None:
     }
     assert set(props["pool"]["properties"]) == {
         "name", "resourceId", "provisioningState", "allocationState",
-        "currentDedicatedNodes", "currentLowPriorityNodes",
+        "currentDedicatedNodes", "currentLowPriorityNodes", "vmSize", "image", "nodeAgentSkuId",
     }  # fmt: skip
     assert set(props["certificates"]["items"]["properties"]) == {
         "name", "vaultUrl", "secretId", "version", "shortVersion", "thumbprint", "notBefore",

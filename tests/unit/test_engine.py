@@ -662,6 +662,7 @@ async def test_a_kept_sighting_holds_what_later_turns_read_and_no_more() -> None
     assert kept is not None
     assert set(kept.body) == {"properties", "identity"}
     assert set(kept.properties) == {
+        "vmSize",
         "provisioningState",
         "allocationState",
         "currentDedicatedNodes",

@@ -113,6 +113,42 @@ def test_disruptive_changes(mutate: Any, field: str) -> None:
         assert patch["properties"][field] == desired["properties"][field]
 
 
+@pytest.mark.parametrize(
+    ("mutate", "phrase"),
+    [
+        (
+            lambda a: a["properties"].update(vmSize="STANDARD_D4_V3"),
+            "vmSize: the pool runs STANDARD_D4_V3, the spec asks for STANDARD_DS2_V2",
+        ),
+        (
+            lambda a: a["properties"]["deploymentConfiguration"]["virtualMachineConfiguration"][
+                "imageReference"
+            ].update(sku="22.04-lts"),
+            "image: the pool runs canonical/ubuntuserver/22.04-lts/latest, the spec asks for "
+            "canonical/ubuntuserver/20.04-lts/latest",
+        ),
+        (
+            lambda a: a["properties"]["deploymentConfiguration"][
+                "virtualMachineConfiguration"
+            ].update(nodeAgentSkuId="batch.node.ubuntu 22.04"),
+            "nodeAgentSkuId: the pool runs batch.node.ubuntu 22.04, the spec asks for "
+            "batch.node.ubuntu 20.04",
+        ),
+        (
+            lambda a: a.update(identity={"type": "None"}),
+            "identity: the pool runs no identity, the spec asks for testumaforpools",
+        ),
+    ],
+    ids=["vm-size", "image", "node-agent", "identity"],
+)
+def test_disruptive_changes_name_what_runs_and_what_is_asked(mutate: Any, phrase: str) -> None:
+    desired, actual, scale = desired_and_actual()
+    mutate(actual)
+    diff = diff_pool(desired, actual, desired_scale=scale)
+    assert diff.changes == (phrase,)
+    assert diff.described == phrase
+
+
 def test_zero_scale_is_a_scale_difference() -> None:
     desired, actual, _ = desired_and_actual()
     assert diff_pool(desired, actual, desired_scale=build_zero_scale_settings()).scale_differs

@@ -109,8 +109,10 @@ class AzureClients:
             "ssl": build_ssl_context(config.cloud.ca_bundle),
             "limit_per_host": 32,
         }
-        if config.cloud.host_aliases:
-            connector_kwargs["resolver"] = AliasResolver(config.cloud.host_aliases)
+        if config.cloud.host_aliases or config.cloud.hosts_file:
+            connector_kwargs["resolver"] = AliasResolver(
+                config.cloud.host_aliases, hosts_file=config.cloud.hosts_file
+            )
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(**connector_kwargs))
         self.credential = credential or build_credential(config, transport=self._transport())
         self.pacer = ArmPacer(

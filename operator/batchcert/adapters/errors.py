@@ -1,9 +1,16 @@
-"""SDK exceptions → :class:`batchcert.errors.AzureCallError`, in one place for every adapter."""
+"""SDK exceptions → :class:`batchcert.errors.AzureCallError`, in one place for every adapter.
+
+Each failure is logged here once (logger ``batchcert.azure``): service, operation, status, code
+and Azure's message with anything token-shaped removed. A 404 is an answer the reconcile expects
+(a pool before its creation, a certificate to create) and is judged by the condition it leads
+to, so it is logged at DEBUG; throttling at INFO (the backoff handles it); the rest at WARNING.
+"""
 
 from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +26,9 @@ from azure.core.exceptions import (
 )
 
 from batchcert.errors import AzureCallError
+from batchcert.oplog import redact
+
+log = logging.getLogger("batchcert.azure")
 
 
 def _error_code_and_message(error: HttpResponseError) -> tuple[str | None, str]:
@@ -123,4 +133,26 @@ async def translating(service: str, operation: str) -> AsyncIterator[None]:
     except AzureCallError:
         raise
     except (AzureError, OSError, TimeoutError) as exc:  # SDK and transport failures only:
-        raise to_call_error(service, operation, exc) from exc
+        failure = to_call_error(service, operation, exc)
+        log_failure(failure)
+        raise failure from exc
+
+
+def log_failure(failure: AzureCallError) -> None:
+    status = failure.status
+    level = logging.DEBUG if status == 404 else logging.INFO if status == 429 else logging.WARNING
+    log.log(
+        level,
+        "Azure %s %s failed: %s %s: %s",
+        failure.service,
+        failure.operation,
+        status if status is not None else "no answer",
+        failure.code or "-",
+        redact(failure.message),
+        extra={
+            "service": failure.service,
+            "operation": failure.operation,
+            "httpStatus": status,
+            "code": failure.code,
+        },
+    )

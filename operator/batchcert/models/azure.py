@@ -46,6 +46,28 @@ class PoolState:
         return int(self.properties.get("currentLowPriorityNodes") or 0)
 
     @property
+    def vm_size(self) -> str | None:
+        value = self.properties.get("vmSize")
+        return str(value) if value else None
+
+    @property
+    def _vm_configuration(self) -> dict[str, Any]:
+        deployment = self.properties.get("deploymentConfiguration")
+        vmc = (
+            deployment.get("virtualMachineConfiguration") if isinstance(deployment, dict) else None
+        )
+        return vmc if isinstance(vmc, dict) else {}
+
+    @property
+    def image(self) -> str | None:
+        return image_text(self._vm_configuration)
+
+    @property
+    def node_agent_sku_id(self) -> str | None:
+        value = self._vm_configuration.get("nodeAgentSkuId")
+        return str(value) if value else None
+
+    @property
     def is_deleting(self) -> bool:
         return (self.provisioning_state or "").lower() == "deleting"
 
@@ -67,23 +89,37 @@ class PoolState:
         kept_props: dict[str, Any] = {
             key: props[key] for key in _KEPT_POOL_PROPERTIES if key in props
         }
+        kept_vmc: dict[str, Any] = {
+            key: vmc[key]
+            for key in ("imageReference", "nodeAgentSkuId")
+            if isinstance(vmc, dict) and key in vmc
+        }
         if isinstance(extensions, list):
-            kept_props["deploymentConfiguration"] = {
-                "virtualMachineConfiguration": {
-                    "extensions": [
-                        {"name": e.get("name"), "settings": e.get("settings")}
-                        for e in extensions
-                        if isinstance(e, dict)
-                    ]
-                }
-            }
+            kept_vmc["extensions"] = [
+                {"name": e.get("name"), "settings": e.get("settings")}
+                for e in extensions
+                if isinstance(e, dict)
+            ]
+        if kept_vmc:
+            kept_props["deploymentConfiguration"] = {"virtualMachineConfiguration": kept_vmc}
         body: dict[str, Any] = {"properties": kept_props}
         if "identity" in self.body:
             body["identity"] = self.body["identity"]
         return PoolState(self.resource_id, body, self.etag)
 
 
+def image_text(vm_configuration: Any) -> str | None:
+    """``publisher/offer/sku/version`` of a virtualMachineConfiguration, as users write it
+    (Azure fills in ``latest`` when the version is omitted)."""
+    image = vm_configuration.get("imageReference") if isinstance(vm_configuration, dict) else None
+    if not isinstance(image, dict):
+        return None
+    parts = [str(image.get(k) or "") for k in ("publisher", "offer", "sku")]
+    return "/".join([*parts, str(image.get("version") or "latest")])
+
+
 _KEPT_POOL_PROPERTIES = (
+    "vmSize",
     "provisioningState",
     "allocationState",
     "currentDedicatedNodes",

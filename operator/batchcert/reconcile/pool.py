@@ -187,7 +187,7 @@ class PoolReconciler:
                 Event("Normal", "PoolUpdated", f"updated {', '.join(patch['properties'])}")
             )
         if diff.disruptive:  # policy is Report
-            return PoolResult(_reported(diff.disruptive, bool(diff.requires_recreate)), events)
+            return PoolResult(_reported(diff.described, bool(diff.requires_recreate)), events)
         # While Azure is still allocating, look again soon so status follows the nodes arriving.
         allocating = (pool.allocation_state or "").lower() != "steady"
         return PoolResult(
@@ -282,20 +282,19 @@ def _recreating(pool_name: str, disruptive: Sequence[str]) -> PoolResult:
     )
 
 
-def _reported(disruptive: Sequence[str], requires_recreate: bool) -> ConditionUpdate:
+def _reported(described: str, requires_recreate: bool) -> ConditionUpdate:
     """Policy Report: the disruptive difference, said, not applied."""
-    fields = ", ".join(disruptive)
     if requires_recreate:
         return _not_ready(
             PoolReason.UPDATE_REQUIRES_DISRUPTION,
-            f"{fields} differ from the spec, including the VM "
+            f"the pool differs from the spec ({described}), including the VM "
             "extensions (certificates added, removed or changed), which Azure Batch "
             "changes on no existing pool: set spec.disruptiveUpdatePolicy to Recreate to "
             "apply, or revert the change",
         )
     return _not_ready(
         PoolReason.UPDATE_REQUIRES_DISRUPTION,
-        f"{fields} differ from the spec, and Azure changes them only on a pool with no "
-        "nodes: set spec.disruptiveUpdatePolicy to ScaleToZero or Recreate to apply, "
-        "or revert the change",
+        f"the pool differs from the spec ({described}), and Azure changes "
+        "that only on a pool with no nodes: set spec.disruptiveUpdatePolicy to "
+        "ScaleToZero or Recreate to apply, or revert the change",
     )

@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from batchcert.models.azure import image_text
 from batchcert.models.names import OWNER_METADATA, UID_METADATA
 from batchcert.translate.durations import same_duration
 
@@ -38,10 +39,18 @@ class PoolDiff:
     requires_recreate: tuple[str, ...] = ()  # changes Azure makes on no existing pool
     scale_differs: bool = False
     metadata_differs: bool = False
+    # One phrase per disruptive difference naming what runs and what the spec asks
+    # ("vmSize: the pool runs STANDARD_D2S_V3, the spec asks for STANDARD_D4S_V3"), so a
+    # condition never says only "vmSize differ".
+    changes: tuple[str, ...] = ()
 
     @property
     def in_sync(self) -> bool:
         return not (self.disruptive or self.scale_differs or self.metadata_differs)
+
+    @property
+    def described(self) -> str:
+        return "; ".join(self.changes) or ", ".join(self.disruptive)
 
 
 def settings_object(raw: Any) -> dict[str, Any]:
@@ -121,6 +130,15 @@ def _extensions_key(deployment: Any) -> tuple[Any, ...]:
     return tuple(sorted(_extension_key(e) for e in _vmc(deployment).get("extensions") or []))
 
 
+def _change(name: str, running: Any, wanted: Any) -> str:
+    return f"{name}: the pool runs {running or '(none)'}, the spec asks for {wanted or '(none)'}"
+
+
+def _identity_names(identity: dict[str, Any] | None) -> str:
+    ids = (identity or {}).get("userAssignedIdentities") or {}
+    return ", ".join(sorted(str(k).rstrip("/").rsplit("/", 1)[-1] for k in ids)) or "no identity"
+
+
 def _fill_type(props: dict[str, Any]) -> Any:
     return _lower((props.get("taskSchedulingPolicy") or {}).get("nodeFillType"))
 
@@ -160,21 +178,47 @@ def diff_pool(
     raw = actual.get("properties")
     have: dict[str, Any] = raw if isinstance(raw, dict) else {}
     disruptive: list[str] = []
+    changes: list[str] = []
     if _lower(want["vmSize"]) != _lower(have.get("vmSize")):
         disruptive.append("vmSize")
+        changes.append(_change("vmSize", have.get("vmSize"), want["vmSize"]))
     if _fill_type(want) != _fill_type(have):
         disruptive.append("taskSchedulingPolicy")
-    extensions_differ = _extensions_key(want["deploymentConfiguration"]) != _extensions_key(
-        have.get("deploymentConfiguration")
+        changes.append(_change("nodeFillType", _fill_type(have), _fill_type(want)))
+    want_deployment, have_deployment = (
+        want["deploymentConfiguration"],
+        have.get("deploymentConfiguration"),
     )
-    if extensions_differ or _image_key(want["deploymentConfiguration"]) != _image_key(
-        have.get("deploymentConfiguration")
-    ):
+    extensions_differ = _extensions_key(want_deployment) != _extensions_key(have_deployment)
+    image_differs = _image_key(want_deployment) != _image_key(have_deployment)
+    if extensions_differ or image_differs:
         disruptive.append("deploymentConfiguration")
+    if _image_key(want_deployment)[:4] != _image_key(have_deployment)[:4]:
+        changes.append(
+            _change("image", image_text(_vmc(have_deployment)), image_text(_vmc(want_deployment)))
+        )
+    if _image_key(want_deployment)[4] != _image_key(have_deployment)[4]:
+        changes.append(
+            _change(
+                "nodeAgentSkuId",
+                _vmc(have_deployment).get("nodeAgentSkuId"),
+                _vmc(want_deployment).get("nodeAgentSkuId"),
+            )
+        )
+    if extensions_differ:
+        changes.append("the Key Vault extension's settings (certificates, polling, store)")
     if _identity_key(desired.get("identity")) != _identity_key(actual.get("identity")):
         disruptive.append("identity")
+        changes.append(
+            _change(
+                "identity",
+                _identity_names(actual.get("identity")),
+                _identity_names(desired.get("identity")),
+            )
+        )
     return PoolDiff(
         disruptive=tuple(disruptive),
+        changes=tuple(changes),
         requires_recreate=("extensions",) if extensions_differ else (),
         scale_differs=not is_same_scale(desired_scale, have.get("scaleSettings")),
         metadata_differs=not _has_owner_metadata(want["metadata"], have.get("metadata") or []),

@@ -95,6 +95,16 @@ def pool_status(turn: Turn, memory: PoolMemory) -> dict[str, Any] | None:
             "allocationState": pool.allocation_state,
             "currentDedicatedNodes": pool.current_dedicated_nodes,
             "currentLowPriorityNodes": pool.current_low_priority_nodes,
+            # What runs, as Azure reports it: during a refused change it is not the spec.
+            **{
+                k: v
+                for k, v in (
+                    ("vmSize", pool.vm_size),
+                    ("image", pool.image),
+                    ("nodeAgentSkuId", pool.node_agent_sku_id),
+                )
+                if v
+            },
         }
     if "pool" in turn.old and not memory.known:
         return dict(turn.old["pool"])
