@@ -135,6 +135,22 @@ def serve_metrics(port: int, config: Config) -> None:
     )
 
 
+def _log_start(args: argparse.Namespace, config: Config, shard: Any, peering: str | None) -> None:
+    from batchcert import __version__
+    from batchcert.oplog import log_start
+
+    namespaces = args.namespace or None
+    log_start(
+        version=__version__,
+        namespaces=",".join(namespaces) if namespaces else "all",
+        shard=f"{shard.index}/{shard.count}" if shard.count > 1 else "-",
+        peering=peering or "-",
+        metrics_port=args.metrics_port or "off",
+        liveness=args.liveness or "off",
+        cloud=config.cloud.name,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import os
@@ -167,18 +183,7 @@ def run(args: argparse.Namespace) -> int:
         priority = random.SystemRandom().randint(1, 1_000_000) if peering else 0
     register_handlers(registry, config, peering=peering, priority=priority, shard=shard)
     namespaces = args.namespace or None
-    from batchcert import __version__
-    from batchcert.oplog import log_start
-
-    log_start(
-        version=__version__,
-        namespaces=",".join(namespaces) if namespaces else "all",
-        shard=f"{shard.index}/{shard.count}" if shard.count > 1 else "-",
-        peering=peering or "-",
-        metrics_port=args.metrics_port or "off",
-        liveness=args.liveness or "off",
-        cloud=config.cloud.name,
-    )
+    _log_start(args, config, shard, peering)
 
     async def operate() -> None:
         trimmer = asyncio.ensure_future(
