@@ -1,7 +1,8 @@
 """kopf's settings for this operator: finalizer, storages, posting, peering (public kopf API).
 
-Invariants: kopf's bookkeeping lives in annotations under our own prefix, never in the status
-contract; shards never share a diff-base key; several replicas coordinate through kopf's peering.
+Invariants: kopf's progress lives in annotations under our own prefix, never in the status
+contract; its diff-base lives in this process (no object write); several replicas coordinate
+through kopf's peering.
 """
 
 from __future__ import annotations

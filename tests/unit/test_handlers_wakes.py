@@ -1,9 +1,10 @@
-"""The cheap parts of the handlers that decide when an object wakes (batchcert.daemon, kopfsettings, kopfprivate, statuswriter).
+"""The cheap parts around the handlers that decide when an object wakes and what is written
+(batchcert.daemon, kopfsettings, kopfprivate, statuswriter).
 
 Covers: kopf's diff-base is the generation plus labels and annotations (a spec change is a
 generation change; status, resourceVersion and managedFields are not a change; kopf's own and
 kubectl's annotations are left out; our pause annotation counts although it shares kopf's
-prefix); ``until_stopped`` returns the work's result, or cancels the work when the daemon's stop
+prefix), kept in memory, never written to the object; ``until_stopped`` returns the work's result, or cancels the work when the daemon's stop
 watch completes; ``watch_stop`` calls back once kopf stops the daemon; ``write_status`` is one
 merge patch of the status subresource (None when the object is gone), and until the watch
 delivers it a turn sees the delivered status plus the patch; kopf's watch stream hands on
