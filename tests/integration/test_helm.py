@@ -6,7 +6,8 @@ Helm's own bookkeeping labels are set aside (support/helm.py, ``normalise``); ev
 values combination renders and passes the API server's server-side dry run, NetworkPolicy
 included, as does the kustomize base's NetworkPolicy; the ServiceMonitor and PrometheusRule the
 chart renders are deploy/prometheus's (same rules, read from the same file); the schema refuses
-wrong values by name; ``helm install`` into the dev cluster (taking over the CRDs the fixture
+wrong values by name; the chart's ``verification.allowed: false`` makes the operator refuse a pool
+asking for verification (Stalled, ``VerificationNotAllowed``, no pool in Azure); ``helm install`` into the dev cluster (taking over the CRDs the fixture
 applied with kubectl, as an install moving from kustomize to Helm does) and a BatchCertPool
 going Ready with the operator logged in as the chart's ServiceAccount (the process runs outside
 the cluster, as in test_deploy.py: the dev cluster has no kubelet), with no 403 in its log;
@@ -207,6 +208,51 @@ def test_peering_needs_a_cluster_wide_install() -> None:
 
 
 # --- installed into the dev cluster -------------------------------------------------------------
+
+
+def test_the_charts_verification_switch_makes_the_operator_refuse_verification(
+    kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
+    """verification.allowed=false renders the Deployment's switch; the operator run with that
+    environment refuses a pool asking for verification (Stalled, VerificationNotAllowed) before
+    any Azure call, and no pool is created. Before the module's install: no other operator acts."""
+    from support.stack import OperatorStack, fast_simulator
+
+    (deployment,) = [
+        d for d in render({"verification": {"allowed": False}}) if d["kind"] == "Deployment"
+    ]
+    env = {
+        e["name"]: e["value"]
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    switch = {"BATCHCERT_VERIFICATION_ALLOWED": env["BATCHCERT_VERIFICATION_ALLOWED"]}
+    ns = "verification-off"
+    kube_cluster.kubectl("create", "namespace", ns, check=True)
+    with (
+        fast_simulator(tmp_path / "sim") as sim,
+        running_deployed_operator(
+            kube_cluster.kubeconfig,
+            Path(sim.sim_json),
+            tmp_path / "operator.log",
+            scope=("--namespace", ns),
+            extra_env=switch,
+        ) as op,
+    ):
+        stack = OperatorStack(kube_cluster, sim, op)
+        stack.apply(stack.manifest("proof", ns, verification={"enabled": True}))
+        stack.wait_until(
+            "VerificationNotAllowed",
+            lambda: (
+                stack.condition("proof", ns, "Stalled").get("reason") == "VerificationNotAllowed"
+            ),
+            name="proof",
+            namespace=ns,
+            timeout=60,
+        )
+        assert "BATCHCERT_VERIFICATION_ALLOWED" in stack.condition("proof", ns, "Ready")["message"]
+        assert stack.pool_in_azure("proof") is None
+        stack.apply(stack.manifest("plain", ns))
+        stack.wait_ready("plain", ns)
 
 
 def _uids(cluster: KubeCluster) -> dict[str, str]:
