@@ -49,6 +49,9 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "namespaced": {"watchNamespaces": ["team-a"]},
     "image-by-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
     "verification-off": {"verification": {"allowed": False}},
+    "monitoring": {
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
+    },
     "no-crds": {"crds": {"enabled": False}},
     "crds-not-kept": {"crds": {"keep": False}},
     "no-networkpolicy": {"networkPolicy": {"enabled": False}},
@@ -127,11 +130,51 @@ def test_kustomize_and_helm_render_the_same_objects(overlay: str, values: dict[s
     )
 
 
+def _schemaless_crd(group: str, kind: str) -> dict[str, Any]:
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def test_every_documented_combination_passes_server_side_dry_run(
     kube_cluster: KubeCluster,
 ) -> None:
     for namespace in (NAMESPACE, "team-a"):
         kube_cluster.kubectl("create", "namespace", namespace)
+    # The Prometheus Operator's kinds, as schemaless stand-ins (their CRDs are not ours to ship):
+    # the server checks the objects' metadata and that they are namespaced where we put them;
+    # their specs are held to deploy/prometheus by test_monitoring_objects_are_deploy_prometheus.
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        kube_cluster.apply(yaml.safe_dump(_schemaless_crd("monitoring.coreos.com", kind)))
+    kube_cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+        check=True,
+    )
     failed = []
     for name, values in COMBINATIONS.items():
         rendered = template(values)
