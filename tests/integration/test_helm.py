@@ -39,7 +39,13 @@ if TYPE_CHECKING:
     from support.cluster import KubeCluster
     from support.stack import OperatorStack
 
-SERVICE_ACCOUNT = f"{NAMESPACE}/{RELEASE}"
+# The cluster is shared with test_deploy.py, which leaves deploy/base applied (the kustomize names
+# in batchcert-system, a Deployment selector Helm could not change): the dry runs and the install
+# use releases of their own. Only the CRDs are shared, and adopted (--take-ownership).
+DRY_RUN_RELEASE, DRY_RUN_NAMESPACE = "dryrun", "batchcert-dryrun"
+INSTALL_RELEASE, INSTALL_NAMESPACE = "platform", "batchcert-helm"
+INSTALLED = f"{INSTALL_RELEASE}-batchcert-operator"  # the chart's names for that release
+SERVICE_ACCOUNT = f"{INSTALL_NAMESPACE}/{INSTALLED}"
 SHARDED = {"replicas": 2, "shards": 2}
 # Every combination docs/operating.md ("Helm") and values.yaml document.
 COMBINATIONS: dict[str, dict[str, Any]] = {
@@ -160,7 +166,7 @@ def _schemaless_crd(group: str, kind: str) -> dict[str, Any]:
 def test_every_documented_combination_passes_server_side_dry_run(
     kube_cluster: KubeCluster,
 ) -> None:
-    for namespace in (NAMESPACE, "team-a"):
+    for namespace in (DRY_RUN_NAMESPACE, NAMESPACE, "team-a"):  # as a GitOps tool would
         kube_cluster.kubectl("create", "namespace", namespace)
     # The Prometheus Operator's kinds, as schemaless stand-ins (their CRDs are not ours to ship):
     # the server checks the objects' metadata and that they are namespaced where we put them;
@@ -177,7 +183,7 @@ def test_every_documented_combination_passes_server_side_dry_run(
     )
     failed = []
     for name, values in COMBINATIONS.items():
-        rendered = template(values)
+        rendered = template(values, release=DRY_RUN_RELEASE, namespace=DRY_RUN_NAMESPACE)
         assert rendered.returncode == 0, f"{name}: {rendered.stderr}"
         applied = kube_cluster.kubectl(
             "apply", "--dry-run=server", "-f", "-", input=rendered.stdout
@@ -185,7 +191,8 @@ def test_every_documented_combination_passes_server_side_dry_run(
         if applied.returncode != 0:
             failed.append(f"{name}: {applied.stderr}")
         elif (values.get("networkPolicy") or {}).get("enabled", True) and (
-            f"networkpolicy.networking.k8s.io/{RELEASE}" not in applied.stdout
+            f"networkpolicy.networking.k8s.io/{DRY_RUN_RELEASE}-batchcert-operator"
+            not in applied.stdout
         ):
             failed.append(f"{name}: no NetworkPolicy in {applied.stdout}")
     assert not failed, "\n".join(failed)
@@ -296,19 +303,35 @@ def test_the_charts_verification_switch_makes_the_operator_refuse_verification(
         assert stack.pool_in_azure("proof") is None
         stack.apply(stack.manifest("plain", ns))
         stack.wait_ready("plain", ns)
+    _forget_pools(kube_cluster, (ns,))
+
+
+def _forget_pools(cluster: KubeCluster, prefixes: tuple[str, ...]) -> None:
+    """Remove this module's BatchCertPools without their operator (finalizer dropped), so the
+    operators of later test modules on the same cluster do not take them up. Their pools lived
+    only in this module's simulator."""
+    listed = json.loads(cluster.kubectl("get", "bcp", "-A", "-o", "json", check=True).stdout)
+    for item in listed["items"]:
+        ns, name = item["metadata"]["namespace"], item["metadata"]["name"]
+        if not ns.startswith(prefixes):
+            continue
+        cluster.kubectl("delete", "bcp", name, "-n", ns, "--wait=false")
+        cluster.kubectl(
+            "patch", "bcp", name, "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
+        )
 
 
 def _uids(cluster: KubeCluster) -> dict[str, str]:
     names = [
-        f"serviceaccount/{RELEASE}",
-        f"deployment/{RELEASE}",
-        f"service/{RELEASE}-metrics",
-        f"networkpolicy/{RELEASE}",
-        f"clusterrole/{RELEASE}",
-        f"clusterrolebinding/{RELEASE}",
+        f"serviceaccount/{INSTALLED}",
+        f"deployment/{INSTALLED}",
+        f"service/{INSTALLED}-metrics",
+        f"networkpolicy/{INSTALLED}",
+        f"clusterrole/{INSTALLED}",
+        f"clusterrolebinding/{INSTALLED}",
         "customresourcedefinition/batchcertpools.batchcert.dev",
     ]
-    got = cluster.kubectl("get", *names, "-n", NAMESPACE, "-o", "json", check=True)
+    got = cluster.kubectl("get", *names, "-n", INSTALL_NAMESPACE, "-o", "json", check=True)
     return {
         f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["uid"]
         for i in json.loads(got.stdout)["items"]
@@ -326,10 +349,10 @@ def installed(
     # from kustomize to Helm does (docs/operating.md, "Helm").
     done = run_helm(
         "install",
-        RELEASE,
+        INSTALL_RELEASE,
         str(CHART_DIR),
         "-n",
-        NAMESPACE,
+        INSTALL_NAMESPACE,
         "--create-namespace",
         "--take-ownership",
         kubeconfig=kube_cluster.kubeconfig,
@@ -343,6 +366,7 @@ def installed(
     ):
         yield OperatorStack(kube_cluster, sim, op)
         assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]
+    _forget_pools(kube_cluster, ("helm-", "wait-", "upgrade-", "uninstall-"))
 
 
 def _status(stack: OperatorStack, name: str, ns: str, *args: str) -> subprocess.Popen[str]:
@@ -439,10 +463,10 @@ def test_upgrade_keeps_objects_and_upgrades_the_crd(
     crd_file.write_text(yaml.safe_dump(crd))
     done = run_helm(
         "upgrade",
-        RELEASE,
+        INSTALL_RELEASE,
         str(nxt),
         "-n",
-        NAMESPACE,
+        INSTALL_NAMESPACE,
         "--set",
         "metrics.port=9091",
         # The CRD's fields are co-owned with the fixture's `kubectl apply` (as in an install moved
@@ -461,13 +485,21 @@ def test_upgrade_keeps_objects_and_upgrades_the_crd(
     schema = served["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert schema["description"] == "upgraded by helm"
     deployment = json.loads(
-        cluster.kubectl("get", "deployment", RELEASE, "-n", NAMESPACE, "-o", "json").stdout
+        cluster.kubectl(
+            "get", "deployment", INSTALLED, "-n", INSTALL_NAMESPACE, "-o", "json"
+        ).stdout
     )
     assert "--metrics-port=9091" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert stack.get("kept", ns)["metadata"]["uid"] == pool_uid
     stack.wait_ready("kept", ns)
     history = run_helm(
-        "history", RELEASE, "-n", NAMESPACE, "-o", "json", kubeconfig=cluster.kubeconfig
+        "history",
+        INSTALL_RELEASE,
+        "-n",
+        INSTALL_NAMESPACE,
+        "-o",
+        "json",
+        kubeconfig=cluster.kubeconfig,
     )
     assert [r["chart"] for r in json.loads(history.stdout)] == [
         "batchcert-operator-0.1.0",
@@ -481,10 +513,12 @@ def test_uninstall_keeps_crds_and_objects(installed: OperatorStack) -> None:
     cluster = stack.cluster
     ns = stack.namespace("uninstall")
     stack.apply(stack.manifest("stays", ns))
-    done = run_helm("uninstall", RELEASE, "-n", NAMESPACE, kubeconfig=cluster.kubeconfig)
+    done = run_helm(
+        "uninstall", INSTALL_RELEASE, "-n", INSTALL_NAMESPACE, kubeconfig=cluster.kubeconfig
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "kept due to the resource policy" in done.stdout + done.stderr
     assert cluster.kubectl("get", "crd", "batchcertpools.batchcert.dev").returncode == 0
     assert cluster.kubectl("get", "bcp", "stays", "-n", ns).returncode == 0
-    gone = cluster.kubectl("get", "clusterrole", RELEASE)
+    gone = cluster.kubectl("get", "clusterrole", INSTALLED)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
