@@ -19,6 +19,7 @@ what is printed: status carries URIs, versions and thumbprints, never key materi
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -411,7 +412,9 @@ class _Cluster:
                     continue
                 if response.status >= 400:
                     raise self._unreadable(response)
+                events = 0
                 async for event in _json_lines(response.content):
+                    events += 1
                     kind, item = event.get("type"), event.get("object") or {}
                     if kind == "ERROR":
                         obj = await self.get_object()  # 410 Gone inside the stream: start over
@@ -425,6 +428,8 @@ class _Cluster:
                         obj = item
                         if verdict_of(obj) in (Verdict.READY, Verdict.STALLED):
                             break
+            if not events:  # closed at once (a proxy's idle cut): resume, but not in a hot loop
+                await asyncio.sleep(1.0)
         return obj
 
 
@@ -443,8 +448,6 @@ async def _show(
     name: str, namespace: str | None, kubeconfig: str | None, wait: float | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], Verdict]:
     """Read the object (and with ``wait``, watch it until it settles), then its Events."""
-    import asyncio
-
     import aiohttp
 
     info = _login(kubeconfig)
@@ -465,8 +468,6 @@ async def _show(
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
     try:
         obj, events, verdict = asyncio.run(
             _show(args.name, args.namespace, args.kubeconfig, getattr(args, "wait", None))
