@@ -14,7 +14,8 @@ the cluster, as in test_deploy.py: the dev cluster has no kubelet), with no 403 
 ``helm upgrade`` to the next chart version keeps every object (same uids, the pool still Ready)
 and upgrades the CRD; ``helm uninstall`` leaves the CRDs and the BatchCertPool in place (keep).
 ``batchcert status --wait`` on the installed operator: the Stalled code within a second of
-Stalled, Ready's 0, the timeout's code, and the codes without --wait.
+Stalled, Ready's 0, the timeout's code, and the codes without --wait. The Argo CD Application
+and Flux HelmRelease in docs/operating.md point at this chart and their values render.
 """
 
 from __future__ import annotations
@@ -508,7 +509,7 @@ def test_upgrade_keeps_objects_and_upgrades_the_crd(
 
 
 def test_uninstall_keeps_crds_and_objects(installed: OperatorStack) -> None:
-    """Last in the module: the operator stays up (outside the cluster) but its RBAC goes."""
+    """Last on the install: the operator stays up (outside the cluster) but its RBAC goes."""
     stack = installed
     cluster = stack.cluster
     ns = stack.namespace("uninstall")
@@ -522,3 +523,25 @@ def test_uninstall_keeps_crds_and_objects(installed: OperatorStack) -> None:
     assert cluster.kubectl("get", "bcp", "stays", "-n", ns).returncode == 0
     gone = cluster.kubectl("get", "clusterrole", INSTALLED)
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+def _documented_manifests() -> list[dict[str, Any]]:
+    """Every YAML block of docs/operating.md's Helm section (the Argo CD and Flux examples)."""
+    text = (DEPLOY_DIR.parent / "docs" / "operating.md").read_text()
+    section = text.split("## Install with Helm", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```yaml\n")[1:]
+    return [d for block in blocks for d in yaml.safe_load_all(block.split("```", 1)[0]) if d]
+
+
+def test_the_documented_argocd_and_flux_examples_install_this_chart() -> None:
+    docs = {d["kind"]: d for d in _documented_manifests()}
+    application, release = docs["Application"], docs["HelmRelease"]
+    source = application["spec"]["source"]
+    assert (DEPLOY_DIR.parent / source["path"]) == CHART_DIR
+    assert (DEPLOY_DIR.parent / release["spec"]["chart"]["spec"]["chart"]) == CHART_DIR
+    for values in (source["helm"]["valuesObject"], release["spec"]["values"]):
+        concrete = json.loads(
+            json.dumps(values).replace("<client-id>", "0" * 8 + "-0000" * 3 + "-" + "0" * 12)
+        )
+        rendered = template(concrete)
+        assert rendered.returncode == 0, rendered.stderr
