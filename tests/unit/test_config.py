@@ -19,3 +19,16 @@ def test_defaults_and_counts_from_the_environment() -> None:
 def test_a_setting_that_is_not_a_positive_number_is_refused_by_name(raw: str) -> None:
     with pytest.raises(ValueError, match="BATCHCERT_CONCURRENT_TURNS"):
         load_config({"BATCHCERT_CONCURRENT_TURNS": raw})
+
+
+@pytest.mark.parametrize(
+    ("raw", "allowed"), [(None, True), ("true", True), ("false", False), ("0", False), ("", True)]
+)
+def test_verification_switch_reads_true_or_false(raw: str | None, allowed: bool) -> None:
+    env = {} if raw is None else {"BATCHCERT_VERIFICATION_ALLOWED": raw}
+    assert load_config(env).verification_allowed is allowed
+
+
+def test_verification_switch_refuses_anything_else_by_name() -> None:
+    with pytest.raises(ValueError, match="BATCHCERT_VERIFICATION_ALLOWED"):
+        load_config({"BATCHCERT_VERIFICATION_ALLOWED": "sometimes"})

@@ -34,6 +34,7 @@ from batchcert.assess.certificates import (
     is_cloud_vault,
     summarize_certificates,
 )
+from batchcert.assess.install_policy import refusal_by_install_policy
 from batchcert.assess.nodes import assess_node, build_nodes_status, summarize_nodes
 from batchcert.assess.nodeselect import NodeMemo, choose_nodes_to_read
 from batchcert.conditions import (
@@ -362,6 +363,11 @@ class Reconciler:
                 "sends no credential there and creates no pool that would",
                 60.0,
             )
+        forbidden = refusal_by_install_policy(
+            spec, verification_allowed=self._config.verification_allowed
+        )
+        if forbidden is not None:
+            return refuse(forbidden.reason, forbidden.message, 60.0)
         if obj.paused:
             return refuse(
                 "ReconcilePaused",
