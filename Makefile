@@ -1,5 +1,6 @@
 # The one test command is `make test`; CI runs exactly that through .ci/run.
 #
+#   make help          this list
 #   make demo          the whole story locally (cluster, simulator, operator, Ready, rotation)
 #   make test          everything CI runs: install, control-plane binaries, lint, every test tier
 #   make lint          ruff (lint + format check), mypy, import-linter: no Go, no cluster
@@ -15,7 +16,7 @@
 #
 # Two distributions are installed, both editable: the operator (pyproject.toml, package batchcert)
 # and its dev tooling (operator/pyproject.toml: batchsim, batchdev, command batchcert-dev).
-# The control-plane binaries and promtool live outside the repository (${XDG_CACHE_HOME:-~/.cache}/batchcert)
+# The control-plane binaries, promtool and helm live outside the repository (${XDG_CACHE_HOME:-~/.cache}/batchcert)
 # and survive `make clean`; a cold build downloads Go modules and takes several minutes.
 
 SHELL := /bin/bash
@@ -33,7 +34,11 @@ K8S_OLDEST := v1.30.14
 K8S_VERSION ?=
 K8S_SUITES := tests/integration/test_crd_admission.py tests/integration/test_control_plane.py
 
-.PHONY: test demo bench install binaries lint unit format preflight constraints clean k8s-oldest k8s-check
+.PHONY: help test demo bench install binaries lint unit format preflight constraints clean k8s-oldest k8s-check
+
+# The commented list at the top of this file, so it is written once.
+help:
+	@sed -n '/^#   make /s/^#   //p; /^#      /s/^#   //p' $(firstword $(MAKEFILE_LIST))
 
 test: preflight install binaries lint
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -79,6 +84,7 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 binaries: install
 	$(BIN)/batchcert-dev cluster build
 	tools/promtool/build.sh >/dev/null
+	tools/helm/build.sh >/dev/null
 
 lint: install
 	$(BIN)/ruff check .

@@ -176,8 +176,15 @@ def measure(nodes: int, out: Path | None) -> dict[str, Any]:
             log(f"  idle: renewal -> {nodes} nodes proven current in {proven} s")
             requests = bench.verification_requests(since)
             results["idle"]["verification_requests"] = requests
-            results["idle"]["requests_per_node"] = sum(requests.values()) / nodes
-            log(f"  verification requests {requests}: {sum(requests.values()) / nodes:.2f}/node")
+            total, tasks = sum(requests.values()), max(1, requests.get("Task_Add", 0))
+            # A run adds one task per node: requests per task are requests per node per run.
+            results["idle"]["requests_per_node"] = total / nodes
+            results["idle"]["runs"] = tasks / nodes
+            results["idle"]["requests_per_node_per_run"] = total / tasks
+            log(
+                f"  verification requests {requests}: {total / nodes:.2f}/node over "
+                f"{tasks / nodes:.1f} runs, {total / tasks:.2f}/node/run (target <= 3)"
+            )
             wait_for("no run in progress", lambda: bench.active_jobs() == 0, 120)
             results["active_jobs_after_run"] = bench.active_jobs()
 

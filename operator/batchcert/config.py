@@ -34,6 +34,9 @@ Environment variables (all optional):
 ``BATCHCERT_ARM_READS_PER_SECOND``     self-imposed ARM read pace per subscription (25, burst 250)
 ``BATCHCERT_EXPIRY_WARNING_DAYS``      warn when a non-renewing certificate expires within (30)
 ``BATCHCERT_RENEWAL_GRACE_SECONDS``    AutoRenew is "stuck" this long after it should fire (86400)
+``BATCHCERT_VERIFICATION_ALLOWED``     ``false``: refuse ``spec.verification`` install-wide
+                                       (``VerificationNotAllowed``), so the Azure role needs no
+                                       Batch ``jobs/*`` (true)
 =====================================  ==========================================================
 """
 
@@ -149,6 +152,9 @@ class Config:
     # Give free heap pages back to the system every few seconds (batchcert.allocator): on unless
     # BATCHCERT_MALLOC_TRIM=false.
     malloc_trim: bool = True
+    # Install-wide: may a BatchCertPool run verification tasks? Off, the Azure role needs no
+    # Batch jobs/* (granted account-wide) and spec.verification is refused with a reason.
+    verification_allowed: bool = True
 
     def with_cloud(self, cloud: Cloud) -> Config:
         return replace(self, cloud=cloud)
@@ -185,6 +191,18 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name}={raw!r}: write true or false")
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     if env.get("BATCHCERT_CLOUD_FILE"):
@@ -211,10 +229,11 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     }
     values["node_concurrency"] = int(values["node_concurrency"])
     values["concurrent_turns"] = int(values["concurrent_turns"])
-    trim = env.get("BATCHCERT_MALLOC_TRIM", "true").strip().lower()
-    if trim not in ("true", "false"):
-        raise ValueError(f"BATCHCERT_MALLOC_TRIM={trim!r}: expected true or false")
-    return Config(cloud=cloud, malloc_trim=trim == "true", **values)
+    values["verification_allowed"] = _switch(
+        env, "BATCHCERT_VERIFICATION_ALLOWED", _DEFAULTS.verification_allowed
+    )
+    values["malloc_trim"] = _switch(env, "BATCHCERT_MALLOC_TRIM", _DEFAULTS.malloc_trim)
+    return Config(cloud=cloud, **values)
 
 
 def parse_host_aliases(text: str) -> dict[str, str]:

@@ -30,6 +30,8 @@ NODES_READY = "NodesReady"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 COMPONENT_TYPES = (POOL_READY, CERTIFICATE_READY, NODES_READY)
+# Ready: spec.verification asked for while the install forbids it (assess/install_policy.py).
+VERIFICATION_NOT_ALLOWED = "VerificationNotAllowed"
 SUMMARY_TYPES = (READY, RECONCILING, STALLED)
 
 
@@ -52,6 +54,7 @@ class ReadyReason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     VAULT_NOT_ALLOWED = "VaultNotAllowed"
     RECONCILE_PAUSED = "ReconcilePaused"
+    VERIFICATION_NOT_ALLOWED = VERIFICATION_NOT_ALLOWED
 
 
 class ComponentReason(StrEnum):
@@ -200,6 +203,11 @@ def _entries() -> Iterator[Reason]:
         _ready(READY, "Ready", "the pool, its certificates and nodes are ready", EventType.NORMAL),
         _user(READY, "InvalidSpec", "the spec is invalid (admission should have refused it)"),
         _user(READY, "VaultNotAllowed", "a `vaultUrl` is not a Key Vault of the configured cloud"),
+        _user(
+            READY,
+            VERIFICATION_NOT_ALLOWED,
+            "`spec.verification` is on but the install forbids verification tasks",
+        ),
         Reason(
             READY,
             "ReconcilePaused",

@@ -2,9 +2,14 @@
 
 Reads the object and its recent Events from the API server and prints, readable at a glance: the
 pool, the identity, every certificate (version, thumbprint, validity, expected renewal, last
-rotation), the nodes (with failure reasons), the conditions and the Events. Exits 0 only when the
-object is Ready for its current generation (the same rule as kstatus and ``kubectl wait``), 1 when
-it is not, 2 when it cannot be read, so scripts can branch on it.
+rotation), the nodes (with failure reasons), the conditions and the Events.
+
+Exit status, so scripts can branch on it (:class:`Verdict`): 0 Ready for the current generation
+(the same rule as kstatus and ``kubectl wait``), 1 still converging (or paused), 3 Stalled for the
+current generation (only a person can make progress: waiting longer will not help), 2 not found
+or unreadable. ``--wait[=TIMEOUT]`` watches the object (one API watch, no polling) until it is
+Ready or Stalled and exits with that code, or 4 when TIMEOUT passes first; unlike ``kubectl wait
+--for=condition=Ready`` it returns the moment the operator writes ``Stalled``.
 
 Rendering is pure (:func:`render_status` takes the object, its Events and the time) so it is
 unit-tested on captured status; only :func:`run` talks to Kubernetes. Nothing secret is ever in
@@ -14,17 +19,34 @@ what is printed: status carries URIs, versions and thumbprints, never key materi
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any
 
 from batchcert.models.names import GROUP, PAUSED_ANNOTATION, PLURAL, VERSION
 from batchcert.models.timestamps import parse_rfc3339
 
 CONDITION_ORDER = ("Ready", "PoolReady", "CertificateReady", "NodesReady")
-EXIT_READY, EXIT_NOT_READY, EXIT_UNREADABLE = 0, 1, 2
 RECENT_EVENTS = 10
+DEFAULT_WAIT_SECONDS = 600.0
+
+
+class Verdict(IntEnum):
+    """What the object says about its current generation, as the command's exit status."""
+
+    READY = 0
+    CONVERGING = 1  # the operator is getting there by itself (or the object is paused)
+    UNREADABLE = 2  # not found, forbidden, or the cluster cannot be reached
+    STALLED = 3  # Stalled=True: only a person can make progress
+    TIMED_OUT = 4  # --wait: neither Ready nor Stalled before the timeout
+
+
+EXIT_READY, EXIT_NOT_READY, EXIT_UNREADABLE = Verdict.READY, Verdict.CONVERGING, Verdict.UNREADABLE
 
 
 def add_parser(subparsers: Any) -> None:
@@ -33,10 +55,21 @@ def add_parser(subparsers: Any) -> None:
         help="show one BatchCertPool's pool, certificates, nodes, conditions and events",
         description=(
             "Show one BatchCertPool at a glance. Exit status: 0 Ready for the current "
-            "generation, 1 not Ready, 2 not found or unreadable."
+            "generation, 1 still converging (or paused), 3 Stalled (needs a person), 2 not "
+            "found or unreadable; with --wait, 4 when the timeout passes first."
         ),
     )
     parser.add_argument("name", help="the BatchCertPool's name")
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        const=DEFAULT_WAIT_SECONDS,
+        default=None,
+        type=parse_duration,
+        metavar="TIMEOUT",
+        help="watch until Ready (exit 0) or Stalled (exit 3) for the current generation, at most "
+        "TIMEOUT (90s, 10m, 1h; default 10m), then exit 4; write it --wait=TIMEOUT",
+    )
     parser.add_argument("-n", "--namespace", help="its namespace (default: the context's)")
     parser.add_argument("--kubeconfig", help="kubeconfig to use (default: KUBECONFIG/in-cluster)")
     parser.set_defaults(func=run)
@@ -68,6 +101,17 @@ def when(text: Any, now: datetime) -> str:
     return f"{text} ({relative})"
 
 
+def parse_duration(text: str | float) -> float:
+    """``90``, ``90s``, ``10m``, ``1h``, ``1h30m`` → seconds (argparse type for ``--wait``)."""
+    if isinstance(text, int | float):
+        return float(text)
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?", text.strip())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (write 90s, 10m or 1h)")
+    hours, minutes, seconds = match.groups()
+    return int(hours or 0) * 3600.0 + int(minutes or 0) * 60.0 + float(seconds or 0)
+
+
 def get_condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
     for condition in status.get("conditions") or []:
         if condition.get("type") == type_:
@@ -77,13 +121,28 @@ def get_condition(status: dict[str, Any], type_: str) -> dict[str, Any] | None:
 
 def is_ready(obj: dict[str, Any]) -> bool:
     """Ready=True for the current generation (an older generation's Ready says nothing)."""
+    ready = get_condition(obj.get("status") or {}, "Ready")
+    return ready is not None and ready.get("status") == "True" and _is_current(obj, ready)
+
+
+def _is_current(obj: dict[str, Any], condition: dict[str, Any]) -> bool:
     generation = (obj.get("metadata") or {}).get("generation")
-    status = obj.get("status") or {}
-    ready = get_condition(status, "Ready")
-    if ready is None or ready.get("status") != "True":
-        return False
-    observed = ready.get("observedGeneration", status.get("observedGeneration"))
+    observed = condition.get(
+        "observedGeneration", (obj.get("status") or {}).get("observedGeneration")
+    )
     return generation is None or observed == generation
+
+
+def is_stalled(obj: dict[str, Any]) -> bool:
+    """Stalled=True for the current generation: an older generation's verdict may be fixed."""
+    stalled = get_condition(obj.get("status") or {}, "Stalled")
+    return stalled is not None and stalled.get("status") == "True" and _is_current(obj, stalled)
+
+
+def verdict_of(obj: dict[str, Any]) -> Verdict:
+    if is_ready(obj):
+        return Verdict.READY
+    return Verdict.STALLED if is_stalled(obj) else Verdict.CONVERGING
 
 
 def _table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
@@ -301,44 +360,125 @@ def _login(kubeconfig: str | None) -> Any:
     return info
 
 
-async def _read(name: str, namespace: str | None, kubeconfig: str | None) -> tuple[Any, Any]:
-    """The resource and its Events, as raw JSON (camelCase keys, like status itself)."""
+class _Cluster:
+    """One BatchCertPool's URLs on one API server, over one HTTP session."""
+
+    def __init__(self, http: Any, server: str, name: str, namespace: str) -> None:
+        self.http, self.name, self.namespace = http, name, namespace
+        self.base = server.rstrip("/")
+        self.collection = f"{self.base}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+
+    def _unreadable(self, response: Any) -> StatusReadError:
+        if response.status == 404:
+            return StatusReadError(
+                f"batchcertpool {self.name} in namespace {self.namespace} not found"
+            )
+        return StatusReadError(
+            f"batchcertpool {self.name} in namespace {self.namespace} cannot be read "
+            f"({response.status} {response.reason})"
+        )
+
+    async def get_object(self) -> dict[str, Any]:
+        async with self.http.get(f"{self.collection}/{self.name}") as response:
+            if response.status >= 400:
+                raise self._unreadable(response)
+            return dict(await response.json())
+
+    async def list_events(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        selector = f"involvedObject.uid={obj['metadata']['uid']}"
+        url = f"{self.base}/api/v1/namespaces/{self.namespace}/events"
+        async with self.http.get(url, params={"fieldSelector": selector}) as response:
+            if response.status >= 400:  # Events are context: a user who may not list them still
+                return []  # gets the status.
+            return list((await response.json()).get("items") or [])
+
+    async def watch_until_settled(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """The object once it is Ready or Stalled for its generation (cancel for a timeout).
+
+        One watch on this object's name from the version already read, resumed where it ended
+        (the server closes watches now and then) and restarted from a fresh read when that
+        version has been compacted away (410 Gone).
+        """
+        while verdict_of(obj) not in (Verdict.READY, Verdict.STALLED):
+            params = {
+                "watch": "true",
+                "fieldSelector": f"metadata.name={self.name}",
+                "resourceVersion": obj["metadata"]["resourceVersion"],
+                "timeoutSeconds": "300",
+            }
+            async with self.http.get(self.collection, params=params, timeout=None) as response:
+                if response.status == 410:
+                    obj = await self.get_object()
+                    continue
+                if response.status >= 400:
+                    raise self._unreadable(response)
+                events = 0
+                async for event in _json_lines(response.content):
+                    events += 1
+                    kind, item = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        obj = await self.get_object()  # 410 Gone inside the stream: start over
+                        break
+                    if kind == "DELETED":
+                        raise StatusReadError(
+                            f"batchcertpool {self.name} in namespace {self.namespace} "
+                            "was deleted while waiting"
+                        )
+                    if kind in ("ADDED", "MODIFIED"):
+                        obj = item
+                        if verdict_of(obj) in (Verdict.READY, Verdict.STALLED):
+                            break
+            if not events:  # closed at once (a proxy's idle cut): resume, but not in a hot loop
+                await asyncio.sleep(1.0)
+        return obj
+
+
+async def _json_lines(stream: Any) -> Any:
+    """A watch's events, one JSON document a line (no line-length limit: status can be large)."""
+    buffer = b""
+    async for chunk in stream.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+async def _show(
+    name: str, namespace: str | None, kubeconfig: str | None, wait: float | None
+) -> tuple[dict[str, Any], list[dict[str, Any]], Verdict]:
+    """Read the object (and with ``wait``, watch it until it settles), then its Events."""
     import aiohttp
 
     info = _login(kubeconfig)
     namespace = namespace or info.default_namespace or "default"
-    base = info.server.rstrip("/")
     connector = aiohttp.TCPConnector(ssl=info.as_ssl_context())
     async with aiohttp.ClientSession(connector=connector, headers=info.as_http_headers()) as http:
-        url = f"{base}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
-        async with http.get(url) as response:
-            if response.status == 404:
-                raise StatusReadError(f"batchcertpool {name} in namespace {namespace} not found")
-            if response.status >= 400:
-                raise StatusReadError(
-                    f"batchcertpool {name} in namespace {namespace} cannot be read "
-                    f"({response.status} {response.reason})"
-                )
-            obj = await response.json()
-        selector = f"involvedObject.uid={obj['metadata']['uid']}"
-        events_url = f"{base}/api/v1/namespaces/{namespace}/events"
-        events: list[Any] = []
-        async with http.get(events_url, params={"fieldSelector": selector}) as response:
-            if response.status < 400:  # Events are context: a user who may not list them still
-                events = (await response.json()).get("items") or []  # gets the status.
-    return obj, events
+        cluster = _Cluster(http, info.server, name, namespace)
+        obj = await cluster.get_object()
+        verdict = verdict_of(obj)
+        if wait is not None:
+            try:
+                async with asyncio.timeout(wait):
+                    obj = await cluster.watch_until_settled(obj)
+                verdict = verdict_of(obj)
+            except TimeoutError:
+                verdict = Verdict.TIMED_OUT
+        return obj, await cluster.list_events(obj), verdict
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-
     try:
-        obj, events = asyncio.run(_read(args.name, args.namespace, args.kubeconfig))
+        obj, events, verdict = asyncio.run(
+            _show(args.name, args.namespace, args.kubeconfig, getattr(args, "wait", None))
+        )
     except StatusReadError as exc:
         print(str(exc), file=sys.stderr)
-        return EXIT_UNREADABLE
+        return Verdict.UNREADABLE
     except Exception as exc:  # kubeconfig unreadable, server unreachable: say so, no traceback
         print(f"cannot reach the cluster: {exc}", file=sys.stderr)
-        return EXIT_UNREADABLE
-    print(render_status(obj, list(events), datetime.now(UTC)), end="")
-    return EXIT_READY if is_ready(obj) else EXIT_NOT_READY
+        return Verdict.UNREADABLE
+    print(render_status(obj, events, datetime.now(UTC)), end="")
+    if verdict is Verdict.TIMED_OUT:
+        print(f"timed out after {args.wait:g}s: neither Ready nor Stalled", file=sys.stderr)
+    return int(verdict)

@@ -414,7 +414,7 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
     assert linted.returncode == 0, linted.stdout + linted.stderr
     assert op.liveness() == 200
 
-    # a failure that needs the user (no such certificate): Degraded, exit status 1
+    # a failure that needs the user (no such certificate): Stalled, exit status 3
     stack.apply(
         stack.manifest(
             "broken", ns, certificates=[{"vaultUrl": demo["vaultUrl"], "name": "no-such-cert"}]
@@ -429,7 +429,7 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
     stack.wait_until("CertificateNotFound", named, name="broken", namespace=ns, timeout=60)
     capture(stack.get("broken", ns), "certificate-not-found")
     failing = _status_cmd(stack, "broken", ns)
-    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert failing.returncode == 3, failing.stdout + failing.stderr
     assert "NOT Ready" in failing.stdout and "CertificateNotFound" in failing.stdout
     missing = _status_cmd(stack, "nobody", ns)
     assert missing.returncode == 2 and "not found" in missing.stderr

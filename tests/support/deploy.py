@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +63,14 @@ def running_deployed_operator(
     log_path: Path,
     *,
     scope: Sequence[str] = ("--all-namespaces",),
+    extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[DeployedOperator]:
+    """``extra_env``: settings a manifest passes (say the chart's verification switch), on top."""
     metrics_port, liveness_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "BATCHCERT_"))}
     env.update(FAST_INTERVALS)
     env.update(operator_env(sim_json))
+    env.update(extra_env or {})
     args = [
         sys.executable,
         "-m",

@@ -26,3 +26,16 @@ def test_malloc_trim_is_on_unless_turned_off() -> None:
     assert load_config({"BATCHCERT_MALLOC_TRIM": "false"}).malloc_trim is False
     with pytest.raises(ValueError, match="BATCHCERT_MALLOC_TRIM"):
         load_config({"BATCHCERT_MALLOC_TRIM": "sometimes"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "allowed"), [(None, True), ("true", True), ("false", False), ("0", False), ("", True)]
+)
+def test_verification_switch_reads_true_or_false(raw: str | None, allowed: bool) -> None:
+    env = {} if raw is None else {"BATCHCERT_VERIFICATION_ALLOWED": raw}
+    assert load_config(env).verification_allowed is allowed
+
+
+def test_verification_switch_refuses_anything_else_by_name() -> None:
+    with pytest.raises(ValueError, match="BATCHCERT_VERIFICATION_ALLOWED"):
+        load_config({"BATCHCERT_VERIFICATION_ALLOWED": "sometimes"})

@@ -5,7 +5,7 @@ creation with the owner uid, adoption of our own pool after a 412 and refusal of
 a second tick with nothing new writes nothing and calls no ARM; Report leaves a disruptive change
 unapplied; ScaleToZero scales down, applies at zero, scales back, each step chosen from the level
 it sees; a failure backs off instead of hot-looping; a rotation is counted once; a foreign vault
-is refused before any call.
+is refused before any call, as is verification the install forbids.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ class FakeKeyVault:
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, *, verification_allowed: bool = True) -> None:
         self.now = T0
         self.mono = 0.0
         self.version = "v1"
@@ -184,6 +184,7 @@ class World:
             drift_interval_seconds=300,
             cert_interval_seconds=300,
             node_interval_seconds=300,
+            verification_allowed=verification_allowed,
         )
 
         async def read(
@@ -379,6 +380,19 @@ async def test_a_foreign_vault_is_refused_before_any_call() -> None:
     await converge(world, 3)
     assert world.condition("Ready")["reason"] == "VaultNotAllowed"
     assert world.arm.calls == [] and world.kv_reads == 0
+
+
+async def test_verification_forbidden_by_the_install_is_refused_before_any_call() -> None:
+    world = World(verification_allowed=False)
+    world.spec["verification"] = {"enabled": True}
+    await converge(world, 3)
+    assert world.condition("Ready")["reason"] == "VerificationNotAllowed"
+    assert world.condition("Stalled")["status"] == "True"
+    assert world.arm.calls == [] and world.kv_reads == 0
+    world.spec["verification"] = {"enabled": False}
+    world.generation += 1
+    await converge(world)
+    assert world.condition("Ready")["reason"] != "VerificationNotAllowed"
 
 
 async def test_a_spec_refused_after_an_edit_is_a_verdict_on_the_new_generation() -> None:

@@ -3,7 +3,9 @@
 Covers: every section a user reads at a glance (pool, identity, certificate version, thumbprint,
 validity, expected renewal, rotations, nodes, conditions in a fixed order, recent Events oldest
 first and bounded); node failures listed with their reasons; the Ready verdict and its exit
-status rule (Ready only for the current generation); relative times; an object with no status.
+status rule (Ready only for the current generation); the exit codes' verdicts (Ready, Stalled,
+converging, each for the current generation only); ``--wait``'s durations; relative times; an
+object with no status. The watch itself: tests/integration/test_helm.py.
 """
 
 from __future__ import annotations
@@ -115,3 +117,41 @@ def test_no_status_yet() -> None:
 )
 def test_humanize(seconds: float, text: str) -> None:
     assert humanize(seconds) == text
+
+
+def _with_conditions(generation: int, *conditions: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"generation": generation}, "status": {"conditions": list(conditions)}}
+
+
+def test_verdict_tells_ready_stalled_and_converging_apart() -> None:
+    from batchcert.statuscmd import Verdict, verdict_of
+
+    ready = {"type": "Ready", "status": "True", "observedGeneration": 2}
+    stalled = {"type": "Stalled", "status": "True", "observedGeneration": 2}
+    assert verdict_of(_with_conditions(2, ready)) is Verdict.READY
+    assert verdict_of(_with_conditions(2, stalled)) is Verdict.STALLED
+    # An older generation's verdict says nothing about the spec the user just applied.
+    assert verdict_of(_with_conditions(3, stalled)) is Verdict.CONVERGING
+    assert verdict_of(_with_conditions(3, ready)) is Verdict.CONVERGING
+    assert verdict_of(_with_conditions(1)) is Verdict.CONVERGING
+    assert [int(v) for v in Verdict] == [0, 1, 2, 3, 4], "documented exit codes"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90.0), ("90s", 90.0), ("10m", 600.0), ("1h", 3600.0), ("1h30m", 5400.0), ("0.5s", 0.5)],
+)
+def test_wait_timeout_reads_like_kubectl(text: str, seconds: float) -> None:
+    from batchcert.statuscmd import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "10 minutes", "-5s"])
+def test_wait_timeout_refuses_what_is_not_a_duration(text: str) -> None:
+    import argparse
+
+    from batchcert.statuscmd import parse_duration
+
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_duration(text)

@@ -1,7 +1,7 @@
 """Before any step: the spec parsed, or the turn refused without touching Azure; the first visit.
 
 Refusals are verdicts on the whole object (``Ready``): an invalid spec, a vault outside the
-configured cloud, a pause. The first visit writes ``Reconciling`` on every component at once
+configured cloud, verification the install forbids (``assess/install_policy.py``), a pause. The first visit writes ``Reconciling`` on every component at once
 (kubectl shows it), before any Azure work.
 
 Invariants: a refused or first turn makes no Azure call; a refusal is stamped with the
@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from batchcert.assess.certificates import is_cloud_vault
+from batchcert.assess.install_policy import refusal_by_install_policy
 from batchcert.conditions import COMPONENT_TYPES, ConditionUpdate, apply_conditions, apply_refusal
 from batchcert.config import Config
 from batchcert.models.names import PAUSED_ANNOTATION
@@ -62,6 +63,9 @@ def admit(
             "sends no credential there and creates no pool that would",
             60.0,
         )
+    forbidden = refusal_by_install_policy(spec, verification_allowed=config.verification_allowed)
+    if forbidden is not None:
+        return refuse(ReadyReason(forbidden.reason), forbidden.message, 60.0)
     if obj.paused:
         return refuse(
             ReadyReason.RECONCILE_PAUSED,
