@@ -34,6 +34,9 @@ Environment variables (all optional):
 ``BATCHCERT_ARM_READS_PER_SECOND``     self-imposed ARM read pace per subscription (25, burst 250)
 ``BATCHCERT_EXPIRY_WARNING_DAYS``      warn when a non-renewing certificate expires within (30)
 ``BATCHCERT_RENEWAL_GRACE_SECONDS``    AutoRenew is "stuck" this long after it should fire (86400)
+``BATCHCERT_TENANCY_FILE``             JSON tenancy policy (``batchcert.tenancy``): which
+                                       namespaces may use the operator's own identity and what
+                                       each may name; absent: one trust domain (every namespace)
 =====================================  ==========================================================
 """
 
@@ -45,6 +48,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from batchcert.tenancy import TenancyPolicy, load_policy
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class Config:
     arm_read_burst: int = 250
     expiry_warning_days: float = 30.0
     renewal_grace_seconds: float = 86400.0
+    tenancy: TenancyPolicy = field(default_factory=TenancyPolicy)
 
     def with_cloud(self, cloud: Cloud) -> Config:
         return replace(self, cloud=cloud)
@@ -203,7 +209,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     }
     values["node_concurrency"] = int(values["node_concurrency"])
     values["concurrent_turns"] = int(values["concurrent_turns"])
-    return Config(cloud=cloud, **values)
+    return Config(cloud=cloud, tenancy=load_policy(env.get("BATCHCERT_TENANCY_FILE")), **values)
 
 
 def parse_host_aliases(text: str) -> dict[str, str]:

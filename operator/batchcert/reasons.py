@@ -114,6 +114,13 @@ def _entries() -> Iterator[Reason]:
         _ready(READY, "Ready", "the pool, its certificates and nodes are ready", EventType.NORMAL),
         _user(READY, "InvalidSpec", "the spec is invalid (admission should have refused it)"),
         _user(READY, "VaultNotAllowed", "a `vaultUrl` is not a Key Vault of the configured cloud"),
+        _user(
+            READY,
+            "NotAllowedForNamespace",
+            "the install's tenancy policy refuses what the spec names, or the namespace has no "
+            "ServiceAccount of its own and may not use the operator's identity (the message names "
+            "the rule)",
+        ),
         Reason(
             READY,
             "ReconcilePaused",
