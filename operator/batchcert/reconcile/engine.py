@@ -154,6 +154,22 @@ class Reconciler:
         async with memory.lock:
             return await self._reconcile(obj, memory)
 
+    def refuse(self, obj: ObjectView, reason: str, message: str) -> Outcome:
+        """A turn refused before any Azure call (the tenancy policy): Ready=False with
+        ``reason``, stamped for this generation; looked at again after the drift interval (a
+        policy or ServiceAccount change is a restart or a spec/ServiceAccount edit away)."""
+        old = _own_status(obj.status)
+        conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
+        now = self._now()
+        after = apply_refusal(conditions, reason, message, generation=obj.generation, now=now)
+        refused = dict(old, observedGeneration=obj.generation, conditions=after)
+        return self._finish(
+            old,
+            refused,
+            self._transition_events(conditions, after),
+            min(60.0, self._config.drift_interval_seconds),
+        )
+
     async def _reconcile(self, obj: ObjectView, memory: ObjectMemory) -> Outcome:
         now, mono = self._now(), self._monotonic()
         old = _own_status(obj.status)
