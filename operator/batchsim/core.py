@@ -163,7 +163,9 @@ class Simulation:
     def authorize(self, vault: str, object_id: str, kind: str, permission: str) -> bool:
         """Key Vault data-plane authorization from the vault's ARM access policies."""
         found = self.world.vault(vault)
-        return found is not None and found.allows(object_id, kind, permission)
+        return found is not None and self.world.vault_allows(
+            found, object_id, kind, permission, self.clock.timestamp()
+        )
 
     def verify_token(self, authorization: str | None, audience: str | list[str]) -> Principal:
         return self.tokens.verify_token(authorization, audience)
@@ -208,6 +210,9 @@ class Simulation:
                 self.world.vault,
                 self.kv.resolve_secret,
                 self.tenant_id,
+                lambda vault, oid, kind, permission: self.world.vault_allows(
+                    vault, oid, kind, permission, now
+                ),
             )
             self._pool_due[id(pool)] = self._pool_pending(pool, now, self.world.behaviour_for(pool))
         operations = [op.due for op in self.world.operations.values() if op.status == "InProgress"]
