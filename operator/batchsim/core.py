@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchsim import rbac
 from batchsim.batch import nodes
 from batchsim.batch.kvextension import Resolver, SecretResolutionLike
 from batchsim.clock import SimClock
@@ -140,6 +141,10 @@ class Simulation:
             object_id=WORKLOAD_OBJECT_ID,
             federated=[FederatedCredential(issuer=CLUSTER_ISSUER, subject=WORKLOAD_SUBJECT)],
         )
+        # The operator's own identity holds broad rights, as an install's usually does; every
+        # other principal only what it is assigned (rbac.py).
+        for object_id in (OPERATOR_OBJECT_ID, WORKLOAD_OBJECT_ID):
+            rbac.seed_owner(self.world, object_id, self.clock.timestamp())
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -362,6 +367,8 @@ class Simulation:
             )
             reg.secrets = list(app["secrets"])
         self.world = World.restore(data["world"])
+        for object_id in (OPERATOR_OBJECT_ID, WORKLOAD_OBJECT_ID):  # state saved before RBAC
+            rbac.seed_owner(self.world, object_id, self.clock.timestamp())
         self.kv.restore(data["keyvault"])
         self.mark_dirty()
 

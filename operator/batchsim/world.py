@@ -313,7 +313,7 @@ class RoleAssignment:
         """Whether the assignment's scope is ``resource_id`` or one of its parents."""
         scope = self.scope.rstrip("/").lower()
         target = resource_id.rstrip("/").lower()
-        return target == scope or target.startswith(scope + "/")
+        return not scope or target == scope or target.startswith(scope + "/")  # "/": root
 
 
 @dataclass

@@ -9,7 +9,10 @@ issuer are refused with Entra's codes (AADSTS50013, 70021, 50166); role assignme
 (201), read, listed by principal (parent scopes included), refused as duplicates under another
 name (409 RoleAssignmentExists), idempotent under the same name, deleted (200, then 204); an
 RBAC vault ignores access policies and lets a principal read only once its role assignment has
-propagated (403 meanwhile); the request log names the principal of each call.
+propagated (403 meanwhile); a principal without role assignments gets 403 AuthorizationFailed
+from ARM and 403 from Batch until a role reaches it, may name on a pool only identities it may
+assign (403 LinkedAuthorizationFailed), and as Contributor may not grant roles; the request log
+names the principal of each call.
 """
 
 from __future__ import annotations
@@ -313,3 +316,67 @@ def test_an_rbac_vault_answers_403_until_the_assignment_has_propagated(
     control.advance(121)
     assert client.get_certificate("web").name == "web"
     assert control.requests(service="keyvault", principal=team["principalId"], status=200)
+
+
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+MANAGED_IDENTITY_OPERATOR = "f1a07417-d97a-45cb-824c-7a7467783830"
+
+
+def test_a_principal_without_role_assignments_gets_403_everywhere_until_assigned(
+    arm_call: Any,
+    raw: Any,
+    issuer: Issuer,
+    team: dict[str, Any],
+    demo: dict[str, Any],
+    info: dict[str, Any],
+    control: Any,
+    pool_body: Callable[..., dict[str, Any]],
+) -> None:
+    _add_fic(arm_call, team["id"], issuer.url, SUBJECT)
+    credential = _credential(info, team["clientId"], issuer.token(SUBJECT))
+    arm_token = credential.get_token("https://management.azure.com/.default").token
+    batch_token = credential.get_token("https://batch.core.windows.net//.default").token
+    rg = f"/subscriptions/{demo['subscriptionId']}/resourceGroups/{demo['resourceGroup']}"
+    account = f"{rg}/providers/Microsoft.Batch/batchAccounts/{demo['batchAccount']}"
+    base = info["resourceManager"].rstrip("/")
+
+    def arm_as_team(method: str, path: str, body: Any = None) -> Any:
+        return raw(method, f"{base}{path}?api-version=2024-07-01", token=arm_token, body=body)
+
+    refused = arm_as_team("GET", account)
+    assert refused.status == 403
+    assert refused.json()["error"]["code"] == "AuthorizationFailed"
+    assert team["principalId"] in refused.json()["error"]["message"]
+    nodes = f"https://{demo['accountEndpoint']}/pools/x/nodes?api-version=2024-07-01.20.0"
+    assert raw("GET", nodes, token=batch_token).status == 403
+    # Contributor on the resource group, once propagated: ARM and Batch answer.
+    arm_call(
+        "PUT",
+        f"{rg}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
+        "2022-04-01",
+        _assignment(rg, CONTRIBUTOR, team["principalId"]),
+    )
+    assert arm_as_team("GET", account).status == 403  # not propagated yet
+    control.advance(121)
+    assert arm_as_team("GET", account).status == 200
+    assert raw("GET", nodes, token=batch_token).status != 403
+    # Naming an identity on a pool needs assign/action on it: Contributor on the group has it
+    # for the group's identities, not for another team's group.
+    assert arm_as_team("PUT", f"{account}/pools/teampool", pool_body()).status == 200
+    theirs = control.add_identity(demo["subscriptionId"], "team-b", "team-b-nodes")["id"]
+    body = pool_body()
+    body["identity"]["userAssignedIdentities"] = {theirs: {}}
+    created = arm_as_team("PUT", f"{account}/pools/theirpool", body)
+    assert created.status == 403
+    assert created.json()["error"]["code"] == "LinkedAuthorizationFailed"
+    assert theirs in created.json()["error"]["message"]
+    # Contributor cannot grant roles (Microsoft.Authorization writes).
+    grant = raw(
+        "PUT",
+        f"{base}{rg}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
+        "?api-version=2022-04-01",
+        token=arm_token,
+        body=_assignment(rg, CONTRIBUTOR, team["principalId"]),
+    )
+    assert grant.status == 403
+    assert control.requests(service="arm", principal=team["principalId"], status=403)
