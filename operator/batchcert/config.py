@@ -34,6 +34,8 @@ Environment variables (all optional):
 ``BATCHCERT_ARM_READS_PER_SECOND``     self-imposed ARM read pace per subscription (25, burst 250)
 ``BATCHCERT_EXPIRY_WARNING_DAYS``      warn when a non-renewing certificate expires within (30)
 ``BATCHCERT_RENEWAL_GRACE_SECONDS``    AutoRenew is "stuck" this long after it should fire (86400)
+``BATCHCERT_ROLE_PROPAGATION_SECONDS`` how long a new Key Vault role assignment is given to
+                                       reach the data plane before the pool is created (600)
 ``BATCHCERT_TENANCY_FILE``             JSON tenancy policy (``batchcert.tenancy``): which
                                        namespaces may use the operator's own identity and what
                                        each may name; absent: one trust domain (every namespace)
@@ -146,6 +148,8 @@ class Config:
     arm_read_burst: int = 250
     expiry_warning_days: float = 30.0
     renewal_grace_seconds: float = 86400.0
+    # Azure RBAC: "up to 10 minutes" for a new role assignment to take effect.
+    role_propagation_seconds: float = 600.0
     tenancy: TenancyPolicy = field(default_factory=TenancyPolicy)
 
     def with_cloud(self, cloud: Cloud) -> Config:
@@ -167,6 +171,7 @@ _SETTINGS = {
     "BATCHCERT_ARM_READS_PER_SECOND": "arm_reads_per_second",
     "BATCHCERT_EXPIRY_WARNING_DAYS": "expiry_warning_days",
     "BATCHCERT_RENEWAL_GRACE_SECONDS": "renewal_grace_seconds",
+    "BATCHCERT_ROLE_PROPAGATION_SECONDS": "role_propagation_seconds",
 }
 
 

@@ -135,6 +135,12 @@ def _entries() -> Iterator[Reason]:
         _step(POOL_READY, "PoolUpdating", _IN_FLIGHT),
         _step(POOL_READY, "PoolRecreating", _IN_FLIGHT),
         _step(POOL_READY, "PoolDeleting", _IN_FLIGHT),
+        _step(
+            POOL_READY,
+            "RoleAssignmentPropagating",
+            "the pool identity's new Key Vault role assignment is taking effect (Azure RBAC: up "
+            "to minutes); the pool is created once it has",
+        ),
         _user(POOL_READY, "UpdateRequiresDisruption", "see `disruptiveUpdatePolicy` above"),
         _user(
             POOL_READY,

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
     from support.stack import OperatorStack
 
 CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+RBAC_ADMINISTRATOR = "f58310d9-a9f6-439a-9e8d-f62e7b41a168"
+KEY_VAULT_READER = "21090545-7ca7-4776-b22c-e363652d74d2"
+SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
+PROPAGATION_S = 6  # the operator's wait; the simulator's delay is set below it
 AUDIENCE = "api://AzureADTokenExchange"
 
 
@@ -71,6 +75,24 @@ def _arm(info: dict[str, Any], method: str, path: str, api_version: str, body: A
     return answer.json()
 
 
+def _assign(info: dict[str, Any], scope: str, role: str, identity: dict[str, Any]) -> None:
+    sub = scope.split("/")[2]
+    _arm(
+        info,
+        "PUT",
+        f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
+        "2022-04-01",
+        {
+            "properties": {
+                "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
+                f"roleDefinitions/{role}",
+                "principalId": identity["principalId"],
+                "principalType": "ServicePrincipal",
+            }
+        },
+    )
+
+
 def _team(stack_sim: Any, cluster: KubeCluster, namespace: str, label: str, issuer: str) -> Team:
     control, info = stack_sim.control, stack_sim.info
     sub = info["demo"]["subscriptionId"]
@@ -93,21 +115,7 @@ def _team(stack_sim: Any, cluster: KubeCluster, namespace: str, label: str, issu
             }
         },
     )
-    scope = f"/subscriptions/{sub}/resourceGroups/{rg}"
-    _arm(
-        info,
-        "PUT",
-        f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}",
-        "2022-04-01",
-        {
-            "properties": {
-                "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/"
-                f"roleDefinitions/{CONTRIBUTOR}",
-                "principalId": operator["principalId"],
-                "principalType": "ServicePrincipal",
-            }
-        },
-    )
+    _assign(info, f"/subscriptions/{sub}/resourceGroups/{rg}", CONTRIBUTOR, operator)
     control.grant(vault, operator["principalId"], {"certificates": ["get", "list"]})
     control.grant(vault, nodes["principalId"], {"secrets": ["get", "list"]})
     cluster.apply(
@@ -158,7 +166,10 @@ def tenancy(
             kube_cluster.kubeconfig,
             Path(sim.sim_json),
             workdir / "operator.log",
-            extra_env={"BATCHCERT_TENANCY_FILE": str(policy)},
+            extra_env={
+                "BATCHCERT_TENANCY_FILE": str(policy),
+                "BATCHCERT_ROLE_PROPAGATION_SECONDS": str(PROPAGATION_S),
+            },
         ) as op:
             stack = OperatorStack(kube_cluster, sim, op)
             yield Tenancy(stack, a, b, names["legacy"], names["closed"])
@@ -284,3 +295,67 @@ def test_a_namespace_without_its_service_account(tenancy: Tenancy) -> None:
     assert "operatorIdentityNamespaces" in message and "ServiceAccount batchcert" in message
     assert stack.condition("closed-pool", tenancy.closed, "Stalled")["status"] == "True"
     assert not stack.control.requests(pathRegex="/pools/closed-pool")
+
+
+def test_an_rbac_vault_grant_waits_out_propagation_then_goes_ready(tenancy: Tenancy) -> None:
+    stack, a = tenancy.stack, tenancy.a
+    control, info = stack.control, stack.sim.info
+    sub = stack.demo["subscriptionId"]
+    name = f"{a.vault}r"
+    vault = control.add_vault(sub, a.resource_group, name, rbac=True)
+    control.add_certificate(name, "api", subject="CN=api.example")
+    vault_id = vault["id"]
+    # The team's operator identity may read the vault's certificates and grant roles there.
+    _assign(info, vault_id, KEY_VAULT_READER, a.operator)
+    _assign(info, vault_id, RBAC_ADMINISTRATOR, a.operator)
+    control.set_settings(roleAssignmentDelaySeconds=PROPAGATION_S - 2)
+    manifest = _team_pool(
+        stack,
+        "rbac-pool",
+        a,
+        identity={"resourceId": a.nodes["id"], "grantSecretsAccess": {"vaults": [vault_id]}},
+        certificates=[{"vaultUrl": vault["vaultUri"].rstrip("/"), "name": "api"}],
+    )
+    stack.apply(manifest)
+    seen: list[tuple[str, str]] = []
+
+    def ready() -> bool:
+        status = stack.get("rbac-pool", a.namespace).get("status", {})
+        by_type = {c["type"]: c for c in status.get("conditions", [])}
+        pool = by_type.get("PoolReady", {})
+        seen.append((pool.get("reason", ""), by_type.get("Stalled", {}).get("status", "")))
+        return bool(by_type.get("Ready", {}).get("status") == "True")
+
+    stack.wait_until("Ready", ready, name="rbac-pool", namespace=a.namespace, timeout=120)
+    assert ("RoleAssignmentPropagating", "False") in seen, seen
+    assert all(stalled != "True" for _, stalled in seen), seen
+
+    def assignments() -> list[dict[str, Any]]:
+        from batchsim.client import operator_credential
+
+        token = operator_credential(info).get_token("https://management.azure.com/.default").token
+        answer = requests.get(
+            f"{info['resourceManager'].rstrip('/')}{vault_id}/providers/Microsoft.Authorization/"
+            f"roleAssignments?api-version=2022-04-01&$filter=assignedTo('{a.nodes['principalId']}')",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=info["caBundle"],
+            timeout=30,
+        )
+        return list(answer.json()["value"])
+
+    made = assignments()
+    assert [m["properties"]["roleDefinitionId"].rsplit("/", 1)[-1] for m in made] == [SECRETS_USER]
+    assert made[0]["properties"]["createdBy"] == a.operator["principalId"]
+    # Re-applying (a new generation re-checks access) makes no second assignment.
+    manifest["spec"]["scale"] = {"fixed": {"targetDedicatedNodes": 2}}
+    stack.apply(manifest)
+    stack.wait_until(
+        "observed",
+        lambda: stack.get("rbac-pool", a.namespace)["status"].get("observedGeneration") == 2,
+        name="rbac-pool",
+        namespace=a.namespace,
+    )
+    stack.wait_ready("rbac-pool", a.namespace, timeout=120)
+    assert len(assignments()) == 1
+    puts = control.requests(operation="RoleAssignments_Create", principal=a.operator["principalId"])
+    assert len([p for p in puts if p["status"] == 201]) == 1

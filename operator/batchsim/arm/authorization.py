@@ -31,6 +31,7 @@ from aiohttp import web
 
 from batchsim.arm.errors import ArmError, arm_json, resource_not_found
 from batchsim.arm.pipeline import RG, ArmCall, ArmRoute, route
+from batchsim.arm.poolspec import arm_time
 from batchsim.arm.resources import IDENTITY
 from batchsim.entra.service import FederatedCredential
 from batchsim.world import Identity, JsonDict, RoleAssignment
@@ -55,6 +56,8 @@ def render_assignment(a: RoleAssignment) -> JsonDict:
             "condition": None,
             "conditionVersion": None,
             "createdBy": a.created_by,
+            "createdOn": arm_time(a.created_at),
+            "updatedOn": arm_time(a.created_at),
         },
         "id": a.arm_id,
         "type": "Microsoft.Authorization/roleAssignments",
