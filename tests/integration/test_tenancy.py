@@ -9,7 +9,11 @@ names the principal of every ARM, Batch and Key Vault call); team B naming team 
 is refused by Azure (403 AuthorizationFailed on A's identity → AuthorizationFailed, Stalled) and team B
 naming team A's vault by the allow-list (NotAllowedForNamespace, Stalled, no Azure call), A's
 pool untouched; a namespace without a ServiceAccount acts as the operator where the policy
-allows it and is refused clearly where it does not.
+allows it and is refused clearly where it does not; an RBAC vault named in grantSecretsAccess
+gets one Key Vault Secrets User assignment, the pool waits out its propagation
+(RoleAssignmentPropagating, never Stalled) and goes Ready, and a re-apply makes no second
+assignment; token exchanges are cached (at most one per scope per team) and no token appears in
+the operator's log or in status.
 """
 
 from __future__ import annotations
@@ -175,6 +179,8 @@ def tenancy(
             yield Tenancy(stack, a, b, names["legacy"], names["closed"])
             assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]
             assert "Traceback" not in op.log(), op.log()[-4000:]
+            # No token (ServiceAccount or Azure; both JWTs) is ever logged.
+            assert "eyJ" not in op.log()
 
 
 def _team_pool(stack: OperatorStack, name: str, team: Team, **overrides: Any) -> dict[str, Any]:
@@ -227,6 +233,10 @@ def test_each_team_goes_ready_as_its_own_identity(tenancy: Tenancy) -> None:
         }
         assert stack.control.requests(service="keyvault", principal=me, status=200)
         assert stack.control.requests(service="batch", principal=me, status=200)
+        # Token exchanges are cached: at most one per scope (ARM, Batch, Key Vault).
+        assert len(stack.control.requests(operation="Token", principal=me, status=200)) <= 3
+        status = json.dumps(stack.get("pool-a" if team is a else "pool-b", team.namespace))
+        assert "eyJ" not in status
     assert not stack.control.requests(service="arm", status=403)
 
 

@@ -202,3 +202,42 @@ def test_the_assertion_is_requested_again_only_when_80_percent_old() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["token-1", "token-1", "token-1", "token-2"]
+
+
+def test_each_credential_gets_its_own_caches_over_shared_connections() -> None:
+    """The handlers' wiring: one Azure context per workload identity (clients, certificate
+    watcher, reconciler and so its shared facts), the operator's for the fallback; connections
+    and the ARM pacer shared."""
+    from batchcert.config import Config
+    from batchcert.handlers import build_services, stop_loops
+
+    accounts = FakeAccounts(
+        {
+            ("team-a", "batchcert"): _annotated("client-a"),
+            ("team-b", "batchcert"): _annotated("client-b"),
+        }
+    )
+
+    async def scenario() -> None:
+        services = build_services(Config(), accounts)
+        try:
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("AZURE_TENANT_ID", "tenant")
+                a = await services.contexts.resolve("team-a", base_spec())
+                b = await services.contexts.resolve("team-b", base_spec())
+                legacy = await services.contexts.resolve("legacy", base_spec())
+            assert isinstance(a, Resolved) and isinstance(b, Resolved)
+            assert isinstance(legacy, Resolved)
+            assert legacy.context.reconciler is services.reconciler
+            contexts = [a.context, b.context, legacy.context]
+            for attribute in ("clients", "watcher", "reconciler"):
+                assert len({id(getattr(c, attribute)) for c in contexts}) == 3
+            assert a.context.clients.pacer is services.clients.pacer
+            assert a.context.clients.credential is not services.clients.credential
+            assert len(services.loops) == 2  # a certificate-refresh loop per namespace context
+        finally:
+            await stop_loops(services)
+            for context in services.contexts.contexts:
+                await context.clients.close()
+
+    asyncio.run(scenario())
