@@ -144,3 +144,37 @@ def test_an_access_policy_vault_still_gets_an_access_policy() -> None:
     arm, now = FakeArm(rbac=False), [T0]
     outcome = asyncio.run(_granter(arm, now).ensure(_spec()))
     assert outcome.complete and len(arm.policies) == 1 and arm.puts == []
+
+
+async def test_the_engine_holds_the_pool_while_the_assignment_propagates() -> None:
+    """The engine's wiring: PoolReady RoleAssignmentPropagating (not Stalled), no pool created,
+    then the pool once the propagation time has passed, and no second assignment."""
+    from unit.test_engine import World
+
+    world = World()
+    rbac = FakeArm()
+    world.arm.get_vault = rbac.get_vault  # type: ignore[method-assign]
+    world.arm.list_role_assignments = rbac.list_role_assignments  # type: ignore[attr-defined]
+    world.arm.create_role_assignment = rbac.create_role_assignment  # type: ignore[attr-defined]
+
+    async def has_secrets_role(vault: str, principal: str) -> bool:  # the diagnosis's question
+        return bool(rbac.assignments)
+
+    world.arm.has_secrets_role = has_secrets_role  # type: ignore[attr-defined]
+    world.now = T0  # the fake stamps createdOn at T0
+    world.spec["identity"] = dict(world.spec["identity"], grantSecretsAccess={"vaults": [VAULT]})
+
+    async def identity(resource_id: str) -> IdentityInfo:
+        return IdentityInfo(resource_id, "looked-up-client-id", "principal", "tenant")
+
+    world.arm.get_identity = identity  # type: ignore[method-assign]
+    await world.tick()  # first visit
+    await world.tick()
+    assert world.condition("PoolReady")["reason"] == "RoleAssignmentPropagating"
+    assert world.condition("Stalled")["status"] == "False"
+    assert "pools.create" not in world.arm.calls
+    assert len(rbac.puts) == 1
+    world.advance(601)
+    await world.tick()
+    assert "pools.create" in world.arm.calls
+    assert len(rbac.puts) == 1
