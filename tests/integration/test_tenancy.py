@@ -369,3 +369,12 @@ def test_an_rbac_vault_grant_waits_out_propagation_then_goes_ready(tenancy: Tena
     assert len(assignments()) == 1
     puts = control.requests(operation="RoleAssignments_Create", principal=a.operator["principalId"])
     assert len([p for p in puts if p["status"] == 201]) == 1
+
+
+def test_a_teams_pool_is_deleted_as_the_team(tenancy: Tenancy) -> None:
+    stack, b = tenancy.stack, tenancy.b
+    stack.wait_ready("pool-b", b.namespace, timeout=120)
+    result = stack.cluster.kubectl("delete", "bcp", "pool-b", "-n", b.namespace, "--timeout=90s")
+    assert result.returncode == 0, stack.explain("pool-b", b.namespace, result.stderr)
+    deletes = stack.control.requests(service="arm", method="DELETE", pathRegex="/pools/pool-b")
+    assert deletes and {r["principal"] for r in deletes} == {b.operator["principalId"]}
