@@ -44,7 +44,7 @@ from batchcert.config import Config
 from batchcert.kubetokens import KopfServiceAccounts
 from batchcert.models.names import FINALIZER, GROUP, PAUSED_ANNOTATION, PLURAL, VERSION
 from batchcert.reconcile.certwatch import CertificateWatcher
-from batchcert.reconcile.contexts import NOT_ALLOWED, AzureContexts
+from batchcert.reconcile.contexts import AzureContexts
 from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
@@ -161,7 +161,7 @@ async def reconcile_turn(services: Services, view: ObjectView, memory: ObjectMem
     tenancy policy before any Azure call."""
     resolved = await services.contexts.resolve(view.namespace, view.spec)
     if isinstance(resolved, Refusal):
-        return services.reconciler.refuse(view, NOT_ALLOWED, resolved.message)
+        return services.reconciler.refuse(view, resolved.reason, resolved.message)
     return await resolved.context.reconciler.reconcile(view, memory)
 
 
@@ -172,7 +172,7 @@ async def delete_as_namespace(
     resolved = await services.contexts.resolve(view.namespace, view.spec)
     if isinstance(resolved, Refusal):
         message = f"nothing in Azure was deleted: {resolved.message}"
-        return DeleteOutcome(True, [Event("Warning", NOT_ALLOWED, message)])
+        return DeleteOutcome(True, [Event("Warning", resolved.reason, message)])
     return await resolved.context.reconciler.delete(view, memory)
 
 

@@ -121,6 +121,13 @@ def _entries() -> Iterator[Reason]:
             "ServiceAccount of its own and may not use the operator's identity (the message names "
             "the rule)",
         ),
+        _user(
+            READY,
+            "ServiceAccountUnavailable",
+            "the namespace's ServiceAccount could not be read or its token requested (the "
+            "operator's Kubernetes RBAC on serviceaccounts, AZURE_TENANT_ID); the operator's "
+            "identity is never used instead",
+        ),
         Reason(
             READY,
             "ReconcilePaused",

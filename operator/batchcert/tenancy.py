@@ -72,10 +72,15 @@ class TenancyPolicy:
         return self.allow_lists.get(namespace) or self.allow_lists.get(ANY_NAMESPACE)
 
 
+NOT_ALLOWED = "NotAllowedForNamespace"
+CREDENTIALS_UNAVAILABLE = "ServiceAccountUnavailable"
+
+
 @dataclass(frozen=True)
 class Refusal:
     rule: str  # e.g. "namespaces.team-b.identities"
     message: str
+    reason: str = NOT_ALLOWED  # the Ready reason it is written with
 
 
 def _lowered(values: Iterable[Any]) -> frozenset[str]:

@@ -241,3 +241,45 @@ def test_each_credential_gets_its_own_caches_over_shared_connections() -> None:
                 await context.clients.close()
 
     asyncio.run(scenario())
+
+
+class BrokenAccounts(FakeAccounts):
+    async def get_service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
+        raise PermissionError("serviceaccounts is forbidden")
+
+    async def create_token(
+        self, namespace: str, name: str, *, audience: str, seconds: int
+    ) -> tuple[str, float]:
+        raise PermissionError("serviceaccounts/token is forbidden")
+
+
+def test_an_unreadable_service_account_is_refused_never_replaced_by_the_operator() -> None:
+    contexts, _ = _contexts(TenancyPolicy(), BrokenAccounts({}))
+    refused = asyncio.run(contexts.resolve("team-a", base_spec()))
+    assert isinstance(refused, Refusal)
+    assert refused.reason == "ServiceAccountUnavailable"
+    assert "team-a/batchcert" in refused.message and "PermissionError" in refused.message
+
+
+def test_a_token_request_failure_is_an_authentication_error_the_adapters_classify() -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from batchcert.adapters.credentials import NamespaceCredential
+
+    identity = WorkloadIdentity("team-a", "batchcert", "client-a")
+    credential = NamespaceCredential(
+        identity,
+        ServiceAccountAssertion(BrokenAccounts({}), identity),
+        tenant_id="tenant",
+        authority="https://login.example",
+        disable_instance_discovery=True,
+    )
+
+    async def ask() -> None:
+        try:
+            await credential.get_token("https://management.azure.com/.default")
+        finally:
+            await credential.close()
+
+    with pytest.raises(ClientAuthenticationError, match="team-a/batchcert: PermissionError"):
+        asyncio.run(ask())

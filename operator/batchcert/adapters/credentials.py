@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from azure.core.credentials import AccessToken
+from azure.core.exceptions import ClientAuthenticationError
 from azure.identity.aio import ClientAssertionCredential
 
 TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
@@ -149,7 +150,15 @@ class NamespaceCredential:
         )
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        await self.assertion.ensure_fresh()
+        try:
+            await self.assertion.ensure_fresh()
+        except Exception as exc:
+            # As the SDK reports a credential that cannot sign in: the adapters classify it
+            # (AuthenticationFailed) instead of an exception escaping the turn.
+            raise ClientAuthenticationError(
+                message=f"no token for ServiceAccount {self.identity.namespace}/"
+                f"{self.identity.service_account}: {type(exc).__name__}"
+            ) from None
         return await self._inner.get_token(*scopes, **kwargs)
 
     async def close(self) -> None:

@@ -36,10 +36,16 @@ from batchcert.adapters.credentials import (
 )
 from batchcert.models.spec import DEFAULT_SERVICE_ACCOUNT, parse_spec
 from batchcert.reconcile.lookups import SingleFlightCache
-from batchcert.tenancy import Refusal, TenancyPolicy, check_allowed
+from batchcert.tenancy import (
+    CREDENTIALS_UNAVAILABLE,
+    NOT_ALLOWED,
+    Refusal,
+    TenancyPolicy,
+    check_allowed,
+)
 
 C = TypeVar("C")
-NOT_ALLOWED = "NotAllowedForNamespace"
+__all__ = ["NOT_ALLOWED", "AzureContexts", "Resolved"]
 
 
 @dataclass(frozen=True)
@@ -89,12 +95,23 @@ class AzureContexts(Generic[C]):
             if refusal is not None:
                 return refusal
         name = service_account_of(spec)
-        identity = await self._workload_identity(namespace, name)
-        if identity is not None:
-            context = self._contexts.get(identity)
-            if context is None:
-                context = self._contexts[identity] = self._build(identity)
-            return Resolved(context, identity)
+        try:
+            identity = await self._workload_identity(namespace, name)
+            if identity is not None:
+                context = self._contexts.get(identity)
+                if context is None:
+                    context = self._contexts[identity] = self._build(identity)
+                return Resolved(context, identity)
+        except Exception as exc:  # the API server's answer or our own configuration
+            # Never the operator's identity instead: a namespace with its own identity must not
+            # silently act as the operator. The message carries no token (none was obtained).
+            return Refusal(
+                "serviceAccount",
+                f"the ServiceAccount {namespace}/{name} could not be used: "
+                f"{type(exc).__name__}: {str(exc)[:300]} (the operator needs get on "
+                "serviceaccounts and create on serviceaccounts/token, and AZURE_TENANT_ID)",
+                CREDENTIALS_UNAVAILABLE,
+            )
         if self._policy.may_use_operator_identity(namespace):
             return Resolved(self.operator_context, None)
         return Refusal(
