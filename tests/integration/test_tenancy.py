@@ -263,6 +263,26 @@ def test_team_b_naming_team_as_identity_is_refused_by_azure(tenancy: Tenancy) ->
     assert after.get("etag") == before.get("etag")
 
 
+def test_team_b_naming_team_as_batch_account_is_refused_by_azure(tenancy: Tenancy) -> None:
+    stack, a, b = tenancy.stack, tenancy.a, tenancy.b
+    account = {
+        "subscriptionId": stack.demo["subscriptionId"],
+        "resourceGroup": a.resource_group,
+        "name": a.account,
+    }
+    stack.apply(_team_pool(stack, "steal-account", b, account=account))
+    stack.wait_until(
+        "Stalled",
+        lambda: stack.condition("steal-account", b.namespace, "Stalled").get("status") == "True",
+        name="steal-account",
+        namespace=b.namespace,
+    )
+    ready = stack.condition("steal-account", b.namespace, "Ready")
+    assert ready["reason"] == "AuthorizationFailed", ready
+    assert a.account in ready["message"]
+    assert not stack.control.requests(pathRegex="/pools/steal-account", status=200)
+
+
 def test_team_b_naming_team_as_vault_is_refused_by_the_allow_list(tenancy: Tenancy) -> None:
     stack, a, b = tenancy.stack, tenancy.a, tenancy.b
     seen = len(stack.control.requests(principal=b.operator["principalId"]))
