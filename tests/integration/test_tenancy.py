@@ -6,9 +6,9 @@ Covers: the API server publishes its service-account issuer (discovery and JWKS,
 two teams, each with its own namespace, ServiceAccount, operator-side managed identity (trusting
 only that ServiceAccount) and resources, go Ready each as its own identity (the simulator's log
 names the principal of every ARM, Batch and Key Vault call); team B naming team A's node identity
-is refused by Azure (403 AuthorizationFailed on A's identity → AuthorizationFailed, Stalled) and team B
-naming team A's vault by the allow-list (NotAllowedForNamespace, Stalled, no Azure call), A's
-pool untouched; a namespace without a ServiceAccount acts as the operator where the policy
+or Batch account is refused by Azure (403 → AuthorizationFailed, Stalled) and A's vault by the
+allow-list (NotAllowedForNamespace, Stalled, no Azure call), A's pool untouched; a team's pool is
+deleted as the team; a namespace without a ServiceAccount acts as the operator where the policy
 allows it and is refused clearly where it does not; an RBAC vault named in grantSecretsAccess
 gets one Key Vault Secrets User assignment, the pool waits out its propagation
 (RoleAssignmentPropagating, never Stalled) and goes Ready, and a re-apply makes no second
