@@ -35,18 +35,22 @@ import kopf
 
 from batchcert import metrics
 from batchcert.adapters.arm import ArmAdapter
-from batchcert.adapters.azure_clients import AzureClients
+from batchcert.adapters.azure_clients import AzureClients, build_namespace_credential
 from batchcert.adapters.batchnodes import BatchNodesAdapter
 from batchcert.adapters.batchtasks import BatchTasksAdapter
+from batchcert.adapters.credentials import ServiceAccountApi, WorkloadIdentity
 from batchcert.adapters.keyvault import KeyVaultAdapter
 from batchcert.config import Config
+from batchcert.kubetokens import KopfServiceAccounts
 from batchcert.models.names import FINALIZER, GROUP, PAUSED_ANNOTATION, PLURAL, VERSION
 from batchcert.reconcile.certwatch import CertificateWatcher
+from batchcert.reconcile.contexts import AzureContexts
 from batchcert.reconcile.engine import Reconciler
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
-from batchcert.reconcile.outcome import Event
+from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
 from batchcert.reconcile.scheduler import Scheduler
 from batchcert.reconcile.sharding import ShardAssignment, shard_of
+from batchcert.tenancy import Refusal
 from batchcert.translate.merge_patch import apply_merge_patch
 
 _EVENT_MESSAGE_LIMIT = 1000
@@ -62,12 +66,24 @@ T = TypeVar("T")
 
 
 @dataclass
-class Services:
+class AzureContext:
+    """Everything that talks to Azure with one credential (the operator's, or one namespace's
+    workload identity): its clients, its certificate cache and its reconciler (whose shared
+    facts are therefore per credential too)."""
+
     clients: AzureClients
+    watcher: CertificateWatcher
+    reconciler: Reconciler
+
+
+@dataclass
+class Services:
+    clients: AzureClients  # the operator's own identity (and the process's connections)
     reconciler: Reconciler
     watcher: CertificateWatcher
     scheduler: Scheduler[tuple[str, str]]
     config: Config
+    contexts: AzureContexts[AzureContext]
     loops: list[asyncio.Task[None]] = field(default_factory=list)
     writes: asyncio.Semaphore = field(
         default_factory=lambda: asyncio.Semaphore(CONCURRENT_STATUS_WRITES)
@@ -78,8 +94,34 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Services:
-    clients = AzureClients(config)
+def build_services(
+    config: Config, accounts: ServiceAccountApi, now: Callable[[], datetime] = utcnow
+) -> Services:
+    operator = build_context(config, AzureClients(config), now)
+    scheduler: Scheduler[tuple[str, str]] = Scheduler(concurrent_turns=config.concurrent_turns)
+    operator.watcher.subscribe(scheduler.changed)  # a certificate's new reading wakes observers
+    services: Services
+
+    def for_namespace(identity: WorkloadIdentity) -> AzureContext:
+        clients = operator.clients
+        credential = build_namespace_credential(
+            config, identity, accounts, transport=clients.transport()
+        )
+        context = build_context(config, clients.for_credential(credential), now)
+        context.watcher.subscribe(scheduler.changed)
+        services.loops.append(_keep_fresh(services, context.watcher))
+        return context
+
+    contexts = AzureContexts(config.tenancy, accounts, operator, for_namespace)
+    services = Services(
+        operator.clients, operator.reconciler, operator.watcher, scheduler, config, contexts
+    )
+    return services
+
+
+def build_context(
+    config: Config, clients: AzureClients, now: Callable[[], datetime] = utcnow
+) -> AzureContext:
     keyvault = KeyVaultAdapter(clients)
     watcher = CertificateWatcher(
         keyvault.read_certificate,
@@ -96,21 +138,42 @@ def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Serv
         config=config,
         now=now,
     )
-    scheduler: Scheduler[tuple[str, str]] = Scheduler(concurrent_turns=config.concurrent_turns)
-    watcher.subscribe(scheduler.changed)  # a certificate's new reading wakes its observers
-    return Services(clients, reconciler, watcher, scheduler, config)
+    return AzureContext(clients, watcher, reconciler)
+
+
+def _keep_fresh(services: Services, watcher: CertificateWatcher) -> asyncio.Task[None]:
+    # Each credential's watcher refreshes only the certificates it has read itself.
+    return asyncio.ensure_future(
+        watcher.keep_fresh(services.scheduler.observed, cap=services.config.tick_seconds)
+    )
 
 
 def start_loops(services: Services) -> None:
     """The scheduler's one loop, and the one that keeps observed certificates fresh."""
     services.loops = [
         asyncio.ensure_future(services.scheduler.run()),
-        asyncio.ensure_future(
-            services.watcher.keep_fresh(
-                services.scheduler.observed, cap=services.config.tick_seconds
-            )
-        ),
+        _keep_fresh(services, services.watcher),
     ]
+
+
+async def reconcile_turn(services: Services, view: ObjectView, memory: ObjectMemory) -> Outcome:
+    """One turn, acting as the object's namespace (``reconcile.contexts``) or refused by the
+    tenancy policy before any Azure call."""
+    resolved = await services.contexts.resolve(view.namespace, view.spec)
+    if isinstance(resolved, Refusal):
+        return services.reconciler.refuse(view, resolved.reason, resolved.message)
+    return await resolved.context.reconciler.reconcile(view, memory)
+
+
+async def delete_as_namespace(
+    services: Services, view: ObjectView, memory: ObjectMemory
+) -> DeleteOutcome:
+    """Deletion with the namespace's identity; a refused namespace deletes nothing in Azure."""
+    resolved = await services.contexts.resolve(view.namespace, view.spec)
+    if isinstance(resolved, Refusal):
+        message = f"nothing in Azure was deleted: {resolved.message}"
+        return DeleteOutcome(True, [Event("Warning", resolved.reason, message)])
+    return await resolved.context.reconciler.delete(view, memory)
 
 
 async def stop_loops(services: Services) -> None:
@@ -414,7 +477,7 @@ def register_handlers(
     async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure_settings(settings, peering=peering, priority=priority, shard=shard)
         memo["settings"] = settings
-        memo["services"] = services = build_services(config)
+        memo["services"] = services = build_services(config, KopfServiceAccounts(settings))
         start_loops(services)
 
     @kopf.on.cleanup(registry=registry)
@@ -422,6 +485,8 @@ def register_handlers(
         services: Services | None = memo.get("services")
         if services is not None:
             await stop_loops(services)
+            for context in services.contexts.contexts[1:]:
+                await context.clients.close()
             await services.clients.close()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=30.0, when=owned)
@@ -459,9 +524,7 @@ def register_handlers(
                         return  # the delete handler owns the object's last moments
                     started = time.monotonic()
                     try:
-                        outcome = await until_stopped(
-                            services.reconciler.reconcile(view, memory), stop
-                        )
+                        outcome = await until_stopped(reconcile_turn(services, view, memory), stop)
                         metrics.observe(
                             view, outcome, time.monotonic() - started, services.clients.pacer
                         )
@@ -500,7 +563,7 @@ def register_handlers(
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, when=owned)
     async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         services: Services = memo["services"]
-        outcome = await services.reconciler.delete(to_view(body), _object_memory(memo))
+        outcome = await delete_as_namespace(services, to_view(body), _object_memory(memo))
         post_events(body, outcome.events)
         if outcome.done:
             metrics.forget(to_view(body))

@@ -121,6 +121,20 @@ def _entries() -> Iterator[Reason]:
             VERIFICATION_NOT_ALLOWED,
             "`spec.verification` is on but the install forbids verification tasks",
         ),
+        _user(
+            READY,
+            "NotAllowedForNamespace",
+            "the install's tenancy policy refuses what the spec names, or the namespace has no "
+            "ServiceAccount of its own and may not use the operator's identity (the message names "
+            "the rule)",
+        ),
+        _user(
+            READY,
+            "ServiceAccountUnavailable",
+            "the namespace's ServiceAccount could not be read or its token requested (the "
+            "operator's Kubernetes RBAC on serviceaccounts, AZURE_TENANT_ID); the operator's "
+            "identity is never used instead",
+        ),
         Reason(
             READY,
             "ReconcilePaused",
@@ -135,6 +149,12 @@ def _entries() -> Iterator[Reason]:
         _step(POOL_READY, "PoolUpdating", _IN_FLIGHT),
         _step(POOL_READY, "PoolRecreating", _IN_FLIGHT),
         _step(POOL_READY, "PoolDeleting", _IN_FLIGHT),
+        _step(
+            POOL_READY,
+            "RoleAssignmentPropagating",
+            "the pool identity's new Key Vault role assignment is taking effect (Azure RBAC: up "
+            "to minutes); the pool is created once it has",
+        ),
         _user(POOL_READY, "UpdateRequiresDisruption", "see `disruptiveUpdatePolicy` above"),
         _user(
             POOL_READY,

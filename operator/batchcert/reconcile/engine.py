@@ -54,7 +54,7 @@ from batchcert.models.names import PAUSED_ANNOTATION
 from batchcert.models.spec import BatchCertPoolSpec, parse_spec
 from batchcert.models.timestamps import parse_rfc3339
 from batchcert.reasons import event_type_of, find_reason
-from batchcert.reconcile.access import AccessGranter
+from batchcert.reconcile.access import PROPAGATING, AccessGranter
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.diagnose import (
     DIAGNOSED_REASONS,
@@ -127,7 +127,12 @@ class Reconciler:
         # Identities and account endpoints, shared by every object (single flight).
         self._facts = SharedFacts(arm, monotonic)
         self._pools = PoolReconciler(arm, self._facts)
-        self._access = AccessGranter(arm, self._facts)
+        self._access = AccessGranter(
+            arm,
+            self._facts,
+            propagation=timedelta(seconds=config.role_propagation_seconds),
+            now=now,
+        )
         # Node verification (spec.verification): only with a Batch tasks adapter.
         self._verifier = (
             Verifier(
@@ -155,6 +160,22 @@ class Reconciler:
         async with memory.lock:
             return await self._reconcile(obj, memory)
 
+    def refuse(self, obj: ObjectView, reason: str, message: str) -> Outcome:
+        """A turn refused before any Azure call (the tenancy policy): Ready=False with
+        ``reason``, stamped for this generation; looked at again after the drift interval (a
+        policy or ServiceAccount change is a restart or a spec/ServiceAccount edit away)."""
+        old = _own_status(obj.status)
+        conditions: list[dict[str, Any]] = list(old.get("conditions") or [])
+        now = self._now()
+        after = apply_refusal(conditions, reason, message, generation=obj.generation, now=now)
+        refused = dict(old, observedGeneration=obj.generation, conditions=after)
+        return self._finish(
+            old,
+            refused,
+            self._transition_events(conditions, after),
+            min(60.0, self._config.drift_interval_seconds),
+        )
+
     async def _reconcile(self, obj: ObjectView, memory: ObjectMemory) -> Outcome:
         now, mono = self._now(), self._monotonic()
         old = _own_status(obj.status)
@@ -167,7 +188,10 @@ class Reconciler:
         events: list[Event] = []
         if obj.has_finalizer:  # no Azure write before kopf's finalizer guarantees the clean-up
             events += await self._ensure_access(obj, spec, memory, mono)
-            events += await self._reconcile_pool_if_due(obj, spec, memory, mono)
+            if memory.access_waiting is not None:  # a vault grant propagates: the pool waits
+                memory.pool_condition = memory.access_waiting
+            else:
+                events += await self._reconcile_pool_if_due(obj, spec, memory, mono)
         pool_condition = memory.pool_condition or ConditionUpdate(
             POOL_READY, None, "Reconciling", "not checked yet"
         )
@@ -397,19 +421,26 @@ class Reconciler:
             or (memory.access_recheck and memory.access_schedule.is_due(mono))
         ):
             return []
-        granted, events = await self._access.ensure(spec)
+        access = await self._access.ensure(spec)
         memory.access_generation = obj.generation
-        memory.access_recheck = not granted
-        memory.access_schedule = (
-            Backoff()
-            if granted
-            else memory.access_schedule.after_failure(
+        memory.access_recheck = not access.complete
+        memory.access_waiting = None
+        if access.propagating_until is not None:
+            # Not a failure: look again when the assignment has propagated (no backoff).
+            memory.access_waiting = ConditionUpdate(
+                POOL_READY, False, PROPAGATING, access.propagating_message()
+            )
+            wait = (access.propagating_until - self._now()).total_seconds()
+            memory.access_schedule = Backoff().after_success(mono, max(1.0, wait))
+        elif access.complete:
+            memory.access_schedule = Backoff()
+        else:
+            memory.access_schedule = memory.access_schedule.after_failure(
                 mono,
                 base=self._config.busy_interval_seconds,
                 cap=self._config.drift_interval_seconds,
             )
-        )
-        return events
+        return access.events
 
     async def _reconcile_pool_if_due(
         self, obj: ObjectView, spec: BatchCertPoolSpec, memory: ObjectMemory, mono: float

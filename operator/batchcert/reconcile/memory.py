@@ -64,4 +64,6 @@ class ObjectMemory:
     access_generation: int | None = None  # the spec generation whose vault access was ensured
     access_recheck: bool = False
     access_schedule: Backoff = field(default_factory=Backoff)
+    # A new role assignment is propagating: PoolReady says so and the pool waits (access.py).
+    access_waiting: ConditionUpdate | None = None
     certificate_create_failures: dict[tuple[str, str], CreateFailure] = field(default_factory=dict)
