@@ -37,6 +37,11 @@ Environment variables (all optional):
 ``BATCHCERT_VERIFICATION_ALLOWED``     ``false``: refuse ``spec.verification`` install-wide
                                        (``VerificationNotAllowed``), so the Azure role needs no
                                        Batch ``jobs/*`` (true)
+``BATCHCERT_ROLE_PROPAGATION_SECONDS`` how long a new Key Vault role assignment is given to
+                                       reach the data plane before the pool is created (600)
+``BATCHCERT_TENANCY_FILE``             JSON tenancy policy (``batchcert.tenancy``): which
+                                       namespaces may use the operator's own identity and what
+                                       each may name; absent: one trust domain (every namespace)
 =====================================  ==========================================================
 """
 
@@ -48,6 +53,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from batchcert.tenancy import TenancyPolicy, load_policy
 
 
 @dataclass(frozen=True)
@@ -155,6 +162,9 @@ class Config:
     # Install-wide: may a BatchCertPool run verification tasks? Off, the Azure role needs no
     # Batch jobs/* (granted account-wide) and spec.verification is refused with a reason.
     verification_allowed: bool = True
+    # Azure RBAC: "up to 10 minutes" for a new role assignment to take effect.
+    role_propagation_seconds: float = 600.0
+    tenancy: TenancyPolicy = field(default_factory=TenancyPolicy)
 
     def with_cloud(self, cloud: Cloud) -> Config:
         return replace(self, cloud=cloud)
@@ -175,6 +185,7 @@ _SETTINGS = {
     "BATCHCERT_ARM_READS_PER_SECOND": "arm_reads_per_second",
     "BATCHCERT_EXPIRY_WARNING_DAYS": "expiry_warning_days",
     "BATCHCERT_RENEWAL_GRACE_SECONDS": "renewal_grace_seconds",
+    "BATCHCERT_ROLE_PROPAGATION_SECONDS": "role_propagation_seconds",
 }
 
 
@@ -233,7 +244,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         env, "BATCHCERT_VERIFICATION_ALLOWED", _DEFAULTS.verification_allowed
     )
     values["malloc_trim"] = _switch(env, "BATCHCERT_MALLOC_TRIM", _DEFAULTS.malloc_trim)
-    return Config(cloud=cloud, **values)
+    return Config(cloud=cloud, tenancy=load_policy(env.get("BATCHCERT_TENANCY_FILE")), **values)
 
 
 def parse_host_aliases(text: str) -> dict[str, str]:

@@ -23,7 +23,7 @@ import kopf
 
 from batchcert import metrics
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
-from batchcert.services import Services
+from batchcert.services import Services, reconcile_turn
 from batchcert.statuswriter import WrittenStatus, current_view, post_events, to_view, write_status
 
 T = TypeVar("T")
@@ -103,9 +103,7 @@ class Ownership:
         services, scheduler = self.services, self.services.scheduler
         started = time.monotonic()
         try:
-            outcome = await until_stopped(
-                services.reconciler.reconcile(view, self.memory), self.stop
-            )
+            outcome = await until_stopped(reconcile_turn(services, view, self.memory), self.stop)
             metrics.observe(view, outcome, time.monotonic() - started, services.clients.pacer)
             if outcome is None:
                 return False

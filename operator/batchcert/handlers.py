@@ -31,9 +31,16 @@ from batchcert.config import Config
 from batchcert.daemon import object_key, object_memory, own
 from batchcert.kopfprivate import keep_watched_bodies_lean
 from batchcert.kopfsettings import GenerationDiffBase, configure_settings
+from batchcert.kubetokens import KopfServiceAccounts
 from batchcert.models.names import GROUP, PLURAL, VERSION
 from batchcert.reconcile.sharding import ShardAssignment, shard_of
-from batchcert.services import Services, build_services, start_loops, stop_loops
+from batchcert.services import (
+    Services,
+    build_services,
+    delete_as_namespace,
+    start_loops,
+    stop_loops,
+)
 from batchcert.statuswriter import post_events, to_view
 
 # How long a shard waits on another shard's deletion before saying it still waits (an Event).
@@ -61,7 +68,7 @@ async def on_startup(
     )
     memo["options"] = options
     memo["settings"] = settings
-    memo["services"] = services = build_services(options.config)
+    memo["services"] = services = build_services(options.config, KopfServiceAccounts(settings))
     start_loops(services)
 
 
@@ -69,6 +76,8 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     services: Services | None = memo.get("services")
     if services is not None:
         await stop_loops(services)
+        for context in services.contexts.contexts[1:]:
+            await context.clients.close()
         await services.clients.close()
 
 
@@ -102,7 +111,7 @@ async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     services: Services = memo["services"]
-    outcome = await services.reconciler.delete(to_view(body), object_memory(memo))
+    outcome = await delete_as_namespace(services, to_view(body), object_memory(memo))
     post_events(body, outcome.events)
     if outcome.done:
         metrics.forget(to_view(body))

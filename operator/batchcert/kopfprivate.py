@@ -1,6 +1,6 @@
 """kopf's private API, in one place: the only module that imports ``kopf._cogs``.
 
-kopf 1.45 offers no public call for two things the operator needs, so it reaches into kopf's
+kopf 1.45 offers no public call for what the operator needs here, so it reaches into kopf's
 private modules here and nowhere else (``tests/unit/test_kopfprivate.py`` fails if another module
 does, and if the watch-stream wrap no longer takes effect inside kopf); kopf is pinned to the
 tested minor (``kopf~=1.45.2`` in pyproject.toml, 1.45.2 in constraints.txt):
@@ -11,6 +11,8 @@ tested minor (``kopf~=1.45.2`` in pyproject.toml, 1.45.2 in constraints.txt):
   Not kopf's ``patch_obj``: that deep-copies the whole answered object on every call to diff it
   for JSON-patch functions we never use, and formats the patch into a debug line even with debug
   logging off.
+* ``get_json``/``post_json``: the ServiceAccount reads and TokenRequests of per-namespace
+  credentials (``kubetokens.py``), through kopf's client for the same reasons.
 * ``keep_watched_bodies_lean``: kopf holds the latest body of every object it watches, and half
   of a BatchCertPool's body is managedFields, which nothing in kopf or here reads; of the rest,
   most bytes are the same strings repeated in every object. About 30 MB at 1000 pools
@@ -58,6 +60,27 @@ async def patch_status(
     except APINotFoundError:
         return False
     return True
+
+
+async def get_json(settings: kopf.OperatorSettings, url: str, logger: Any) -> dict[str, Any] | None:
+    """GET through kopf's API client (its login, retries, session); None when not found."""
+    from kopf._cogs.clients import api
+    from kopf._cogs.clients.errors import APINotFoundError
+
+    try:
+        found = await api.get(url=url, settings=settings, logger=logger)
+    except APINotFoundError:
+        return None
+    return dict(found)
+
+
+async def post_json(
+    settings: kopf.OperatorSettings, url: str, payload: dict[str, Any], logger: Any
+) -> Any:
+    """POST through kopf's API client."""
+    from kopf._cogs.clients import api
+
+    return await api.post(url=url, payload=payload, settings=settings, logger=logger)
 
 
 def _shared_strings(value: Any) -> Any:

@@ -55,6 +55,8 @@ class ReadyReason(StrEnum):
     VAULT_NOT_ALLOWED = "VaultNotAllowed"
     RECONCILE_PAUSED = "ReconcilePaused"
     VERIFICATION_NOT_ALLOWED = VERIFICATION_NOT_ALLOWED
+    NOT_ALLOWED_FOR_NAMESPACE = "NotAllowedForNamespace"  # the tenancy policy (tenancy.py)
+    SERVICE_ACCOUNT_UNAVAILABLE = "ServiceAccountUnavailable"
 
 
 class ComponentReason(StrEnum):
@@ -87,6 +89,7 @@ class PoolReason(StrEnum):
     UPDATE_REQUIRES_RECREATE = "UpdateRequiresRecreate"
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     POOL_NOT_OWNED = "PoolNotOwned"
+    ROLE_ASSIGNMENT_PROPAGATING = "RoleAssignmentPropagating"  # reconcile/access.py
 
 
 class CertificateReason(StrEnum):
@@ -208,6 +211,20 @@ def _entries() -> Iterator[Reason]:
             VERIFICATION_NOT_ALLOWED,
             "`spec.verification` is on but the install forbids verification tasks",
         ),
+        _user(
+            READY,
+            "NotAllowedForNamespace",
+            "the install's tenancy policy refuses what the spec names, or the namespace has no "
+            "ServiceAccount of its own and may not use the operator's identity (the message names "
+            "the rule)",
+        ),
+        _user(
+            READY,
+            "ServiceAccountUnavailable",
+            "the namespace's ServiceAccount could not be read or its token requested (the "
+            "operator's Kubernetes RBAC on serviceaccounts, AZURE_TENANT_ID); the operator's "
+            "identity is never used instead",
+        ),
         Reason(
             READY,
             "ReconcilePaused",
@@ -222,6 +239,12 @@ def _entries() -> Iterator[Reason]:
         _step(POOL_READY, "PoolUpdating", _IN_FLIGHT),
         _step(POOL_READY, "PoolRecreating", _IN_FLIGHT),
         _step(POOL_READY, "PoolDeleting", _IN_FLIGHT),
+        _step(
+            POOL_READY,
+            "RoleAssignmentPropagating",
+            "the pool identity's new Key Vault role assignment is taking effect (Azure RBAC: up "
+            "to minutes); the pool is created once it has",
+        ),
         _user(POOL_READY, "UpdateRequiresDisruption", "see `disruptiveUpdatePolicy` above"),
         _user(
             POOL_READY,

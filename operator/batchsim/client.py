@@ -104,8 +104,15 @@ class SimControl:
         )
 
     def add_vault(
-        self, subscription_id: str, resource_group: str, name: str, location: str = "westeurope"
+        self,
+        subscription_id: str,
+        resource_group: str,
+        name: str,
+        location: str = "westeurope",
+        *,
+        rbac: bool = False,
     ) -> dict[str, Any]:
+        """``rbac``: the vault uses Azure RBAC (role assignments), not access policies."""
         return self.request(
             "PUT",
             "/vaults",
@@ -114,6 +121,7 @@ class SimControl:
                 "resourceGroup": resource_group,
                 "name": name,
                 "location": location,
+                "enableRbacAuthorization": rbac,
             },
         )
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from batchsim import rbac
 from batchsim.batch import nodes
 from batchsim.batch.kvextension import Resolver, SecretResolutionLike
 from batchsim.clock import SimClock
@@ -141,6 +142,10 @@ class Simulation:
             object_id=WORKLOAD_OBJECT_ID,
             federated=[FederatedCredential(issuer=CLUSTER_ISSUER, subject=WORKLOAD_SUBJECT)],
         )
+        # The operator's own identity holds broad rights, as an install's usually does; every
+        # other principal only what it is assigned (rbac.py).
+        for object_id in (OPERATOR_OBJECT_ID, WORKLOAD_OBJECT_ID):
+            rbac.seed_owner(self.world, object_id, self.clock.timestamp())
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -164,7 +169,9 @@ class Simulation:
     def authorize(self, vault: str, object_id: str, kind: str, permission: str) -> bool:
         """Key Vault data-plane authorization from the vault's ARM access policies."""
         found = self.world.vault(vault)
-        return found is not None and found.allows(object_id, kind, permission)
+        return found is not None and self.world.vault_allows(
+            found, object_id, kind, permission, self.clock.timestamp()
+        )
 
     def verify_token(self, authorization: str | None, audience: str | list[str]) -> Principal:
         return self.tokens.verify_token(authorization, audience)
@@ -209,6 +216,9 @@ class Simulation:
                 self.world.vault,
                 self.kv.resolve_secret,
                 self.tenant_id,
+                lambda vault, oid, kind, permission: self.world.vault_allows(
+                    vault, oid, kind, permission, now
+                ),
             )
             self._pool_due[id(pool)] = self._pool_pending(pool, now, self.world.behaviour_for(pool))
         operations = [op.due for op in self.world.operations.values() if op.status == "InProgress"]
@@ -395,6 +405,8 @@ class Simulation:
             )
             reg.secrets = list(app["secrets"])
         self.world = World.restore(data["world"])
+        for object_id in (OPERATOR_OBJECT_ID, WORKLOAD_OBJECT_ID):  # state saved before RBAC
+            rbac.seed_owner(self.world, object_id, self.clock.timestamp())
         self.kv.restore(data["keyvault"])
         self.mark_dirty()
 

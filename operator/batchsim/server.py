@@ -35,6 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from batchsim import seed
+from batchsim.arm import authorization as armauthorization
 from batchsim.arm import batch as armbatch
 from batchsim.arm import resources as armresources
 from batchsim.arm.errors import ArmError, arm_error_response
@@ -187,7 +188,7 @@ def build_app(
     )
     management = web.Application()
     management.add_subapp("/_sim/", build_control_app(sim, reset=reset, save=save, info=info))
-    arm = ArmService(sim, armbatch.routes() + armresources.routes())
+    arm = ArmService(sim, armbatch.routes() + armresources.routes() + armauthorization.routes())
     management.router.add_route("*", "/{tail:.*}", arm.handle)
     root.add_domain(MANAGEMENT_HOST, management)
     kv_app = web.Application()

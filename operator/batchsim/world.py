@@ -49,6 +49,8 @@ class Identity:
     client_id: str
     principal_id: str
     tenant_id: str
+    # federatedIdentityCredentials by name: {"issuer", "subject", "audiences"}
+    federated_credentials: dict[str, JsonDict] = field(default_factory=dict)
 
     @property
     def arm_id(self) -> str:
@@ -258,6 +260,62 @@ class NodeBehaviour:
     talkative_extension: bool = False
 
 
+# Key Vault data actions of the built-in roles (Azure built-in roles reference): kind →
+# permissions, "all" for every permission of the kind. Other roles grant no data action.
+KEY_VAULT_ROLE_DATA_ACTIONS: dict[str, dict[str, frozenset[str]]] = {
+    # Key Vault Administrator
+    "00482a5a-887f-4fb3-b363-3b7fe8e74483": {
+        k: frozenset({"all"}) for k in ("keys", "secrets", "certificates")
+    },
+    # Key Vault Secrets User: read secret contents
+    "4633458b-17de-408a-b874-0445c86b69e6": {"secrets": frozenset({"get", "list"})},
+    # Key Vault Secrets Officer
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7": {"secrets": frozenset({"all"})},
+    # Key Vault Certificates Officer
+    "a4417e6f-fecd-4de8-b567-7b0420556985": {"certificates": frozenset({"all"})},
+    # Key Vault Certificate User: read certificates, and their secret (private key) contents
+    "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba": {
+        "certificates": frozenset({"get", "list"}),
+        "secrets": frozenset({"get"}),
+    },
+    # Key Vault Reader: metadata only (never secret contents)
+    "21090545-7ca7-4776-b22c-e363652d74d2": {
+        "certificates": frozenset({"get", "list"}),
+        "secrets": frozenset({"list"}),
+        "keys": frozenset({"get", "list"}),
+    },
+}
+
+
+@dataclass
+class RoleAssignment:
+    """A ``Microsoft.Authorization/roleAssignments`` resource; ``effective_at`` (simulated POSIX
+    seconds) is when it has propagated: data-plane checks before then still refuse."""
+
+    name: str  # a GUID
+    scope: str  # an ARM id (subscription, resource group or resource)
+    role_definition_id: str  # full id: /subscriptions/S/providers/Microsoft.Authorization/...
+    principal_id: str
+    principal_type: str
+    created_at: float
+    effective_at: float
+    created_by: str = ""
+
+    @property
+    def arm_id(self) -> str:
+        return f"{self.scope}/providers/Microsoft.Authorization/roleAssignments/{self.name}"
+
+    @property
+    def role_guid(self) -> str:
+        return self.role_definition_id.rstrip("/").rsplit("/", 1)[-1].lower()
+
+    def covers(self, resource_id: str) -> bool:
+        """Whether the assignment's scope is ``resource_id`` or one of its parents."""
+        scope = self.scope.rstrip("/").lower()
+        target = resource_id.rstrip("/").lower()
+        return not scope or target == scope or target.startswith(scope + "/")  # "/": root
+
+
 @dataclass
 class World:
     tenant_id: str
@@ -269,6 +327,10 @@ class World:
     behaviour: NodeBehaviour = field(default_factory=NodeBehaviour)
     pool_behaviour: dict[str, NodeBehaviour] = field(default_factory=dict)  # pool ARM id lower
     list_page_size: int = 100
+    role_assignments: dict[str, RoleAssignment] = field(default_factory=dict)  # key: name lower
+    # How long a new role assignment takes to reach the data planes (Azure RBAC docs: "up to
+    # 10 minutes"); simulated seconds, settable for tests.
+    role_assignment_delay_s: float = 120.0
 
     # --- look-ups -------------------------------------------------------------------------
 
@@ -293,6 +355,28 @@ class World:
 
     def vault(self, name: str) -> Vault | None:
         return self.vaults.get(name.lower())
+
+    def vault_allows(
+        self, vault: Vault, object_id: str, kind: str, permission: str, now: float
+    ) -> bool:
+        """Key Vault data-plane authorization: access policies, or on an RBAC vault (which
+        ignores its access policies) the role assignments at or above it that have propagated."""
+        if not vault.enable_rbac_authorization:
+            return vault.allows(object_id, kind, permission)
+        wanted = permission.lower()
+        for assignment in self.role_assignments.values():
+            if (
+                assignment.principal_id.lower() != object_id.lower()
+                or now < assignment.effective_at
+                or not assignment.covers(vault.arm_id)
+            ):
+                continue
+            granted = KEY_VAULT_ROLE_DATA_ACTIONS.get(assignment.role_guid, {}).get(
+                kind, frozenset()
+            )
+            if wanted in granted or "all" in granted:
+                return True
+        return False
 
     def behaviour_for(self, pool: Pool) -> NodeBehaviour:
         return self.pool_behaviour.get(pool.arm_id.lower(), self.behaviour)

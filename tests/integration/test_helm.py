@@ -56,6 +56,15 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "namespaced": {"watchNamespaces": ["team-a"]},
     "image-by-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
     "verification-off": {"verification": {"allowed": False}},
+    "tenancy": {
+        "tenancy": {
+            "policy": {
+                "operatorIdentityNamespaces": ["platform"],
+                "namespaces": {"team-a": {"vaults": ["team-a-kv"]}, "*": {"subscriptions": []}},
+            },
+            "rolePropagationSeconds": 300,
+        }
+    },
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}
     },
@@ -243,6 +252,11 @@ def test_monitoring_objects_are_deploy_prometheus() -> None:
         ({"workloadIdentity": {"clientId": "my-identity"}}, "clientId"),
         ({"networkPolicy": {"scraper": {"namespaceSelector": {"app": "x"}}}}, "namespaceSelector"),
         ({"cloud": "AzureCloud"}, "cloud"),
+        ({"tenancy": {"policy": {"namespaces": {"team-a": {"vault": ["kv"]}}}}}, "vault"),
+        (
+            {"tenancy": {"policy": {"operatorIdentityNamespace": ["x"]}}},
+            "operatorIdentityNamespace",
+        ),
     ],
 )
 def test_schema_refuses_a_wrong_value(values: dict[str, Any], named: str) -> None:
@@ -250,6 +264,31 @@ def test_schema_refuses_a_wrong_value(values: dict[str, Any], named: str) -> Non
     assert refused.returncode != 0, refused.stdout[:2000]
     assert "values don't meet the specifications of the schema" in refused.stderr, refused.stderr
     assert named in refused.stderr, refused.stderr
+
+
+def test_tenancy_policy_is_mounted_where_the_operator_reads_it(tmp_path: Path) -> None:
+    """The policy renders as the JSON file BATCHCERT_TENANCY_FILE names, which the operator's own
+    loader accepts; no policy renders no ConfigMap (and the default render stays kustomize's)."""
+    from batchcert.tenancy import load_policy
+
+    values = COMBINATIONS["tenancy"]
+    docs = render(values)
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["BATCHCERT_ROLE_PROPAGATION_SECONDS"] == "300"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "tenancy")
+    assert env["BATCHCERT_TENANCY_FILE"] == mount["mountPath"] + "/policy.json"
+    volume = next(v for v in pod["volumes"] if v["name"] == "tenancy")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert "checksum/tenancy" in deployment["spec"]["template"]["metadata"]["annotations"]
+    path = tmp_path / "policy.json"
+    path.write_text(config_map["data"]["policy.json"])
+    policy = load_policy(path)
+    assert not policy.may_use_operator_identity("team-a")
+    assert policy.may_use_operator_identity("platform")
+    assert not [d for d in render({}) if d["kind"] == "ConfigMap"]
 
 
 def test_peering_needs_a_cluster_wide_install() -> None:

@@ -58,7 +58,9 @@ def test_kube_apiserver_flags_follow_control_plane_md() -> None:
     assert flags["client-ca-file"] == "/state/pki/ca.crt"
     assert flags["service-account-key-file"] == "/state/pki/sa.pub"
     assert flags["service-account-signing-key-file"] == "/state/pki/sa.key"
-    assert flags["service-account-issuer"].startswith("https://")
+    # The issuer is the API server itself, so its discovery document and keys are reachable.
+    assert flags["service-account-issuer"] == "https://127.0.0.1:42000"
+    assert flags["service-account-jwks-uri"] == "https://127.0.0.1:42000/openid/v1/jwks"
     assert flags["disable-admission-plugins"] == "ServiceAccount"
     assert flags["service-cluster-ip-range"] == "10.0.0.0/24"
     # 1.37 refuses a loopback advertise address for the endpoint reconciler.

@@ -17,19 +17,11 @@ from batchcert.adapters.errors import translating
 from batchcert.errors import AzureCallError
 from batchcert.models.azure import IdentityInfo, PoolState
 from batchcert.models.spec import AccountRef
+from batchcert.translate.role_assignment import find_secrets_reader
 
 _MSI_API_VERSION = "2023-01-31"
 _KEYVAULT_API_VERSION = "2023-07-01"
 _AUTHORIZATION_API_VERSION = "2022-04-01"
-# Built-in roles that include secrets get: Key Vault Secrets User, Key Vault Secrets Officer,
-# Key Vault Administrator (Azure built-in roles reference).
-_SECRETS_READER_ROLES = frozenset(
-    {
-        "4633458b-17de-408a-b874-0445c86b69e6",
-        "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
-        "00482a5a-887f-4fb3-b363-3b7fe8e74483",
-    }
-)
 
 
 def _subscription_of(resource_id: str) -> str:
@@ -82,9 +74,14 @@ class ArmAdapter:
         Reads ``Microsoft.Authorization/roleAssignments`` (needs ``.../roleAssignments/read``);
         raises AzureCallError when it may not, so the caller can say "could not verify".
         """
-        client = self._clients.arm(_subscription_of(vault_resource_id))
+        assignments = await self.list_role_assignments(vault_resource_id, principal_id)
+        return find_secrets_reader(assignments, principal_id) is not None
+
+    async def list_role_assignments(self, scope: str, principal_id: str) -> list[dict[str, Any]]:
+        """The principal's role assignments at ``scope`` and its parents."""
+        client = self._clients.arm(_subscription_of(scope))
         url = (
-            f"{self._clients.config.cloud.resource_manager}{vault_resource_id}"
+            f"{self._clients.config.cloud.resource_manager}{scope}"
             "/providers/Microsoft.Authorization/roleAssignments"
         )
         request = HttpRequest(
@@ -99,11 +96,24 @@ class ArmAdapter:
             response = await client.send_request(request)
             response.raise_for_status()
             body = response.json()
-        for item in (body or {}).get("value") or []:
-            role = str(((item or {}).get("properties") or {}).get("roleDefinitionId") or "")
-            if role.lower().rsplit("/", 1)[-1] in _SECRETS_READER_ROLES:
-                return True
-        return False
+        return [dict(item) for item in (body or {}).get("value") or [] if isinstance(item, dict)]
+
+    async def create_role_assignment(
+        self, scope: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT the assignment (409 ``RoleAssignmentExists``: the same grant under another name)."""
+        client = self._clients.arm(_subscription_of(scope))
+        url = (
+            f"{self._clients.config.cloud.resource_manager}{scope}"
+            f"/providers/Microsoft.Authorization/roleAssignments/{name}"
+        )
+        request = HttpRequest(
+            "PUT", url, params={"api-version": _AUTHORIZATION_API_VERSION}, json=body
+        )
+        async with translating("arm", "roleAssignments.create"):
+            response = await client.send_request(request)
+            response.raise_for_status()
+            return dict(response.json())
 
     async def add_access_policy(self, resource_id: str, body: dict[str, Any]) -> None:
         """``accessPolicies/add``: ARM merges the permissions into the entry for the object id."""

@@ -41,6 +41,12 @@ from azure.keyvault.certificates.aio import CertificateClient
 from azure.mgmt.batch.aio import BatchManagementClient
 
 from batchcert import __version__
+from batchcert.adapters.credentials import (
+    NamespaceCredential,
+    ServiceAccountApi,
+    ServiceAccountAssertion,
+    WorkloadIdentity,
+)
 from batchcert.adapters.pacing import ArmPacer, ArmPacingPolicy, CountingPolicy
 from batchcert.adapters.resolver import AliasResolver
 from batchcert.config import Config
@@ -68,20 +74,47 @@ def build_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
+def _authority_kwargs(config: Config, env: dict[str, str], transport: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if transport is not None:
+        kwargs["transport"] = transport
+    if config.cloud.is_custom:
+        kwargs["authority"] = config.cloud.authority_host
+        kwargs["disable_instance_discovery"] = True
+    elif env.get("AZURE_AUTHORITY_HOST") is None:
+        kwargs["authority"] = config.cloud.authority_host
+    return kwargs
+
+
+def build_namespace_credential(
+    config: Config,
+    identity: WorkloadIdentity,
+    api: ServiceAccountApi,
+    *,
+    env: dict[str, str] | None = None,
+    transport: Any = None,
+) -> NamespaceCredential:
+    """The credential of a namespace's workload identity, in the operator's tenant unless the
+    ServiceAccount names another (``azure.workload.identity/tenant-id``)."""
+    env = dict(os.environ if env is None else env)
+    tenant = env.get("AZURE_TENANT_ID") or config.cloud.tenant_id or ""
+    if not (identity.tenant_id or tenant):
+        raise ValueError("no tenant id: set AZURE_TENANT_ID or the cloud file's tenantId")
+    return NamespaceCredential(
+        identity,
+        ServiceAccountAssertion(api, identity),
+        tenant_id=tenant,
+        **_authority_kwargs(config, env, transport),
+    )
+
+
 def build_credential(
     config: Config, env: dict[str, str] | None = None, transport: Any = None
 ) -> AsyncTokenCredential:
     """The process credential, from the environment only (never from the spec or a file we read)."""
     env = dict(os.environ if env is None else env)
     cloud = config.cloud
-    kwargs: dict[str, Any] = {}
-    if transport is not None:
-        kwargs["transport"] = transport
-    if cloud.is_custom:
-        kwargs["authority"] = cloud.authority_host
-        kwargs["disable_instance_discovery"] = True
-    elif env.get("AZURE_AUTHORITY_HOST") is None:
-        kwargs["authority"] = cloud.authority_host
+    kwargs = _authority_kwargs(config, env, transport)
     tenant = env.get("AZURE_TENANT_ID") or cloud.tenant_id
     client_id = env.get("AZURE_CLIENT_ID")
     if env.get("AZURE_FEDERATED_TOKEN_FILE") and tenant and client_id:
@@ -100,8 +133,27 @@ def build_credential(
 class AzureClients:
     """Lazily built, shared SDK clients."""
 
-    def __init__(self, config: Config, credential: AsyncTokenCredential | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        credential: AsyncTokenCredential | None = None,
+        *,
+        shared_with: AzureClients | None = None,
+    ) -> None:
+        """``shared_with``: another namespace's clients whose connection pool and ARM pacer
+        these share (one process, one set of connections, one self-imposed pace); the clients
+        themselves, and so every cached token, stay per credential."""
         self.config = config
+        self._owns_session = shared_with is None
+        self._arm: dict[str, BatchManagementClient] = {}
+        self._vaults: dict[str, CertificateClient] = {}
+        self._batch: dict[str, BatchClient] = {}
+        if shared_with is not None:
+            self._session: aiohttp.ClientSession = shared_with._session
+            self.credential: AsyncTokenCredential = credential or shared_with.credential
+            self.pacer: ArmPacer = shared_with.pacer
+            self.user_agent: str = shared_with.user_agent
+            return
         # At most 32 connections per Azure host: each TLS connection holds a 256 KiB read
         # buffer, and 100 converging pools opened 45 to the simulator without a bound; 32 at ARM's
         # 0.1-0.2 s latency carry far more than ARM's buckets allow (25 reads/s, 10 writes/s).
@@ -122,9 +174,14 @@ class AzureClients:
             read_burst=config.arm_read_burst,
         )
         self.user_agent = build_user_agent()
-        self._arm: dict[str, BatchManagementClient] = {}
-        self._vaults: dict[str, CertificateClient] = {}
-        self._batch: dict[str, BatchClient] = {}
+
+    def for_credential(self, credential: AsyncTokenCredential) -> AzureClients:
+        """Clients acting with ``credential`` over this process's connections."""
+        return AzureClients(self.config, credential, shared_with=self)
+
+    def transport(self) -> AioHttpTransport:
+        """A transport over the shared session (for a credential built elsewhere)."""
+        return self._transport()
 
     def _transport(self) -> AioHttpTransport:
         return AioHttpTransport(session=self._session, session_owner=False)
@@ -187,4 +244,5 @@ class AzureClients:
         self._vaults.clear()
         self._batch.clear()
         await self.credential.close()
-        await self._session.close()
+        if self._owns_session:
+            await self._session.close()

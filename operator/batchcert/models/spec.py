@@ -56,6 +56,16 @@ class DisruptiveUpdatePolicy(StrEnum):
     RECREATE = "Recreate"
 
 
+DEFAULT_SERVICE_ACCOUNT = "batchcert"
+
+
+class Credentials(_Model):
+    """Whose Azure identity the operator uses for this object: the namespace's ServiceAccount
+    annotated ``azure.workload.identity/client-id`` (see the Tenancy section of the API)."""
+
+    service_account_name: str = DEFAULT_SERVICE_ACCOUNT
+
+
 class AccountRef(_Model):
     subscription_id: str
     resource_group: str
@@ -241,6 +251,7 @@ class BatchCertPoolSpec(_Model):
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
     disruptive_update_policy: DisruptiveUpdatePolicy = DisruptiveUpdatePolicy.REPORT
     verification: Verification = Verification()
+    credentials: Credentials = Credentials()
 
     @field_validator("os_type", mode="before")
     @classmethod

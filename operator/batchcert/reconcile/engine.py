@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,7 +29,7 @@ from batchcert.adapters.arm import ArmAdapter
 from batchcert.adapters.batchnodes import BatchNodesAdapter
 from batchcert.adapters.batchtasks import BatchTasksAdapter
 from batchcert.adapters.keyvault import KeyVaultAdapter
-from batchcert.conditions import apply_conditions
+from batchcert.conditions import apply_conditions, apply_refusal
 from batchcert.config import Config
 from batchcert.models.spec import parse_spec
 from batchcert.reasons import ReadyReason
@@ -76,7 +76,10 @@ class Reconciler:
         # Identities and account endpoints, shared by every object (single flight).
         facts = SharedFacts(arm, monotonic)
         self._pools = PoolReconciler(arm, facts)
-        self._access = AccessStep(AccessGranter(arm, facts), config)
+        granter = AccessGranter(
+            arm, facts, propagation=timedelta(seconds=config.role_propagation_seconds), now=now
+        )
+        self._access = AccessStep(granter, config)
         self._pool = PoolStep(self._pools, facts, config, monotonic)
         self._certificates = CertificatesStep(keyvault, watcher, config, monotonic)
         self._nodes = NodesStep(nodes, facts, NodeFailureDiagnoser(arm, facts, watcher), config)
@@ -100,6 +103,18 @@ class Reconciler:
         self._now = now
         self._monotonic = monotonic
 
+    def refuse(self, obj: ObjectView, reason: str, message: str) -> Outcome:
+        """A turn refused before any Azure call (the tenancy policy): Ready=False with
+        ``reason``, stamped for this generation; looked at again after the drift interval (a
+        policy or ServiceAccount change is a restart or a spec/ServiceAccount edit away)."""
+        old = _own_status(obj.status)
+        conditions = list(old.get("conditions") or [])
+        after = apply_refusal(
+            conditions, reason, message, generation=obj.generation, now=self._now()
+        )
+        status = dict(old, observedGeneration=obj.generation, conditions=after)
+        return self._stopped(old, Stop(status, min(60.0, self._config.drift_interval_seconds)))
+
     async def reconcile(self, obj: ObjectView, memory: ObjectMemory) -> Outcome:
         async with memory.lock:
             return await self._reconcile(obj, memory)
@@ -117,7 +132,7 @@ class Reconciler:
             return Outcome({}, [], self._config.tick_seconds, keys)
         turn = Turn(obj, admitted, old, now, mono)
         results: list[StepResult] = [await self._access.run(turn, memory.access)]
-        pool = await self._pool.run(turn, memory.pool)
+        pool = await self._pool.run(turn, memory.pool, hold=memory.access.waiting)
         turn = await self._gather(
             replace(turn, pool=memory.pool.seen, pool_known=memory.pool.known)
         )

@@ -55,6 +55,8 @@ class AccessMemory:
     generation: int | None = None  # the spec generation whose vault access was ensured
     recheck: bool = False
     schedule: Backoff = field(default_factory=Backoff)
+    # A new role assignment is propagating: PoolReady says so and the pool waits (access.py).
+    waiting: ConditionUpdate | None = None
 
 
 @dataclass(slots=True)

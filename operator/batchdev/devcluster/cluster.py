@@ -109,6 +109,17 @@ class Cluster:
         return server
 
     @property
+    def service_account_issuer(self) -> str:
+        """The ``iss`` of this cluster's service-account tokens: the API server, which serves
+        the OIDC discovery document and JWKS there to anyone (``allow_issuer_discovery``)."""
+        return self.server
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA of the API server's serving certificate (what a relying party must trust)."""
+        return PkiPaths.in_directory(self._dir.pki).ca_cert.read_bytes()
+
+    @property
     def state(self) -> ClusterState:
         return self._state
 
@@ -182,6 +193,7 @@ class Cluster:
                     timeout,
                 )
                 assert state.server is not None
+                allow_issuer_discovery(_admin_client(directory, state.apiserver_port or 0))
                 write_kubeconfig(
                     build_client_certificate_kubeconfig(
                         state.server,
@@ -387,6 +399,32 @@ def _start_kube_apiserver(
             state = state.with_changes(kube_apiserver=None, apiserver_port=None)
             save_state(directory, state)
     raise AssertionError("unreachable")
+
+
+def allow_issuer_discovery(client: AdminClient) -> None:
+    """Let anyone read the service-account issuer's discovery document and keys, as a relying
+    party must (Kubernetes binds ``system:service-account-issuer-discovery`` only to service
+    accounts by default; AKS publishes them anonymously)."""
+    client.create(
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "batchcert-dev:service-account-issuer-discovery"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:service-account-issuer-discovery",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Group",
+                    "name": "system:unauthenticated",
+                }
+            ],
+        },
+    )
 
 
 def _another_port(*taken: int) -> int:

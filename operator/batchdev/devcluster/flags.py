@@ -14,8 +14,13 @@ from batchdev.devcluster.pki import PkiPaths
 
 LOOPBACK = "127.0.0.1"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-# Any HTTPS URL works as the issuer; tokens are only ever verified by this same API server.
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+
+
+def service_account_issuer(port: int) -> str:
+    """The API server itself: it serves ``/.well-known/openid-configuration`` and
+    ``/openid/v1/jwks`` there, so a relying party (Entra, or the Azure simulator standing in for
+    it) verifies service-account tokens by discovery from ``iss``, as Entra does for AKS."""
+    return f"https://{LOOPBACK}:{port}"
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ def build_kube_apiserver_args(
         f"--etcd-servers={etcd_url}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--authorization-mode=RBAC",
-        f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        f"--service-account-issuer={service_account_issuer(port)}",
+        f"--service-account-jwks-uri={service_account_issuer(port)}/openid/v1/jwks",
         f"--service-account-key-file={pki.service_account_public_key.resolve()}",
         f"--service-account-signing-key-file={pki.service_account_private_key.resolve()}",
         "--disable-admission-plugins=ServiceAccount",

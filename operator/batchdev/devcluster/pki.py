@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 # The names a client may use for the API server: loopback from the host, and the in-cluster
@@ -108,12 +108,18 @@ def build_cluster_pki(now: datetime, validity: timedelta = timedelta(days=365)) 
         .sign(ca_key, hashes.SHA256())
     )
     ca = CertifiedKey(_cert_pem(ca_cert), _key_pem(ca_key))
-    sa_key = _new_key()
+    # RSA, as kubeadm and AKS sign service-account tokens (RS256): the algorithm Entra accepts
+    # for federated assertions, and the only one the Azure simulator accepts from an issuer.
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return ClusterPki(
         ca=ca,
         serving=issue_serving_certificate(ca, now, validity),
         admin=issue_client_certificate(ca, "admin", ("system:masters",), now, validity),
-        service_account_private_pem=_key_pem(sa_key),
+        service_account_private_pem=sa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
         service_account_public_pem=sa_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),

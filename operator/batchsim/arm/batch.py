@@ -22,6 +22,7 @@ import uuid
 
 from aiohttp import web
 
+from batchsim import rbac
 from batchsim.arm.errors import (
     ArmError,
     arm_json,
@@ -176,7 +177,28 @@ def _pool_response(call: ArmCall, pool: Pool, status: int = 200) -> web.Response
 
 
 def _check_identities(call: ArmCall, spec: JsonDict, pool_id: str) -> None:
-    for arm_id in (spec.get("identity") or {}).get("userAssignedIdentities") or {}:
+    named = list((spec.get("identity") or {}).get("userAssignedIdentities") or {})
+    # ARM's linked-scope check comes first: naming an identity needs assign/action on it.
+    unassignable = [
+        arm_id
+        for arm_id in named
+        if not rbac.arm_allows(
+            call.sim.world, call.principal.object_id, rbac.ASSIGN_IDENTITY, arm_id, call.now
+        )
+    ]
+    if unassignable:
+        raise ArmError(
+            403,
+            "LinkedAuthorizationFailed",
+            rbac.linked_authorization_failed_message(
+                call.principal.app_id,
+                call.principal.object_id,
+                "Microsoft.Batch/batchAccounts/pools/write",
+                pool_id,
+                unassignable,
+            ),
+        )
+    for arm_id in named:
         if call.sim.world.identity(arm_id) is None:
             # Unconfirmed for Batch pools: modelled on the ARM managed-identity failure VMs get.
             raise ArmError(

@@ -23,6 +23,7 @@ API_VERSIONS: dict[str, tuple[str, ...]] = {
     "Microsoft.Batch": ("2024-07-01", "2025-06-01"),
     "Microsoft.ManagedIdentity": ("2023-01-31", "2024-11-30"),
     "Microsoft.KeyVault": ("2023-07-01", "2024-11-01", "2025-05-01", "2026-05-15"),
+    "Microsoft.Authorization": ("2022-04-01",),
     "Microsoft.Resources": ("2022-09-01", "2024-03-01", "2024-07-01", "2024-11-01", "2025-04-01"),
 }
 

@@ -4,8 +4,9 @@ Role: one handler for every ARM request. It matches the path (case-insensitively
 against the routes of the resource providers (``armbatch.py``, ``armresources.py``), then, in
 ARM's order: authenticates the bearer token (audience ``https://management.azure.com/`` or
 ``https://management.core.windows.net/``), checks the api-version for the provider, takes a
-token from the throttling bucket of (subscription, principal), checks the subscription, and
-runs the handler.
+token from the throttling bucket of (subscription, principal), checks the subscription, checks
+the caller's role assignments for the action at the request's scope (403
+``AuthorizationFailed``, ``rbac.py``), and runs the handler.
 
 Invariants:
 * every answer is JSON; handler refusals are ``ArmError``s, anything unexpected becomes a 500
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from batchsim import rbac
 from batchsim.arm.errors import (
     ArmError,
     arm_error_response,
@@ -166,6 +168,18 @@ class ArmService:
                     )
                 if self.sim.world.subscription(subscription) is None:
                     raise subscription_not_found(subscription)
+            action = rbac.arm_action(arm_route.provider, arm_route.resource_type, request.method)
+            scope = request.path.rstrip("/")
+            if not rbac.arm_allows(
+                self.sim.world, principal.object_id, action, scope, self.sim.clock.timestamp()
+            ):
+                raise ArmError(
+                    403,
+                    "AuthorizationFailed",
+                    rbac.authorization_failed_message(
+                        principal.app_id, principal.object_id, action, scope
+                    ),
+                )
             call = ArmCall(request, self.sim, params, api_version, principal, raw)
             self.sim.tick()
             response = await arm_route.handler(call)

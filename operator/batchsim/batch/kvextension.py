@@ -82,6 +82,9 @@ class SecretResolutionLike(Protocol):
 
 Resolver = Callable[[str], SecretResolutionLike]
 VaultLookup = Callable[[str], Vault | None]
+# (vault, principal object id, kind, permission) → allowed: access policies, or role
+# assignments on an RBAC vault (``World.vault_allows``); default: the vault's access policies.
+Authorize = Callable[[Vault, str, str, str], bool]
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ def fetch(
     vault_lookup: VaultLookup,
     resolve: Resolver,
     tenant_id: str = "",
+    authorize: Authorize | None = None,
 ) -> FetchOutcome:
     """One download attempt of every observed certificate, as the extension on ``node``."""
     if node.fetch_blocked:  # control API: the node cannot reach Key Vault (network, DNS, ...)
@@ -230,7 +234,8 @@ def fetch(
             )
         # The docs ask for secrets get + list; fetching a known URL needs get. Unconfirmed
         # whether the extension also lists (a get-only grant succeeds here).
-        if not vault.allows(identity.get("principalId", ""), "secrets", "get"):
+        allows = authorize or (lambda v, oid, kind, permission: v.allows(oid, kind, permission))
+        if not allows(vault, identity.get("principalId", ""), "secrets", "get"):
             # The Key Vault 403 text names the caller and the vault like this.
             return FetchOutcome(
                 False,

@@ -147,13 +147,14 @@ def advance_pool(
     vault_lookup: kvextension.VaultLookup,
     resolve: kvextension.Resolver,
     tenant_id: str = "",
+    authorize: kvextension.Authorize | None = None,
 ) -> None:
     if pool.provisioning_state == "Deleting":
         return
     if pool.resize_due is not None and now >= pool.resize_due:
         _apply_resize(pool, pool.resize_due, behaviour, identity_lookup)
     for node in pool.nodes.values():
-        _advance_node(node, now, behaviour, vault_lookup, resolve, tenant_id)
+        _advance_node(node, now, behaviour, vault_lookup, resolve, tenant_id, authorize)
 
 
 def _advance_node(
@@ -163,6 +164,7 @@ def _advance_node(
     vault_lookup: kvextension.VaultLookup,
     resolve: kvextension.Resolver,
     tenant_id: str,
+    authorize: kvextension.Authorize | None = None,
 ) -> None:
     blocking = False
     failed = False
@@ -175,7 +177,7 @@ def _advance_node(
         )
 
         def do_fetch(settings: kvextension.KvSettings = settings) -> kvextension.FetchOutcome:
-            return kvextension.fetch(settings, node, vault_lookup, resolve, tenant_id)
+            return kvextension.fetch(settings, node, vault_lookup, resolve, tenant_id, authorize)
 
         kvextension.step(rt, settings, node, now, behaviour, do_fetch)
         if settings.require_initial_sync and not rt.succeeded_once:

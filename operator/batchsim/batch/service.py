@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from batchsim import rbac
 from batchsim.batch import jobs, kvextension
 from batchsim.batch.errors import BatchError
 from batchsim.entra.tokens import BATCH_AUDIENCE, TokenError
@@ -127,6 +128,23 @@ class BatchDataService:
                     },
                 ) from None
             account = self._account(host)
+            if not rbac.batch_data_allows(
+                self.sim.world, principal.object_id, account.arm_id, self.sim.clock.timestamp()
+            ):
+                # Unconfirmed: the Batch data plane's body for a caller without a role on the
+                # account; modelled on its other refusals (code, message, detail values).
+                raise BatchError(
+                    403,
+                    "Forbidden",
+                    "Server failed to authorize the request.",
+                    [
+                        {
+                            "key": "AuthorizationErrorDetail",
+                            "value": f"The client with object id '{principal.object_id}' has no "
+                            f"role on the Batch account '{account.arm_id}' that allows this.",
+                        }
+                    ],
+                )
             api_version = request.query.get("api-version")
             if api_version not in API_VERSIONS:
                 # Unconfirmed: the exact values Batch lists for a bad api-version.

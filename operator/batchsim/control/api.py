@@ -110,7 +110,15 @@ def build_control_app(
             need(d, "name"),
             optional(d, "location", str, "westeurope"),
         )
-        return ok({"id": vault.arm_id, "vaultUri": sim.vault_uri(vault.name)})
+        if "enableRbacAuthorization" in d:
+            vault.enable_rbac_authorization = bool(d["enableRbacAuthorization"])
+        return ok(
+            {
+                "id": vault.arm_id,
+                "vaultUri": sim.vault_uri(vault.name),
+                "enableRbacAuthorization": vault.enable_rbac_authorization,
+            }
+        )
 
     async def post_access_policy(request: web.Request) -> web.Response:
         d = await read_body(request)

@@ -131,7 +131,19 @@ def routes(sim: Simulation) -> list[Route]:
         d = await read_body(request)
         if "armListPageSize" in d:
             sim.world.list_page_size = int(need(d, "armListPageSize", int))
-        return ok({"armListPageSize": sim.world.list_page_size})
+        if "roleAssignmentDelaySeconds" in d:
+            delay = float(need(d, "roleAssignmentDelaySeconds", (int, float)))
+            if delay < 0:
+                raise ControlError(400, "roleAssignmentDelaySeconds must be >= 0")
+            sim.world.role_assignment_delay_s = delay
+        if "trustIssuerCa" in d:  # a dev cluster's CA, for its service-account issuer
+            sim.directory.issuers.trust(need(d, "trustIssuerCa", str))
+        return ok(
+            {
+                "armListPageSize": sim.world.list_page_size,
+                "roleAssignmentDelaySeconds": sim.world.role_assignment_delay_s,
+            }
+        )
 
     return [
         ("GET", "/requests", get_requests),

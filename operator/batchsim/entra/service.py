@@ -6,11 +6,12 @@ Role: let ``azure-identity`` sign in exactly as it does against Azure, for
 ``authority=https://login.sim.test:PORT`` and ``disable_instance_discovery=True``.
 
 Federated assertions: an assertion must be a compact JWT, inside its validity window, whose
-``iss``/``sub``/``aud`` match a federated credential registered on the app. Assertions issued by
-the simulator's own "cluster issuer" (the token file it writes) must also carry a valid
-signature. Assertions from any other issuer (e.g. a real local cluster's service-account
-tokens) are accepted on issuer/subject/audience alone: the simulator cannot reach that issuer's
-keys. Unconfirmed: Entra additionally fetches the issuer's JWKS and verifies the signature.
+``iss``/``sub``/``aud`` match a federated credential registered on the app (else 401
+``invalid_client`` AADSTS70021, as in external-secrets/external-secrets#2783's real answer), and
+whose signature verifies: assertions of the simulator's own "cluster issuer" (the token file it
+writes) against its key, every other issuer's as Entra does it, by OIDC discovery and JWKS
+fetched from the issuer (``issuers.py``: AADSTS50166 when the issuer cannot be reached, AADSTS50013
+when the signature fails). An unsigned or foreign-signed token is never accepted.
 
 Invariants: only the client-credentials grant exists (a daemon/operator has nothing else);
 scopes must be ``<resource>/.default``; every answer is JSON in Entra's error shape
@@ -30,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from batchsim.entra.issuers import IssuerError, IssuerKeys
 from batchsim.entra.tokens import (
     ARM_AUDIENCES,
     BATCH_AUDIENCE,
@@ -81,6 +83,7 @@ class Directory:
     tenant_id: str
     apps: dict[str, AppRegistration] = field(default_factory=dict)  # by client id (lower)
     cluster_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    issuers: IssuerKeys = field(default_factory=IssuerKeys)
     # Resources a token can be requested for (audience URIs); Key Vault's simulated resource is
     # added by the Key Vault service's challenge (see app.py).
     resources: set[str] = field(
@@ -137,7 +140,7 @@ class Directory:
 
     # --- the token grant ----------------------------------------------------------------
 
-    def grant(
+    async def grant(
         self,
         tenant: str,
         form: dict[str, str],
@@ -184,7 +187,7 @@ class Directory:
         audience = self._audience(form.get("scope", ""))
         assertion_type = form.get("client_assertion_type")
         if assertion_type is not None:
-            self._check_assertion(
+            await self._check_assertion(
                 app, assertion_type, form.get("client_assertion", ""), authority.now()
             )
         else:
@@ -235,7 +238,7 @@ class Directory:
             )
         return audience
 
-    def _check_assertion(
+    async def _check_assertion(
         self, app: AppRegistration, assertion_type: str, assertion: str, now: float
     ) -> None:
         if assertion_type != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
@@ -252,7 +255,6 @@ class Directory:
             raise EntraError(
                 400, "invalid_request", 50027, "JWT token is invalid or malformed."
             ) from None
-        del header
         iss, sub = str(claims.get("iss", "")), str(claims.get("sub", ""))
         aud_claim = claims.get("aud", [])
         auds = [aud_claim] if isinstance(aud_claim, str) else [str(a) for a in aud_claim]
@@ -281,7 +283,7 @@ class Directory:
         )
         if match is None:
             raise EntraError(
-                400,
+                401,
                 "invalid_client",
                 70021,
                 "No matching federated identity record found for presented "
@@ -295,6 +297,17 @@ class Directory:
                 raise EntraError(
                     401, "invalid_client", 50013, "Assertion failed signature validation."
                 ) from None
+            return
+        try:
+            await self.issuers.verify(assertion, header, iss)
+        except IssuerError as err:
+            if err.kind == "unreachable":
+                raise EntraError(
+                    400, "invalid_request", 50166, "Request to External OIDC endpoint failed."
+                ) from None
+            raise EntraError(
+                401, "invalid_client", 50013, "Assertion failed signature validation."
+            ) from None
 
 
 def _iso(seconds: Any) -> str:
@@ -358,7 +371,7 @@ def build_entra_app(
             k: ("***" if k in ("client_secret", "client_assertion") else v) for k, v in form.items()
         }
         try:
-            app_reg, _, access_token = directory.grant(
+            app_reg, _, access_token = await directory.grant(
                 request.match_info["tenant"], form, _basic_auth(request), authority
             )
         except EntraError as err:

@@ -73,3 +73,15 @@ true
   resources: [events]
   verbs: [create]
 {{- end -}}
+
+{{- /* Tenancy (docs/operating.md, "Tenancy: per-team setup"): read a namespace's ServiceAccount
+for its azure.workload.identity/client-id annotation and request its token; get only (never
+list or watch), create only on the token subresource. Same as deploy/base/rbac.yaml. */ -}}
+{{- define "batchcert.tenancyRules" -}}
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get]
+- apiGroups: [""]
+  resources: [serviceaccounts/token]
+  verbs: [create]
+{{- end -}}

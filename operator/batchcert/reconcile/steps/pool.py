@@ -38,8 +38,15 @@ class PoolStep:
         self._config = config
         self._monotonic = monotonic
 
-    async def run(self, turn: Turn, memory: PoolMemory) -> StepResult:
-        events = await self._reconcile_if_due(turn, memory)
+    async def run(
+        self, turn: Turn, memory: PoolMemory, hold: ConditionUpdate | None = None
+    ) -> StepResult:
+        """``hold``: why the pool must wait this turn (a vault grant propagating), if it must."""
+        if hold is not None:
+            memory.condition = hold
+            events: list[Any] = []
+        else:
+            events = await self._reconcile_if_due(turn, memory)
         status = pool_status(turn, memory)
         return StepResult(
             condition=memory.condition or NOT_CHECKED,
