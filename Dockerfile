@@ -26,9 +26,13 @@ FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="batchcert-operator" \
       org.opencontainers.image.description="Azure Batch pools whose nodes keep Key Vault certificates rotated, from Kubernetes" \
       org.opencontainers.image.licenses="MIT"
+# glibc's tunables (batchcert/allocator.py): a fixed mmap threshold, so large buffers go back to
+# the system whole when freed, and two malloc arenas for the few helper threads.
 ENV PATH=/opt/batchcert/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=131072
 COPY --from=build /opt/batchcert /opt/batchcert
 # 65532: the conventional "nonroot" uid; numeric so runAsNonRoot can verify it without /etc/passwd.
 USER 65532:65532

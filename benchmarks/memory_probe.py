@@ -189,7 +189,7 @@ async def bare_status_writes(
 BREAKDOWN: list[tuple[str, Callable[[list[str]], bool]]] = [
     ("TLS connection buffers (asyncio sslproto, 256 KiB each)", lambda fs: any("sslproto.py" in f for f in fs[-2:])),
     ("kopf: the object's body (watch event JSON)", lambda fs: any("kopf/_cogs/clients/watching.py" in f for f in fs)),
-    ("ours: status answer kept by write_status", lambda fs: any("batchcert/handlers.py" in f for f in fs) and any("patching.py" in f or "clients/api.py" in f for f in fs)),
+    ("ours: status answer kept by write_status", lambda fs: any("batchcert/statuswriter.py" in f or "batchcert/kopfprivate.py" in f for f in fs) and any("patching.py" in f or "clients/api.py" in f for f in fs)),
     ("ours: ARM pool reading (ObjectMemory.pool)", lambda fs: any("batchcert/adapters/arm.py" in f or "reconcile/pool.py" in f for f in fs)),
     ("ours: node reading / diagnosis", lambda fs: any("batchnodes.py" in f or "diagnos" in f or "assess/nodes.py" in f for f in fs)),
     ("ours: metrics", lambda fs: any("batchcert/metrics.py" in f for f in fs)),
@@ -197,7 +197,7 @@ BREAKDOWN: list[tuple[str, Callable[[list[str]], bool]]] = [
     ("ours: reconcile memory (conditions, Backoff, spec, readings)", lambda fs: any("batchcert/" in f for f in fs) and not any("kopf/" in f for f in fs[-3:])),
     ("kopf: daemon (task, stopper, cause, logger, context)", lambda fs: any("kopf/_core/engines/daemons.py" in f or "aioenums.py" in f for f in fs)),
     ("kopf: per-object memory (ResourceMemory, memo)", lambda fs: any("kopf/_core/reactor/inventory.py" in f for f in fs)),
-    ("ours: daemon loop", lambda fs: any("batchcert/handlers.py" in f for f in fs)),
+    ("ours: daemon loop", lambda fs: any("batchcert/daemon.py" in f or "batchcert/handlers.py" in f for f in fs)),
     ("kopf: other", lambda fs: any("/kopf/" in f for f in fs)),
     ("azure SDK: other", lambda fs: any("/azure/" in f for f in fs)),
     ("aiohttp: other", lambda fs: any("/aiohttp/" in f for f in fs)),

@@ -7,16 +7,20 @@ its heap, and its dynamic mmap threshold moves large buffers (asyncio's 256 KiB 
 big JSON answers) into the heap once one of that size has been freed. Two remedies, both glibc's own:
 
 * a fixed mmap threshold (128 KiB, glibc's starting value) keeps large blocks in their own
-  mappings, returned whole when freed, and two arenas at most for the few helper threads;
-* ``malloc_trim(0)`` once a while, when more than ``TRIM_ABOVE_BYTES`` lie free and the process
-  grew by as much since its last trim, returns the free pages inside the heap (``madvise``), not
-  only its top.
+  mappings, returned whole when freed, and two arenas at most for the few helper threads: glibc's
+  own environment variables, ``MALLOC_MMAP_THRESHOLD_=131072`` and ``MALLOC_ARENA_MAX=2``
+  (``GLIBC_TUNABLES_ENV``), set by the image (Dockerfile), deploy/base and every launcher of the
+  tests and benchmarks; no code;
+* ``malloc_trim(0)`` once a while (``trim_periodically``, unless ``BATCHCERT_MALLOC_TRIM=false``),
+  when more than ``TRIM_ABOVE_BYTES`` lie free and the process grew by as much since its last
+  trim, returns the free pages inside the heap (``madvise``), not only its top.
 
 Each TLS connection of asyncio (every Azure and Kubernetes API connection) also allocates a read
 buffer of ``asyncio.sslproto.SSLProtocol.max_size``, 256 KiB: with 115-145 connections open at
 1000 pools (ARM, Key Vault, ten Batch accounts, the API server) that was 26-36 MB, a fifth of the
 process. TLS records are at most 16 KiB, and our answers are small: ``tune`` sets 64 KiB
-(asyncio reads more often from a socket that has more; nothing else changes).
+(asyncio reads more often from a socket that has more; nothing else changes). The attribute is
+private to asyncio: where it is missing, ``tune`` warns once and changes nothing.
 
 Invariants: nothing here changes what the program computes; every glibc call is a no-op where the
 C library is not glibc (musl, macOS) or is older than 2.33 (``mallinfo2``); a failed lookup never
@@ -34,10 +38,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters (malloc.h)
-M_ARENA_MAX = -8
-MMAP_THRESHOLD_BYTES = 128 * 1024
-ARENAS = 2
+# glibc's own tunables, read when the process starts (the image and deploy/ set them).
+GLIBC_TUNABLES_ENV = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 TRIM_EVERY_SECONDS = 10.0
 TRIM_ABOVE_BYTES = 4 * 2**20
 TLS_READ_BUFFER_BYTES = 64 * 1024
@@ -59,7 +61,6 @@ def _glibc() -> Any | None:
         libc = ctypes.CDLL("libc.so.6")  # glibc's soname (find_library would run ldconfig)
         libc.mallinfo2.restype = _MallInfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     except (OSError, AttributeError):  # not glibc, or older than 2.33
         return None
     return libc
@@ -68,16 +69,24 @@ def _glibc() -> Any | None:
 _LIBC = _glibc()
 
 
+_warned_missing_buffer_size = False
+
+
 def tune() -> bool:
-    """Smaller TLS read buffers; glibc's fixed mmap threshold and arena cap (call before threads
-    start). False: the C library is not glibc (the buffers are set anyway)."""
+    """Smaller TLS read buffers for connections made from now on; False (after one warning):
+    this Python's asyncio has no ``SSLProtocol.max_size`` to set, and nothing was changed."""
+    global _warned_missing_buffer_size
     # A class attribute of a private stdlib module, read when each connection is made (3.11's
     # ``SSLProtocol.__init__``); checked by tests/unit/test_allocator.py.
-    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
-    if _LIBC is None:
+    if not hasattr(sslproto.SSLProtocol, "max_size"):
+        if not _warned_missing_buffer_size:
+            _warned_missing_buffer_size = True
+            log.warning(
+                "asyncio.sslproto.SSLProtocol has no max_size on this Python: TLS read buffers "
+                "keep asyncio's default size"
+            )
         return False
-    _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    _LIBC.mallopt(M_ARENA_MAX, ARENAS)
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER_BYTES
     return True
 
 

@@ -156,6 +156,9 @@ class Config:
     arm_read_burst: int = 250
     expiry_warning_days: float = 30.0
     renewal_grace_seconds: float = 86400.0
+    # Give free heap pages back to the system every few seconds (batchcert.allocator): on unless
+    # BATCHCERT_MALLOC_TRIM=false.
+    malloc_trim: bool = True
     # Install-wide: may a BatchCertPool run verification tasks? Off, the Azure role needs no
     # Batch jobs/* (granted account-wide) and spec.verification is refused with a reason.
     verification_allowed: bool = True
@@ -240,6 +243,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     values["verification_allowed"] = _switch(
         env, "BATCHCERT_VERIFICATION_ALLOWED", _DEFAULTS.verification_allowed
     )
+    values["malloc_trim"] = _switch(env, "BATCHCERT_MALLOC_TRIM", _DEFAULTS.malloc_trim)
     return Config(cloud=cloud, tenancy=load_policy(env.get("BATCHCERT_TENANCY_FILE")), **values)
 
 

@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from batchcert.reasons import CertificateReason, ComponentReason
+
 
 class AzureCallError(Exception):
     """A failed Azure call, stripped of SDK types (adapters raise it, never SDK exceptions)."""
@@ -60,7 +62,7 @@ class Verdict(StrEnum):
 @dataclass(frozen=True)
 class Classification:
     verdict: Verdict
-    reason: str
+    reason: ComponentReason | CertificateReason  # registered reasons only (mypy checks)
     message: str
     retry_after: float | None = None
 
@@ -118,11 +120,11 @@ def classify(error: AzureCallError) -> Classification:
         if error.service == "keyvault":
             return Classification(
                 Verdict.USER_ACTION,
-                "VaultNotResolvable",
+                ComponentReason.VAULT_NOT_RESOLVABLE,
                 f"{text} (the vault's name does not resolve: the vault does not exist, was "
                 "deleted, or its name is misspelt in the spec)",
             )
-        return Classification(Verdict.RETRY, "AzureUnavailable", text)
+        return Classification(Verdict.RETRY, ComponentReason.AZURE_UNAVAILABLE, text)
     # Batch throttles with 503 as well as 429, with Retry-After ("Throttling-related errors.
     # These errors include 429 or 503 status code HTTP responses with the Retry-after header":
     # learn.microsoft.com/azure/batch/error-handling; code ServerBusy in BatchErrorCode), so a
@@ -133,34 +135,37 @@ def classify(error: AzureCallError) -> Classification:
         and (code == "serverbusy" or error.retry_after is not None)
     )
     if (status is None or status == 408 or status >= 500) and not batch_busy:
-        return Classification(Verdict.RETRY, "AzureUnavailable", text)
+        if (error.service, error.operation) == ("keyvault", "certificates.get"):
+            # Key Vault did not explain why a certificate could not be read (CertificateReady).
+            return Classification(Verdict.RETRY, CertificateReason.CERTIFICATE_READ_FAILED, text)
+        return Classification(Verdict.RETRY, ComponentReason.AZURE_UNAVAILABLE, text)
     if status == 429 or batch_busy:
         # Honour Retry-After when sent; Key Vault sends none, so never retry at once either.
         return Classification(
             Verdict.THROTTLED,
-            "AzureThrottled",
+            ComponentReason.AZURE_THROTTLED,
             text,
             error.retry_after if error.retry_after is not None else THROTTLED_DEFAULT_DELAY,
         )
     if status == 401:
-        return Classification(Verdict.USER_ACTION, "AuthenticationFailed", text)
+        return Classification(Verdict.USER_ACTION, ComponentReason.AUTHENTICATION_FAILED, text)
     if status == 403 or code in _AUTHZ_CODES:
-        return Classification(Verdict.USER_ACTION, "AuthorizationFailed", text)
+        return Classification(Verdict.USER_ACTION, ComponentReason.AUTHORIZATION_FAILED, text)
     if code == "propertycannotbeupdated":
-        return Classification(Verdict.USER_ACTION, "UpdateRequiresDisruption", text)
+        return Classification(Verdict.USER_ACTION, ComponentReason.UPDATE_REQUIRES_DISRUPTION, text)
     if code in _QUOTA_CODES or "quota" in code:
-        return Classification(Verdict.USER_ACTION, "QuotaExceeded", text)
+        return Classification(Verdict.USER_ACTION, ComponentReason.QUOTA_EXCEEDED, text)
     if status == 404:
-        return Classification(Verdict.USER_ACTION, "AzureResourceNotFound", text)
+        return Classification(Verdict.USER_ACTION, ComponentReason.AZURE_RESOURCE_NOT_FOUND, text)
     if status == 409 and (code in _BUSY_CODES or "resiz" in error.message.lower()):
         return Classification(
-            Verdict.RETRY, "PoolBusy", f"{text} (Azure is still resizing the pool)"
+            Verdict.RETRY, ComponentReason.POOL_BUSY, f"{text} (Azure is still resizing the pool)"
         )
     if status in (409, 412):
-        return Classification(Verdict.RETRY, "AzureConflict", text)
+        return Classification(Verdict.RETRY, ComponentReason.AZURE_CONFLICT, text)
     if status == 400:
-        return Classification(Verdict.USER_ACTION, "AzureRejectedSpec", text)
-    return Classification(Verdict.RETRY, "AzureUnavailable", text)
+        return Classification(Verdict.USER_ACTION, ComponentReason.AZURE_REJECTED_SPEC, text)
+    return Classification(Verdict.RETRY, ComponentReason.AZURE_UNAVAILABLE, text)
 
 
 def backoff_delay(

@@ -2,8 +2,8 @@
 
 The operator talks to the API server only through kopf (its login, its retries, its session); the
 two calls per-namespace credentials need (``adapters.credentials.ServiceAccountApi``) are made
-the way ``handlers.write_status`` patches status: with kopf's ``_cogs.clients.api`` (a private
-module, pinned in constraints.txt). They must run inside kopf's handler or daemon tasks, where
+the way ``statuswriter.write_status`` patches status: with kopf's own client, reached through
+``kopfprivate`` (kopf's private API in one module, kopf pinned). They must run inside kopf's handler or daemon tasks, where
 kopf has put its API context.
 
 Invariants: a missing ServiceAccount is None, not an error; the token is returned to the
@@ -18,6 +18,7 @@ from typing import Any
 
 import kopf
 
+from batchcert.kopfprivate import get_json, post_json
 from batchcert.models.timestamps import parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -28,33 +29,22 @@ class KopfServiceAccounts:
         self._settings = settings
 
     async def get_service_account(self, namespace: str, name: str) -> dict[str, Any] | None:
-        from kopf._cogs.clients import api
-        from kopf._cogs.clients.errors import APINotFoundError
-
-        try:
-            found = await api.get(
-                url=f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
-                settings=self._settings,
-                logger=log,
-            )
-        except APINotFoundError:
-            return None
-        return dict(found)
+        return await get_json(
+            self._settings, f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}", log
+        )
 
     async def create_token(
         self, namespace: str, name: str, *, audience: str, seconds: int
     ) -> tuple[str, float]:
-        from kopf._cogs.clients import api
-
-        answer = await api.post(
-            url=f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-            payload={
+        answer = await post_json(
+            self._settings,
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenRequest",
                 "spec": {"audiences": [audience], "expirationSeconds": seconds},
             },
-            settings=self._settings,
-            logger=log,
+            log,
         )
         status = (answer or {}).get("status") or {}
         expires: datetime | None = parse_rfc3339(status.get("expirationTimestamp"))

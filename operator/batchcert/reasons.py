@@ -47,6 +47,96 @@ class EventType(StrEnum):
     WARNING = "Warning"
 
 
+class ReadyReason(StrEnum):
+    """Reasons ``Ready`` carries of its own (a component's reason copied onto it aside)."""
+
+    READY = "Ready"
+    INVALID_SPEC = "InvalidSpec"
+    VAULT_NOT_ALLOWED = "VaultNotAllowed"
+    RECONCILE_PAUSED = "ReconcilePaused"
+    VERIFICATION_NOT_ALLOWED = VERIFICATION_NOT_ALLOWED
+    NOT_ALLOWED_FOR_NAMESPACE = "NotAllowedForNamespace"  # the tenancy policy (tenancy.py)
+    SERVICE_ACCOUNT_UNAVAILABLE = "ServiceAccountUnavailable"
+
+
+class ComponentReason(StrEnum):
+    """Reasons every component condition may carry: the first visit, and the error classifier's
+    verdicts on an Azure call (``batchcert.errors.classify``)."""
+
+    RECONCILING = "Reconciling"
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    AUTHORIZATION_FAILED = "AuthorizationFailed"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    AZURE_REJECTED_SPEC = "AzureRejectedSpec"
+    AZURE_RESOURCE_NOT_FOUND = "AzureResourceNotFound"
+    UPDATE_REQUIRES_DISRUPTION = "UpdateRequiresDisruption"
+    VAULT_NOT_RESOLVABLE = "VaultNotResolvable"
+    POOL_BUSY = "PoolBusy"
+    AZURE_THROTTLED = "AzureThrottled"
+    AZURE_UNAVAILABLE = "AzureUnavailable"
+    AZURE_CONFLICT = "AzureConflict"
+
+
+class PoolReason(StrEnum):
+    RECONCILING = "Reconciling"
+    POOL_READY = "PoolReady"
+    POOL_CREATED = "PoolCreated"
+    SCALING_TO_ZERO = "ScalingToZero"
+    POOL_UPDATING = "PoolUpdating"
+    POOL_RECREATING = "PoolRecreating"
+    POOL_DELETING = "PoolDeleting"
+    UPDATE_REQUIRES_DISRUPTION = "UpdateRequiresDisruption"
+    UPDATE_REQUIRES_RECREATE = "UpdateRequiresRecreate"
+    IDENTITY_NOT_FOUND = "IdentityNotFound"
+    POOL_NOT_OWNED = "PoolNotOwned"
+    ROLE_ASSIGNMENT_PROPAGATING = "RoleAssignmentPropagating"  # reconcile/access.py
+
+
+class CertificateReason(StrEnum):
+    CERTIFICATES_READY = "CertificatesReady"
+    CERTIFICATE_PENDING = "CertificatePending"
+    CERTIFICATE_CREATING = "CertificateCreating"
+    CERTIFICATE_READ_FAILED = "CertificateReadFailed"
+    CERTIFICATE_NOT_FOUND = "CertificateNotFound"
+    CERTIFICATE_DISABLED = "CertificateDisabled"
+    CERTIFICATE_EXPIRED = "CertificateExpired"
+    AUTO_RENEW_DISABLED = "AutoRenewDisabled"
+    CERTIFICATE_EXPIRING_SOON = "CertificateExpiringSoon"
+    AUTO_RENEW_STUCK = "AutoRenewStuck"
+
+
+class NodesReason(StrEnum):
+    EXTENSION_SUCCEEDED = "ExtensionSucceeded"
+    NO_NODES = "NoNodes"
+    POOL_NOT_READY = "PoolNotReady"
+    ROTATION_PROPAGATING = "RotationPropagating"
+    EXTENSION_TRANSITIONING = "ExtensionTransitioning"
+    NODES_ALLOCATING = "NodesAllocating"
+    IDENTITY_NOT_FOUND = "IdentityNotFound"
+    IDENTITY_NOT_ON_POOL = "IdentityNotOnPool"
+    VAULT_ACCESS_DENIED = "VaultAccessDenied"
+    CERTIFICATE_NOT_FOUND = "CertificateNotFound"
+    CERTIFICATE_DISABLED = "CertificateDisabled"
+    CERTIFICATE_EXPIRED = "CertificateExpired"
+    CERTIFICATE_FETCH_FAILING = "CertificateFetchFailing"
+    EXTENSION_FAILED = "ExtensionFailed"
+    EXTENSION_MISSING = "ExtensionMissing"
+    NODE_UNUSABLE = "NodeUnusable"
+    ROTATION_VERIFIED = "RotationVerified"
+    NODES_STALE = "NodesStale"
+    VERIFICATION_PENDING = "VerificationPending"
+
+
+# The constants of each condition type (ComponentReason: of every component): a reason written
+# through them is registered below (tests/unit/test_reasons.py holds them equal).
+REASON_CONSTANTS: dict[str, tuple[type[StrEnum], ...]] = {
+    READY: (ReadyReason,),
+    POOL_READY: (PoolReason, ComponentReason),
+    CERTIFICATE_READY: (CertificateReason, ComponentReason),
+    NODES_READY: (NodesReason, ComponentReason),
+}
+
+
 @dataclass(frozen=True)
 class Reason:
     type: str  # the condition type that carries it
@@ -218,8 +308,21 @@ def _entries() -> Iterator[Reason]:
             "VaultAccessDenied",
             "grant the pool's identity secrets get/list (or Key Vault Secrets User)",
         ),
+        _user(
+            NODES_READY,
+            "IdentityNotOnPool",
+            "the pool does not carry `spec.identity.resourceId` (the extension's `msiClientId` "
+            "names an identity the nodes do not have)",
+        ),
+        _user(
+            NODES_READY,
+            "CertificateFetchFailing",
+            "nodes cannot fetch certificates and do not say why; the control plane shows no "
+            "cause: read the Key Vault extension's log on a node (the message says where)",
+        ),
         _user(NODES_READY, "CertificateNotFound", "as named"),
         _user(NODES_READY, "CertificateDisabled", "as named"),
+        _user(NODES_READY, "CertificateExpired", "as named"),
         _user(NODES_READY, "ExtensionFailed", "as named"),
         _user(NODES_READY, "ExtensionMissing", "as named"),
         _user(NODES_READY, "NodeUnusable", "as named"),

@@ -1,7 +1,8 @@
 """``batchcert run``: start the operator (a thin wrapper over kopf with the project's settings).
 
 Process-level concerns live here and nowhere else: the kubeconfig, log format, the C allocator
-(``batchcert.allocator``: tuned at start, trimmed while running), the liveness
+(``batchcert.allocator``: TLS buffers tuned at start, the heap trimmed while running unless
+``BATCHCERT_MALLOC_TRIM=false``; glibc itself is tuned by the environment), the liveness
 endpoint kopf serves, and the Prometheus endpoint (``batchcert.metrics``). The metrics endpoint is
 off unless ``--metrics-port`` is given, so several operators on one machine (tests, the demo)
 never fight over a port; the Deployment in ``deploy/`` turns it on.
@@ -16,7 +17,10 @@ and, when tracemalloc traces (``PYTHONTRACEMALLOC=N``), ``memory-<n>.tracemalloc
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchcert.config import Config
 
 
 def add_parser(subparsers: Any) -> None:
@@ -96,27 +100,11 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    import asyncio
+def configure_logging(args: argparse.Namespace) -> None:
     import logging
-    import os
-    import random
 
     import kopf
 
-    from batchcert import allocator
-    from batchcert.config import load_cloud_file, load_config
-    from batchcert.handlers import register_handlers
-    from batchcert.reconcile.sharding import ShardAssignment, peering_name
-
-    allocator.tune()  # before any thread starts (aiohttp's resolver): see allocator.py
-    config = load_config()
-    if os.environ.get("BATCHCERT_DEBUG_DUMP_DIR"):
-        install_memory_dump(os.environ["BATCHCERT_DEBUG_DUMP_DIR"])
-    if args.cloud_file:
-        config = config.with_cloud(load_cloud_file(args.cloud_file))
-    if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig
     if args.log_format == "json":
         # kopf's own JSON formatter: adds the object reference (namespace/name/uid) to each line.
         kopf.configure(verbose=args.verbose, log_format=kopf.LogFormat.JSON)
@@ -127,34 +115,31 @@ def run(args: argparse.Namespace) -> int:
         )
     quiet = ["azure.core.pipeline.policies.http_logging_policy", "azure.identity"]
     if not args.verbose:
-        quiet.append("kopf.objects")  # one "Timer succeeded" line per object per tick otherwise
+        quiet.append("kopf.objects")  # kopf's per-object handler lines otherwise
     for name in quiet:
         logging.getLogger(name).setLevel(logging.WARNING)
 
-    if args.metrics_port:
-        from batchcert.metrics import keep_series_for, serve
 
-        serve(args.metrics_port)
-        # An object's turns come at least every resync interval (the shortest of drift, cert and
-        # node): its series must outlive that gap; a paused replica forgets them at once.
-        keep_series_for(
-            min(
-                config.drift_interval_seconds,
-                config.cert_interval_seconds,
-                config.node_interval_seconds,
-            )
+def serve_metrics(port: int, config: Config) -> None:
+    from batchcert.metrics import keep_series_for, serve
+
+    serve(port)
+    # An object's turns come at least every resync interval (the shortest of drift, cert and
+    # node): its series must outlive that gap; a paused replica forgets them at once.
+    keep_series_for(
+        min(
+            config.drift_interval_seconds,
+            config.cert_interval_seconds,
+            config.node_interval_seconds,
         )
-    shard = ShardAssignment(args.shard, args.shards, args.previous_shards)
-    peering = peering_name(args.peering, shard) if args.peering else None
-    registry = kopf.OperatorRegistry()
-    priority = args.priority
-    if priority is None:
-        priority = random.SystemRandom().randint(1, 1_000_000) if peering else 0
-    register_handlers(registry, config, peering=peering, priority=priority, shard=shard)
-    namespaces = args.namespace or None
+    )
+
+
+def _log_start(args: argparse.Namespace, config: Config, shard: Any, peering: str | None) -> None:
     from batchcert import __version__
     from batchcert.oplog import log_start
 
+    namespaces = args.namespace or None
     log_start(
         version=__version__,
         namespaces=",".join(namespaces) if namespaces else "all",
@@ -165,8 +150,45 @@ def run(args: argparse.Namespace) -> int:
         cloud=config.cloud.name,
     )
 
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import random
+
+    import kopf
+
+    from batchcert import allocator
+    from batchcert.config import load_cloud_file, load_config
+    from batchcert.handlers import register_handlers
+    from batchcert.reconcile.sharding import ShardAssignment, peering_name
+
+    allocator.tune()  # TLS read buffers of every connection made from now on: see allocator.py
+    config = load_config()
+    if os.environ.get("BATCHCERT_DEBUG_DUMP_DIR"):
+        install_memory_dump(os.environ["BATCHCERT_DEBUG_DUMP_DIR"])
+    if args.cloud_file:
+        config = config.with_cloud(load_cloud_file(args.cloud_file))
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    configure_logging(args)
+
+    if args.metrics_port:
+        serve_metrics(args.metrics_port, config)
+    shard = ShardAssignment(args.shard, args.shards, args.previous_shards)
+    peering = peering_name(args.peering, shard) if args.peering else None
+    registry = kopf.OperatorRegistry()
+    priority = args.priority
+    if priority is None:
+        priority = random.SystemRandom().randint(1, 1_000_000) if peering else 0
+    register_handlers(registry, config, peering=peering, priority=priority, shard=shard)
+    namespaces = args.namespace or None
+    _log_start(args, config, shard, peering)
+
     async def operate() -> None:
-        trimmer = asyncio.ensure_future(allocator.trim_periodically())
+        trimmer = asyncio.ensure_future(
+            allocator.trim_periodically() if config.malloc_trim else asyncio.sleep(0)
+        )
         try:
             await kopf.operator(
                 registry=registry,

@@ -5,7 +5,8 @@ the identity and extension settings the docs require; a renewal seen in status (
 lastRotationTime, rotations, CertificateRotated Event, NodesReady RotationPropagating then True,
 nodes holding the new version); a wrong clientId named in NodesReady without a crash loop; a
 disruptive change refused visibly under Report and applied under ScaleToZero; a pool deleted out
-of band recreated; deletion with Delete and with Orphan; ``kubectl wait`` on Ready.
+of band recreated; deletion with Delete and with Orphan; ``kubectl wait`` on Ready; a misspelt vault
+Stalled with VaultNotResolvable naming its host.
 """
 
 from __future__ import annotations
@@ -352,3 +353,23 @@ def test_grant_secrets_access_lets_the_nodes_read_a_new_vault(stack: OperatorSta
         if r["path"].endswith(f"/vaults/{vault}/accessPolicies/add")
     ]
     assert len(granted) == 1, granted  # once: later checks find the grant in place
+
+
+def test_a_misspelt_vault_is_stalled_naming_its_host(stack: OperatorStack) -> None:
+    """The vault's name does not resolve (as DNS answers for a vault that does not exist): one
+    meaning on every path, the classifier's, so a person is asked to act (Stalled)."""
+    ns, demo = stack.namespace("typo"), stack.demo
+    host = demo["vaultUrl"].replace("https://", "").rstrip("/").replace("demokv.", "demokvx.")
+    stack.apply(
+        stack.manifest("typo", ns, certificates=[{"vaultUrl": f"https://{host}/", "name": "c"}])
+    )
+
+    def stalled() -> bool:
+        return stack.condition("typo", ns, "Stalled").get("status") == "True"
+
+    stack.wait_until("Stalled", stalled, name="typo", namespace=ns, timeout=60)
+    certificate = stack.condition("typo", ns, "CertificateReady")
+    assert certificate["reason"] == "VaultNotResolvable"
+    assert host in certificate["message"]
+    assert stack.condition("typo", ns, "Stalled")["reason"] == "VaultNotResolvable"
+    _no_tracebacks(stack)

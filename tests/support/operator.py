@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchcert.allocator import GLIBC_TUNABLES_ENV
 from batchdev.devcluster.processes import start_detached
 
 FAST_INTERVALS = {
@@ -61,6 +62,8 @@ def operator_env(sim_json: Path, principal: str = "operator") -> dict[str, str]:
     info = json.loads(sim_json.read_text())
     creds = info["principals"][principal]
     return {
+        # glibc's tunables, as the image and deploy/ set them (batchcert.allocator).
+        **GLIBC_TUNABLES_ENV,
         "BATCHCERT_CLOUD_FILE": str(sim_json),
         "AZURE_TENANT_ID": info["tenantId"],
         "AZURE_CLIENT_ID": creds["clientId"],

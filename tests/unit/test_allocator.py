@@ -81,7 +81,45 @@ def test_every_hook_is_a_no_op_without_glibc(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(sslproto.SSLProtocol, "max_size", sslproto.SSLProtocol.max_size)
     monkeypatch.setattr(allocator, "_LIBC", None)
-    assert allocator.tune() is False
     assert allocator.info() is None
     assert allocator.Trimmer(above=0)() == 0
     assert asyncio.run(allocator.trim_periodically(every=0)) is None
+
+
+def test_the_tls_buffer_is_set_where_the_attribute_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncio import sslproto
+
+    monkeypatch.setattr(sslproto.SSLProtocol, "max_size", 256 * 1024)
+    assert allocator.tune() is True
+    assert sslproto.SSLProtocol.max_size == allocator.TLS_READ_BUFFER_BYTES
+
+
+def test_a_missing_tls_buffer_attribute_warns_once_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from asyncio import sslproto
+
+    monkeypatch.delattr(sslproto.SSLProtocol, "max_size")
+    monkeypatch.setattr(allocator, "_warned_missing_buffer_size", False)
+    with caplog.at_level("WARNING", logger=allocator.__name__):
+        assert allocator.tune() is False
+        assert allocator.tune() is False
+    assert not hasattr(sslproto.SSLProtocol, "max_size")
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+
+
+def test_glibc_is_tuned_by_the_environment_everywhere_the_operator_runs(tmp_path: Path) -> None:
+    import json
+
+    from support.operator import operator_env
+
+    repo = Path(__file__).resolve().parents[2]
+    dockerfile = (repo / "Dockerfile").read_text()
+    deployment = (repo / "deploy" / "base" / "operator" / "deployment.yaml").read_text()
+    for name, value in allocator.GLIBC_TUNABLES_ENV.items():
+        assert f"{name}={value}" in dockerfile
+        assert f'name: {name}\n              value: "{value}"' in deployment
+    sim = tmp_path / "sim.json"  # the launchers of the tests and benchmarks all use operator_env
+    principal = {"clientId": "c", "clientSecret": "s"}
+    sim.write_text(json.dumps({"tenantId": "t", "principals": {"operator": principal}}))
+    assert allocator.GLIBC_TUNABLES_ENV.items() <= operator_env(sim).items()

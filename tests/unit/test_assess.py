@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from batchcert.adapters.keyvault import failed_reading
 from batchcert.assess.certificates import (
     CertificatePolicy,
     assess_reading,
@@ -23,6 +24,7 @@ from batchcert.assess.certificates import (
     is_cloud_vault,
 )
 from batchcert.assess.nodes import MAX_FAILURES, build_nodes_status, summarize_nodes
+from batchcert.errors import AzureCallError
 from batchcert.models.azure import (
     CertificateFacts,
     CertificateReading,
@@ -60,8 +62,28 @@ def facts(
     )
 
 
-def reading(f: CertificateFacts | None = None, status: int | None = None) -> CertificateReading:
-    return CertificateReading(CERT.key, T0, facts=f, error_status=status, error_message="x")
+def reading(
+    f: CertificateFacts | None = None, status: int | None = None, message: str = "x"
+) -> CertificateReading:
+    if status is None and f is None and message != "x":  # no HTTP answer at all
+        error = AzureCallError(
+            service="keyvault",
+            operation="certificates.get",
+            status=None,
+            code=None,
+            message=message,
+        )
+        return failed_reading(CERT.key, T0, error)
+    if status is not None:  # read as the adapter reads it: with the classifier's verdict
+        error = AzureCallError(
+            service="keyvault",
+            operation="certificates.get",
+            status=status,
+            code=None,
+            message=message,
+        )
+        return failed_reading(CERT.key, T0, error)
+    return CertificateReading(CERT.key, T0, facts=f)
 
 
 def test_first_sighting_is_not_a_rotation_and_a_new_version_is() -> None:
@@ -103,19 +125,26 @@ def test_expected_renewal_time() -> None:
         (None, T0, "CertificatePending"),
         (reading(None, 404), T0, "CertificateNotFound"),
         (reading(None, 403), T0, "AuthorizationFailed"),
+        (reading(None, 401), T0, "AuthenticationFailed"),
+        (reading(None, 429), T0, "AzureThrottled"),
         (reading(None, 500), T0, "CertificateReadFailed"),
+        (
+            reading(None, None, "Cannot connect: Name or service not known"),
+            T0,
+            "VaultNotResolvable",
+        ),
         (reading(facts(enabled=False)), T0, "CertificateDisabled"),
         (reading(facts()), T0 + timedelta(days=400), "CertificateExpired"),
         (reading(facts(actions=())), T0 + timedelta(days=340), "CertificateExpiringSoon"),
         (reading(facts(actions=())), T0, "AutoRenewDisabled"),
         (reading(facts()), T0 + timedelta(days=300), "AutoRenewStuck"),
-        (reading(facts()), T0, "CertificateReady"),
+        (reading(facts()), T0, "CertificatesReady"),
     ],
 )
 def test_certificate_reasons(r: CertificateReading | None, now: datetime, reason: str) -> None:
     verdict = assess_reading(CERT, r, now, CertificatePolicy())
     assert verdict.reason == reason
-    assert verdict.ok is (reason == "CertificateReady")
+    assert verdict.ok is (reason == "CertificatesReady")
 
 
 def node(

@@ -21,6 +21,13 @@ def test_a_setting_that_is_not_a_positive_number_is_refused_by_name(raw: str) ->
         load_config({"BATCHCERT_CONCURRENT_TURNS": raw})
 
 
+def test_malloc_trim_is_on_unless_turned_off() -> None:
+    assert load_config({}).malloc_trim is True
+    assert load_config({"BATCHCERT_MALLOC_TRIM": "false"}).malloc_trim is False
+    with pytest.raises(ValueError, match="BATCHCERT_MALLOC_TRIM"):
+        load_config({"BATCHCERT_MALLOC_TRIM": "sometimes"})
+
+
 @pytest.mark.parametrize(
     ("raw", "allowed"), [(None, True), ("true", True), ("false", False), ("0", False), ("", True)]
 )

@@ -1,9 +1,10 @@
-"""The cheap parts of the handlers that decide when an object wakes (batchcert.handlers).
+"""The cheap parts around the handlers that decide when an object wakes and what is written
+(batchcert.daemon, kopfsettings, kopfprivate, statuswriter).
 
 Covers: kopf's diff-base is the generation plus labels and annotations (a spec change is a
 generation change; status, resourceVersion and managedFields are not a change; kopf's own and
 kubectl's annotations are left out; our pause annotation counts although it shares kopf's
-prefix); ``until_stopped`` returns the work's result, or cancels the work when the daemon's stop
+prefix), kept in memory, never written to the object; ``until_stopped`` returns the work's result, or cancels the work when the daemon's stop
 watch completes; ``watch_stop`` calls back once kopf stops the daemon; ``write_status`` is one
 merge patch of the status subresource (None when the object is gone), and until the watch
 delivers it a turn sees the delivered status plus the patch; kopf's watch stream hands on
@@ -20,16 +21,11 @@ from typing import Any
 
 import kopf
 
-from batchcert.handlers import (
-    GenerationDiffBase,
-    current_view,
-    keep_watched_bodies_lean,
-    lean_body,
-    until_stopped,
-    watch_stop,
-    write_status,
-)
+from batchcert.daemon import until_stopped, watch_stop
+from batchcert.kopfprivate import keep_watched_bodies_lean, lean_body
+from batchcert.kopfsettings import GenerationDiffBase
 from batchcert.models.names import GROUP, PAUSED_ANNOTATION
+from batchcert.statuswriter import current_view, write_status
 
 
 def body(generation: int = 1, **metadata: Any) -> kopf.Body:
@@ -62,12 +58,15 @@ def test_kopf_and_kubectl_annotations_are_not_changes_but_the_pause_is() -> None
     assert essence(body(annotations={"team": "a"})) != essence(body())
 
 
-def test_the_stored_diff_base_is_small() -> None:
-    b = body(annotations={"kubectl.kubernetes.io/last-applied-configuration": "x" * 1000})
-    patch = kopf.Patch()
-    GenerationDiffBase(prefix=GROUP).store(body=b, patch=patch, essence=essence(b))
-    stored = patch["metadata"]["annotations"][f"{GROUP}/last-handled-configuration"]
-    assert len(stored) < 40
+def test_the_diff_base_is_kept_in_memory_not_written_to_the_object() -> None:
+    b = body(uid="u1", annotations={"kubectl.kubernetes.io/last-applied-configuration": "x" * 99})
+    storage, patch = GenerationDiffBase(prefix=GROUP), kopf.Patch()
+    assert storage.fetch(body=b) is None  # new to this process: kopf's "create" (no handler)
+    storage.store(body=b, patch=patch, essence=essence(b))
+    assert not patch  # no object write
+    assert storage.fetch(body=b) == {"generation": 1}
+    storage.forget(b)
+    assert storage.fetch(body=b) is None
 
 
 async def test_until_stopped_returns_the_result() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import kopf
 
-from batchcert.handlers import FINALIZER, configure_settings
+from batchcert.kopfsettings import FINALIZER, configure_settings
 
 
 def test_alone_by_default() -> None:

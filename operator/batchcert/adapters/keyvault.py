@@ -15,7 +15,7 @@ from azure.core.rest import HttpRequest
 
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.errors import translating
-from batchcert.errors import AzureCallError
+from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import CertificateFacts, CertificateReading, LifetimeAction
 
 
@@ -96,11 +96,21 @@ class KeyVaultAdapter:
         try:
             facts = await self.get_certificate_facts(vault_url, name)
         except AzureCallError as exc:
-            return CertificateReading(
-                key=key,
-                read_at=now,
-                error_status=exc.status,
-                error_code=exc.code,
-                error_message=exc.message,
-            )
+            return failed_reading(key, now, exc)
         return CertificateReading(key=key, read_at=now, facts=facts)
+
+
+def failed_reading(
+    key: tuple[str, str], now: datetime, error: AzureCallError
+) -> CertificateReading:
+    """A failed read, with the classifier's verdict carried along (its one meaning)."""
+    verdict = classify(error)
+    return CertificateReading(
+        key=key,
+        read_at=now,
+        error_status=error.status,
+        error_code=error.code,
+        error_message=error.message,
+        failure_reason=verdict.reason,
+        failure_message=verdict.message,
+    )

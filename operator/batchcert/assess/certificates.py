@@ -17,7 +17,7 @@ from batchcert.conditions import CERTIFICATE_READY, ConditionUpdate
 from batchcert.models.azure import CertificateFacts, CertificateReading
 from batchcert.models.spec import CertificateRef
 from batchcert.models.timestamps import format_rfc3339
-from batchcert.reasons import is_user_action
+from batchcert.reasons import CertificateReason, ComponentReason, is_user_action
 
 
 def is_cloud_vault(vault_url: str, dns_suffix: str) -> bool:
@@ -58,8 +58,16 @@ class CertificatePolicy:
 @dataclass(frozen=True)
 class CertificateVerdict:
     ok: bool
-    reason: str
+    reason: CertificateReason | ComponentReason  # registered reasons only (mypy checks)
     message: str
+
+
+def _classified(name: str | None) -> CertificateReason | ComponentReason:
+    """The classifier's reason, carried with the reading as text, as its constant."""
+    for namespace in (CertificateReason, ComponentReason):
+        if name is not None and name in namespace.__members__.values():
+            return namespace(name)
+    return CertificateReason.CERTIFICATE_READ_FAILED
 
 
 def assess_reading(
@@ -70,52 +78,56 @@ def assess_reading(
 ) -> CertificateVerdict:
     label = f"certificate {cert.cert_name} in {cert.vault}"
     if reading is None:
-        return CertificateVerdict(False, "CertificatePending", f"{label} has not been read yet")
-    if reading.facts is None:
-        if reading.error_status == 404:
-            return CertificateVerdict(False, "CertificateNotFound", f"{label} does not exist")
-        if reading.error_status in (401, 403):
-            return CertificateVerdict(
-                False,
-                "AuthorizationFailed",
-                f"the operator cannot read {label}: {reading.error_message} "
-                "(grant it certificates get/list on the vault)",
-            )
-        if reading.error_status == 429:
-            return CertificateVerdict(False, "AzureThrottled", f"{label}: {reading.error_message}")
         return CertificateVerdict(
-            False, "CertificateReadFailed", f"reading {label} failed: {reading.error_message}"
+            False, CertificateReason.CERTIFICATE_PENDING, f"{label} has not been read yet"
         )
+    if reading.facts is None:
+        if reading.is_missing:
+            return CertificateVerdict(
+                False, CertificateReason.CERTIFICATE_NOT_FOUND, f"{label} does not exist"
+            )
+        # The classifier's verdict is the failure's one meaning (carried with the reading).
+        reason = _classified(reading.failure_reason)
+        message = reading.failure_message or reading.error_message
+        if reason == "AuthorizationFailed":
+            message += " (grant the operator certificates get/list on the vault)"
+        return CertificateVerdict(False, reason, f"reading {label} failed: {message}")
     facts = reading.facts
     if not facts.enabled:
-        return CertificateVerdict(False, "CertificateDisabled", f"{label} is disabled")
+        return CertificateVerdict(
+            False, CertificateReason.CERTIFICATE_DISABLED, f"{label} is disabled"
+        )
     if facts.not_after is not None and facts.not_after <= now:
         return CertificateVerdict(
-            False, "CertificateExpired", f"{label} expired at {format_rfc3339(facts.not_after)}"
+            False,
+            CertificateReason.CERTIFICATE_EXPIRED,
+            f"{label} expired at {format_rfc3339(facts.not_after)}",
         )
     renewal = expected_renewal_time(facts)
     if renewal is None:
         if facts.not_after is not None and facts.not_after - now <= policy.expiring_soon:
             return CertificateVerdict(
                 False,
-                "CertificateExpiringSoon",
+                CertificateReason.CERTIFICATE_EXPIRING_SOON,
                 f"{label} expires at {format_rfc3339(facts.not_after)} and has no AutoRenew "
                 "lifetime action: renew it or add one",
             )
         return CertificateVerdict(
             False,
-            "AutoRenewDisabled",
+            CertificateReason.AUTO_RENEW_DISABLED,
             f"{label} has no AutoRenew lifetime action in its policy: nodes will keep it "
             "until it expires",
         )
     if now - renewal > policy.renewal_grace:
         return CertificateVerdict(
             False,
-            "AutoRenewStuck",
+            CertificateReason.AUTO_RENEW_STUCK,
             f"{label} should have renewed at {format_rfc3339(renewal)} but version "
             f"{facts.version} is still current (check the issuer and the vault's activity log)",
         )
-    return CertificateVerdict(True, "CertificateReady", f"{label} is current and renews itself")
+    return CertificateVerdict(
+        True, CertificateReason.CERTIFICATES_READY, f"{label} is current and renews itself"
+    )
 
 
 def build_certificate_status(
@@ -184,7 +196,10 @@ def summarize_certificates(verdicts: Sequence[CertificateVerdict]) -> ConditionU
     failing = [v for v in verdicts if not v.ok]
     if not failing:
         return ConditionUpdate(
-            CERTIFICATE_READY, True, "CertificatesReady", "every certificate is current"
+            CERTIFICATE_READY,
+            True,
+            CertificateReason.CERTIFICATES_READY,
+            "every certificate is current",
         )
     # several failing: the one a person must fix is the one to report
     first = next((v for v in failing if is_user_action(v.reason)), failing[0])

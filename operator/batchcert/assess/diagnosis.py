@@ -26,6 +26,7 @@ from datetime import datetime
 
 from batchcert.conditions import NODES_READY, ConditionUpdate
 from batchcert.models.azure import CertificateReading, IdentityInfo
+from batchcert.reasons import NodesReason
 
 # Where the extension writes its log (Microsoft's Key Vault VM extension docs, "Troubleshoot").
 EXTENSION_LOGS = {
@@ -56,45 +57,66 @@ class DiagnosisFacts:
     os_type: str = "Linux"
 
 
-def _proven(reason: str, message: str) -> ConditionUpdate:
-    return ConditionUpdate(NODES_READY, False, reason, message)
+# Every proven cause is said as this prefix and the cause itself.
+_CANNOT_FETCH = "nodes cannot fetch certificates"
 
 
-def _identity_cause(facts: DiagnosisFacts) -> ConditionUpdate | None:
+@dataclass(frozen=True)
+class Diagnosis:
+    """A verdict on the nodes' fetch chain: the reason, and the cause as its own field (so a
+    condition that quotes it never parses a sentence back apart)."""
+
+    reason: NodesReason  # registered reasons only (mypy checks)
+    cause: str  # the link found broken, or what the control plane could and could not verify
+    proven: bool = True  # False: no link is broken; the cause is on the node
+
+    @property
+    def message(self) -> str:
+        return f"{_CANNOT_FETCH}: {self.cause}" if self.proven else self.cause
+
+    def condition(self) -> ConditionUpdate:
+        return ConditionUpdate(NODES_READY, False, self.reason, self.message)
+
+
+def _proven(reason: NodesReason, cause: str) -> Diagnosis:
+    return Diagnosis(reason, cause)
+
+
+def _identity_cause(facts: DiagnosisFacts) -> Diagnosis | None:
     name = facts.identity_resource_id.rstrip("/").rsplit("/", 1)[-1]
     if facts.identity is None and not facts.identity_unverified_because:
         return _proven(
-            "IdentityNotFound",
-            f"nodes cannot fetch certificates: identity {name} does not exist, so the extension "
+            NodesReason.IDENTITY_NOT_FOUND,
+            f"identity {name} does not exist, so the extension "
             "cannot obtain a token; create it or fix spec.identity.resourceId",
         )
     if facts.identity_resource_id.lower() not in facts.pool_identity_ids:
         return _proven(
-            "IdentityNotOnPool",
-            f"nodes cannot fetch certificates: the pool does not carry identity {name}; the "
+            NodesReason.IDENTITY_NOT_ON_POOL,
+            f"the pool does not carry identity {name}; the "
             "extension's msiClientId names an identity the nodes do not have",
         )
     identity = facts.identity
     wanted = facts.extension_client_id
     if identity is not None and wanted is not None and wanted.lower() != identity.client_id.lower():
         return _proven(
-            "IdentityNotFound",
-            f"nodes cannot fetch certificates: the extension's msiClientId {wanted} is not "
+            NodesReason.IDENTITY_NOT_FOUND,
+            f"the extension's msiClientId {wanted} is not "
             f"identity {name}'s clientId {identity.client_id}; fix spec.identity.clientId (or "
             "omit it to look it up)",
         )
     return None
 
 
-def _vault_cause(facts: DiagnosisFacts) -> ConditionUpdate | None:
+def _vault_cause(facts: DiagnosisFacts) -> Diagnosis | None:
     if facts.identity is None:
         return None
     name = facts.identity_resource_id.rstrip("/").rsplit("/", 1)[-1]
     for vault in facts.vaults:
         if vault.grants_get is False:
             return _proven(
-                "VaultAccessDenied",
-                f"nodes cannot fetch certificates: identity {name}'s principal "
+                NodesReason.VAULT_ACCESS_DENIED,
+                f"identity {name}'s principal "
                 f"{facts.identity.principal_id} has no secrets get on vault {vault.vault} "
                 f"(checked its {vault.via}s); grant secrets get/list or the Key Vault Secrets "
                 "User role, or set spec.identity.grantSecretsAccess",
@@ -102,27 +124,24 @@ def _vault_cause(facts: DiagnosisFacts) -> ConditionUpdate | None:
     return None
 
 
-def _certificate_cause(facts: DiagnosisFacts, now: datetime) -> ConditionUpdate | None:
+def _certificate_cause(facts: DiagnosisFacts, now: datetime) -> Diagnosis | None:
     for label, reading in facts.certificates:
         if reading is None:
             continue
         if reading.error_status == 404:
             return _proven(
-                "CertificateNotFound",
-                f"nodes cannot fetch certificates: {label} does not exist in its vault",
+                NodesReason.CERTIFICATE_NOT_FOUND,
+                f"{label} does not exist in its vault",
             )
         facts_ = reading.facts
         if facts_ is None:
             continue
         if not facts_.enabled:
-            return _proven(
-                "CertificateDisabled", f"nodes cannot fetch certificates: {label} is disabled"
-            )
+            return _proven(NodesReason.CERTIFICATE_DISABLED, f"{label} is disabled")
         if facts_.not_after is not None and facts_.not_after <= now:
             return _proven(
-                "CertificateExpired",
-                f"nodes cannot fetch certificates: {label} expired at "
-                f"{facts_.not_after.isoformat()}; renew it in Key Vault",
+                NodesReason.CERTIFICATE_EXPIRED,
+                f"{label} expired at {facts_.not_after.isoformat()}; renew it in Key Vault",
             )
     return None
 
@@ -146,6 +165,11 @@ def _unverified(facts: DiagnosisFacts) -> list[str]:
 
 def diagnose_fetch_failure(facts: DiagnosisFacts, now: datetime) -> ConditionUpdate:
     """The proven cause of the nodes' fetch failure, or a plain "the cause is on the node"."""
+    return find_cause(facts, now).condition()
+
+
+def find_cause(facts: DiagnosisFacts, now: datetime) -> Diagnosis:
+    """The first broken link of the fetch chain, or a plain "the cause is on the node"."""
     for check in (_identity_cause(facts), _vault_cause(facts)):
         if check is not None:
             return check
@@ -161,12 +185,11 @@ def diagnose_fetch_failure(facts: DiagnosisFacts, now: datetime) -> ConditionUpd
         else f"the control plane shows no cause, but could not verify {'; '.join(unverified)}"
     )
     log = EXTENSION_LOGS.get(facts.os_type, EXTENSION_LOGS["Linux"])
-    return ConditionUpdate(
-        NODES_READY,
-        False,
-        "CertificateFetchFailing",
-        f"nodes cannot fetch certificates and do not say why; {checked}. The cause is on the "
+    return Diagnosis(
+        NodesReason.CERTIFICATE_FETCH_FAILING,
+        f"{_CANNOT_FETCH} and do not say why; {checked}. The cause is on the "
         f"node: read the Key Vault extension's log there ({log}), e.g. after "
         "`az batch node remote-login-settings show`; typical causes are network rules or a "
         "firewall in front of the vault, or DNS on the node",
+        proven=False,
     )

@@ -27,6 +27,7 @@ from typing import Any
 from batchcert.conditions import NODES_READY, ConditionUpdate
 from batchcert.models.azure import ExtensionStatus, NodeExtensionReport, NodesReading
 from batchcert.models.timestamps import format_rfc3339
+from batchcert.reasons import NodesReason
 
 MAX_FAILURES = 10
 
@@ -47,32 +48,32 @@ _TRANSITIONAL_NODE_STATES = frozenset(
 _FAILED_NODE_STATES = frozenset({"unusable", "starttaskfailed", "unknown"})
 
 # (substring of the extension message, lower case) → cause, most specific first.
-_CAUSES: tuple[tuple[str, str], ...] = (
-    ("identity not found", "IdentityNotFound"),
-    ("msiclientid", "IdentityNotFound"),
-    ("does not have secrets get permission", "VaultAccessDenied"),
-    ("forbidden", "VaultAccessDenied"),
-    ("accessdenied", "VaultAccessDenied"),
-    ("secretnotfound", "CertificateNotFound"),
-    ("certificatenotfound", "CertificateNotFound"),
-    ("not found", "CertificateNotFound"),
-    ("disabled", "CertificateDisabled"),
+_CAUSES: tuple[tuple[str, NodesReason], ...] = (
+    ("identity not found", NodesReason.IDENTITY_NOT_FOUND),
+    ("msiclientid", NodesReason.IDENTITY_NOT_FOUND),
+    ("does not have secrets get permission", NodesReason.VAULT_ACCESS_DENIED),
+    ("forbidden", NodesReason.VAULT_ACCESS_DENIED),
+    ("accessdenied", NodesReason.VAULT_ACCESS_DENIED),
+    ("secretnotfound", NodesReason.CERTIFICATE_NOT_FOUND),
+    ("certificatenotfound", NodesReason.CERTIFICATE_NOT_FOUND),
+    ("not found", NodesReason.CERTIFICATE_NOT_FOUND),
+    ("disabled", NodesReason.CERTIFICATE_DISABLED),
 )
 
 # The generic text the real extension shows while it cannot fetch (the cause is not in it).
 _GENERIC_FETCH_FAILURE = ("failed to download", "retrying", "failed to fetch")
 
 _CAUSE_ADVICE = {
-    "IdentityNotFound": "the extension's msiClientId does not match an identity on the pool: "
+    NodesReason.IDENTITY_NOT_FOUND: "the extension's msiClientId does not match an identity on the pool: "
     "check spec.identity.clientId",
-    "VaultAccessDenied": "the pool's identity cannot read the vault's secrets: grant it secrets "
+    NodesReason.VAULT_ACCESS_DENIED: "the pool's identity cannot read the vault's secrets: grant it secrets "
     "get/list (access policy) or the Key Vault Secrets User role",
-    "CertificateNotFound": "an observed certificate's secret does not exist in the vault",
-    "CertificateDisabled": "an observed certificate is disabled in the vault",
-    "ExtensionMissing": "the Key Vault extension is not on the node",
-    "NodeUnusable": "the node is unusable",
-    "ExtensionFailed": "the Key Vault extension failed",
-    "CertificateFetchFailing": "the Key Vault extension cannot download the certificates and the "
+    NodesReason.CERTIFICATE_NOT_FOUND: "an observed certificate's secret does not exist in the vault",
+    NodesReason.CERTIFICATE_DISABLED: "an observed certificate is disabled in the vault",
+    NodesReason.EXTENSION_MISSING: "the Key Vault extension is not on the node",
+    NodesReason.NODE_UNUSABLE: "the node is unusable",
+    NodesReason.EXTENSION_FAILED: "the Key Vault extension failed",
+    NodesReason.CERTIFICATE_FETCH_FAILING: "the Key Vault extension cannot download the certificates and the "
     "nodes do not say why",
 }
 
@@ -80,16 +81,16 @@ _CAUSE_ADVICE = {
 @dataclass(frozen=True)
 class NodeVerdict:
     state: str  # ready | transitioning | failed
-    cause: str | None = None
+    cause: NodesReason | None = None  # registered reasons only (mypy checks)
     message: str = ""
 
 
-def _cause_of(text: str) -> str:
+def _cause_of(text: str) -> NodesReason:
     lowered = text.lower()
     for needle, cause in _CAUSES:
         if needle in lowered:
             return cause
-    return "ExtensionFailed"
+    return NodesReason.EXTENSION_FAILED
 
 
 def _level(status: ExtensionStatus) -> str:
@@ -137,21 +138,29 @@ def assess_node(report: NodeExtensionReport) -> NodeVerdict:
         cause_text = " ".join(s.message or s.display_status or s.code or "" for s in failing)
         text = cause_text.strip() or text
         cause = _cause_of(text)
-        if cause == "ExtensionFailed" and _is_generic_fetch_failure(text):
-            cause = "CertificateFetchFailing"
+        if cause == NodesReason.EXTENSION_FAILED and _is_generic_fetch_failure(text):
+            cause = NodesReason.CERTIFICATE_FETCH_FAILING
         return NodeVerdict("failed", cause, text or "extension provisioning failed")
     if report.extension_found and provisioning != "succeeded" and _is_generic_fetch_failure(text):
         # Still Transitioning, but saying it cannot download: not "coming up", failing.
         cause = _cause_of(text)
         return NodeVerdict(
-            "failed", "CertificateFetchFailing" if cause == "ExtensionFailed" else cause, text
+            "failed",
+            NodesReason.CERTIFICATE_FETCH_FAILING
+            if cause == NodesReason.EXTENSION_FAILED
+            else cause,
+            text,
         )
     if node_state in _FAILED_NODE_STATES:
-        return NodeVerdict("failed", "NodeUnusable", f"node state is {report.node_state}")
+        return NodeVerdict(
+            "failed", NodesReason.NODE_UNUSABLE, f"node state is {report.node_state}"
+        )
     if node_state in _TRANSITIONAL_NODE_STATES:
         return NodeVerdict("transitioning", None, f"node state is {report.node_state}")
     if not report.extension_found:
-        return NodeVerdict("failed", "ExtensionMissing", "the Key Vault extension is not installed")
+        return NodeVerdict(
+            "failed", NodesReason.EXTENSION_MISSING, "the Key Vault extension is not installed"
+        )
     if provisioning == "succeeded":
         return NodeVerdict("ready", None, text)
     return NodeVerdict("transitioning", None, text or f"extension is {report.provisioning_state}")
@@ -165,7 +174,7 @@ def build_nodes_status(
     failures = [
         {
             "nodeId": report.node_id,
-            "code": verdict.cause or "ExtensionFailed",
+            "code": verdict.cause or NodesReason.EXTENSION_FAILED,
             "message": verdict.message[:512],
             "time": format_rfc3339(reading.read_at),
         }
@@ -199,8 +208,10 @@ def summarize_nodes(
     total = len(verdicts)
     failed = [v for v in verdicts if v.state == "failed"]
     if failed:
-        cause, count = Counter(v.cause or "ExtensionFailed" for v in failed).most_common(1)[0]
-        example = next(v for v in failed if (v.cause or "ExtensionFailed") == cause)
+        cause, count = Counter(v.cause or NodesReason.EXTENSION_FAILED for v in failed).most_common(
+            1
+        )[0]
+        example = next(v for v in failed if (v.cause or NodesReason.EXTENSION_FAILED) == cause)
         return ConditionUpdate(
             NODES_READY,
             False,
@@ -213,27 +224,32 @@ def summarize_nodes(
         return ConditionUpdate(
             NODES_READY,
             False,
-            "ExtensionTransitioning",
+            NodesReason.EXTENSION_TRANSITIONING,
             f"{transitioning}/{total} nodes are still installing the Key Vault extension or "
             "fetching certificates",
         )
     if target_nodes is not None and total < target_nodes:
         return ConditionUpdate(
-            NODES_READY, False, "NodesAllocating", f"{total}/{target_nodes} nodes allocated"
+            NODES_READY,
+            False,
+            NodesReason.NODES_ALLOCATING,
+            f"{total}/{target_nodes} nodes allocated",
         )
     if rotation_pending_until is not None:
         return ConditionUpdate(
             NODES_READY,
             False,
-            "RotationPropagating",
+            NodesReason.ROTATION_PROPAGATING,
             f"a new certificate version is propagating; nodes poll Key Vault and should all have "
             f"it by {format_rfc3339(rotation_pending_until)}",
         )
     if total == 0:
-        return ConditionUpdate(NODES_READY, True, "NoNodes", "the pool has no nodes to check")
+        return ConditionUpdate(
+            NODES_READY, True, NodesReason.NO_NODES, "the pool has no nodes to check"
+        )
     return ConditionUpdate(
         NODES_READY,
         True,
-        "ExtensionSucceeded",
+        NodesReason.EXTENSION_SUCCEEDED,
         f"{total}/{total} nodes report the extension healthy",
     )

@@ -150,7 +150,11 @@ class CertificateFacts:
 
 @dataclass(frozen=True)
 class CertificateReading:
-    """One read of a certificate: facts, or the failure that prevented them (never both)."""
+    """One read of a certificate: facts, or the failure that prevented them (never both).
+
+    A failure carries the error classifier's verdict (``batchcert.errors.classify``, applied by
+    the adapter that read it): its reason and message are the failure's one meaning.
+    """
 
     key: tuple[str, str]
     read_at: datetime
@@ -158,6 +162,13 @@ class CertificateReading:
     error_status: int | None = None
     error_code: str | None = None
     error_message: str = ""
+    failure_reason: str | None = None  # the classifier's reason (None: no failure, or unjudged)
+    failure_message: str = ""  # the classifier's message
+
+    @property
+    def is_missing(self) -> bool:
+        """Key Vault answered that the certificate does not exist."""
+        return self.facts is None and self.error_status == 404
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The shared certificate cache: one Key Vault read per certificate per interval, however many
 BatchCertPools reference it.
 
-Objects ask for a certificate's reading on every tick; a reading younger than the interval is
+Objects ask for a certificate's reading at every turn; a reading younger than the interval is
 served from memory, an older one triggers exactly one read that every concurrent asker awaits
-(single flight). Rotation therefore reaches every sharing pool within one interval plus one tick.
+(single flight). Rotation therefore reaches every sharing pool within one interval (the watcher wakes them).
 
 With the scheduler (``reconcile/scheduler.py``) no object asks on a clock: ``refresh`` re-reads
 the certificates some object observes when their readings expire, and every read whose answer

@@ -19,19 +19,25 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from batchcert.adapters.arm import ArmAdapter
-from batchcert.assess.diagnosis import DiagnosisFacts, VaultAccessFact, diagnose_fetch_failure
-from batchcert.conditions import ConditionUpdate
+from batchcert.assess.diagnosis import Diagnosis, DiagnosisFacts, VaultAccessFact, find_cause
 from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import IdentityInfo, PoolState
 from batchcert.models.spec import BatchCertPoolSpec
+from batchcert.reasons import NodesReason
 from batchcert.reconcile.certwatch import CertificateWatcher
 from batchcert.reconcile.lookups import SharedFacts
 from batchcert.translate.access_policy import has_secrets_read
 from batchcert.translate.pool_diff import extension_client_id
 
-DIAGNOSED_REASONS = frozenset({"CertificateFetchFailing", "ExtensionFailed"})
+DIAGNOSED_REASONS = frozenset({NodesReason.CERTIFICATE_FETCH_FAILING, NodesReason.EXTENSION_FAILED})
 # Proven causes that healthy-looking nodes cannot show (CertificateReady covers the certificate).
-SILENT_FAILURE_REASONS = frozenset({"IdentityNotFound", "IdentityNotOnPool", "VaultAccessDenied"})
+SILENT_FAILURE_REASONS = frozenset(
+    {
+        NodesReason.IDENTITY_NOT_FOUND,
+        NodesReason.IDENTITY_NOT_ON_POOL,
+        NodesReason.VAULT_ACCESS_DENIED,
+    }
+)
 
 
 def _vault_name(vault_url: str) -> str:
@@ -58,7 +64,7 @@ class NodeFailureDiagnoser:
 
     async def diagnose(
         self, spec: BatchCertPoolSpec, pool: PoolState, now: datetime, *, max_age: float
-    ) -> ConditionUpdate:
+    ) -> Diagnosis:
         """``max_age``: how old a shared vault answer may be (what this pool's cadence needs)."""
         ids = ((pool.body.get("identity") or {}).get("userAssignedIdentities")) or {}
         on_pool = next(
@@ -96,7 +102,7 @@ class NodeFailureDiagnoser:
             certificates=tuple(certificates),
             os_type=spec.resolved_os_type.value,
         )
-        return diagnose_fetch_failure(facts, now)
+        return find_cause(facts, now)
 
     async def _identity(self, spec: BatchCertPoolSpec) -> tuple[IdentityInfo | None, str]:
         try:

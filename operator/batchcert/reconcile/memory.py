@@ -1,4 +1,7 @@
-"""Per-object facts the reconcile keeps between ticks (in memory; status is the durable record).
+"""Per-object facts the reconcile keeps between turns (in memory; status is the durable record).
+
+One slice per step (``reconcile/steps``): a step reads and writes its own slice only; what a later
+step needs of an earlier one's findings travels in the ``Turn``.
 
 Everything here may be lost on restart without harm: it only schedules work and caches reads.
 Anything a restart must not forget (rotation counts and times, versions seen) lives in status.
@@ -11,10 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from batchcert.assess.diagnosis import Diagnosis
 from batchcert.assess.nodeselect import NodeMemo
 from batchcert.conditions import ConditionUpdate
 from batchcert.errors import Backoff
 from batchcert.models.azure import NodesReading, PoolState
+from batchcert.reasons import CertificateReason, ComponentReason
 
 
 @dataclass(frozen=True)
@@ -41,29 +46,49 @@ class CreateFailure:
     """A refused certificate create: when to try again, and what to tell the user meanwhile."""
 
     schedule: Backoff
-    reason: str
+    reason: ComponentReason | CertificateReason  # the classifier's
     message: str
+
+
+@dataclass(slots=True)
+class AccessMemory:
+    generation: int | None = None  # the spec generation whose vault access was ensured
+    recheck: bool = False
+    schedule: Backoff = field(default_factory=Backoff)
+    # A new role assignment is propagating: PoolReady says so and the pool waits (access.py).
+    waiting: ConditionUpdate | None = None
+
+
+@dataclass(slots=True)
+class PoolMemory:
+    generation_seen: int | None = None
+    schedule: Backoff = field(default_factory=Backoff)
+    seen: PoolState | None = None  # the last sighting (kept small: ``PoolState.kept``)
+    known: bool = False  # a GET has told us whether the pool exists
+    create_tried: bool = False  # a create without a GET first failed: read first from now on
+    condition: ConditionUpdate | None = None
+
+
+@dataclass(slots=True)
+class CertificatesMemory:
+    creating: set[tuple[str, str]] = field(default_factory=set)
+    create_failures: dict[tuple[str, str], CreateFailure] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class NodesMemory:
+    schedule: Backoff = field(default_factory=Backoff)
+    reading: NodesReading | None = None  # every listed node's latest report (some carried over)
+    memos: dict[str, NodeMemo] = field(default_factory=dict)  # when each node was read
+    pass_at: datetime | None = None  # the last node pass that listed the nodes
+    diagnosis_schedule: Backoff = field(default_factory=Backoff)
+    diagnosis: Diagnosis | None = None  # the last control-plane diagnosis of the nodes
 
 
 @dataclass(slots=True)  # one per owned object: no per-instance __dict__
 class ObjectMemory:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    generation_seen: int | None = None
-    pool_schedule: Backoff = field(default_factory=Backoff)
-    nodes_schedule: Backoff = field(default_factory=Backoff)
-    pool: PoolState | None = None
-    pool_known: bool = False  # a GET has told us whether the pool exists
-    create_tried: bool = False  # a create without a GET first failed: read first from now on
-    nodes: NodesReading | None = None  # every listed node's latest report (some carried over)
-    node_memos: dict[str, NodeMemo] = field(default_factory=dict)  # when each node was read
-    nodes_pass_at: datetime | None = None  # the last node pass that listed the nodes
-    diagnosis_schedule: Backoff = field(default_factory=Backoff)
-    diagnosis: ConditionUpdate | None = None  # the last control-plane diagnosis of the nodes
-    pool_condition: ConditionUpdate | None = None
-    certificates_creating: set[tuple[str, str]] = field(default_factory=set)
-    access_generation: int | None = None  # the spec generation whose vault access was ensured
-    access_recheck: bool = False
-    access_schedule: Backoff = field(default_factory=Backoff)
-    # A new role assignment is propagating: PoolReady says so and the pool waits (access.py).
-    access_waiting: ConditionUpdate | None = None
-    certificate_create_failures: dict[tuple[str, str], CreateFailure] = field(default_factory=dict)
+    access: AccessMemory = field(default_factory=AccessMemory)
+    pool: PoolMemory = field(default_factory=PoolMemory)
+    certificates: CertificatesMemory = field(default_factory=CertificatesMemory)
+    nodes: NodesMemory = field(default_factory=NodesMemory)

@@ -17,6 +17,7 @@ change, then scales back (each step chosen from the observed level, not from rem
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from batchcert.adapters.arm import ArmAdapter
@@ -24,6 +25,7 @@ from batchcert.conditions import POOL_READY, ConditionUpdate
 from batchcert.errors import AzureCallError, classify
 from batchcert.models.azure import PoolState
 from batchcert.models.spec import BatchCertPoolSpec, DisruptiveUpdatePolicy
+from batchcert.reasons import PoolReason
 from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, PoolResult, PoolSighting
@@ -37,11 +39,11 @@ from batchcert.translate.pool_body import (
 from batchcert.translate.pool_diff import build_disruptive_patch, build_in_place_patch, diff_pool
 
 
-def _ready(reason: str, message: str) -> ConditionUpdate:
+def _ready(reason: PoolReason, message: str) -> ConditionUpdate:
     return ConditionUpdate(POOL_READY, True, reason, message)
 
 
-def _not_ready(reason: str, message: str) -> ConditionUpdate:
+def _not_ready(reason: PoolReason, message: str) -> ConditionUpdate:
     return ConditionUpdate(POOL_READY, False, reason, message)
 
 
@@ -59,14 +61,15 @@ def _refusal(
     if owner_uid_of(pool.properties) != uid:
         return PoolResult(
             _not_ready(
-                "PoolNotOwned",
+                PoolReason.POOL_NOT_OWNED,
                 f"a pool named {pool_name} already exists in account {spec.account.name} and "
                 "was not created by this resource: delete it in Azure or choose another spec.poolName",
             )
         )
     if pool.is_deleting:
         return PoolResult(
-            _not_ready("PoolDeleting", f"pool {pool_name} is being deleted in Azure"), busy=True
+            _not_ready(PoolReason.POOL_DELETING, f"pool {pool_name} is being deleted in Azure"),
+            busy=True,
         )
     return None
 
@@ -89,7 +92,8 @@ class PoolReconciler:
             result = await self._reconcile(obj, spec, seen, never_seen)
         except AzureCallError as exc:
             verdict = classify(exc)
-            result = PoolResult(_not_ready(verdict.reason, verdict.message), failure=verdict)
+            condition = ConditionUpdate(POOL_READY, False, verdict.reason, verdict.message)
+            result = PoolResult(condition, failure=verdict)
         result.seen = seen
         return result
 
@@ -101,7 +105,7 @@ class PoolReconciler:
         if client_id is None:
             return PoolResult(
                 _not_ready(
-                    "IdentityNotFound",
+                    PoolReason.IDENTITY_NOT_FOUND,
                     f"user-assigned identity {spec.identity.resource_id} does not exist "
                     "(or the operator cannot read it): create it or fix spec.identity.resourceId",
                 )
@@ -131,11 +135,13 @@ class PoolReconciler:
                 raise
             raced = seen.saw(await self._arm.get_pool(account, pool_name))
             if raced is None:
-                return PoolResult(_not_ready("Reconciling", "pool creation raced"), busy=True)
+                return PoolResult(
+                    _not_ready(PoolReason.RECONCILING, "pool creation raced"), busy=True
+                )
             return raced
         seen.saw(pool)
         return PoolResult(
-            _not_ready("PoolCreated", f"pool {pool_name} created; {_allocation(pool)}"),
+            _not_ready(PoolReason.POOL_CREATED, f"pool {pool_name} created; {_allocation(pool)}"),
             [Event("Normal", "PoolCreated", f"created Batch pool {pool_name} in {account.name}")],
             busy=True,
         )
@@ -155,24 +161,13 @@ class PoolReconciler:
         policy = spec.disruptive_update_policy
         if diff.disruptive and policy is DisruptiveUpdatePolicy.RECREATE:
             await self._arm.begin_delete_pool(account, pool_name)
-            fields = ", ".join(diff.disruptive)
-            return PoolResult(
-                _not_ready("PoolRecreating", f"deleting pool {pool_name} to change {fields}"),
-                [
-                    Event(
-                        "Normal",
-                        "PoolRecreating",
-                        f"recreating pool {pool_name} to change {fields}",
-                    )
-                ],
-                busy=True,
-            )
+            return _recreating(pool_name, diff.disruptive)
         if diff.requires_recreate and policy is DisruptiveUpdatePolicy.SCALE_TO_ZERO:
             # Checked before ScaleToZero: scaling to 0 for a change Azure then refuses would
             # take the nodes away for nothing.
             return PoolResult(
                 _not_ready(
-                    "UpdateRequiresRecreate",
+                    PoolReason.UPDATE_REQUIRES_RECREATE,
                     "the Key Vault extension's settings differ from the spec (a certificate "
                     "added, removed or changed, or the extension itself); Azure Batch cannot "
                     "change the VM extensions of an existing pool, not even at 0 nodes: set "
@@ -191,31 +186,14 @@ class PoolReconciler:
             events.append(
                 Event("Normal", "PoolUpdated", f"updated {', '.join(patch['properties'])}")
             )
-        if diff.disruptive and diff.requires_recreate:  # policy is Report
-            return PoolResult(
-                _not_ready(
-                    "UpdateRequiresDisruption",
-                    f"the pool differs from the spec ({diff.described}), including the VM "
-                    "extensions (certificates added, removed or changed), which Azure Batch "
-                    "changes on no existing pool: set spec.disruptiveUpdatePolicy to Recreate to "
-                    "apply, or revert the change",
-                ),
-                events,
-            )
         if diff.disruptive:  # policy is Report
-            return PoolResult(
-                _not_ready(
-                    "UpdateRequiresDisruption",
-                    f"the pool differs from the spec ({diff.described}), and Azure changes "
-                    "that only on a pool with no nodes: set spec.disruptiveUpdatePolicy to "
-                    "ScaleToZero or Recreate to apply, or revert the change",
-                ),
-                events,
-            )
+            return PoolResult(_reported(diff.described, bool(diff.requires_recreate)), events)
         # While Azure is still allocating, look again soon so status follows the nodes arriving.
         allocating = (pool.allocation_state or "").lower() != "steady"
         return PoolResult(
-            _ready("PoolReady", f"pool {pool_name} matches the spec; {_allocation(pool)}"),
+            _ready(
+                PoolReason.POOL_READY, f"pool {pool_name} matches the spec; {_allocation(pool)}"
+            ),
             events,
             busy=patch is not None or allocating,
         )
@@ -238,10 +216,12 @@ class PoolReconciler:
             )
             message = f"scaling pool {pool_name} to 0 nodes to change {names}"
             events.append(Event("Normal", "PoolScalingToZero", message))
-            return PoolResult(_not_ready("ScalingToZero", message), events, busy=True)
+            return PoolResult(_not_ready(PoolReason.SCALING_TO_ZERO, message), events, busy=True)
         if not pool.is_steady_at_zero:
             return PoolResult(
-                _not_ready("ScalingToZero", f"waiting for pool {pool_name} to reach 0 nodes"),
+                _not_ready(
+                    PoolReason.SCALING_TO_ZERO, f"waiting for pool {pool_name} to reach 0 nodes"
+                ),
                 events,
                 busy=True,
             )
@@ -250,7 +230,9 @@ class PoolReconciler:
         )
         events.append(Event("Normal", "PoolUpdated", f"changed {names} at 0 nodes; scaling back"))
         return PoolResult(
-            _not_ready("PoolUpdating", f"changed {names}; scaling back"), events, busy=True
+            _not_ready(PoolReason.POOL_UPDATING, f"changed {names}; scaling back"),
+            events,
+            busy=True,
         )
 
     async def delete(self, obj: ObjectView, spec: BatchCertPoolSpec) -> DeleteOutcome:
@@ -289,3 +271,30 @@ class PoolReconciler:
                 [Event("Warning", verdict.reason, verdict.message)],
                 max(verdict.retry_after or 0.0, 10.0),
             )
+
+
+def _recreating(pool_name: str, disruptive: Sequence[str]) -> PoolResult:
+    fields = ", ".join(disruptive)
+    return PoolResult(
+        _not_ready(PoolReason.POOL_RECREATING, f"deleting pool {pool_name} to change {fields}"),
+        [Event("Normal", "PoolRecreating", f"recreating pool {pool_name} to change {fields}")],
+        busy=True,
+    )
+
+
+def _reported(described: str, requires_recreate: bool) -> ConditionUpdate:
+    """Policy Report: the disruptive difference, said, not applied."""
+    if requires_recreate:
+        return _not_ready(
+            PoolReason.UPDATE_REQUIRES_DISRUPTION,
+            f"the pool differs from the spec ({described}), including the VM "
+            "extensions (certificates added, removed or changed), which Azure Batch "
+            "changes on no existing pool: set spec.disruptiveUpdatePolicy to Recreate to "
+            "apply, or revert the change",
+        )
+    return _not_ready(
+        PoolReason.UPDATE_REQUIRES_DISRUPTION,
+        f"the pool differs from the spec ({described}), and Azure changes "
+        "that only on a pool with no nodes: set spec.disruptiveUpdatePolicy to "
+        "ScaleToZero or Recreate to apply, or revert the change",
+    )

@@ -1,0 +1,164 @@
+"""Ownership of one object: the per-object daemon's loop, turn by turn.
+
+The daemon admits the object to the one scheduler (``reconcile/scheduler.py``) and takes its
+turns when they come due (the reconcile says when), when its spec or metadata changed, or when a
+certificate it observes changed. kopf stops it on deletion, on shutdown and when peering pauses
+this replica, so a paused replica owns nothing and acts on nothing. A sleeping daemon costs no
+CPU and little memory: it awaits its scheduler event itself, with one stop watch for its lifetime.
+
+Invariants: a turn never loses the object's schedule (a failed turn is retried after the busy
+interval); a turn sees our own pending status writes; status is written only by
+``statuswriter.write_status``, and only when the reconcile returned a non-empty patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import kopf
+
+from batchcert import metrics
+from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.services import Services, reconcile_turn
+from batchcert.statuswriter import WrittenStatus, current_view, post_events, to_view, write_status
+
+T = TypeVar("T")
+
+
+def object_key(body: kopf.Body) -> str:
+    meta = body.get("metadata", {})
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def object_memory(memo: kopf.Memo) -> ObjectMemory:
+    memory = memo.get("object")
+    if memory is None:
+        memory = memo["object"] = ObjectMemory()
+    return memory
+
+
+async def until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Future[Any]) -> T | None:
+    """Run ``work`` unless ``stop`` (the daemon's one stop watch) completes first: then cancel it.
+
+    kopf never cancels daemons on its own before their cancellation timeout, so a turn stuck in
+    a slow Azure call would outlive a pause or a shutdown, and the clients it uses.
+    """
+    task = asyncio.ensure_future(work)
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+def watch_stop(stopped: kopf.DaemonStopped, on_stop: Callable[[], None]) -> asyncio.Future[Any]:
+    """One task per owned object that completes when kopf stops its daemon, and calls
+    ``on_stop`` then (the scheduler's wake, so a sleeping daemon notices at once).
+
+    One watch for the object's whole ownership, not two tasks per turn: the daemon awaits its
+    scheduler event directly, and only a reconcile runs in a task of its own.
+    """
+    watch = asyncio.ensure_future(stopped.wait())
+    watch.add_done_callback(lambda _: on_stop())
+    return watch
+
+
+class Ownership:
+    """One owned object's turns: what a turn needs from kopf, and our pending status write."""
+
+    def __init__(
+        self,
+        body: kopf.Body,
+        memo: kopf.Memo,
+        resource: kopf.Resource,
+        logger: kopf.Logger,
+        stop: asyncio.Future[Any],
+    ) -> None:
+        self.body, self.memo, self.resource, self.logger, self.stop = (
+            body,
+            memo,
+            resource,
+            logger,
+            stop,
+        )
+        self.services: Services = memo["services"]
+        self.key = object_key(body)
+        self.memory = object_memory(memo)
+        self.written: WrittenStatus | None = None
+
+    def view(self) -> ObjectView:
+        view = current_view(self.body, self.written)
+        if self.written is not None and not self.written.is_pending(self.body):
+            self.written = None  # the watch delivered our writes (or newer): drop them
+        return view
+
+    async def turn(self, view: ObjectView) -> bool:
+        """One reconcile, its status write and Events, and the next due time; False: stopped."""
+        services, scheduler = self.services, self.services.scheduler
+        started = time.monotonic()
+        try:
+            outcome = await until_stopped(reconcile_turn(services, view, self.memory), self.stop)
+            metrics.observe(view, outcome, time.monotonic() - started, services.clients.pacer)
+            if outcome is None:
+                return False
+            if outcome.status_patch:
+                async with services.writes:  # a bounded number of API connections
+                    self.written = await write_status(
+                        self.memo["settings"],
+                        self.resource,
+                        self.body,
+                        outcome.status_patch,
+                        self.logger,
+                        seen_status=view.status,
+                    )
+            post_events(self.body, outcome.events)
+        except Exception:  # a bug or the API server: never lose the object's schedule
+            self.logger.exception("reconcile of %s failed; trying again", self.key)
+            scheduler.schedule(self.key, services.config.busy_interval_seconds)
+            return True
+        scheduler.observe(self.key, outcome.certificates)
+        scheduler.schedule(self.key, outcome.next_check_in)
+        return True
+
+
+async def own(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    resource: kopf.Resource,
+    logger: kopf.Logger,
+    stopped: kopf.DaemonStopped,
+) -> None:
+    """Own the object while kopf lets this replica act on it; reconcile at each turn."""
+    scheduler = memo["services"].scheduler
+    key = object_key(body)
+    scheduler.admit(key)
+    stop = watch_stop(stopped, lambda: scheduler.wake(key))
+    owner = Ownership(body, memo, resource, logger, stop)
+    try:
+        while not stopped:
+            await scheduler.turn(key)
+            # One of a bounded number of places (reconcile and writes), in the order the turns
+            # came due: a burst is worked through, not held in memory all at once.
+            async with scheduler.place():
+                if stopped:
+                    return
+                view = owner.view()
+                # This replica still acts on the object: its series stay, however long the
+                # reconcile or the deletion takes (the turn's gap is below their staleness).
+                metrics.touch(view)
+                if view.deleting:
+                    return  # the delete handler owns the object's last moments
+                if not await owner.turn(view):
+                    return
+    finally:
+        stop.cancel()
+        scheduler.release(key)
+        if not to_view(body).deleting:
+            # Paused by peering (or shutting down): this replica no longer speaks for it.
+            metrics.forget(to_view(body))

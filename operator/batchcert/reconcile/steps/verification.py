@@ -1,0 +1,61 @@
+"""Step 5, verification (``spec.verification``): proof from the nodes refines ``NodesReady``.
+
+The adaptation of ``reconcile/verification.py``'s ``Verifier`` (issue 21 owns it) to a step, kept
+here so it is easy to re-port: its public ``step`` and ``delete_job``, nothing else. It keeps its
+own per-object progress (its memory slice lives inside the ``Verifier``).
+
+Invariants: without a Batch tasks adapter, or with verification off, NodesReady is the nodes
+step's; while enabled, the object wakes every busy interval (the verifier polls its tasks).
+"""
+
+from __future__ import annotations
+
+from batchcert.config import Config
+from batchcert.models.spec import BatchCertPoolSpec
+from batchcert.reconcile.lookups import SharedFacts
+from batchcert.reconcile.memory import ObjectView
+from batchcert.reconcile.steps.turn import StepResult, Turn
+from batchcert.reconcile.verification import Verifier
+
+
+class VerificationStep:
+    def __init__(self, verifier: Verifier, facts: SharedFacts, config: Config) -> None:
+        self._verifier = verifier
+        self._facts = facts
+        self._config = config
+
+    async def run(
+        self, turn: Turn, nodes: StepResult, node_states: dict[str, str | None]
+    ) -> StepResult:
+        """``nodes``: the nodes step's result, refined here (its status and condition)."""
+        spec = turn.spec
+        assert nodes.condition is not None
+        status, condition, events = await self._verifier.step(
+            key=turn.obj.key,
+            object_name=turn.obj.name,
+            spec=spec,
+            endpoint=lambda: self._facts.account_endpoint(spec.account),
+            cert_items=turn.certificate_items,
+            nodes_status=nodes.status.get("nodes") if turn.pool is not None else None,
+            node_states=node_states,
+            condition=nodes.condition,
+            old_conditions=turn.conditions,
+            now=turn.now,
+            mono=turn.mono,
+        )
+        wake = nodes.wake_at
+        if spec.verification.enabled:
+            # Verification keeps per-node schedules of its own: poll as its tasks are polled.
+            busy = turn.mono + self._config.busy_interval_seconds
+            wake = busy if wake is None else min(wake, busy)
+        return StepResult(
+            condition,
+            {"nodes": status} if status is not None else {},
+            nodes.events + events,
+            wake,
+        )
+
+    async def delete(self, obj: ObjectView, spec: BatchCertPoolSpec) -> None:
+        await self._verifier.delete_job(
+            obj.key, spec, obj.name, lambda: self._facts.account_endpoint(spec.account)
+        )
