@@ -222,6 +222,8 @@ def test_minimal_manifest_reads_back_with_every_default(kube: KubeCluster) -> No
         "deletionPolicy": "Delete",
         "disruptiveUpdatePolicy": "Report",
         "verification": {"enabled": False, "interval": "PT24H", "taskTimeout": "PT10M"},
+        # Tenancy: the namespace's ServiceAccount whose Azure identity the operator acts with.
+        "credentials": {"serviceAccountName": "batchcert"},
     }
 
 
