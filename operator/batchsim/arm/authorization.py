@@ -29,10 +29,10 @@ from typing import Any
 
 from aiohttp import web
 
-from batchsim.arm.errors import ArmError, arm_json, resource_not_found
+from batchsim.arm.errors import ArmError, arm_json
 from batchsim.arm.pipeline import RG, ArmCall, ArmRoute, route
 from batchsim.arm.poolspec import arm_time
-from batchsim.arm.resources import IDENTITY
+from batchsim.arm.resources import IDENTITY, identity_of
 from batchsim.entra.service import FederatedCredential
 from batchsim.world import Identity, JsonDict, RoleAssignment
 
@@ -166,22 +166,6 @@ async def list_role_assignments(call: ArmCall) -> web.Response:
     return arm_json({"value": items})
 
 
-def _identity(call: ArmCall) -> Identity:
-    p = call.params
-    arm_id = (
-        f"/subscriptions/{p['subscriptionId']}/resourceGroups/{p['resourceGroupName']}"
-        f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{p['identityName']}"
-    )
-    identity = call.sim.world.identity(arm_id)
-    if identity is None:
-        raise resource_not_found(
-            "Microsoft.ManagedIdentity/userAssignedIdentities",
-            p["identityName"],
-            p["resourceGroupName"],
-        )
-    return identity
-
-
 def _render_fic(identity: Identity, name: str, fic: JsonDict) -> JsonDict:
     return {
         "id": f"{identity.arm_id}/federatedIdentityCredentials/{name}",
@@ -207,7 +191,7 @@ def sync_directory(call_sim: Any, identity: Identity) -> None:
 
 
 async def put_fic(call: ArmCall) -> web.Response:
-    identity = _identity(call)
+    identity = identity_of(call)
     body = call.json(batch_rp=False) or {}
     props = body.get("properties") if isinstance(body, dict) else None
     if not isinstance(props, dict):
@@ -234,7 +218,7 @@ async def put_fic(call: ArmCall) -> web.Response:
 
 
 async def get_fic(call: ArmCall) -> web.Response:
-    identity = _identity(call)
+    identity = identity_of(call)
     fic = identity.federated_credentials.get(call.params["ficName"])
     if fic is None:
         raise ArmError(
@@ -246,14 +230,14 @@ async def get_fic(call: ArmCall) -> web.Response:
 
 
 async def list_fics(call: ArmCall) -> web.Response:
-    identity = _identity(call)
+    identity = identity_of(call)
     return arm_json(
         {"value": [_render_fic(identity, n, f) for n, f in identity.federated_credentials.items()]}
     )
 
 
 async def delete_fic(call: ArmCall) -> web.Response:
-    identity = _identity(call)
+    identity = identity_of(call)
     if identity.federated_credentials.pop(call.params["ficName"], None) is None:
         return web.Response(status=204)
     sync_directory(call.sim, identity)

@@ -23,7 +23,7 @@ from batchsim.arm.errors import (
     resource_not_found,
 )
 from batchsim.arm.pipeline import RG, ArmCall, ArmRoute, route
-from batchsim.world import AccessPolicy, JsonDict, Vault
+from batchsim.world import AccessPolicy, Identity, JsonDict, Vault
 
 IDENTITY = (
     RG + r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities"
@@ -56,8 +56,8 @@ async def get_resource_group(call: ArmCall) -> web.Response:
     )
 
 
-async def get_identity(call: ArmCall) -> web.Response:
-    _resource_group(call)
+def identity_of(call: ArmCall) -> Identity:
+    """The user-assigned identity the call's path names, or ARM's ResourceNotFound."""
     p = call.params
     arm_id = (
         f"/subscriptions/{p['subscriptionId']}/resourceGroups/{p['resourceGroupName']}"
@@ -70,6 +70,12 @@ async def get_identity(call: ArmCall) -> web.Response:
             p["identityName"],
             p["resourceGroupName"],
         )
+    return identity
+
+
+async def get_identity(call: ArmCall) -> web.Response:
+    _resource_group(call)
+    identity = identity_of(call)
     return arm_json(
         {
             "id": identity.arm_id,
