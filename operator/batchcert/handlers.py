@@ -90,7 +90,7 @@ def build_services(config: Config, now: Callable[[], datetime] = utcnow) -> Serv
     reconciler = Reconciler(
         arm=ArmAdapter(clients),
         nodes=BatchNodesAdapter(clients, config.node_concurrency),
-        tasks=BatchTasksAdapter(clients, asyncio.Semaphore(config.node_concurrency)),
+        tasks=BatchTasksAdapter(clients, per_account=config.node_concurrency),
         keyvault=keyvault,
         watcher=watcher,
         config=config,

@@ -65,9 +65,10 @@ from batchcert.reconcile.memory import CreateFailure, ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
 from batchcert.reconcile.pool import PoolReconciler
 from batchcert.reconcile.scheduler import outside_place
-from batchcert.reconcile.verification import Verifier
+from batchcert.reconcile.verification import PoolFacts, Verifier
 from batchcert.translate.certificate_body import build_create_certificate_body
 from batchcert.translate.merge_patch import build_merge_patch
+from batchcert.translate.pool_body import owner_uid_of
 
 STATUS_KEYS = ("observedGeneration", "conditions", "pool", "certificates", "nodes")
 
@@ -222,9 +223,15 @@ class Reconciler:
     ) -> tuple[dict[str, Any] | None, ConditionUpdate, list[Event]]:
         """Node verification (spec.verification): proof from the nodes refines NodesReady."""
         assert self._verifier is not None
-        return await self._verifier.step(
+        pool = PoolFacts(
             key=obj.key,
+            uid=obj.uid,
             object_name=obj.name,
+            # Verification only on a pool this object owns (never a PoolNotOwned one's).
+            owned=memory.pool is not None and owner_uid_of(memory.pool.properties) == obj.uid,
+        )
+        return await self._verifier.step(
+            pool=pool,
             spec=spec,
             endpoint=lambda: self._facts.account_endpoint(spec.account),
             cert_items=cert_items,
@@ -743,6 +750,6 @@ class Reconciler:
                 )
             if self._verifier is not None and spec.deletion_policy.value == "Delete":
                 await self._verifier.delete_job(
-                    obj.key, spec, obj.name, lambda: self._facts.account_endpoint(spec.account)
+                    obj.key, lambda: self._facts.account_endpoint(spec.account)
                 )
             return await self._pools.delete(obj, spec)
