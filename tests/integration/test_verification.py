@@ -48,7 +48,7 @@ def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
             ns,
             scale={"fixed": {"targetDedicatedNodes": NODES}},
             certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
-            verification={"enabled": True, "taskTimeout": "PT20S"},
+            verification={"enabled": True, "taskTimeout": "PT1M"},
         )
     )
     stack.wait_ready("ver", ns, timeout=120)
@@ -160,27 +160,102 @@ def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
     assert ops.get("Task_Delete", 0) <= added
     assert "Traceback" not in stack.operator.log()
 
+    uid = stack.get("ver", ns)["metadata"]["uid"]
     stack.cluster.kubectl("delete", "bcp", "ver", "-n", ns, "--wait=true", "--timeout=60s")
-    assert not any(j for j in _jobs(stack) if j == "batchcert-verify-ver")
+    assert not [j for j in _jobs(stack) if uid in j and j["state"] == "active"]
 
 
 def _tasks(stack: OperatorStack, ids: tuple[str, ...]) -> list[dict[str, Any]]:
     state = stack.control.request("GET", "/state")["world"]
-    for account in state["accounts"].values():
-        job = account["jobs"].get("batchcert-verify-ver")
-        if job:
-            return [
-                {
-                    "id": t["task_id"],
-                    "state": t["state"],
-                    "nodeInfo": {"nodeId": t["node_id"]} if t["node_id"] else None,
-                    "affinity": str(t["body"].get("affinityInfo", {}).get("affinityId", ""))[4:],
-                }
-                for t in job["tasks"].values()
-            ]
-    return []
+    return [
+        {
+            "id": t["task_id"],
+            "state": t["state"],
+            "nodeInfo": {"nodeId": t["node_id"]} if t["node_id"] else None,
+            "affinity": str(t["body"].get("affinityInfo", {}).get("affinityId", ""))[4:],
+        }
+        for account in state["accounts"].values()
+        for job in account["jobs"].values()
+        if job["pool_id"].lower() == ids[-1].lower() and job["job_id"].startswith("bcv-")
+        for t in job["tasks"].values()
+    ]
 
 
-def _jobs(stack: OperatorStack) -> list[str]:
+def _jobs(stack: OperatorStack) -> list[dict[str, Any]]:
+    """Every job in the simulated world: id, pool, state, task ids."""
     state = stack.control.request("GET", "/state")["world"]
-    return [j for a in state["accounts"].values() for j in a["jobs"]]
+    return [
+        {
+            "id": j["job_id"],
+            "pool": j["pool_id"],
+            "state": j.get("state", "active"),
+            "tasks": sorted(j["tasks"]),
+        }
+        for a in state["accounts"].values()
+        for j in a["jobs"].values()
+    ]
+
+
+def _batch(stack: OperatorStack) -> Any:
+    """The real azure-batch client on the demo account, as another tenant would use it."""
+    from azure.batch import BatchClient
+
+    from batchsim.client import operator_credential
+
+    info = stack.sim.info
+    return BatchClient(
+        f"https://{stack.demo['accountEndpoint']}",
+        operator_credential(info),
+        connection_verify=info["caBundle"],
+    )
+
+
+def test_jobs_and_pools_it_does_not_own_are_never_touched(stack: OperatorStack) -> None:
+    """Another tenant's job on the pool (named as the old default, with a task printing a
+    proof-shaped line), and a second object claiming the pool: neither is read, added to or
+    deleted; the pool's own object proves its nodes with jobs of its own, none left active."""
+    ns = stack.namespace("verown")
+    stack.apply(stack.manifest("owna", ns, verification={"enabled": True, "taskTimeout": "PT1M"}))
+    stack.wait_ready("owna", ns, timeout=120)
+    batch = _batch(stack)
+    foreign = "batchcert-verify-owna"
+    batch.create_job({"id": foreign, "poolInfo": {"poolId": "owna"}})
+    batch.create_task(
+        foreign,
+        {
+            "id": "bcv-planted",
+            "commandLine": "/bin/sh -c 'echo batchcert 0 MISSING; echo batchcert done'",
+        },
+    )
+    stack.apply(stack.manifest("ownb", ns, poolName="owna", verification={"enabled": True}))
+    stack.wait_until(
+        "the second object refused as PoolNotOwned",
+        lambda: stack.condition("ownb", ns, "PoolReady").get("reason") == "PoolNotOwned",
+        name="ownb",
+        namespace=ns,
+        timeout=60,
+    )
+    stack.wait_until(
+        "the owner's node proven current",
+        lambda: _verification(stack, "owna", ns).get("current") == 1,
+        name="owna",
+        namespace=ns,
+        timeout=90,
+    )
+    uid_a = stack.get("owna", ns)["metadata"]["uid"]
+    uid_b = stack.get("ownb", ns)["metadata"]["uid"]
+    assert "verification" not in (stack.get("ownb", ns).get("status", {}).get("nodes") or {})
+    for name in ("ownb", "owna"):
+        stack.cluster.kubectl("delete", "bcp", name, "-n", ns, "--wait=true", "--timeout=90s")
+    jobs = {j["id"]: j for j in _jobs(stack)}
+    assert foreign in jobs and jobs[foreign]["tasks"] == ["bcv-planted"], jobs
+    assert not [j for j in jobs if uid_b in j], jobs  # never verified a pool it does not own
+    assert not [j for j in jobs.values() if uid_a in j["id"] and j["state"] == "active"], jobs
+    touched = [
+        r
+        for r in stack.control.requests(service="batch", pathRegex=f"/jobs/{foreign}")
+        if r["method"] != "POST"
+    ]
+    # Only our own create of the foreign job above (POST /jobs) and its task add (POST).
+    assert not touched, touched
+    assert "Traceback" not in stack.operator.log()

@@ -28,8 +28,9 @@ from batchcert.conditions import NODES_READY, ConditionUpdate
 from batchcert.models.timestamps import format_rfc3339
 
 MAX_STALE_NODES = 10
-_LINE = re.compile(r"^batchcert (?P<index>\d+) (?P<rest>.*)$")
-_FINGERPRINT = re.compile(r"fingerprint=(?P<hex>[0-9a-f:]+)$", re.IGNORECASE)
+MAX_OUTPUT_CHARS = 16 * 1024  # the command prints a line per certificate; more is not ours
+MAX_THUMBPRINTS = 64  # per Windows store line
+_FINGERPRINT = re.compile(r"^sha1 fingerprint=(?P<hex>(?:[0-9a-f]{2}:){19}[0-9a-f]{2})$", re.I)
 _HEX = re.compile(r"^[0-9A-Fa-f]{40}$")
 
 
@@ -59,23 +60,43 @@ class NodeVerdict:
 
 
 def parse_task_output(stdout: str, certificates: int) -> tuple[tuple[str, ...], ...] | None:
-    """Thumbprints found per certificate, or None when the output is not a complete run."""
-    found: list[list[str]] = [[] for _ in range(certificates)]
-    done = False
-    for raw in stdout.splitlines():
-        line = raw.strip()
-        if line == "batchcert done":
-            done = True
-            continue
-        match = _LINE.match(line)
-        if match is None or int(match["index"]) >= certificates:
-            continue
-        rest = match["rest"].strip()
-        fingerprint = _FINGERPRINT.search(rest)
-        thumb = (fingerprint["hex"] if fingerprint else rest).replace(":", "").upper()
-        if _HEX.match(thumb):
-            found[int(match["index"])].append(thumb)
-    return tuple(tuple(f) for f in found) if done else None
+    """Thumbprints found per certificate, or None ("no proof") unless the output is exactly
+    what the operator's command prints: line ``i`` is ``batchcert <i> <what was found>`` for
+    every certificate in order, then ``batchcert done``, nothing else, within
+    ``MAX_OUTPUT_CHARS``. What was found: ``SHA1 Fingerprint=AB:CD:…`` (OpenSSL), ``MISSING``,
+    or comma-separated 40-hex thumbprints (Windows, at most ``MAX_THUMBPRINTS`` per line).
+
+    Total: never raises, whatever the text (a hostile or broken node prints anything).
+    """
+    if not isinstance(stdout, str) or len(stdout) > MAX_OUTPUT_CHARS or certificates < 0:
+        return None
+    lines = [line.strip() for line in stdout.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) != certificates + 1 or lines[-1] != "batchcert done":
+        return None
+    found: list[tuple[str, ...]] = []
+    for index, line in enumerate(lines[:-1]):
+        prefix = f"batchcert {index} "
+        if not (line + " ").startswith(prefix):
+            return None
+        thumbprints = _thumbprints(line[len(prefix) :].strip())
+        if thumbprints is None:
+            return None
+        found.append(thumbprints)
+    return tuple(found)
+
+
+def _thumbprints(text: str) -> tuple[str, ...] | None:
+    if text == "MISSING" or text == "":
+        return ()
+    fingerprint = _FINGERPRINT.fullmatch(text)
+    if fingerprint is not None:
+        return (fingerprint["hex"].replace(":", "").upper(),)
+    items = text.split(",")
+    if len(items) > MAX_THUMBPRINTS or not all(_HEX.fullmatch(i) for i in items):
+        return None
+    return tuple(i.upper() for i in items)
 
 
 def assess_proof(
