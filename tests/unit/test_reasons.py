@@ -138,6 +138,7 @@ def test_successes_and_nothing_else_are_true() -> None:
         "ExtensionSucceeded",
         "NoNodes",
         "RotationVerified",
+        "RotationUnverified",  # True: the extension's verdict, proof still completing
     }
 
 

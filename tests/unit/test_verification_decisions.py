@@ -271,7 +271,12 @@ def test_status_counts_and_bounded_stale_nodes() -> None:
 
 
 def _decide(
-    base: ConditionUpdate, status: dict[str, Any], *, now: datetime, rotated: bool = True
+    base: ConditionUpdate,
+    status: dict[str, Any],
+    *,
+    now: datetime,
+    rotated: bool = True,
+    require_proof: bool = False,
 ) -> ConditionUpdate:
     total = status["current"] + status["stale"] + status["unverified"]
     return verification_condition(
@@ -282,6 +287,7 @@ def _decide(
         task_timeout=timedelta(minutes=10),
         now=now,
         total=total,
+        require_proof=require_proof,
     )
 
 
@@ -298,12 +304,24 @@ def test_nodes_ready_with_verification() -> None:
         "3/3 nodes proven to hold the current version of every certificate",
     )
     assert _decide(propagating, _status(1, 0, 2), now=later) == propagating
+    # api.md "Proof and Ready", requireProof false: pending for at most polling + taskTimeout
+    # after the rotation (T0 = settled), then the extension's verdict, saying proof is missing.
     waiting = _decide(healthy, _status(1, 0, 2), now=later)
-    assert (waiting.status, waiting.reason) == (False, "RotationPropagating")
-    pending = _decide(healthy, _status(1, 0, 2), now=T0 + timedelta(minutes=11))
-    assert (pending.status, pending.reason) == (False, "VerificationPending")
+    assert (waiting.status, waiting.reason) == (False, "VerificationPending")
+    unverified = _decide(healthy, _status(1, 0, 2), now=T0 + timedelta(minutes=11))
+    assert (unverified.status, unverified.reason) == (True, "RotationUnverified")
+    assert "2 not proven" in unverified.message
     assert _decide(failed, _status(3, 0, 0), now=later) == failed  # not contradicted
     assert _decide(healthy, _status(1, 0, 2), now=later, rotated=False) == healthy
+    # requireProof true: False (in progress) until every node is proven current, however long.
+    for now, rotated in ((later, True), (T0 + timedelta(days=3), True), (later, False)):
+        held = _decide(healthy, _status(1, 0, 2), now=now, rotated=rotated, require_proof=True)
+        assert (held.status, held.reason) == (False, "VerificationPending")
+    proven = _decide(healthy, _status(3, 0, 0), now=later, require_proof=True)
+    assert proven.reason == "RotationVerified"
+    assert _decide(healthy, _status(3, 0, 0), now=later, rotated=False, require_proof=True) == (
+        healthy
+    )
 
 
 def test_metric_and_status_command_show_verification() -> None:

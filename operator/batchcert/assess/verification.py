@@ -7,12 +7,14 @@ its polling interval to fetch the current version shows an older version, or non
 certificate; *unverified* otherwise (no proof yet, busy, task failed or timed out, or a proof
 older than the rotation's settling time).
 
-``NodesReady`` with verification (``verification_condition``): any stale node gives
-``False/NodesStale``; after a rotation, ``True/RotationVerified`` once every node is proven
-current, and while proof is missing the extension's own verdict stands until the settling time
-plus ``taskTimeout`` has passed, then ``False/VerificationPending`` (not a failure). Before any
-rotation, and for extension failures that verification does not contradict, the extension's
-verdict is kept.
+``NodesReady`` with verification (``verification_condition``, api.md "Proof and Ready"): any
+stale node gives ``False/NodesStale``; after a rotation, ``True/RotationVerified`` once every
+node is proven current. While proof is missing: with ``requireProof`` ``False/
+VerificationPending`` (in progress, never Stalled) until every node is proven; without it,
+``False/VerificationPending`` from the settling time for at most ``taskTimeout``, then the
+extension's verdict (``True/RotationUnverified`` with the unproven count). Before any rotation
+(without ``requireProof``), and for extension failures that verification does not contradict,
+the extension's verdict is kept.
 
 Invariants: pure (no I/O, no clock: every time is an argument); ``staleNodes`` is bounded.
 """
@@ -153,6 +155,7 @@ def verification_condition(
     task_timeout: timedelta,
     now: datetime,
     total: int,
+    require_proof: bool = False,
 ) -> ConditionUpdate:
     """NodesReady with verification enabled (see the module docstring)."""
     if status["stale"]:
@@ -170,28 +173,36 @@ def verification_condition(
                 else ""
             ),
         )
-    if not rotated or base.reason not in ("RotationPropagating", "ExtensionSucceeded"):
-        return base
-    if total and status["current"] == total:
+    if base.reason not in ("RotationPropagating", "ExtensionSucceeded"):
+        return base  # an extension failure, or nodes coming up: its own verdict stands
+    all_proven = bool(total) and status["current"] == total
+    if rotated and all_proven:
         return ConditionUpdate(
             NODES_READY,
             True,
             "RotationVerified",
             f"{total}/{total} nodes proven to hold the current version of every certificate",
         )
-    if base.reason == "RotationPropagating" or settled_at is None:
+    if base.reason == "RotationPropagating" or all_proven:
         return base
-    if now < settled_at + task_timeout:
-        return ConditionUpdate(
-            NODES_READY,
-            False,
-            "RotationPropagating",
-            f"verifying the rotation on the nodes: {status['current']}/{total} proven current",
-        )
-    return ConditionUpdate(
+    pending = ConditionUpdate(
         NODES_READY,
         False,
         "VerificationPending",
         f"{status['current']}/{total} nodes proven current; {status['unverified']} not verified "
-        f"yet (busy, new, or the verification task failed or timed out): retrying",
+        "yet (busy, new, or the verification task failed or timed out): retrying"
+        + ("; requireProof holds NodesReady until every node is proven" if require_proof else ""),
+    )
+    if require_proof:
+        return pending  # in progress, never Stalled, until every node is proven current
+    if not rotated or settled_at is None:
+        return base
+    if now < settled_at + task_timeout:
+        return pending  # at most the polling interval + taskTimeout after the rotation
+    return ConditionUpdate(
+        NODES_READY,
+        True,
+        "RotationUnverified",
+        f"the extension reports every node healthy; {status['current']}/{total} proven current, "
+        f"{status['unverified']} not proven yet (busy or new): proof completes as slots free",
     )

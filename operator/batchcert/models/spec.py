@@ -208,6 +208,7 @@ class Verification(_Model):
     enabled: bool = False
     interval: str = "PT24H"
     task_timeout: str = "PT10M"
+    require_proof: bool = False  # NodesReady waits for every node's proof (api.md)
     # No jobId: the operator names and marks its jobs itself (admission refuses the field; an
     # object stored before that still parses, the field is ignored).
 

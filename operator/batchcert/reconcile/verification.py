@@ -172,6 +172,7 @@ class Verifier:
             task_timeout=timeout,
             now=now,
             total=len(node_states),
+            require_proof=spec.verification.require_proof,
         )
         events: list[Event] = []
         before = get_condition(old_conditions, NODES_READY) or {}
