@@ -156,7 +156,7 @@ def test_jobs_are_named_by_the_operator_per_run_and_marked_as_its_own() -> None:
     job_id = build_job_id(UID, T0)
     assert job_id.startswith(f"bcv-{UID}-") and len(job_id) <= 64
     assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", job_id)
-    assert build_job_id(UID, T0 + timedelta(seconds=1)) != job_id  # a new name per run
+    assert build_job_id(UID, T0 + timedelta(milliseconds=1)) != job_id  # a new name per run
     body = build_job_body(job_id, "Pool1", UID, "PT1800S")
     assert body["priority"] == 1000
     assert body["constraints"]["maxWallClockTime"] == "PT1800S"  # ends by itself

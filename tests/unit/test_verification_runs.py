@@ -104,7 +104,7 @@ def _done(task_id: str, node: str, command: str = "cmd") -> dict[str, Any]:
 def test_a_foreign_job_with_the_runs_name_is_left_untouched() -> None:
     batch = FakeBatch()
     ctx = _ctx()
-    job_id = f"bcv-{UID}-{int(T0.timestamp()):x}"
+    job_id = f"bcv-{UID}-{int(T0.timestamp() * 1000):x}"
     batch.jobs[job_id] = {"id": job_id, "poolInfo": {"poolId": "pool1"}}  # no marks
     with pytest.raises(ForeignJobError, match="not created by this resource"):
         asyncio.run(start_run(batch, ctx, "cmd", T0))  # type: ignore[arg-type]
@@ -225,3 +225,76 @@ def test_hostile_batch_answers_never_raise() -> None:
         run = VerificationRun("job", T0, "cmd", {"t1": "n1"})
         proofs, _ = asyncio.run(poll_run(batch, _ctx(), run, T0))  # type: ignore[arg-type]
         assert all(p.node_id == "n1" for p in proofs)
+
+
+class _Vault:
+    async def list_version_thumbprints(self, vault: str, name: str) -> dict[str, str]:
+        return {NEW: "v2"}
+
+
+def _spec() -> Any:
+    from batchcert.models.spec import parse_spec
+
+    return parse_spec(
+        {
+            "account": {"subscriptionId": "s", "resourceGroup": "r", "name": "a"},
+            "vmSize": "x",
+            "image": {"publisher": "p", "offer": "o", "sku": "s"},
+            "nodeAgentSkuId": "batch.node.ubuntu 22.04",
+            "scale": {"fixed": {"targetDedicatedNodes": 1}},
+            "identity": {"resourceId": "/x/y"},
+            "certificates": [{"secretId": "https://mykv.vault.azure.net/secrets/mycert"}],
+            "verification": {"enabled": True, "interval": "PT0S", "taskTimeout": "P99999D"},
+        }
+    )
+
+
+async def _step(batch: Any, *, owned: bool = True) -> tuple[Any, Any, Any]:
+    from batchcert.conditions import NODES_READY, ConditionUpdate
+    from batchcert.reconcile.verification import PoolFacts, Verifier
+
+    async def endpoint() -> str:
+        return "acct"
+
+    verifier = Verifier(batch, _Vault(), poll_seconds=1, retry_cap_seconds=60)  # type: ignore[arg-type]
+    return await verifier.step(
+        pool=PoolFacts(key="ns/p", uid=UID, object_name="p", owned=owned),
+        spec=_spec(),
+        endpoint=endpoint,
+        cert_items=[{"thumbprint": NEW, "version": "v2"}],
+        nodes_status={"total": 1},
+        node_states={"n1": "idle"},
+        condition=ConditionUpdate(NODES_READY, True, "ExtensionSucceeded", "ok"),
+        old_conditions=[],
+        now=T0,
+        mono=100.0,
+    )
+
+
+def test_a_pool_not_owned_is_never_verified_and_no_job_is_touched() -> None:
+    batch = FakeBatch()
+    status, condition, _ = asyncio.run(_step(batch, owned=False))
+    assert "verification" not in status and condition.reason == "ExtensionSucceeded"
+    assert batch.calls == []
+
+
+def test_an_unforeseen_batch_answer_never_raises_out_of_the_step() -> None:
+    class Odd(FakeBatch):
+        async def list_nodes(self, endpoint: str, pool_id: str) -> list[dict[str, Any]]:
+            raise ValueError("a shape no one foresaw")
+
+    status, condition, _ = asyncio.run(_step(Odd()))
+    assert status["verification"]["lastError"].startswith("UnexpectedAnswer:")
+    assert condition.reason == "ExtensionSucceeded"  # no rotation: the extension's verdict
+
+
+def test_a_run_starts_with_an_owned_marked_job_and_a_bounded_task() -> None:
+    class Nodes(FakeBatch):
+        async def list_nodes(self, endpoint: str, pool_id: str) -> list[dict[str, Any]]:
+            return [{"id": "n1", "affinityId": "TVM:n1", "state": "idle"}]
+
+    batch = Nodes()
+    asyncio.run(_step(batch))
+    (job,) = batch.jobs.values()
+    assert job["priority"] == 1000 and job["poolInfo"] == {"poolId": "p"}
+    assert ("add_task", job["id"]) in batch.calls

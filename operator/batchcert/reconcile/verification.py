@@ -39,7 +39,7 @@ from batchcert.assess.verification import (
     verification_condition,
 )
 from batchcert.conditions import NODES_READY, ConditionUpdate, get_condition
-from batchcert.errors import AzureCallError, Backoff, classify
+from batchcert.errors import AzureCallError, Backoff, Classification, classify
 from batchcert.models.spec import BatchCertPoolSpec
 from batchcert.models.timestamps import parse_rfc3339
 from batchcert.reconcile.outcome import Event
@@ -154,8 +154,19 @@ class Verifier:
                     due = self._due_nodes(progress, spec, node_states, settled_at, now)
                     await self._start(progress, spec, ctx, command, due, now, mono)
                 progress.schedule, progress.last_error = Backoff(), None
-            except (AzureCallError, ForeignJobError) as exc:
-                self._failed(pool.key, progress, exc, mono)
+            except AzureCallError as exc:
+                verdict = classify(exc)
+                self._failed(
+                    pool.key, progress, f"{verdict.reason}: {verdict.message}", mono, verdict
+                )
+            except ForeignJobError as exc:
+                progress.run = None  # never ours: nothing to poll or delete
+                self._failed(pool.key, progress, f"VerificationJobNotOwned: {exc}", mono)
+            except Exception as exc:  # a Batch answer must never fail the reconcile
+                # Adapters turn every Azure failure into AzureCallError; anything else is an
+                # answer no one foresaw (a shape, a value): no proof from it, retried calmly.
+                log.debug("verification of %s", pool.key, exc_info=True)
+                self._failed(pool.key, progress, f"UnexpectedAnswer: {exc!r}", mono)
         knowledge = await self._knowledge(spec, cert_items)
         verdicts = {
             node_id: assess_proof(progress.proofs.get(node_id), knowledge, settled_at)
@@ -184,20 +195,17 @@ class Verifier:
         return dict(nodes_status, verification=status), new_condition, events
 
     def _failed(
-        self, key: str, progress: _PoolProgress, exc: AzureCallError | ForeignJobError, mono: float
+        self,
+        key: str,
+        progress: _PoolProgress,
+        message: str,
+        mono: float,
+        verdict: Classification | None = None,
     ) -> None:
-        if isinstance(exc, ForeignJobError):
-            progress.run = None  # never ours: nothing to poll or delete
-            progress.last_error = f"VerificationJobNotOwned: {exc}"[:300]
-            progress.schedule = progress.schedule.after_failure(
-                mono, base=self._poll_seconds, cap=self._cap
-            )
-        else:
-            verdict = classify(exc)
-            progress.last_error = f"{verdict.reason}: {verdict.message}"[:300]
-            progress.schedule = progress.schedule.after_failure(
-                mono, base=self._poll_seconds, cap=self._cap, failure=verdict
-            )
+        progress.last_error = message[:300]
+        progress.schedule = progress.schedule.after_failure(
+            mono, base=self._poll_seconds, cap=self._cap, failure=verdict
+        )
         log.warning("verification of %s: %s", key, progress.last_error)
 
     async def _poll(

@@ -64,14 +64,14 @@ class CertificateTarget:
 
 
 def build_job_id(uid: str, started: datetime) -> str:
-    """One job per run, named by the operator alone: ``bcv-<object uid>-<run start, hex s>``.
+    """One job per run, named by the operator alone: ``bcv-<object uid>-<run start, hex ms>``.
 
     Never from the spec (a spec could name another namespace's job). A Kubernetes uid is 36
     characters of ``[0-9a-f-]``, so the id stays within Batch's 64 of ``[A-Za-z0-9_-]``; a new
     name per run never meets the previous run's job while Batch is still deleting it
     (``409 JobBeingDeleted``).
     """
-    return f"{JOB_ID_PREFIX}{uid}-{int(started.timestamp()):x}"
+    return f"{JOB_ID_PREFIX}{uid}-{int(started.timestamp() * 1000):x}"
 
 
 def is_own_job(job: dict[str, Any], uid: str, pool_id: str) -> bool:

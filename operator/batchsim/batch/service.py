@@ -197,6 +197,10 @@ class BatchDataService:
             request.query.get("api-version"),
             response.status,
             principal.object_id if principal else None,
+            # What was asked to be added (jobs, tasks): tests check the operator's bodies.
+            body=(await request.text())
+            if request.method == "POST" and request.can_read_body
+            else None,
         )
         return response
 
