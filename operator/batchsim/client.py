@@ -232,7 +232,7 @@ class SimControl:
         )
 
     def set_node(self, *ids: str, node_id: str, **fields: Any) -> dict[str, Any]:
-        """camelCase fields: fetchBlocked, busySlots, taskHang (see README)."""
+        """camelCase fields: fetchBlocked, busySlots, taskHang, taskOutput (see README)."""
         return self.request("PATCH", f"{self.pool_path(*ids)}/nodes/{node_id}", fields)
 
     def set_pool_node_behaviour(self, *ids: str, **settings: Any) -> dict[str, Any]:

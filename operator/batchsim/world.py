@@ -135,6 +135,7 @@ class Node:
     fetch_blocked: bool = False  # the node cannot reach Key Vault: its extension keeps what it has
     busy_slots: int = 0  # task slots held by the user's own work (no task of ours fits)
     task_hang: bool = False  # tasks started here never finish by themselves (time out)
+    task_output: str | None = None  # what tasks here print instead (a broken or hostile node)
 
 
 @dataclass

@@ -259,8 +259,10 @@ def _schedule(
     task.exit_code = 0
     auto_user = (task.body.get("userIdentity") or {}).get("autoUser") or {}
     admin = str(auto_user.get("elevationLevel") or "nonadmin").lower() == "admin"
-    task.stdout = run_command(
-        str(task.body.get("commandLine", "")), node, thumbprints(sim), admin=admin
+    task.stdout = (
+        node.task_output
+        if node.task_output is not None
+        else run_command(str(task.body.get("commandLine", "")), node, thumbprints(sim), admin=admin)
     )
 
 
