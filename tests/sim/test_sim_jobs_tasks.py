@@ -98,6 +98,8 @@ def test_jobs_tasks_files_and_what_each_node_holds(
         return batch.get_task("verify", task_id)
 
     added = run("t1", first)
+    (logged,) = control.requests(operation="Task_Add", limit=1)
+    assert json.loads(logged["body"])["commandLine"] == command  # what was asked, recorded
     assert added.state == "running" and added.node_info.node_id == first
     control.advance(2)
     done = batch.get_task("verify", "t1")

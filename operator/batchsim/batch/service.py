@@ -198,9 +198,8 @@ class BatchDataService:
             response.status,
             principal.object_id if principal else None,
             # What was asked to be added (jobs, tasks): tests check the operator's bodies.
-            body=(await request.text())
-            if request.method == "POST" and request.can_read_body
-            else None,
+            # (aiohttp keeps what the handler read: read() answers it again.)
+            body=(await request.read()) if request.method == "POST" else None,
         )
         return response
 
