@@ -298,3 +298,34 @@ def test_a_run_starts_with_an_owned_marked_job_and_a_bounded_task() -> None:
     (job,) = batch.jobs.values()
     assert job["priority"] == 1000 and job["poolInfo"] == {"poolId": "p"}
     assert ("add_task", job["id"]) in batch.calls
+
+
+def test_turning_verification_off_mid_run_deletes_that_runs_job_only() -> None:
+    from batchcert.reconcile.verification import PoolFacts, Verifier, _PoolProgress
+
+    async def endpoint() -> str:
+        return "acct"
+
+    batch = FakeBatch()
+    verifier = Verifier(batch, _Vault(), poll_seconds=1, retry_cap_seconds=60)  # type: ignore[arg-type]
+    verifier._pools["ns/p"] = _PoolProgress(run=VerificationRun("bcv-ours", T0, "cmd", {"t": "n1"}))
+    spec = _spec().model_copy(
+        update={"verification": _spec().verification.model_copy(update={"enabled": False})}
+    )
+    from batchcert.conditions import NODES_READY, ConditionUpdate
+
+    asyncio.run(
+        verifier.step(
+            pool=PoolFacts(key="ns/p", uid=UID, object_name="p", owned=True),
+            spec=spec,
+            endpoint=endpoint,
+            cert_items=[],
+            nodes_status={"total": 1},
+            node_states={"n1": "idle"},
+            condition=ConditionUpdate(NODES_READY, True, "ExtensionSucceeded", "ok"),
+            old_conditions=[],
+            now=T0,
+            mono=0.0,
+        )
+    )
+    assert batch.calls == [("delete_job", "bcv-ours")]

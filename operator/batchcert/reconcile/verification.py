@@ -121,7 +121,10 @@ class Verifier:
         mono: float,
     ) -> tuple[dict[str, Any] | None, ConditionUpdate, list[Event]]:
         if not spec.verification.enabled or nodes_status is None or not pool.owned:
-            # Never verify (nor touch jobs for) a pool this object does not own.
+            # Never verify (nor touch jobs for) a pool this object does not own. Verification
+            # turned off mid-run: that run's job (ours, created this run) goes now.
+            if pool.owned:
+                await self.delete_job(pool.key, endpoint)
             self._pools.pop(pool.key, None)
             return nodes_status, condition, []
         progress = self._pools.setdefault(pool.key, _PoolProgress())
