@@ -10,7 +10,8 @@ Each tick of a pool with ``spec.verification.enabled`` (after the node reading):
    node), the last rotation's polling interval has passed since its proof, ``interval`` has
    passed, or its last proof was not current and a polling interval has passed — unless the
    node was tried within ``min(polling interval, interval)``; busy nodes get their task too
-   (the job's priority puts it first when a slot frees; it waits at most ``taskTimeout``);
+   (the job's priority puts it first when a slot frees; a task is given up 2 x ``taskTimeout``
+   + 1 minute after it was added, waiting or running);
 4. what each node holds is compared with the certificate's versions in Key Vault (listed once
    per current version, metadata only) into ``status.nodes.verification`` and ``NodesReady``
    (see ``assess.verification``). Nodes that left the pool are forgotten, never counted.
