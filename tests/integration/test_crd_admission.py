@@ -221,7 +221,12 @@ def test_minimal_manifest_reads_back_with_every_default(kube: KubeCluster) -> No
         },
         "deletionPolicy": "Delete",
         "disruptiveUpdatePolicy": "Report",
-        "verification": {"enabled": False, "interval": "PT24H", "taskTimeout": "PT10M"},
+        "verification": {
+            "enabled": False,
+            "interval": "PT24H",
+            "requireProof": False,
+            "taskTimeout": "PT10M",
+        },
     }
 
 
