@@ -125,6 +125,7 @@ class NodesReason(StrEnum):
     ROTATION_VERIFIED = "RotationVerified"
     NODES_STALE = "NodesStale"
     VERIFICATION_PENDING = "VerificationPending"
+    ROTATION_UNVERIFIED = "RotationUnverified"
 
 
 # The constants of each condition type (ComponentReason: of every component): a reason written
@@ -333,6 +334,13 @@ def _entries() -> Iterator[Reason]:
             "(`spec.verification`) after a rotation, a Batch task on every node proved it holds "
             "the current version",
         ),
+        _ready(
+            NODES_READY,
+            "RotationUnverified",
+            "(`spec.verification`, `requireProof: false`) the extension reports every node "
+            "healthy after a rotation but some nodes have no proof yet (busy slots, new nodes; "
+            "the count is `status.nodes.verification.unverified`): proof completes as slots free",
+        ),
         _user(
             NODES_READY,
             "NodesStale",
@@ -342,8 +350,9 @@ def _entries() -> Iterator[Reason]:
         _step(
             NODES_READY,
             "VerificationPending",
-            "(`spec.verification`) no proof yet from some nodes within the polling interval plus "
-            "`taskTimeout` (busy, new, or the task timed out): retried, not a failure",
+            "(`spec.verification`) no proof yet from some nodes: for at most the polling interval "
+            "plus `taskTimeout` after a rotation, or, with `requireProof: true`, until every node "
+            "is proven current (busy, new, or the task timed out): retried, never a failure",
         ),
     )
     for type_ in COMPONENT_TYPES:

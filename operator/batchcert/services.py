@@ -104,7 +104,7 @@ def build_context(
     reconciler = Reconciler(
         arm=ArmAdapter(clients),
         nodes=BatchNodesAdapter(clients, config.node_concurrency),
-        tasks=BatchTasksAdapter(clients, asyncio.Semaphore(config.node_concurrency)),
+        tasks=BatchTasksAdapter(clients, per_account=config.node_concurrency),
         keyvault=keyvault,
         watcher=watcher,
         config=config,

@@ -67,18 +67,24 @@ class SimControl:
         return self.info
 
     def add_batch_account(
-        self, subscription_id: str, resource_group: str, name: str, location: str = "westeurope"
+        self,
+        subscription_id: str,
+        resource_group: str,
+        name: str,
+        location: str = "westeurope",
+        *,
+        active_job_quota: int | None = None,
     ) -> dict[str, Any]:
-        return self.request(
-            "PUT",
-            "/batchAccounts",
-            {
-                "subscriptionId": subscription_id,
-                "resourceGroup": resource_group,
-                "name": name,
-                "location": location,
-            },
-        )
+        """Add (or, for an existing account, update) a Batch account."""
+        body: dict[str, Any] = {
+            "subscriptionId": subscription_id,
+            "resourceGroup": resource_group,
+            "name": name,
+            "location": location,
+        }
+        if active_job_quota is not None:
+            body["activeJobAndJobScheduleQuota"] = active_job_quota
+        return self.request("PUT", "/batchAccounts", body)
 
     def add_identity(
         self,
@@ -234,7 +240,7 @@ class SimControl:
         )
 
     def set_node(self, *ids: str, node_id: str, **fields: Any) -> dict[str, Any]:
-        """camelCase fields: fetchBlocked, busySlots, taskHang (see README)."""
+        """camelCase fields: fetchBlocked, busySlots, taskHang, taskOutput (see README)."""
         return self.request("PATCH", f"{self.pool_path(*ids)}/nodes/{node_id}", fields)
 
     def set_pool_node_behaviour(self, *ids: str, **settings: Any) -> dict[str, Any]:

@@ -137,6 +137,7 @@ class Node:
     fetch_blocked: bool = False  # the node cannot reach Key Vault: its extension keeps what it has
     busy_slots: int = 0  # task slots held by the user's own work (no task of ours fits)
     task_hang: bool = False  # tasks started here never finish by themselves (time out)
+    task_output: str | None = None  # what tasks here print instead (a broken or hostile node)
 
 
 @dataclass
@@ -193,6 +194,7 @@ class BatchTask:
     failure: JsonDict | None = None
     stdout: str = ""
     stderr: str = ""
+    requeue_count: int = 0  # requeued when its node left while it ran
 
 
 @dataclass
@@ -202,8 +204,10 @@ class BatchJob:
     body: JsonDict
     etag: str
     creation_time: float
-    state: str = "active"
+    state: str = "active"  # active | deleting | completed
     tasks: dict[str, BatchTask] = field(default_factory=dict)  # key: task id lower
+    state_transition_time: float | None = None
+    delete_due: float | None = None  # a job being deleted is gone from then on
 
 
 @dataclass
@@ -214,6 +218,8 @@ class BatchAccount:
     location: str
     pools: dict[str, Pool] = field(default_factory=dict)
     jobs: dict[str, BatchJob] = field(default_factory=dict)  # key: job id lower
+    # ARM's ``activeJobAndJobScheduleQuota`` (often 100-300 on real accounts), enforced by job add.
+    active_job_quota: int = 300
 
     @property
     def arm_id(self) -> str:

@@ -221,7 +221,12 @@ def test_minimal_manifest_reads_back_with_every_default(kube: KubeCluster) -> No
         },
         "deletionPolicy": "Delete",
         "disruptiveUpdatePolicy": "Report",
-        "verification": {"enabled": False, "interval": "PT24H", "taskTimeout": "PT10M"},
+        "verification": {
+            "enabled": False,
+            "interval": "PT24H",
+            "requireProof": False,
+            "taskTimeout": "PT10M",
+        },
         # Tenancy: the namespace's ServiceAccount whose Azure identity the operator acts with.
         "credentials": {"serviceAccountName": "batchcert"},
     }
@@ -674,6 +679,52 @@ INVALID_MANIFESTS: list[Invalid] = [
         {"spec.keyVaultExtension.pollingIntervalInS": "3600"},
         (".spec.keyVaultExtension.pollingIntervalInS: field not declared in schema",),
         extra_args=("--server-side",),
+    ),
+    # Verification: the job is the operator's, never named by the spec (issue 21).
+    Invalid(
+        "verification-jobId-removed",
+        {"spec.verification.jobId": "batchcert-verify-other-team"},
+        ("spec.verification.jobId", "was removed", "another namespace's job"),
+    ),
+    Invalid(
+        "verification-jobId-removed-validation-off",
+        {"spec.verification.jobId": "x"},
+        ("spec.verification.jobId", "was removed"),
+        extra_args=("--validate=false",),
+    ),
+    Invalid(
+        "verification-interval-zero",
+        {"spec.verification.interval": "PT0S"},
+        ("spec.verification.interval", "at least PT15M"),
+    ),
+    Invalid(
+        "verification-interval-too-long",
+        {"spec.verification.interval": "P31D"},
+        ("spec.verification.interval", "at most P30D"),
+    ),
+    Invalid(
+        "verification-interval-overflowing",
+        {"spec.verification.interval": "P1000000000D"},
+        ("spec.verification.interval",),
+    ),
+    Invalid(
+        "verification-taskTimeout-too-short",
+        {"spec.verification.taskTimeout": "PT20S"},
+        ("spec.verification.taskTimeout", "at least PT1M"),
+    ),
+    Invalid(
+        "verification-taskTimeout-too-long",
+        {"spec.verification.taskTimeout": "PT2H"},
+        ("spec.verification.taskTimeout", "at most PT1H"),
+    ),
+    Invalid(
+        "verification-windows-current-user",
+        {
+            **WINDOWS,
+            "spec.verification.enabled": True,
+            **_certs(_cert(certificateStoreLocation="CurrentUser")),
+        },
+        ("spec.verification.enabled", "cannot prove a CurrentUser certificate"),
     ),
     Invalid(
         "secretId-versioned-server-side",

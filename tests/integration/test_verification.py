@@ -1,17 +1,23 @@
 """Node verification through the real operator process, the real API server and the simulator.
 
-Covers (issue 13's "done when"): a pool of three nodes with ``spec.verification`` proves every
+Covers (issues 13 and 21): a pool of three nodes with ``spec.verification`` proves every
 node current; a rotation with one node unable to fetch → after the polling interval the others
 are current and that node stale with the OLD thumbprint, ``NodesReady=False NodesStale`` (Event
 NodesStale); the node recovers → ``Ready`` with ``NodesReady`` ``RotationVerified`` (Event
 NodesVerified); a busy node (slots full) and a node whose task times out stay ``unverified``,
-never fail the resource, and give ``VerificationPending``; finished tasks are deleted and never
-more than one task per node is outstanding; the Batch requests per verification run per node.
+never fail the resource, and (``requireProof: false``) give ``True/RotationUnverified`` then
+``RotationVerified`` once slots free; never more than one task per node is outstanding; the
+Batch requests per verification run per node; ownership — another tenant's job on the pool
+(named as the old default, holding a planted task) and a second object claiming the pool
+(``PoolNotOwned``) are never read, added to or deleted; a mixed-case vault URL is proven current
+(file names keep the URL's case) with the account's active job quota one above what others use,
+and no job of ours is left active between runs.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 from typing import Any
@@ -48,7 +54,7 @@ def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
             ns,
             scale={"fixed": {"targetDedicatedNodes": NODES}},
             certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
-            verification={"enabled": True, "taskTimeout": "PT20S"},
+            verification={"enabled": True, "taskTimeout": "PT1M"},
         )
     )
     stack.wait_ready("ver", ns, timeout=120)
@@ -69,8 +75,13 @@ def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
     rotated_at = time.monotonic()
     new_version = stack.control.renew_certificate(demo["vault"], cert)
     stack.wait_until(
-        "NodesReady=False NodesStale",
-        lambda: _nodes_ready(stack, "ver", ns) == ("False", "NodesStale"),
+        "NodesReady=False NodesStale, and the other nodes' proofs in",
+        # NodesStale shows as soon as one node is proven stale; the others' tasks may answer a
+        # poll later.
+        lambda: (
+            _nodes_ready(stack, "ver", ns) == ("False", "NodesStale")
+            and _verification(stack, "ver", ns).get("current") == NODES - 1
+        ),
         name="ver",
         namespace=ns,
         timeout=180,
@@ -105,17 +116,19 @@ def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
     )
     assert "NodesVerified" in stack.event_reasons(ns)
 
-    # --- busy node and task timeout: unverified, pending, never a failure -------------------
+    # --- busy node and task timeout: unverified, never a failure; Ready per requireProof -----
     busy, hanging = node_ids[1], node_ids[2]
     stack.control.set_node(*ids, node_id=busy, busySlots=1)
     stack.control.set_node(*ids, node_id=hanging, taskHang=True)
     stack.control.renew_certificate(demo["vault"], cert)
+    # requireProof false: pending for at most polling + taskTimeout, then the extension's
+    # verdict with the unproven count (a busy pool is Ready; proof completes as slots free).
     stack.wait_until(
-        "NodesReady=False VerificationPending",
-        lambda: _nodes_ready(stack, "ver", ns) == ("False", "VerificationPending"),
+        "NodesReady=True RotationUnverified",
+        lambda: _nodes_ready(stack, "ver", ns) == ("True", "RotationUnverified"),
         name="ver",
         namespace=ns,
-        timeout=200,
+        timeout=240,
     )
     verification = _verification(stack, "ver", ns)
     assert (verification["current"], verification["stale"], verification["unverified"]) == (
@@ -123,7 +136,7 @@ def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
         0,
         2,
     ), verification
-    assert stack.condition("ver", ns, "PoolReady")["status"] == "True"
+    assert stack.condition("ver", ns, "Ready")["status"] == "True"
     reasons = stack.event_reasons(ns)
     assert "VerificationPending" not in reasons  # not a failure: no Warning Event
     # never more than one task per node outstanding, and the hanging one is still ours alone
@@ -160,27 +173,385 @@ def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
     assert ops.get("Task_Delete", 0) <= added
     assert "Traceback" not in stack.operator.log()
 
+    uid = stack.get("ver", ns)["metadata"]["uid"]
     stack.cluster.kubectl("delete", "bcp", "ver", "-n", ns, "--wait=true", "--timeout=60s")
-    assert not any(j for j in _jobs(stack) if j == "batchcert-verify-ver")
+    assert not [j for j in _jobs(stack) if uid in j and j["state"] == "active"]
 
 
 def _tasks(stack: OperatorStack, ids: tuple[str, ...]) -> list[dict[str, Any]]:
     state = stack.control.request("GET", "/state")["world"]
-    for account in state["accounts"].values():
-        job = account["jobs"].get("batchcert-verify-ver")
-        if job:
-            return [
-                {
-                    "id": t["task_id"],
-                    "state": t["state"],
-                    "nodeInfo": {"nodeId": t["node_id"]} if t["node_id"] else None,
-                    "affinity": str(t["body"].get("affinityInfo", {}).get("affinityId", ""))[4:],
-                }
-                for t in job["tasks"].values()
-            ]
-    return []
+    return [
+        {
+            "id": t["task_id"],
+            "state": t["state"],
+            "nodeInfo": {"nodeId": t["node_id"]} if t["node_id"] else None,
+            "affinity": str(t["body"].get("affinityInfo", {}).get("affinityId", ""))[4:],
+        }
+        for account in state["accounts"].values()
+        for job in account["jobs"].values()
+        if job["pool_id"].lower() == ids[-1].lower()
+        and job["job_id"].startswith("bcv-")
+        and job.get("state", "active") == "active"
+        for t in job["tasks"].values()
+    ]
 
 
-def _jobs(stack: OperatorStack) -> list[str]:
+def _jobs(stack: OperatorStack) -> list[dict[str, Any]]:
+    """Every job in the simulated world: id, pool, state, task ids."""
     state = stack.control.request("GET", "/state")["world"]
-    return [j for a in state["accounts"].values() for j in a["jobs"]]
+    return [
+        {
+            "id": j["job_id"],
+            "pool": j["pool_id"],
+            "state": j.get("state", "active"),
+            "tasks": sorted(j["tasks"]),
+        }
+        for a in state["accounts"].values()
+        for j in a["jobs"].values()
+    ]
+
+
+def _batch(stack: OperatorStack) -> Any:
+    """The real azure-batch client on the demo account, as another tenant would use it."""
+    from azure.batch import BatchClient
+
+    from batchsim.client import operator_credential
+
+    info = stack.sim.info
+    return BatchClient(
+        f"https://{stack.demo['accountEndpoint']}",
+        operator_credential(info),
+        connection_verify=info["caBundle"],
+    )
+
+
+def test_jobs_and_pools_it_does_not_own_are_never_touched(stack: OperatorStack) -> None:
+    """Another tenant's job on the pool (named as the old default, with a task printing a
+    proof-shaped line), and a second object claiming the pool: neither is read, added to or
+    deleted; the pool's own object proves its nodes with jobs of its own, none left active."""
+    ns = stack.namespace("verown")
+    stack.apply(stack.manifest("owna", ns, verification={"enabled": True, "taskTimeout": "PT1M"}))
+    stack.wait_ready("owna", ns, timeout=120)
+    batch = _batch(stack)
+    foreign = "batchcert-verify-owna"
+    batch.create_job({"id": foreign, "poolInfo": {"poolId": "owna"}})
+    batch.create_task(
+        foreign,
+        {
+            "id": "bcv-planted",
+            "commandLine": "/bin/sh -c 'echo batchcert 0 MISSING; echo batchcert done'",
+        },
+    )
+    stack.apply(stack.manifest("ownb", ns, poolName="owna", verification={"enabled": True}))
+    stack.wait_until(
+        "the second object refused as PoolNotOwned",
+        lambda: stack.condition("ownb", ns, "PoolReady").get("reason") == "PoolNotOwned",
+        name="ownb",
+        namespace=ns,
+        timeout=60,
+    )
+    stack.wait_until(
+        "the owner's node proven current",
+        lambda: _verification(stack, "owna", ns).get("current") == 1,
+        name="owna",
+        namespace=ns,
+        timeout=90,
+    )
+    uid_a = stack.get("owna", ns)["metadata"]["uid"]
+    uid_b = stack.get("ownb", ns)["metadata"]["uid"]
+    assert "verification" not in (stack.get("ownb", ns).get("status", {}).get("nodes") or {})
+    for name in ("ownb", "owna"):
+        stack.cluster.kubectl("delete", "bcp", name, "-n", ns, "--wait=true", "--timeout=90s")
+    jobs = {j["id"]: j for j in _jobs(stack)}
+    assert foreign in jobs and jobs[foreign]["tasks"] == ["bcv-planted"], jobs
+    assert not [j for j in jobs if uid_b in j], jobs  # never verified a pool it does not own
+    assert not [j for j in jobs.values() if uid_a in j["id"] and j["state"] == "active"], jobs
+    touched = [
+        r
+        for r in stack.control.requests(service="batch", pathRegex=f"/jobs/{foreign}")
+        if r["method"] != "POST"
+    ]
+    # Only our own create of the foreign job above (POST /jobs) and its task add (POST).
+    assert not touched, touched
+    assert "Traceback" not in stack.operator.log()
+
+
+def test_mixed_case_vault_url_is_proven_with_the_job_quota_nearly_used(
+    stack: OperatorStack,
+) -> None:
+    ns, demo = stack.namespace("vercase"), stack.demo
+    cert = f"Case-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    vault_url = demo["vaultUrl"]
+    scheme, rest = vault_url.split("//", 1)
+    label, domain = rest.split(".", 1)
+    mixed = f"{scheme}//{label[:1].upper()}{label[1:-1]}{label[-1:].upper()}.{domain}"
+    assert mixed != vault_url and mixed.lower() == vault_url.lower()
+    others = sum(1 for j in _jobs(stack) if j["state"] == "active")
+    stack.control.add_batch_account(
+        demo["subscriptionId"],
+        demo["resourceGroup"],
+        demo["batchAccount"],
+        active_job_quota=others + 1,  # room for one run's job, none for a standing one
+    )
+    try:
+        stack.apply(
+            stack.manifest(
+                "vercase",
+                ns,
+                certificates=[{"vaultUrl": mixed, "name": cert}],
+                verification={"enabled": True, "taskTimeout": "PT1M"},
+            )
+        )
+        stack.wait_ready("vercase", ns, timeout=120)
+        stack.wait_until(
+            "the node proven current (no false NodesStale from the URL's case)",
+            lambda: _verification(stack, "vercase", ns).get("current") == 1,
+            name="vercase",
+            namespace=ns,
+            timeout=90,
+        )
+        assert _verification(stack, "vercase", ns)["stale"] == 0
+        uid = stack.get("vercase", ns)["metadata"]["uid"]
+        stack.wait_until(
+            "no verification job left active once the run's results are in",
+            lambda: not [j for j in _jobs(stack) if uid in j["id"] and j["state"] == "active"],
+            name="vercase",
+            namespace=ns,
+            timeout=60,
+        )
+        # The user's own job still fits under the quota: verification holds none between runs.
+        _batch(stack).create_job({"id": f"user-{uid[:8]}", "poolInfo": {"poolId": "vercase"}})
+        assert "Traceback" not in stack.operator.log()
+    finally:
+        stack.control.add_batch_account(
+            demo["subscriptionId"],
+            demo["resourceGroup"],
+            demo["batchAccount"],
+            active_job_quota=300,
+        )
+    stack.cluster.kubectl("delete", "bcp", "vercase", "-n", ns, "--wait=true", "--timeout=90s")
+
+
+def test_a_windows_pool_is_proven_through_its_localmachine_store(stack: OperatorStack) -> None:
+    """Windows end to end: the PowerShell listing (non-admin, task scope) of the LocalMachine
+    store the extension installs into proves the node current, and after a rotation again."""
+    ns, demo = stack.namespace("verwin"), stack.demo
+    cert = f"win-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.apply(
+        stack.manifest(
+            "verwin",
+            ns,
+            image={
+                "publisher": "MicrosoftWindowsServer",
+                "offer": "WindowsServer",
+                "sku": "2022-datacenter-smalldisk",
+                "version": "latest",
+            },
+            nodeAgentSkuId="batch.node.windows amd64",
+            certificates=[
+                {
+                    "vaultUrl": demo["vaultUrl"],
+                    "name": cert,
+                    "certificateStoreLocation": "LocalMachine",
+                    "certificateStoreName": "MY",
+                }
+            ],
+            verification={"enabled": True, "taskTimeout": "PT1M"},
+        )
+    )
+    stack.wait_ready("verwin", ns, timeout=120)
+    stack.wait_until(
+        "the Windows node proven current",
+        lambda: _verification(stack, "verwin", ns).get("current") == 1,
+        name="verwin",
+        namespace=ns,
+        timeout=90,
+    )
+    stack.control.renew_certificate(demo["vault"], cert)
+    stack.wait_until(
+        "NodesReady=True RotationVerified on Windows",
+        lambda: _nodes_ready(stack, "verwin", ns) == ("True", "RotationVerified"),
+        name="verwin",
+        namespace=ns,
+        timeout=200,
+    )
+    uid = stack.get("verwin", ns)["metadata"]["uid"]
+    bodies = [
+        json.loads(r["body"]) if isinstance(r["body"], str) else r["body"]
+        for r in stack.control.requests(service="batch", operation="Task_Add", pathRegex=uid)
+    ]
+    assert len(bodies) >= 2, bodies  # a run before and one after the rotation
+    assert all(
+        b["userIdentity"] == {"autoUser": {"scope": "task", "elevationLevel": "nonadmin"}}
+        for b in bodies
+    ), bodies
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "verwin", "-n", ns, "--wait=true", "--timeout=90s")
+
+
+HOSTILE = (
+    f"batchcert {'9' * 5000} {'A' * 40}\n"  # an index past any int() limit
+    "batchcert 0 SHA1 Fingerprint=" + ":".join(["AB"] * 20) + "\n"
+    "batchcert 0 SHA1 Fingerprint=" + ":".join(["CD"] * 20) + "\n"  # repeated
+    "batchcert done\n" + "x" * 20_000  # and more than any proof is
+)
+
+
+def test_hostile_task_output_is_no_proof_and_never_a_crash(stack: OperatorStack) -> None:
+    ns, demo = stack.namespace("verhostile"), stack.demo
+    cert = f"hostile-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.apply(
+        stack.manifest(
+            "verhostile",
+            ns,
+            scale={"fixed": {"targetDedicatedNodes": 2}},
+            certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+            verification={"enabled": True, "taskTimeout": "PT1M"},
+        )
+    )
+    stack.wait_ready("verhostile", ns, timeout=120)
+    stack.wait_until(
+        "both nodes proven current",
+        lambda: _verification(stack, "verhostile", ns).get("current") == 2,
+        name="verhostile",
+        namespace=ns,
+        timeout=90,
+    )
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verhostile")
+    hostile, _honest = sorted(n["id"] for n in stack.control.pool(*ids)["nodes"])
+    stack.control.set_node(*ids, node_id=hostile, taskOutput=HOSTILE)
+    stack.control.renew_certificate(demo["vault"], cert)  # every node runs again after it
+    stack.wait_until(
+        "after the rotation: the honest node proven, the hostile one unverified",
+        lambda: (
+            (
+                _verification(stack, "verhostile", ns).get("current"),
+                _verification(stack, "verhostile", ns).get("unverified"),
+            )
+            == (1, 1)
+        ),
+        name="verhostile",
+        namespace=ns,
+        timeout=200,
+    )
+    verification = _verification(stack, "verhostile", ns)
+    assert verification["stale"] == 0 and "lastError" not in verification, verification
+    stack.control.set_node(*ids, node_id=hostile, taskOutput=None)
+    stack.wait_until(
+        "NodesReady=True RotationVerified once the node behaves",
+        lambda: _nodes_ready(stack, "verhostile", ns) == ("True", "RotationVerified"),
+        name="verhostile",
+        namespace=ns,
+        timeout=200,
+    )
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "verhostile", "-n", ns, "--wait=true", "--timeout=90s")
+
+
+def test_require_proof_holds_nodes_ready_while_every_slot_is_busy(stack: OperatorStack) -> None:
+    """requireProof: true on a pool whose only slot is busy across a rotation: NodesReady stays
+    False VerificationPending (in progress, not Stalled, no page) well past polling interval +
+    taskTimeout; once the slot frees, the verification task goes first and proves it."""
+    ns, demo = stack.namespace("verproof"), stack.demo
+    cert = f"proof-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.apply(
+        stack.manifest(
+            "verproof",
+            ns,
+            certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+            verification={"enabled": True, "taskTimeout": "PT1M", "requireProof": True},
+        )
+    )
+    stack.wait_until(
+        "the node proven current",
+        lambda: _verification(stack, "verproof", ns).get("current") == 1,
+        name="verproof",
+        namespace=ns,
+        timeout=150,
+    )
+    stack.wait_ready("verproof", ns, timeout=60)
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verproof")
+    (node,) = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
+    stack.control.set_node(*ids, node_id=node, busySlots=1)
+    rotated_at = time.monotonic()
+    stack.control.renew_certificate(demo["vault"], cert)
+    # polling 60 s + taskTimeout 60 s, and a margin: still held, still in progress.
+    stack.wait_until(
+        "polling interval + taskTimeout + 30 s passed",
+        lambda: time.monotonic() - rotated_at > 150,
+        name="verproof",
+        namespace=ns,
+        timeout=200,
+    )
+    assert _nodes_ready(stack, "verproof", ns) == ("False", "VerificationPending")
+    assert stack.condition("verproof", ns, "Stalled")["status"] == "False"
+    assert _verification(stack, "verproof", ns)["unverified"] == 1
+    stack.control.set_node(*ids, node_id=node, busySlots=0)
+    freed_at = time.monotonic()
+    stack.wait_until(
+        "RotationVerified once the slot frees",
+        lambda: _nodes_ready(stack, "verproof", ns) == ("True", "RotationVerified"),
+        name="verproof",
+        namespace=ns,
+        timeout=200,
+    )
+    print(f"\nproof {time.monotonic() - freed_at:.0f} s after the slot freed")
+    assert "VerificationPending" not in stack.event_reasons(ns)
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "verproof", "-n", ns, "--wait=true", "--timeout=90s")
+
+
+def test_a_pool_recreated_while_its_old_job_is_deleting(stack: OperatorStack) -> None:
+    """Delete the object while a run's job is active (its task waits for a busy slot), and
+    apply it again at once: the old job goes (deleting, then gone), the new object's runs use
+    jobs of their own and prove the new pool, and nothing meets 409 JobBeingDeleted."""
+    ns, demo = stack.namespace("verre"), stack.demo
+    cert = f"re-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    manifest = stack.manifest(
+        "verre",
+        ns,
+        certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+        verification={"enabled": True, "taskTimeout": "PT1M"},
+    )
+    stack.apply(manifest)
+    stack.wait_until(
+        "proven current",
+        lambda: _verification(stack, "verre", ns).get("current") == 1,
+        name="verre",
+        namespace=ns,
+        timeout=150,
+    )
+    old_uid = stack.get("verre", ns)["metadata"]["uid"]
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verre")
+    (node,) = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
+    stack.control.set_node(*ids, node_id=node, busySlots=1)
+    stack.control.renew_certificate(demo["vault"], cert)
+    stack.wait_until(
+        "a run in progress (its job active, its task waiting)",
+        lambda: any(old_uid in j["id"] and j["state"] == "active" for j in _jobs(stack)),
+        name="verre",
+        namespace=ns,
+        timeout=150,
+    )
+    stack.cluster.kubectl("delete", "bcp", "verre", "-n", ns, "--wait=true", "--timeout=120s")
+    assert not [j for j in _jobs(stack) if old_uid in j["id"] and j["state"] == "active"]
+    stack.apply(manifest)
+    stack.wait_until(
+        "the recreated pool proven current",
+        lambda: _verification(stack, "verre", ns).get("current") == 1,
+        name="verre",
+        namespace=ns,
+        timeout=240,
+    )
+    new_uid = stack.get("verre", ns)["metadata"]["uid"]
+    assert new_uid != old_uid
+    assert "lastError" not in _verification(stack, "verre", ns)
+    refused = stack.control.requests(service="batch", status=409, pathRegex="/jobs")
+    assert not [r for r in refused if new_uid in r["path"] or old_uid in r["path"]], refused
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "verre", "-n", ns, "--wait=true", "--timeout=120s")

@@ -11,13 +11,14 @@ is busy; a hanging task ended at maxWallClockTime as a failure; delete task.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from batchcert.models.spec import parse_spec
+from batchcert.models.spec import OsType, parse_spec
 from batchcert.translate.verification_task import (
     build_command_line,
     build_targets,
@@ -73,6 +74,17 @@ def test_jobs_tasks_files_and_what_each_node_holds(
         batch.create_job({"id": "verify", "poolInfo": {"poolId": pool}})
     assert exists.value.status_code == 409
     assert batch.get_job("verify").pool_info.pool_id == pool
+    marked = {
+        "id": "marked",
+        "poolInfo": {"poolId": pool},
+        "priority": 1000,
+        "metadata": [{"name": "batchcert.dev/owner-uid", "value": "u"}],
+        "constraints": {"maxWallClockTime": "PT30M"},
+    }
+    batch.create_job(marked)
+    job = batch.get_job("marked").as_dict()
+    assert job["metadata"] == marked["metadata"] and job["priority"] == 1000
+    assert job["constraints"]["maxWallClockTime"] == "PT30M"
 
     nodes = {n.id: n for n in batch.list_nodes(pool)}
     first, second = sorted(nodes)
@@ -81,11 +93,13 @@ def test_jobs_tasks_files_and_what_each_node_holds(
     old_thumb = _hex(cert["current"]["x5t"])
 
     def run(task_id: str, node_id: str, timeout: str = "PT10M") -> Any:
-        body = build_task_body(task_id, command, nodes[node_id].affinity_id, timeout)
+        body = build_task_body(task_id, command, nodes[node_id].affinity_id, timeout, OsType.LINUX)
         batch.create_task("verify", body)
         return batch.get_task("verify", task_id)
 
     added = run("t1", first)
+    (logged,) = control.requests(operation="Task_Add", limit=1)
+    assert json.loads(logged["body"])["commandLine"] == command  # what was asked, recorded
     assert added.state == "running" and added.node_info.node_id == first
     control.advance(2)
     done = batch.get_task("verify", "t1")
@@ -141,3 +155,121 @@ def test_jobs_tasks_files_and_what_each_node_holds(
     batch.delete_task("verify", "t6")
     with pytest.raises(ResourceNotFoundError):
         batch.get_task("verify", "t6")
+
+
+def _code(exc: pytest.ExceptionInfo[HttpResponseError]) -> tuple[int | None, str | None]:
+    if exc.value.error is not None:
+        return exc.value.status_code, exc.value.error.code
+    # A streamed download's error body is not parsed by the SDK: read it (the operator cannot
+    # rely on the code there, only on the status).
+    response = exc.value.response
+    assert response is not None
+    response.read()
+    return exc.value.status_code, json.loads(response.text())["code"]
+
+
+def test_never_kinder_than_azure_deleting_quota_and_gone_files(
+    batch: Any, control: Any, demo: dict[str, Any], pool: str
+) -> None:
+    """Job delete is not instant (409 JobBeingDeleted, also for a new job with its id); the
+    account's active job quota (409 ActiveJobAndScheduleQuotaReached); task files vanish after
+    retentionTime (409 TaskFilesCleanedup) and with their node (NodeNotReady while it is down)."""
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], pool)
+    nodes = sorted(n.id for n in batch.list_nodes(pool))
+    batch.create_job({"id": "gone", "poolInfo": {"poolId": pool}})
+    batch.begin_delete_job("gone")  # the initial DELETE; the poller is not waited on
+    assert batch.get_job("gone").state == "deleting"
+    with pytest.raises(HttpResponseError) as deleting:
+        batch.create_job({"id": "gone", "poolInfo": {"poolId": pool}})
+    assert _code(deleting) == (409, "JobBeingDeleted")
+    with pytest.raises(HttpResponseError) as adding:
+        batch.create_task("gone", {"id": "t", "commandLine": "x"})
+    assert _code(adding) == (409, "JobBeingDeleted")
+    control.advance(60)
+    with pytest.raises(ResourceNotFoundError):
+        batch.get_job("gone")
+
+    control.add_batch_account(
+        demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], active_job_quota=1
+    )
+    batch.create_job({"id": "one", "poolInfo": {"poolId": pool}})
+    with pytest.raises(HttpResponseError) as quota:
+        batch.create_job({"id": "two", "poolInfo": {"poolId": pool}})
+    assert _code(quota) == (409, "ActiveJobAndScheduleQuotaReached")
+    control.add_batch_account(
+        demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], active_job_quota=300
+    )
+
+    command = _command(demo)
+    body = build_task_body("kept", command, f"TVM:{nodes[0]}", "PT5M", OsType.LINUX)
+    body["constraints"]["retentionTime"] = "PT10M"
+    batch.create_task("one", body)
+    control.advance(2)
+    assert "batchcert done" in _stdout(batch, "one", "kept")
+    listed = batch.list_tasks("one", select=["id", "state"])
+    assert [set(t.as_dict()) for t in listed] == [{"id", "state"}]  # $select honoured
+    control.set_node_state(*ids, node_id=nodes[0], state="unusable")
+    control.advance(1)
+    with pytest.raises(HttpResponseError) as down:
+        _stdout(batch, "one", "kept")
+    assert _code(down) == (409, "NodeNotReady")
+    control.set_node_state(*ids, node_id=nodes[0], state=None)
+    control.advance(601)
+    with pytest.raises(HttpResponseError) as cleaned:
+        _stdout(batch, "one", "kept")
+    assert _code(cleaned) == (409, "TaskFilesCleanedup")
+
+
+def test_priority_elevation_and_the_urls_case(
+    batch: Any, control: Any, demo: dict[str, Any], pool: str
+) -> None:
+    """Freed slots go to the higher-priority job's task; a non-admin task cannot read the Linux
+    extension's 0700 folder (MISSING); files keep the vault URL's case (the operator's command
+    for a mixed-case URL finds them)."""
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], pool)
+    nodes = sorted(n.id for n in batch.list_nodes(pool))
+    for node in nodes:
+        control.set_node(*ids, node_id=node, busySlots=1)
+    batch.create_job({"id": "low", "poolInfo": {"poolId": pool}, "priority": -10})
+    batch.create_job({"id": "high", "poolInfo": {"poolId": pool}, "priority": 1000})
+    batch.create_task("low", {"id": "l", "commandLine": "/bin/true"})
+    control.advance(1)
+    batch.create_task("high", {"id": "h", "commandLine": "/bin/true"})
+    control.set_node(*ids, node_id=nodes[0], busySlots=0)
+    control.advance(0.1)
+    assert batch.get_task("high", "h").state == "running"
+    assert batch.get_task("low", "l").state == "active"
+    for node in nodes:
+        control.set_node(*ids, node_id=node, busySlots=0)
+    control.advance(3)
+
+    command = _command(demo)
+    plain = build_task_body("plain", command, f"TVM:{nodes[0]}", "PT5M", OsType.LINUX)
+    plain["userIdentity"] = {"autoUser": {"scope": "task", "elevationLevel": "nonadmin"}}
+    batch.create_task("high", plain)
+    control.advance(2)
+    assert _stdout(batch, "high", "plain") == "batchcert 0 MISSING\nbatchcert done\n"
+
+    vault_url = demo["secretId"].split("/secrets/")[0]
+    host = vault_url.split("//", 1)[1]
+    shouting = demo["secretId"].replace(host.split(".", 1)[0], host.split(".", 1)[0].upper())
+    assert shouting != demo["secretId"]
+    spec = parse_spec(
+        {
+            "account": {"subscriptionId": "s", "resourceGroup": "r", "name": "a"},
+            "vmSize": "x",
+            "image": {"publisher": "p", "offer": "o", "sku": "s"},
+            "nodeAgentSkuId": "batch.node.ubuntu 20.04",
+            "scale": {"fixed": {"targetDedicatedNodes": 2}},
+            "identity": {"resourceId": demo["identity"]["resourceId"]},
+            "certificates": [{"secretId": shouting}],
+        }
+    )
+    # The extension on this pool was given the demo's (lower-case) URL: a command naming the
+    # file with another case finds nothing, as on a real (case-sensitive) Linux file system.
+    upper = build_command_line(spec.resolved_os_type, build_targets(spec))
+    batch.create_task(
+        "high", build_task_body("upper", upper, f"TVM:{nodes[0]}", "PT5M", OsType.LINUX)
+    )
+    control.advance(2)
+    assert _stdout(batch, "high", "upper") == "batchcert 0 MISSING\nbatchcert done\n"

@@ -681,6 +681,7 @@ async def test_a_kept_sighting_holds_what_later_turns_read_and_no_more() -> None
         "allocationState",
         "currentDedicatedNodes",
         "deploymentConfiguration",
+        "metadata",  # the owner's uid (verification acts only on an owned pool)
     }
     # The diagnosis reads the identities ARM filled in and our extension's client id from it.
     assert extension_client_id(kept.body, "KVExtensions") == "looked-up-client-id"

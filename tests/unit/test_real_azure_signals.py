@@ -146,6 +146,20 @@ def test_generic_fetch_failure_while_transitioning_is_failed_without_a_cause() -
     assert (verdict.state, verdict.cause) == ("failed", "CertificateFetchFailing")
 
 
+@pytest.mark.parametrize("state", ["Succeeded", "Updating", "Unknown", None])
+def test_generic_fetch_failure_under_any_provisioning_state_is_failing(state: Any) -> None:
+    """The real text in an extension installed earlier (Succeeded) and failing now: no evidence
+    rules that shape out, so it reads as failing, never as healthy (issue 21)."""
+    ext = _kv(
+        state,
+        "ProvisioningState/succeeded",
+        0,
+        "Failed to download one or more certificates, retrying...",
+    )
+    verdict = assess_node(build_node_report(NODE, [ext], "kv"))
+    assert (verdict.state, verdict.cause) == ("failed", "CertificateFetchFailing")
+
+
 @pytest.mark.parametrize(
     "message", ["Plugin enabled", "Successfully started Key Vault extension service."]
 )

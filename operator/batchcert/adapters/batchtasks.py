@@ -1,12 +1,14 @@
 """Batch data plane: the verification job and its tasks (azure-batch, async client).
 
 Used only when a BatchCertPool asks for node verification; it is the only code that needs
-Batch job/task *write* permission. Calls: list nodes (affinity ids and busy slots), create the
-job (``409 JobExists`` is success), add/list/delete tasks, download a task's ``stdout.txt``,
-begin deleting the job (the SDK's poller is not awaited: the handler never waits on Azure).
+Batch job/task *write* permission. Calls: list nodes (affinity ids and busy slots), create a
+run's job (``409 JobExists`` is *not* success: the caller reads the job and checks it is its
+own), get a job, add/list tasks, download a task's ``stdout.txt`` (capped), begin deleting a job
+(the SDK's poller is not awaited: the handler never waits on Azure).
 
-Invariants: calls share the process-wide Batch semaphore with the node reads (bounded
-concurrency); failures surface as ``AzureCallError``; deleting something already gone succeeds.
+Invariants: concurrency is bounded per Batch account (one semaphore per account endpoint), so
+one tenant's busy account cannot starve another's verification; failures surface as
+``AzureCallError``; deleting something already gone (or going) succeeds.
 """
 
 from __future__ import annotations
@@ -26,14 +28,21 @@ def _as_dict(model: Any) -> dict[str, Any]:
 
 
 class BatchTasksAdapter:
-    def __init__(self, clients: AzureClients, limit: asyncio.Semaphore) -> None:
+    def __init__(self, clients: AzureClients, *, per_account: int) -> None:
         self._clients = clients
-        self._limit = limit
+        self._per_account = max(1, per_account)
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    def _limit(self, endpoint: str) -> asyncio.Semaphore:
+        key = endpoint.lower()
+        if key not in self._limits:
+            self._limits[key] = asyncio.Semaphore(self._per_account)
+        return self._limits[key]
 
     async def list_nodes(self, endpoint: str, pool_id: str) -> list[dict[str, Any]]:
         """Each node's id, state, affinity id and slots in use (one paged request)."""
         client = self._clients.batch(endpoint)
-        async with self._limit, translating("batch", "nodes.list"):
+        async with self._limit(endpoint), translating("batch", "nodes.list"):
             return [
                 _as_dict(n)
                 async for n in client.list_nodes(
@@ -41,27 +50,50 @@ class BatchTasksAdapter:
                 )
             ]
 
-    async def create_job(self, endpoint: str, body: dict[str, Any]) -> None:
+    async def create_job(self, endpoint: str, body: dict[str, Any]) -> bool:
+        """True when this call created it; False on ``409 JobExists`` (whose job: unknown)."""
         client = self._clients.batch(endpoint)
         try:
-            async with self._limit, translating("batch", "jobs.create"):
+            async with self._limit(endpoint), translating("batch", "jobs.create"):
                 await client.create_job(body)  # type: ignore[arg-type]
         except AzureCallError as exc:
             if exc.code != "JobExists":
                 raise
+            return False
+        return True
+
+    async def get_job(self, endpoint: str, job_id: str) -> dict[str, Any] | None:
+        """The job's id, pool and metadata; None when it does not exist."""
+        client = self._clients.batch(endpoint)
+        try:
+            async with self._limit(endpoint), translating("batch", "jobs.get"):
+                job = await client.get_job(job_id, select=["id", "state", "poolInfo", "metadata"])
+        except AzureCallError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _as_dict(job)
 
     async def add_task(self, endpoint: str, job_id: str, body: dict[str, Any]) -> None:
         client = self._clients.batch(endpoint)
-        async with self._limit, translating("batch", "tasks.add"):
+        async with self._limit(endpoint), translating("batch", "tasks.add"):
             await client.create_task(job_id, body)  # type: ignore[arg-type]
 
     async def list_tasks(self, endpoint: str, job_id: str) -> list[dict[str, Any]]:
         client = self._clients.batch(endpoint)
-        async with self._limit, translating("batch", "tasks.list"):
+        async with self._limit(endpoint), translating("batch", "tasks.list"):
             return [
                 _as_dict(t)
                 async for t in client.list_tasks(
-                    job_id, select=["id", "state", "creationTime", "executionInfo", "nodeInfo"]
+                    job_id,
+                    select=[
+                        "id",
+                        "state",
+                        "creationTime",
+                        "commandLine",
+                        "executionInfo",
+                        "nodeInfo",
+                    ],
                 )
             ]
 
@@ -69,7 +101,7 @@ class BatchTasksAdapter:
         client = self._clients.batch(endpoint)
         chunks: list[bytes] = []
         size = 0
-        async with self._limit, translating("batch", "tasks.getFile"):
+        async with self._limit(endpoint), translating("batch", "tasks.getFile"):
             stream = await client.download_task_file(job_id, task_id, "stdout.txt")
             async for chunk in stream:
                 chunks.append(chunk)
@@ -81,7 +113,7 @@ class BatchTasksAdapter:
     async def delete_task(self, endpoint: str, job_id: str, task_id: str) -> None:
         client = self._clients.batch(endpoint)
         try:
-            async with self._limit, translating("batch", "tasks.delete"):
+            async with self._limit(endpoint), translating("batch", "tasks.delete"):
                 await client.delete_task(job_id, task_id)
         except AzureCallError as exc:
             if exc.status != 404:
@@ -90,8 +122,8 @@ class BatchTasksAdapter:
     async def begin_delete_job(self, endpoint: str, job_id: str) -> None:
         client = self._clients.batch(endpoint)
         try:
-            async with self._limit, translating("batch", "jobs.delete"):
+            async with self._limit(endpoint), translating("batch", "jobs.delete"):
                 await client.begin_delete_job(job_id)  # the initial DELETE only
         except AzureCallError as exc:
-            if exc.status != 404:
+            if exc.status != 404 and exc.code != "JobBeingDeleted":
                 raise

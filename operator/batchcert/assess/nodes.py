@@ -141,8 +141,9 @@ def assess_node(report: NodeExtensionReport) -> NodeVerdict:
         if cause == NodesReason.EXTENSION_FAILED and _is_generic_fetch_failure(text):
             cause = NodesReason.CERTIFICATE_FETCH_FAILING
         return NodeVerdict("failed", cause, text or "extension provisioning failed")
-    if report.extension_found and provisioning != "succeeded" and _is_generic_fetch_failure(text):
-        # Still Transitioning, but saying it cannot download: not "coming up", failing.
+    if report.extension_found and _is_generic_fetch_failure(text):
+        # Saying it cannot download, under any provisioning state: Transitioning (not "coming
+        # up") or Succeeded (installed earlier, failing now; no evidence rules that shape out).
         cause = _cause_of(text)
         return NodeVerdict(
             "failed",

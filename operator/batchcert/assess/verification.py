@@ -7,12 +7,14 @@ its polling interval to fetch the current version shows an older version, or non
 certificate; *unverified* otherwise (no proof yet, busy, task failed or timed out, or a proof
 older than the rotation's settling time).
 
-``NodesReady`` with verification (``verification_condition``): any stale node gives
-``False/NodesStale``; after a rotation, ``True/RotationVerified`` once every node is proven
-current, and while proof is missing the extension's own verdict stands until the settling time
-plus ``taskTimeout`` has passed, then ``False/VerificationPending`` (not a failure). Before any
-rotation, and for extension failures that verification does not contradict, the extension's
-verdict is kept.
+``NodesReady`` with verification (``verification_condition``, api.md "Proof and Ready"): any
+stale node gives ``False/NodesStale``; after a rotation, ``True/RotationVerified`` once every
+node is proven current. While proof is missing: with ``requireProof`` ``False/
+VerificationPending`` (in progress, never Stalled) until every node is proven; without it,
+``False/VerificationPending`` from the settling time for at most ``taskTimeout``, then the
+extension's verdict (``True/RotationUnverified`` with the unproven count). Before any rotation
+(without ``requireProof``), and for extension failures that verification does not contradict,
+the extension's verdict is kept.
 
 Invariants: pure (no I/O, no clock: every time is an argument); ``staleNodes`` is bounded.
 """
@@ -26,10 +28,12 @@ from typing import Any
 
 from batchcert.conditions import NODES_READY, ConditionUpdate
 from batchcert.models.timestamps import format_rfc3339
+from batchcert.reasons import NodesReason
 
 MAX_STALE_NODES = 10
-_LINE = re.compile(r"^batchcert (?P<index>\d+) (?P<rest>.*)$")
-_FINGERPRINT = re.compile(r"fingerprint=(?P<hex>[0-9a-f:]+)$", re.IGNORECASE)
+MAX_OUTPUT_CHARS = 16 * 1024  # the command prints a line per certificate; more is not ours
+MAX_THUMBPRINTS = 64  # per Windows store line
+_FINGERPRINT = re.compile(r"^sha1 fingerprint=(?P<hex>(?:[0-9a-f]{2}:){19}[0-9a-f]{2})$", re.I)
 _HEX = re.compile(r"^[0-9A-Fa-f]{40}$")
 
 
@@ -59,23 +63,43 @@ class NodeVerdict:
 
 
 def parse_task_output(stdout: str, certificates: int) -> tuple[tuple[str, ...], ...] | None:
-    """Thumbprints found per certificate, or None when the output is not a complete run."""
-    found: list[list[str]] = [[] for _ in range(certificates)]
-    done = False
-    for raw in stdout.splitlines():
-        line = raw.strip()
-        if line == "batchcert done":
-            done = True
-            continue
-        match = _LINE.match(line)
-        if match is None or int(match["index"]) >= certificates:
-            continue
-        rest = match["rest"].strip()
-        fingerprint = _FINGERPRINT.search(rest)
-        thumb = (fingerprint["hex"] if fingerprint else rest).replace(":", "").upper()
-        if _HEX.match(thumb):
-            found[int(match["index"])].append(thumb)
-    return tuple(tuple(f) for f in found) if done else None
+    """Thumbprints found per certificate, or None ("no proof") unless the output is exactly
+    what the operator's command prints: line ``i`` is ``batchcert <i> <what was found>`` for
+    every certificate in order, then ``batchcert done``, nothing else, within
+    ``MAX_OUTPUT_CHARS``. What was found: ``SHA1 Fingerprint=AB:CD:…`` (OpenSSL), ``MISSING``,
+    or comma-separated 40-hex thumbprints (Windows, at most ``MAX_THUMBPRINTS`` per line).
+
+    Total: never raises, whatever the text (a hostile or broken node prints anything).
+    """
+    if not isinstance(stdout, str) or len(stdout) > MAX_OUTPUT_CHARS or certificates < 0:
+        return None
+    lines = [line.strip() for line in stdout.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if len(lines) != certificates + 1 or lines[-1] != "batchcert done":
+        return None
+    found: list[tuple[str, ...]] = []
+    for index, line in enumerate(lines[:-1]):
+        prefix = f"batchcert {index} "
+        if not (line + " ").startswith(prefix):
+            return None
+        thumbprints = _thumbprints(line[len(prefix) :].strip())
+        if thumbprints is None:
+            return None
+        found.append(thumbprints)
+    return tuple(found)
+
+
+def _thumbprints(text: str) -> tuple[str, ...] | None:
+    if text == "MISSING" or text == "":
+        return ()
+    fingerprint = _FINGERPRINT.fullmatch(text)
+    if fingerprint is not None:
+        return (fingerprint["hex"].replace(":", "").upper(),)
+    items = text.split(",")
+    if len(items) > MAX_THUMBPRINTS or not all(_HEX.fullmatch(i) for i in items):
+        return None
+    return tuple(i.upper() for i in items)
 
 
 def assess_proof(
@@ -132,6 +156,7 @@ def verification_condition(
     task_timeout: timedelta,
     now: datetime,
     total: int,
+    require_proof: bool = False,
 ) -> ConditionUpdate:
     """NodesReady with verification enabled (see the module docstring)."""
     if status["stale"]:
@@ -139,7 +164,7 @@ def verification_condition(
         return ConditionUpdate(
             NODES_READY,
             False,
-            "NodesStale",
+            NodesReason.NODES_STALE,
             f"{status['stale']}/{total} nodes hold an older version (or none) of a certificate"
             + (
                 f"; e.g. node {first['nodeId']} has {first['certificate']} with thumbprint "
@@ -149,28 +174,36 @@ def verification_condition(
                 else ""
             ),
         )
-    if not rotated or base.reason not in ("RotationPropagating", "ExtensionSucceeded"):
-        return base
-    if total and status["current"] == total:
+    if base.reason not in (NodesReason.ROTATION_PROPAGATING, NodesReason.EXTENSION_SUCCEEDED):
+        return base  # an extension failure, or nodes coming up: its own verdict stands
+    all_proven = bool(total) and status["current"] == total
+    if rotated and all_proven:
         return ConditionUpdate(
             NODES_READY,
             True,
-            "RotationVerified",
+            NodesReason.ROTATION_VERIFIED,
             f"{total}/{total} nodes proven to hold the current version of every certificate",
         )
-    if base.reason == "RotationPropagating" or settled_at is None:
+    if base.reason == NodesReason.ROTATION_PROPAGATING or all_proven:
         return base
-    if now < settled_at + task_timeout:
-        return ConditionUpdate(
-            NODES_READY,
-            False,
-            "RotationPropagating",
-            f"verifying the rotation on the nodes: {status['current']}/{total} proven current",
-        )
-    return ConditionUpdate(
+    pending = ConditionUpdate(
         NODES_READY,
         False,
-        "VerificationPending",
+        NodesReason.VERIFICATION_PENDING,
         f"{status['current']}/{total} nodes proven current; {status['unverified']} not verified "
-        f"yet (busy, new, or the verification task failed or timed out): retrying",
+        "yet (busy, new, or the verification task failed or timed out): retrying"
+        + ("; requireProof holds NodesReady until every node is proven" if require_proof else ""),
+    )
+    if require_proof:
+        return pending  # in progress, never Stalled, until every node is proven current
+    if not rotated or settled_at is None:
+        return base
+    if now < settled_at + task_timeout:
+        return pending  # at most the polling interval + taskTimeout after the rotation
+    return ConditionUpdate(
+        NODES_READY,
+        True,
+        NodesReason.ROTATION_UNVERIFIED,
+        f"the extension reports every node healthy; {status['current']}/{total} proven current, "
+        f"{status['unverified']} not proven yet (busy or new): proof completes as slots free",
     )

@@ -124,6 +124,7 @@ _KEPT_POOL_PROPERTIES = (
     "allocationState",
     "currentDedicatedNodes",
     "currentLowPriorityNodes",
+    "metadata",  # the owner's uid: node verification acts only on a pool this object owns
 )
 
 

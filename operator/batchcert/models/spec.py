@@ -209,7 +209,6 @@ class KeyVaultExtension(_Model):
         return int(self.type_handler_version.split(".", 1)[0])
 
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _DURATION = re.compile(r"^P(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+S)?)?$")
 
 
@@ -218,15 +217,10 @@ class Verification(_Model):
 
     enabled: bool = False
     interval: str = "PT24H"
-    job_id: str | None = None
     task_timeout: str = "PT10M"
-
-    @field_validator("job_id")
-    @classmethod
-    def _job_id(cls, value: str | None) -> str | None:
-        if value is not None and not _JOB_ID.match(value):
-            raise ValueError("jobId must be 1-64 letters, digits, '-' or '_'")
-        return value
+    require_proof: bool = False  # NodesReady waits for every node's proof (api.md)
+    # No jobId: the operator names and marks its jobs itself (admission refuses the field; an
+    # object stored before that still parses, the field is ignored).
 
     @field_validator("interval", "task_timeout")
     @classmethod
@@ -234,6 +228,32 @@ class Verification(_Model):
         if not _DURATION.match(value) or value in ("P", "PT"):
             raise ValueError(f"{value!r} is not an ISO-8601 duration such as PT10M")
         return value
+
+    @property
+    def interval_seconds(self) -> float:
+        """``interval`` within ``INTERVAL_BOUNDS`` (admission refuses values outside them; an
+        object stored before that is held to them here rather than trusted)."""
+        return _bounded(self.interval, INTERVAL_BOUNDS)
+
+    @property
+    def task_timeout_seconds(self) -> float:
+        """``taskTimeout`` within ``TASK_TIMEOUT_BOUNDS`` (as ``interval_seconds``)."""
+        return _bounded(self.task_timeout, TASK_TIMEOUT_BOUNDS)
+
+
+INTERVAL_BOUNDS = (15 * 60.0, 30 * 86400.0)  # PT15M..P30D, as the CRD's rule
+TASK_TIMEOUT_BOUNDS = (60.0, 3600.0)  # PT1M..PT1H, as the CRD's rule
+
+
+def _bounded(text: str, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    found = re.match(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$", text)
+    if found is None:
+        return high
+    # Digits beyond what any bound needs are clamped before int() (a 5000-digit string would
+    # raise): 10 digits of days is already past every bound.
+    d, h, m, s = (int(g or 0) if len(g or "") <= 10 else 10**10 for g in found.groups())
+    return float(min(max(d * 86400 + h * 3600 + m * 60 + s, low), high))
 
 
 class BatchCertPoolSpec(_Model):

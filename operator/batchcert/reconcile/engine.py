@@ -215,7 +215,7 @@ class Reconciler:
                     "spec is invalid: nothing in Azure can be identified",
                 )
                 return DeleteOutcome(True, [invalid])
-            if self._verification is not None and spec.deletion_policy.value == "Delete":
+            if self._verification is not None:
                 await self._verification.delete(obj, spec)
             return await self._pools.delete(obj, spec)
 

@@ -1,21 +1,25 @@
-"""Node verification, run: one Batch job per pool, one short task per node, results to status.
+"""Node verification, per pool: when nodes are due, runs against Batch, results to status.
 
 Each tick of a pool with ``spec.verification.enabled`` (after the node reading):
-1. if tasks are outstanding and a poll is due, list the job's tasks (one request): a completed
-   task is attributed to the node it *actually* ran on (``nodeInfo.nodeId``; affinity is soft),
-   its ``stdout.txt`` read and the task deleted; a task still waiting for a slot after
-   ``taskTimeout`` is deleted and its node stays unverified (busy);
-2. start a task on every node that is due — no proof yet (new node), the last rotation's
-   polling interval has passed since its proof, ``interval`` has passed, or its last proof was
-   not current and a polling interval has passed — skipping nodes that already have a task of
-   ours (never more than one per node) and nodes whose slots are full (busy: retried later);
-3. compare what each node holds with the certificate's versions in Key Vault (listed once per
-   current version, metadata only) and build ``status.nodes.verification`` and ``NodesReady``
-   (see ``assess.verification``).
+1. nothing at all for a pool this object does not own (``PoolNotOwned``): no job, no task, no
+   read, no delete;
+2. a run in progress (``reconcile.verification_run``) is polled when a poll is due: its proofs
+   are kept per node (the node the task *actually* ran on: affinity is soft), and the run's job
+   is deleted once every task has an answer;
+3. with no run in progress, a new run starts on every node that is due — no proof yet (new
+   node), the last rotation's polling interval has passed since its proof, ``interval`` has
+   passed, or its last proof was not current and a polling interval has passed — unless the
+   node was tried within ``min(polling interval, interval)``; busy nodes get their task too
+   (the job's priority puts it first when a slot frees; a task is given up 2 x ``taskTimeout``
+   + 1 minute after it was added, waiting or running);
+4. what each node holds is compared with the certificate's versions in Key Vault (listed once
+   per current version, metadata only) into ``status.nodes.verification`` and ``NodesReady``
+   (see ``assess.verification``). Nodes that left the pool are forgotten, never counted.
 
 Invariants: never waits on Azure (tasks are polled on later ticks); never blocks or fails the
-reconcile — a Batch or Key Vault failure is recorded in ``lastError`` and retried with backoff;
-per-pool progress is in memory only (a restart lists the job and adopts or cleans what it finds).
+reconcile — a Batch or Key Vault failure is recorded in ``lastError`` and retried with backoff,
+and nothing a task prints or Batch answers raises out of here; per-pool progress is in memory
+only (after a restart an unfinished run's job ends by its own ``maxWallClockTime``).
 """
 
 from __future__ import annotations
@@ -33,21 +37,25 @@ from batchcert.assess.verification import (
     NodeProof,
     assess_proof,
     build_verification_status,
-    parse_task_output,
     verification_condition,
 )
 from batchcert.conditions import NODES_READY, ConditionUpdate, get_condition
-from batchcert.errors import AzureCallError, backoff_delay, classify
+from batchcert.errors import AzureCallError, Backoff, Classification, classify
 from batchcert.models.spec import BatchCertPoolSpec
 from batchcert.models.timestamps import parse_rfc3339
+from batchcert.reasons import NodesReason
 from batchcert.reconcile.outcome import Event
-from batchcert.translate.durations import parse_duration_seconds
+from batchcert.reconcile.verification_run import (
+    ForeignJobError,
+    RunContext,
+    VerificationRun,
+    add_task,
+    poll_run,
+    start_run,
+)
 from batchcert.translate.verification_task import (
-    TASK_ID_PREFIX,
     UnsafeCommandInputError,
     build_command_line,
-    build_job_body,
-    build_job_id,
     build_targets,
     build_task_body,
     build_task_id,
@@ -60,18 +68,24 @@ _SCHEDULABLE = frozenset({"idle", "running"})
 
 @dataclass
 class _PoolProgress:
-    job_id: str = ""
-    job_ready: bool = False
-    run: int = 0
-    pending: dict[str, str | None] = field(default_factory=dict)  # task id → target node
+    run: VerificationRun | None = None
+    runs: int = 0
     proofs: dict[str, NodeProof] = field(default_factory=dict)
-    attempted: dict[str, datetime] = field(default_factory=dict)  # node → last task start/skip
+    attempted: dict[str, datetime] = field(default_factory=dict)  # node → last task start
     last_run_time: datetime | None = None
     next_poll: float = 0.0
-    failures: int = 0
-    next_attempt: float = 0.0
+    schedule: Backoff = field(default_factory=Backoff)
     last_error: str | None = None
-    adopted: bool = False  # the job's tasks were listed once (leftovers from a restart)
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    """What the engine knows about the object and its pool (from its reading this tick)."""
+
+    key: str
+    uid: str
+    object_name: str
+    owned: bool  # the pool exists and carries this object's uid
 
 
 class Verifier:
@@ -85,7 +99,7 @@ class Verifier:
     ) -> None:
         self._tasks = tasks
         self._keyvault = keyvault
-        self._poll = poll_seconds
+        self._poll_seconds = poll_seconds
         self._cap = retry_cap_seconds
         self._pools: dict[str, _PoolProgress] = {}
         self._versions: dict[tuple[str, str, str], dict[str, str]] = {}
@@ -97,8 +111,7 @@ class Verifier:
     async def step(
         self,
         *,
-        key: str,
-        object_name: str,
+        pool: PoolFacts,
         spec: BatchCertPoolSpec,
         endpoint: Callable[[], Awaitable[str]],
         cert_items: list[dict[str, Any]],
@@ -109,40 +122,56 @@ class Verifier:
         now: datetime,
         mono: float,
     ) -> tuple[dict[str, Any] | None, ConditionUpdate, list[Event]]:
-        if not spec.verification.enabled or nodes_status is None:
-            self._pools.pop(key, None)
+        if not spec.verification.enabled or nodes_status is None or not pool.owned:
+            # Never verify (nor touch jobs for) a pool this object does not own. Verification
+            # turned off mid-run: that run's job (ours, created this run) goes now.
+            if pool.owned:
+                await self.delete_job(pool.key, endpoint)
+            self._pools.pop(pool.key, None)
             return nodes_status, condition, []
-        progress = self._pools.setdefault(key, _PoolProgress())
-        progress.job_id = build_job_id(spec, object_name)
+        progress = self._pools.setdefault(pool.key, _PoolProgress())
+        for gone in set(progress.proofs) - set(node_states):
+            progress.proofs.pop(gone)  # a node that left is neither stale nor unverified
+            progress.attempted.pop(gone, None)
         polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
         rotations = [parse_rfc3339(i.get("lastRotationTime")) for i in cert_items]
         settled_at = max((r + polling for r in rotations if r is not None), default=None)
-        timeout = timedelta(seconds=parse_duration_seconds(spec.verification.task_timeout))
+        timeout = timedelta(seconds=spec.verification.task_timeout_seconds)
         try:
             targets = build_targets(spec)
         except UnsafeCommandInputError as exc:
             progress.last_error = f"verification refused: {exc}"
             targets = None
-        if targets is not None and mono >= progress.next_attempt:
+        if targets is not None and progress.schedule.is_due(mono):
             try:
-                pool_id = spec.resolved_pool_name(object_name)
-                account = await endpoint()
-                await self._poll_tasks(progress, account, len(targets), now, mono, timeout)
-                await self._start_due(
-                    progress, spec, account, pool_id, targets, node_states, settled_at, now, mono
+                ctx = RunContext(
+                    account=await endpoint(),
+                    uid=pool.uid,
+                    pool_id=spec.resolved_pool_name(pool.object_name),
+                    certificates=len(targets),
+                    task_timeout=timeout,
+                    task_timeout_text=f"PT{int(timeout.total_seconds())}S",
+                    node_ids=frozenset(node_states),
                 )
-                progress.failures, progress.last_error = 0, None
+                await self._poll(progress, ctx, now, mono)
+                if progress.run is None:
+                    command = build_command_line(spec.resolved_os_type, targets)
+                    due = self._due_nodes(progress, spec, node_states, settled_at, now)
+                    await self._start(progress, spec, ctx, command, due, now, mono)
+                progress.schedule, progress.last_error = Backoff(), None
             except AzureCallError as exc:
                 verdict = classify(exc)
-                progress.failures += 1
-                progress.last_error = f"{verdict.reason}: {verdict.message}"[:300]
-                progress.next_attempt = mono + backoff_delay(
-                    progress.failures,
-                    retry_after=verdict.retry_after,
-                    base=self._poll,
-                    cap=self._cap,
+                self._failed(
+                    pool.key, progress, f"{verdict.reason}: {verdict.message}", mono, verdict
                 )
-                log.warning("verification of %s: %s", key, progress.last_error)
+            except ForeignJobError as exc:
+                progress.run = None  # never ours: nothing to poll or delete
+                self._failed(pool.key, progress, f"VerificationJobNotOwned: {exc}", mono)
+            except Exception as exc:  # a Batch answer must never fail the reconcile
+                # Adapters turn every Azure failure into AzureCallError; anything else is an
+                # answer no one foresaw (a shape, a value): no proof from it, retried calmly.
+                log.debug("verification of %s", pool.key, exc_info=True)
+                self._failed(pool.key, progress, f"UnexpectedAnswer: {exc!r}", mono)
         knowledge = await self._knowledge(spec, cert_items)
         verdicts = {
             node_id: assess_proof(progress.proofs.get(node_id), knowledge, settled_at)
@@ -159,101 +188,95 @@ class Verifier:
             task_timeout=timeout,
             now=now,
             total=len(node_states),
+            require_proof=spec.verification.require_proof,
         )
         events: list[Event] = []
         before = get_condition(old_conditions, NODES_READY) or {}
         if (
-            new_condition.reason == "RotationVerified"
-            and before.get("reason") != "RotationVerified"
+            new_condition.reason == NodesReason.ROTATION_VERIFIED
+            and before.get("reason") != NodesReason.ROTATION_VERIFIED
         ):
             events.append(Event("Normal", "NodesVerified", new_condition.message))
         return dict(nodes_status, verification=status), new_condition, events
 
-    async def _poll_tasks(
+    def _failed(
         self,
+        key: str,
         progress: _PoolProgress,
-        account: str,
-        certificates: int,
-        now: datetime,
+        message: str,
         mono: float,
-        task_timeout: timedelta,
+        verdict: Classification | None = None,
     ) -> None:
-        if (not progress.pending and progress.adopted) or mono < progress.next_poll:
-            return
-        progress.next_poll = mono + self._poll
-        if not progress.job_ready and not progress.pending:
-            # After a restart: the job may hold our earlier tasks; look once.
-            progress.adopted = True
-        try:
-            tasks = await self._tasks.list_tasks(account, progress.job_id)
-        except AzureCallError as exc:
-            if exc.code == "JobNotFound":
-                progress.job_ready, progress.pending, progress.adopted = False, {}, True
-                return
-            raise
-        progress.adopted = True
-        progress.job_ready = True
-        for task in tasks:
-            task_id = str(task.get("id", ""))
-            if not task_id.startswith(TASK_ID_PREFIX):
-                continue
-            state = str(task.get("state", "")).lower()
-            target = progress.pending.get(task_id)
-            if state == "completed":
-                await self._take_result(progress, account, task, certificates, now)
-                await self._tasks.delete_task(account, progress.job_id, task_id)
-                progress.pending.pop(task_id, None)
-            elif state == "active":
-                created = parse_rfc3339(task.get("creationTime"))
-                if created is not None and now - created > task_timeout:
-                    # Never scheduled: the node stayed busy. Unverified, not a failure.
-                    await self._tasks.delete_task(account, progress.job_id, task_id)
-                    progress.pending.pop(task_id, None)
-                else:
-                    progress.pending.setdefault(task_id, target)
-            else:
-                progress.pending.setdefault(task_id, target)
+        progress.last_error = message[:300]
+        progress.schedule = progress.schedule.after_failure(
+            mono, base=self._poll_seconds, cap=self._cap, failure=verdict
+        )
+        log.warning("verification of %s: %s", key, progress.last_error)
 
-    async def _take_result(
-        self,
-        progress: _PoolProgress,
-        account: str,
-        task: dict[str, Any],
-        certificates: int,
-        now: datetime,
+    async def _poll(
+        self, progress: _PoolProgress, ctx: RunContext, now: datetime, mono: float
     ) -> None:
-        ran_on = (task.get("nodeInfo") or {}).get("nodeId")
-        execution = task.get("executionInfo") or {}
-        if not ran_on:
+        run = progress.run
+        if run is None or mono < progress.next_poll:
             return
-        ended = parse_rfc3339(execution.get("endTime")) or now
-        if execution.get("failureInfo") or execution.get("exitCode") not in (0, None):
-            return  # timed out or failed: no proof (an earlier proof still stands)
-        stdout = await self._tasks.read_stdout(account, progress.job_id, str(task["id"]))
-        found = parse_task_output(stdout, certificates)
-        if found is not None:
-            progress.proofs[str(ran_on)] = NodeProof(str(ran_on), ended, found)
+        progress.next_poll = mono + self._poll_seconds
+        proofs, over = await poll_run(self._tasks, ctx, run, now)
+        for proof in proofs:
+            progress.proofs[proof.node_id] = proof
+        if over:
+            progress.run = None
 
-    async def _start_due(
+    async def _start(
         self,
         progress: _PoolProgress,
         spec: BatchCertPoolSpec,
-        account: str,
-        pool_id: str,
-        targets: Any,
-        node_states: dict[str, str | None],
-        settled_at: datetime | None,
+        ctx: RunContext,
+        command: str,
+        due: list[str],
         now: datetime,
         mono: float,
     ) -> None:
-        interval = timedelta(seconds=parse_duration_seconds(spec.verification.interval))
+        if not due:
+            return
+        nodes = {
+            str(n.get("id")): n for n in await self._tasks.list_nodes(ctx.account, ctx.pool_id)
+        }
+        affinity = {
+            node_id: str(nodes[node_id]["affinityId"])
+            for node_id in due
+            if node_id in nodes and nodes[node_id].get("affinityId")
+        }
+        for node_id in due:
+            progress.attempted[node_id] = now
+        if not affinity:
+            return
+        run = await start_run(self._tasks, ctx, command, now)
+        progress.run, progress.runs = run, progress.runs + 1
+        progress.last_run_time = now
+        for node_id, affinity_id in affinity.items():
+            task_id = build_task_id(node_id, progress.runs)
+            body = build_task_body(
+                task_id, command, affinity_id, ctx.task_timeout_text, spec.resolved_os_type
+            )
+            if not await add_task(self._tasks, ctx, run, body):
+                break  # the job is gone or going: what was added is polled, the rest waits
+            run.pending[task_id] = node_id
+        progress.next_poll = mono + self._poll_seconds
+
+    def _due_nodes(
+        self,
+        progress: _PoolProgress,
+        spec: BatchCertPoolSpec,
+        node_states: dict[str, str | None],
+        settled_at: datetime | None,
+        now: datetime,
+    ) -> list[str]:
+        interval = timedelta(seconds=spec.verification.interval_seconds)
         polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
-        busy_nodes = {n for n in progress.pending.values() if n}
         due = []
         for node_id, state in node_states.items():
-            if (state or "").lower() not in _SCHEDULABLE or node_id in busy_nodes:
+            if (state or "").lower() not in _SCHEDULABLE:
                 continue
-            proof = progress.proofs.get(node_id)
             attempted = progress.attempted.get(node_id)
             rotated_since = (
                 settled_at is not None and attempted is not None and (attempted < settled_at <= now)
@@ -261,37 +284,9 @@ class Verifier:
             recently = attempted is not None and now - attempted < min(polling, interval)
             if recently and not rotated_since:
                 continue  # tried recently (busy, failed, or proven): give it time
-            if self._is_due(proof, spec, settled_at, now, interval, polling):
+            if self._is_due(progress.proofs.get(node_id), spec, settled_at, now, interval, polling):
                 due.append(node_id)
-        if not due:
-            return
-        nodes = {str(n.get("id")): n for n in await self._tasks.list_nodes(account, pool_id)}
-        command = build_command_line(spec.resolved_os_type, targets)
-        progress.run += 1
-        for node_id in due:
-            node = nodes.get(node_id)
-            progress.attempted[node_id] = now
-            if node is None or not node.get("affinityId"):
-                continue
-            if int(node.get("runningTaskSlotsCount") or 0) >= 1:
-                continue  # busy: its slots are full; retried after a polling interval
-            task_id = build_task_id(node_id, progress.run)
-            body = build_task_body(
-                task_id, command, str(node["affinityId"]), spec.verification.task_timeout
-            )
-            if not progress.job_ready:
-                await self._tasks.create_job(account, build_job_body(progress.job_id, pool_id))
-                progress.job_ready = True
-            try:
-                await self._tasks.add_task(account, progress.job_id, body)
-            except AzureCallError as exc:
-                if exc.code != "JobNotFound":
-                    raise
-                await self._tasks.create_job(account, build_job_body(progress.job_id, pool_id))
-                await self._tasks.add_task(account, progress.job_id, body)
-            progress.pending[task_id] = node_id
-            progress.last_run_time = now
-        progress.next_poll = min(progress.next_poll, mono + self._poll)
+        return due
 
     def _is_due(
         self,
@@ -346,15 +341,14 @@ class Verifier:
     async def delete_job(
         self,
         key: str,
-        spec: BatchCertPoolSpec,
-        object_name: str,
         endpoint: Callable[[], Awaitable[str]],
     ) -> None:
-        """Best effort, with the pool: the job goes when the resource goes."""
-        self._pools.pop(key, None)
-        if not spec.verification.enabled:
+        """Best effort, with the object: the job of a run in progress, which this operator
+        created (a run only exists once its job was created or proven ours)."""
+        progress = self._pools.pop(key, None)
+        if progress is None or progress.run is None:
             return
         try:
-            await self._tasks.begin_delete_job(await endpoint(), build_job_id(spec, object_name))
+            await self._tasks.begin_delete_job(await endpoint(), progress.run.job_id)
         except AzureCallError as exc:
             log.warning("deleting the verification job of %s: %s", key, exc.message)

@@ -89,7 +89,7 @@ def render_account(call: ArmCall, account: BatchAccount) -> JsonDict:
             "lowPriorityCoreQuota": 500,
             "dedicatedCoreQuotaPerVMFamilyEnforced": True,
             "poolQuota": 100,
-            "activeJobAndJobScheduleQuota": 300,
+            "activeJobAndJobScheduleQuota": account.active_job_quota,
             "allowedAuthenticationModes": ["AAD", "TaskAuthenticationToken"],
         },
     }

@@ -1,4 +1,4 @@
-"""Simulated Batch jobs and tasks on the data plane, and what a task prints on its node.
+"""Simulated Batch jobs and tasks on the data plane: their HTTP surface and their scheduling.
 
 Role: ``POST/GET/DELETE /jobs[/{jobId}]``, ``POST/GET /jobs/{jobId}/tasks``,
 ``GET/DELETE /jobs/{jobId}/tasks/{taskId}``, ``GET /jobs/{jobId}/tasks/{taskId}/files`` and
@@ -15,48 +15,51 @@ ETag does not change across these transitions; file listings carry ``contentLeng
 Scheduling (evaluated lazily on every data-plane request, on the simulated clock):
 * a node takes tasks while it is ``idle``/``running`` and has a free slot
   (``taskSlotsPerNode`` of the pool, default 1, minus slots held by running tasks and by the
-  user's own work set through the control API, ``busy_slots``);
+  user's own work set through the control API, ``busy_slots``); waiting tasks take freed slots
+  in job ``priority`` order (REST spec: -1000..1000, higher first), oldest first;
 * ``affinityInfo.affinityId`` is honoured when that node has a free slot; otherwise the task runs
   on any other node with a free slot (affinity is soft in Batch), or waits ``active``;
 * a task runs for ``TASK_RUN_S`` and completes with exit code 0; on a node whose tasks hang
-  (control API) it runs until ``constraints.maxWallClockTime`` and then completes as a failure.
+  (control API) it runs until ``constraints.maxWallClockTime`` and then completes as a failure;
+  a running task whose node leaves is requeued (``requeueCount``), as Batch does;
+* what it prints is ``taskrun.run_command`` (elevation enforced).
 
-What a task prints: the node "runs" the command line the operator builds — ``/bin/sh -c`` with
-one ``openssl x509 -noout -fingerprint -sha1 -in <file>`` per certificate (Linux), or a
-PowerShell ``Get-ChildItem -Path 'Cert:\\<location>\\<store>'`` listing (Windows) — against the
-files the node's Key Vault extension actually wrote: for each certificate the extension fetched,
-``<certificateStoreLocation>/<vault>.<certificate>`` (Linux) or the named store (Windows) holds
-the version *that node* fetched last, so a node whose fetches fail keeps the old thumbprint.
-Any other command line prints nothing and exits 0.
+Never kinder than Azure (azure-behaviour notes, Batch error-code table): job delete leaves the
+job ``deleting`` for ``JOB_DELETE_S`` (every operation but a read answers 409
+``JobBeingDeleted``, and so does adding a job with its id); job add beyond the account's
+``active_job_quota`` answers 409 ``ActiveJobAndScheduleQuotaReached``; a job past its
+``maxWallClockTime`` is terminated (``completed``); task files vanish after ``retentionTime``
+(409 ``TaskFilesCleanedup``) and with their node (409 ``TaskFilesUnavailable``; ``NodeNotReady``
+while it is not idle/running); ``$select`` is honoured on job get, task get and task list.
 
 Unconfirmed (modelling choices, easy to change): the timeout failure's ``failureInfo`` code and
-message; files of a task that never started (404 ``TaskFileNotFound`` here); job delete
-removing the job at once (real Batch passes through ``deleting``); the Linux extension's file
-name ``<vault>.<certificate>`` (documented for KeyVaultForLinux, not recorded); Windows stores
-keeping only the last fetched version.
+message; files of a task that never started (404 ``TaskFileNotFound`` here); how long a job stays
+``deleting``; which 409 code each way of losing task files gives.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import shlex
-from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from aiohttp import web
 
 from batchsim.batch.errors import BatchError
+from batchsim.batch.taskrun import run_command, thumbprints
 from batchsim.world import BatchAccount, BatchJob, BatchTask, JsonDict, Node, Pool
 
 if TYPE_CHECKING:
     from batchsim.core import Simulation
 
 TASK_RUN_S = 1.0
+# Unconfirmed: how long a job stays ``deleting`` (real Batch: not instant, seconds to minutes
+# with tasks to clean up). Less helpful than instant, so a recreate meets JobBeingDeleted.
+JOB_DELETE_S = 30.0
+DEFAULT_RETENTION = "P7D"  # the REST spec's default task retentionTime
 UNLIMITED = "P10675199DT2H48M5.4775807S"  # .NET TimeSpan.MaxValue, as Batch writes "no limit"
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEDULABLE = frozenset({"idle", "running"})
@@ -85,8 +88,6 @@ _ROUTES: list[tuple[str, str, re.Pattern[str]]] = [
         re.compile(r"^/jobs/(?P<jobId>[^/]+)/tasks/(?P<taskId>[^/]+)/files/(?P<path>.+)$"),
     ),
 ]
-
-ThumbprintOf = Callable[[str, str], "str | None"]  # (versionless secret URL, version) -> hex
 
 
 def match(method: str, path: str) -> tuple[str, dict[str, str]] | None:
@@ -136,98 +137,6 @@ def _duration_seconds(text: Any) -> float | None:
     return d * 86400 + h * 3600 + m * 60 + s
 
 
-# --- the node's side: what its Key Vault extension wrote, and running a command --------------
-
-
-def _cert_files(
-    node: Node, thumbprint_of: ThumbprintOf
-) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Linux files ``path → hex thumbprint`` and Windows stores ``Location\\Name → [hex]``."""
-    files: dict[str, str] = {}
-    stores: dict[str, list[str]] = {}
-    for ext in node.extensions:
-        kind = str(ext.get("type", "")).lower()
-        if kind not in ("keyvaultforlinux", "keyvaultforwindows"):
-            continue
-        runtime = node.extension_runtime.get(str(ext.get("name", "")))
-        if runtime is None:
-            continue
-        settings: Any = ext.get("settings") or {}
-        if isinstance(settings, str):
-            try:
-                settings = json.loads(settings)
-            except ValueError:
-                continue
-        sms = settings.get("secretsManagementSettings") or {}
-        where: dict[str, tuple[str, str]] = {}
-        for item in sms.get("observedCertificates") or []:
-            url = item if isinstance(item, str) else item.get("url")
-            location = (
-                item.get("certificateStoreLocation") if isinstance(item, dict) else None
-            ) or sms.get("certificateStoreLocation", "")
-            store = (
-                item.get("certificateStoreName") if isinstance(item, dict) else None
-            ) or sms.get("certificateStoreName", "MY")
-            if isinstance(url, str):
-                where[url] = (str(location), str(store))
-        for url, version in runtime.versions.items():
-            thumb = thumbprint_of(url, version)
-            location, store = where.get(url, ("", "MY"))
-            if thumb is None:
-                continue
-            if kind == "keyvaultforlinux":
-                parts = urlsplit(url)
-                vault = (parts.hostname or "").split(".", 1)[0]
-                name = [p for p in parts.path.split("/") if p][1]
-                files[f"{location.rstrip('/')}/{vault}.{name}"] = thumb
-            else:
-                stores.setdefault(f"{location}\\{store}".lower(), []).append(thumb)
-    return files, stores
-
-
-_OPENSSL = re.compile(
-    r"""echo "batchcert (?P<index>\d+) \$\(openssl x509 -noout -fingerprint -sha1 -in """
-    r"""(?P<path>'(?:[^']|'"'"')*'|[^\s)]+) 2>/dev/null \|\| echo MISSING\)\""""
-)
-_POWERSHELL = re.compile(
-    r"Get-ChildItem -Path '(?P<path>(?:[^']|'')*)' -ErrorAction SilentlyContinue \| "
-    r"ForEach-Object \{ 'batchcert (?P<index>\d+) ' \+ \$_\.Thumbprint \}"
-)
-
-
-def run_command(command_line: str, node: Node, thumbprint_of: ThumbprintOf) -> str:
-    """stdout of the operator's verification command on ``node`` (empty for anything else)."""
-    files, stores = _cert_files(node, thumbprint_of)
-    lines: list[str] = []
-    try:
-        argv = shlex.split(command_line)
-    except ValueError:
-        return ""
-    if len(argv) == 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
-        for found in _OPENSSL.finditer(argv[2]):
-            path = shlex.split(found["path"])[0]
-            thumb = files.get(path)
-            fingerprint = (
-                "SHA1 Fingerprint=" + ":".join(thumb[i : i + 2] for i in range(0, len(thumb), 2))
-                if thumb
-                else "MISSING"
-            )
-            lines.append(f"batchcert {found['index']} {fingerprint}")
-        if "echo batchcert done" in argv[2]:
-            lines.append("batchcert done")
-        return "".join(f"{line}\n" for line in lines)
-    if argv and argv[0].lower().startswith("powershell"):
-        script = argv[-1]
-        for found in _POWERSHELL.finditer(script):
-            store = found["path"].replace("''", "'")
-            key = store.split(":", 1)[-1].strip("\\").lower()
-            lines += [f"batchcert {found['index']} {t}" for t in stores.get(key, [])]
-        if "'batchcert done'" in script:
-            lines.append("batchcert done")
-        return "".join(f"{line}\r\n" for line in lines)
-    return ""
-
-
 # --- scheduling ------------------------------------------------------------------------------
 
 
@@ -248,18 +157,68 @@ def running_slots(account: BatchAccount, pool: Pool, node: Node) -> tuple[int, i
 
 
 def advance(sim: Simulation, account: BatchAccount) -> None:
-    """Move every task of the account to the clock's now: finish, time out, schedule."""
+    """Move every job and task of the account to the clock's now: jobs being deleted go, jobs
+    past their ``maxWallClockTime`` terminate, tasks on a node that left are requeued (as Batch
+    does on a pool shrink with the default ``requeue``), tasks finish, and waiting tasks take
+    free slots in job ``priority`` order (REST spec: higher first; ties by age)."""
     now = sim.clock.timestamp()
+    for key, job in list(account.jobs.items()):
+        if job.state == "deleting" and job.delete_due is not None and now >= job.delete_due:
+            del account.jobs[key]
+    waiting: list[tuple[int, float, BatchJob, BatchTask]] = []
     for job in account.jobs.values():
         pool = account.pools.get(job.pool_id.lower())
+        if job.state == "active":
+            _terminate_if_over_time(job, now)
         for task in job.tasks.values():
+            if task.state == "running" and not _on_live_node(pool, task):
+                _requeue(task, now)
             if task.state == "running" and task.end_time is not None and now >= task.end_time:
                 _complete(task)
-        if pool is None:
+        if pool is None or job.state != "active":
             continue
-        for task in job.tasks.values():
-            if task.state == "active":
-                _schedule(sim, account, pool, task, now)
+        priority = int(job.body.get("priority") or 0)
+        waiting += [
+            (-priority, t.creation_time, job, t) for t in job.tasks.values() if t.state == "active"
+        ]
+    for _, _, job, task in sorted(waiting, key=lambda w: (w[0], w[1])):
+        pool = account.pools.get(job.pool_id.lower())
+        if pool is not None:
+            _schedule(sim, account, pool, task, now)
+
+
+def _on_live_node(pool: Pool | None, task: BatchTask) -> bool:
+    node = pool.nodes.get(task.node_id) if pool is not None and task.node_id else None
+    return node is not None and node.state in _SCHEDULABLE
+
+
+def _requeue(task: BatchTask, now: float) -> None:
+    task.previous_state, task.previous_state_transition_time = "running", task.start_time
+    task.state, task.state_transition_time = "active", now
+    task.node_id, task.start_time, task.end_time = None, None, None
+    task.stdout, task.exit_code, task.failure = "", None, None
+    task.requeue_count += 1
+
+
+def _terminate_if_over_time(job: BatchJob, now: float) -> None:
+    limit = _duration_seconds((job.body.get("constraints") or {}).get("maxWallClockTime"))
+    if limit is None or now < job.creation_time + limit:
+        return
+    # The job is terminated: its tasks end (Unconfirmed: the exact failureInfo of a task ended
+    # by its job's termination; the shape of a task timeout is used).
+    job.state, job.state_transition_time = "completed", now
+    for task in job.tasks.values():
+        if task.state in ("active", "running"):
+            task.previous_state = task.state
+            task.previous_state_transition_time = task.state_transition_time
+            task.state, task.state_transition_time = "completed", now
+            task.end_time = now
+            task.exit_code = None
+            task.failure = {
+                "category": "usererror",
+                "code": "TaskEnded",
+                "message": "Task Was Ended by Batch: the job was terminated",
+            }
 
 
 def _complete(task: BatchTask) -> None:
@@ -298,18 +257,13 @@ def _schedule(
         return
     task.end_time = now + (min(TASK_RUN_S, limit) if limit is not None else TASK_RUN_S)
     task.exit_code = 0
-    task.stdout = run_command(str(task.body.get("commandLine", "")), node, _thumbprints(sim))
-
-
-def _thumbprints(sim: Simulation) -> ThumbprintOf:
-    def thumbprint_of(url: str, version: str) -> str | None:
-        result = sim.kv.resolve_secret(f"{url.rstrip('/')}/{version}")
-        x5t = getattr(result, "x5t", None)
-        if not x5t:
-            return None
-        return base64.urlsafe_b64decode(x5t + "=" * (-len(x5t) % 4)).hex().upper()
-
-    return thumbprint_of
+    auto_user = (task.body.get("userIdentity") or {}).get("autoUser") or {}
+    admin = str(auto_user.get("elevationLevel") or "nonadmin").lower() == "admin"
+    task.stdout = (
+        node.task_output
+        if node.task_output is not None
+        else run_command(str(task.body.get("commandLine", "")), node, thumbprints(sim), admin=admin)
+    )
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -331,12 +285,27 @@ async def respond(
     job = account.jobs.get(params["jobId"].lower())
     if job is None:
         raise BatchError(404, "JobNotFound", "The specified job does not exist.")
+    selected = _selection(request)
     if operation == "Job_Get":
-        return _json(_render_job(job, base))
+        return _json(_select(_render_job(job, base), selected))
+    if job.state == "deleting":
+        # Azure: every operation on a job being deleted but reading it fails so (error-code
+        # table; azure-behaviour notes). Unconfirmed for task list/get: refused here too, the
+        # less helpful choice.
+        raise BatchError(
+            409,
+            "JobBeingDeleted",
+            "The specified job has been marked for deletion and is being reclaimed.",
+        )
     if operation == "Job_Delete":
-        account.jobs.pop(job.job_id.lower(), None)
+        job.state, job.state_transition_time = "deleting", now
+        job.delete_due = now + JOB_DELETE_S
         return web.Response(status=202, headers={"DataServiceVersion": "3.0"})
     if operation == "Task_Add":
+        if job.state != "active":
+            raise BatchError(
+                409, "JobCompleted", "The specified job is already in a completed state."
+            )
         response = _add_task(job, await _body(request), base, now)
         advance(sim, account)  # a free node starts it at once
         return response
@@ -344,19 +313,23 @@ async def respond(
         return _json(
             {
                 "odata.metadata": f"{base}/$metadata#tasks",
-                "value": [_render_task(job, t, account, base) for t in job.tasks.values()],
+                "value": [
+                    _select(_render_task(job, t, account, base), selected)
+                    for t in job.tasks.values()
+                ],
             }
         )
     task = job.tasks.get(params["taskId"].lower())
     if task is None:
         raise BatchError(404, "TaskNotFound", "The specified task does not exist.")
     if operation == "Task_Get":
-        return _json(_render_task(job, task, account, base))
+        return _json(_select(_render_task(job, task, account, base), selected))
     if operation == "Task_Delete":
         job.tasks.pop(task.task_id.lower(), None)
         return web.Response(status=200, headers={"DataServiceVersion": "3.0"})
     if task.start_time is None:
         raise BatchError(404, "TaskFileNotFound", "The specified file does not exist.")
+    _check_files_available(account, job, task, now)
     files = {"stdout.txt": task.stdout, "stderr.txt": task.stderr}
     task_url = f"{base}/jobs/{job.job_id}/tasks/{task.task_id}"
     if operation == "File_ListFromTask":
@@ -391,6 +364,41 @@ async def respond(
         headers["Content-Length"] = str(len(content))
         return web.Response(status=200, headers=headers, content_type="text/plain")
     return web.Response(status=200, headers=headers, body=content, content_type="text/plain")
+
+
+def _selection(request: web.Request) -> set[str] | None:
+    """``$select``: the top-level properties asked for (REST spec: honoured on get and list)."""
+    raw = request.query.get("$select")
+    return {p.strip() for p in raw.split(",") if p.strip()} if raw else None
+
+
+def _select(rendered: JsonDict, selected: set[str] | None) -> JsonDict:
+    if selected is None:
+        return rendered
+    return {k: v for k, v in rendered.items() if k in selected or k == "odata.metadata"}
+
+
+def _check_files_available(
+    account: BatchAccount, job: BatchJob, task: BatchTask, now: float
+) -> None:
+    """Task files are not kept forever (Batch error-code table; azure-behaviour notes): after
+    ``retentionTime`` they are cleaned up; a node that left takes them with it; a node being
+    torn down or reimaged answers NodeNotReady. Unconfirmed: which of the two 409 codes real
+    Batch picks in each case (retention → TaskFilesCleanedup, node gone → TaskFilesUnavailable
+    here); the operator treats both, and 404, alike."""
+    retention = _duration_seconds(
+        (task.body.get("constraints") or {}).get("retentionTime") or DEFAULT_RETENTION
+    )
+    if task.end_time is not None and retention is not None and now > task.end_time + retention:
+        raise BatchError(409, "TaskFilesCleanedup", "The task's files have been cleaned up.")
+    pool = account.pools.get(job.pool_id.lower())
+    node = pool.nodes.get(task.node_id) if pool is not None and task.node_id else None
+    if node is None:
+        raise BatchError(
+            409, "TaskFilesUnavailable", "The node files for the task are not available."
+        )
+    if node.state not in _SCHEDULABLE:
+        raise BatchError(409, "NodeNotReady", "The specified node is not ready.")
 
 
 async def _body(request: web.Request) -> JsonDict:
@@ -450,8 +458,24 @@ def _add_job(account: BatchAccount, body: JsonDict, base: str, now: float) -> we
             "A required property was not specified in the request body.",
             [{"key": "PropertyName", "value": "poolInfo.poolId"}],
         )
-    if job_id.lower() in account.jobs:
+    existing = account.jobs.get(job_id.lower())
+    if existing is not None and existing.state == "deleting":
+        raise BatchError(
+            409,
+            "JobBeingDeleted",
+            "The specified job has been marked for deletion and is being reclaimed.",
+        )
+    if existing is not None:
         raise BatchError(409, "JobExists", "The specified job already exists.")
+    active = sum(1 for j in account.jobs.values() if j.state == "active")
+    if active >= account.active_job_quota:
+        # Error-code table: the account's quota of active jobs and job schedules (the user's
+        # own job submissions meet it too).
+        raise BatchError(
+            409,
+            "ActiveJobAndScheduleQuotaReached",
+            "The specified account has reached its quota of active jobs and job schedules.",
+        )
     etag = _etag(now, job_id)
     account.jobs[job_id.lower()] = BatchJob(job_id, pool_id, body, etag, now)
     return _created(f"{base}/jobs/{job_id}", etag, now)
@@ -466,16 +490,25 @@ def _render_job(job: BatchJob, base: str) -> JsonDict:
         "lastModified": _iso(job.creation_time),
         "creationTime": _iso(job.creation_time),
         "state": job.state,
-        "stateTransitionTime": _iso(job.creation_time),
+        "stateTransitionTime": _iso(job.state_transition_time or job.creation_time),
         "priority": int(job.body.get("priority") or 0),
         "maxParallelTasks": -1,
         "usesTaskDependencies": False,
         "allowTaskPreemption": False,
-        "constraints": {"maxWallClockTime": UNLIMITED, "maxTaskRetryCount": 0},
+        "constraints": {
+            "maxWallClockTime": (job.body.get("constraints") or {}).get("maxWallClockTime")
+            or UNLIMITED,
+            "maxTaskRetryCount": int(
+                (job.body.get("constraints") or {}).get("maxTaskRetryCount") or 0
+            ),
+        },
         "poolInfo": {"poolId": job.pool_id},
         "executionInfo": {"startTime": _iso(job.creation_time), "poolId": job.pool_id},
         "onAllTasksComplete": str(job.body.get("onAllTasksComplete") or "noaction").lower(),
         "onTaskFailure": str(job.body.get("onTaskFailure") or "noaction").lower(),
+        # The REST spec's BatchJob.metadata: name/value pairs, returned as given (absent when
+        # none were set, as the recorded job shows).
+        **({"metadata": job.body["metadata"]} if job.body.get("metadata") else {}),
     }
 
 
@@ -537,7 +570,7 @@ def _render_task(job: BatchJob, task: BatchTask, account: BatchAccount, base: st
         else:
             execution["failureInfo"] = task.failure
             execution["result"] = "failure"
-    execution.update({"retryCount": 0, "requeueCount": 0})
+    execution.update({"retryCount": 0, "requeueCount": task.requeue_count})
     rendered["executionInfo"] = execution
     if task.node_id is not None:
         node_url = f"{base}/pools/{job.pool_id}/nodes/{task.node_id}"

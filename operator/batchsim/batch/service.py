@@ -215,6 +215,9 @@ class BatchDataService:
             request.query.get("api-version"),
             response.status,
             principal.object_id if principal else None,
+            # What was asked to be added (jobs, tasks): tests check the operator's bodies.
+            # (aiohttp keeps what the handler read: read() answers it again.)
+            body=(await request.read()) if request.method == "POST" else None,
         )
         return response
 

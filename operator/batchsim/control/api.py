@@ -79,6 +79,9 @@ def build_control_app(
             need(d, "name"),
             optional(d, "location", str, "westeurope"),
         )
+        quota = optional(d, "activeJobAndJobScheduleQuota", int, None)
+        if quota is not None:
+            account.active_job_quota = quota
         return ok({"id": account.arm_id, "accountEndpoint": sim.account_endpoint(account)})
 
     async def put_identity(request: web.Request) -> web.Response:

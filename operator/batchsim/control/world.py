@@ -162,7 +162,9 @@ def routes(sim: Simulation) -> list[Route]:
     async def patch_node(request: web.Request) -> web.Response:
         """A node's own faults: ``fetchBlocked`` (its Key Vault extension cannot reach the
         vault and keeps what it has), ``busySlots`` (task slots held by the user's work),
-        ``taskHang`` (tasks started on it never finish by themselves)."""
+        ``taskHang`` (tasks started on it never finish by themselves), ``taskOutput`` (what
+        every task on it prints instead of its command's output: a broken or hostile node;
+        null clears it)."""
         pool = pool_of(request)
         node = pool.nodes.get(request.match_info["node"])
         if node is None:
@@ -181,7 +183,12 @@ def routes(sim: Simulation) -> list[Route]:
             ):
                 raise ControlError(400, f"'{key}' must be a {kind.__name__}")
             setattr(node, attr, value)
-        unknown = set(d) - {"fetchBlocked", "busySlots", "taskHang"}
+        if "taskOutput" in d:
+            output = d["taskOutput"]
+            if output is not None and not isinstance(output, str):
+                raise ControlError(400, "'taskOutput' must be a string or null")
+            node.task_output = output
+        unknown = set(d) - {"fetchBlocked", "busySlots", "taskHang", "taskOutput"}
         if unknown:
             raise ControlError(400, f"unknown node fields {sorted(unknown)}")
         return ok(pool_json(pool))

@@ -15,7 +15,8 @@ from batchcert.models.spec import BatchCertPoolSpec
 from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import ObjectView
 from batchcert.reconcile.steps.turn import StepResult, Turn
-from batchcert.reconcile.verification import Verifier
+from batchcert.reconcile.verification import PoolFacts, Verifier
+from batchcert.translate.pool_body import owner_uid_of
 
 
 class VerificationStep:
@@ -30,9 +31,15 @@ class VerificationStep:
         """``nodes``: the nodes step's result, refined here (its status and condition)."""
         spec = turn.spec
         assert nodes.condition is not None
-        status, condition, events = await self._verifier.step(
+        pool = PoolFacts(
             key=turn.obj.key,
+            uid=turn.obj.uid,
             object_name=turn.obj.name,
+            # Verification only on a pool this object owns (never a PoolNotOwned one's).
+            owned=turn.pool is not None and owner_uid_of(turn.pool.properties) == turn.obj.uid,
+        )
+        status, condition, events = await self._verifier.step(
+            pool=pool,
             spec=spec,
             endpoint=lambda: self._facts.account_endpoint(spec.account),
             cert_items=turn.certificate_items,
@@ -56,6 +63,6 @@ class VerificationStep:
         )
 
     async def delete(self, obj: ObjectView, spec: BatchCertPoolSpec) -> None:
-        await self._verifier.delete_job(
-            obj.key, spec, obj.name, lambda: self._facts.account_endpoint(spec.account)
-        )
+        """The job of a run in progress goes with the object whatever its deletionPolicy: it is
+        this operator's own, never the user's (Retain keeps the pool, not our jobs)."""
+        await self._verifier.delete_job(obj.key, lambda: self._facts.account_endpoint(spec.account))
