@@ -80,6 +80,7 @@ PRODUCTION = {
     "node": 300.0,
     "busy": 15.0,
     "recheck": 3600.0,  # every healthy node's extension re-read at least this often
+    "settle": 30.0,  # progress detail written at most this late (reconcile/settle.py)
 }
 
 DEFAULT_SUBSCRIPTIONS = 3
@@ -166,6 +167,7 @@ def operator_intervals(scale: float) -> dict[str, str]:
         "BATCHCERT_NODE_INTERVAL_SECONDS": str(PRODUCTION["node"] / scale),
         "BATCHCERT_BUSY_INTERVAL_SECONDS": str(PRODUCTION["busy"] / scale),
         "BATCHCERT_NODE_RECHECK_SECONDS": str(PRODUCTION["recheck"] / scale),
+        "BATCHCERT_STATUS_SETTLE_SECONDS": str(PRODUCTION["settle"] / scale),
     }
 
 

@@ -148,6 +148,9 @@ class Config:
     # default polling interval (3600 s), so a node is re-read as often as it fetches.
     node_recheck_seconds: float = 3600.0
     busy_interval_seconds: float = 15.0
+    # Progress detail (a reason moving while Ready/Stalled stand) waits this long to be written
+    # with what follows it (reconcile/settle.py): verdicts are written at once.
+    status_settle_seconds: float = 30.0
     node_concurrency: int = 8
     concurrent_turns: int = 64
     arm_writes_per_second: float = 10.0
@@ -179,6 +182,7 @@ _SETTINGS = {
     "BATCHCERT_NODE_INTERVAL_SECONDS": "node_interval_seconds",
     "BATCHCERT_NODE_RECHECK_SECONDS": "node_recheck_seconds",
     "BATCHCERT_BUSY_INTERVAL_SECONDS": "busy_interval_seconds",
+    "BATCHCERT_STATUS_SETTLE_SECONDS": "status_settle_seconds",
     "BATCHCERT_NODE_CONCURRENCY": "node_concurrency",
     "BATCHCERT_CONCURRENT_TURNS": "concurrent_turns",
     "BATCHCERT_ARM_WRITES_PER_SECOND": "arm_writes_per_second",

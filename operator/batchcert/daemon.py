@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import kopf
 
 from batchcert import metrics
+from batchcert.oplog import log_turn
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.services import Services, reconcile_turn
 from batchcert.statuswriter import WrittenStatus, current_view, post_events, to_view, write_status
@@ -107,6 +108,7 @@ class Ownership:
             metrics.observe(view, outcome, time.monotonic() - started, services.clients.pacer)
             if outcome is None:
                 return False
+            before = after = list(view.status.get("conditions") or [])
             if outcome.status_patch:
                 async with services.writes:  # a bounded number of API connections
                     self.written = await write_status(
@@ -117,7 +119,10 @@ class Ownership:
                         self.logger,
                         seen_status=view.status,
                     )
+                if self.written is not None:
+                    after = list(self.written.status.get("conditions") or [])
             post_events(self.body, outcome.events)
+            log_turn(self.key, before, after, outcome.events)  # what changed, once
         except Exception:  # a bug or the API server: never lose the object's schedule
             self.logger.exception("reconcile of %s failed; trying again", self.key)
             scheduler.schedule(self.key, services.config.busy_interval_seconds)

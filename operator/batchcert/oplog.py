@@ -35,9 +35,12 @@ _TOKEN_SHAPED = re.compile(
 
 
 class EventLike(Protocol):
-    type: str
-    reason: str
-    message: str
+    @property
+    def type(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def message(self) -> str: ...
 
 
 def redact(text: str) -> str:

@@ -28,6 +28,9 @@ FAST_INTERVALS = {
     # Every healthy node re-read every pass: tests that change a node behind its back see it.
     "BATCHCERT_NODE_RECHECK_SECONDS": "3",
     "BATCHCERT_BUSY_INTERVAL_SECONDS": "1",
+    # Progress written within a second, as the other intervals are short (test_writes measures the
+    # installed default).
+    "BATCHCERT_STATUS_SETTLE_SECONDS": "1",
 }
 
 

@@ -170,7 +170,7 @@ class FakeKeyVault:
 
 
 class World:
-    def __init__(self, *, verification_allowed: bool = True) -> None:
+    def __init__(self, *, verification_allowed: bool = True, settle_seconds: float = 0.0) -> None:
         self.now = T0
         self.mono = 0.0
         self.version = "v1"
@@ -185,6 +185,9 @@ class World:
             cert_interval_seconds=300,
             node_interval_seconds=300,
             verification_allowed=verification_allowed,
+            # 0: every change is written in the turn that makes it (these tests are about what is
+            # decided); when status waits to settle is test_settle's, and the tests below it.
+            status_settle_seconds=settle_seconds,
         )
 
         async def read(
@@ -228,8 +231,8 @@ class World:
         self.now += timedelta(seconds=seconds)
         self.mono += seconds
 
-    async def tick(self, *, finalizer: bool = True) -> dict[str, Any]:
-        view = ObjectView(
+    def view(self, *, finalizer: bool = True) -> ObjectView:
+        return ObjectView(
             "team-a",
             "render-pool",
             UID,
@@ -239,6 +242,9 @@ class World:
             has_finalizer=finalizer,
             paused=self.paused,
         )
+
+    async def tick(self, *, finalizer: bool = True) -> dict[str, Any]:
+        view = self.view(finalizer=finalizer)
         outcome = await self.reconciler.reconcile(view, self.memory)
         _merge(self.status, outcome.status_patch)
         self.events += [e.reason for e in outcome.events]
@@ -703,3 +709,38 @@ async def test_a_failed_create_without_a_read_is_followed_by_a_read() -> None:
     await world.tick()
     assert world.arm.calls.count("pools.get") == 1  # read first this time
     assert world.arm.calls.count("pools.create") == 2  # absent, so created
+
+
+async def test_progress_waits_to_settle_while_verdicts_are_written_at_once() -> None:
+    # A pool that converges within the settle window costs two status writes: the first visit's
+    # and Ready's, which carries every step in between (reconcile/settle.py).
+    world = World(settle_seconds=30)
+    writes: list[dict[str, Any]] = []
+    for _ in range(20):
+        patch = await world.tick()
+        if patch:
+            writes.append(patch)
+        if world.condition("Ready")["status"] == "True":
+            break
+        world.advance(1)
+    assert world.condition("Ready")["status"] == "True", world.status
+    assert len(writes) == 2, writes
+    assert writes[1]["pool"]["resourceId"] and writes[1]["nodes"]["total"] == 1
+    assert world.events.count("PoolCreated") == 1  # an action's Event, once, when it happens
+    # A rotation is a durable fact, written at once; the nodes' catching up is a verdict (Ready).
+    world.version = "v2"
+    world.advance(301)
+    assert (await world.tick())["certificates"][0]["rotations"] == 1
+    assert world.events.count("CertificateRotated") == 1
+
+
+async def test_progress_unwritten_goes_out_by_the_settle_deadline() -> None:
+    world = World(settle_seconds=30)
+    await world.tick()  # the first visit: written
+    world.advance(1)
+    created = await world.tick()  # the pool is created: progress, not a verdict
+    assert created == {} and world.arm.pool is not None
+    outcome = await world.reconciler.reconcile(world.view(), world.memory)
+    assert outcome.status_patch == {} and outcome.next_check_in <= 30
+    world.advance(30)
+    assert (await world.tick())["pool"]["resourceId"]

@@ -41,6 +41,7 @@ from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import DeleteOutcome, Event, Outcome
 from batchcert.reconcile.pool import PoolReconciler
+from batchcert.reconcile.settle import SettleMemory, decide, unposted
 from batchcert.reconcile.steps.access import AccessStep
 from batchcert.reconcile.steps.certificates import CertificatesStep, gather_certificates
 from batchcert.reconcile.steps.nodes import NodesStep
@@ -143,9 +144,12 @@ class Reconciler:
         self._nodes.heed(turn, nodes.condition)
         self._access.heed(turn, memory.access, nodes.condition)
         results += [pool, certificates, nodes]
-        outcome = self._compose(turn, results)
-        access_wake = StepResult(wake_at=self._access.wake_at(memory.access))
-        outcome.next_check_in = self._next_check_in(turn, [*results, access_wake])
+        outcome, settle_at = self._compose(turn, results, memory.settle)
+        waits = [
+            StepResult(wake_at=self._access.wake_at(memory.access)),
+            StepResult(wake_at=settle_at),
+        ]
+        outcome.next_check_in = self._next_check_in(turn, [*results, *waits])
         return outcome
 
     async def _gather(self, turn: Turn) -> Turn:
@@ -163,8 +167,11 @@ class Reconciler:
         reading = memory.nodes.reading
         return {n.node_id: n.node_state for n in reading.nodes} if reading is not None else {}
 
-    def _compose(self, turn: Turn, results: list[StepResult]) -> Outcome:
-        """One status from every step's part, the conditions set at once, one merge patch."""
+    def _compose(
+        self, turn: Turn, results: list[StepResult], settling: SettleMemory
+    ) -> tuple[Outcome, float | None]:
+        """One status from every step's part, the conditions set at once, one merge patch: sent
+        now, or once it settles (``settle.py``; then also when it must go out)."""
         obj, old = turn.obj, turn.old
         new: dict[str, Any] = {"observedGeneration": obj.generation}
         for result in results:
@@ -176,11 +183,23 @@ class Reconciler:
             generation=obj.generation,
             now=turn.now,
         )
-        events: list[Event] = [e for r in results for e in r.events]
-        events += transition_events(conditions, new["conditions"])
-        outcome = Outcome(build_merge_patch(old, _ordered(new)), events, 0.0)
+        events: list[Event] = unposted(settling, [e for r in results for e in r.events])
+        patch = build_merge_patch(old, _ordered(new))
+        decision = decide(
+            settling,
+            old,
+            new,
+            changed=bool(patch),
+            mono=turn.mono,
+            settle_seconds=self._config.status_settle_seconds,
+        )
+        if decision.write:
+            events += transition_events(conditions, new["conditions"])
+        else:
+            patch = {}  # the next turn recomputes it, whole, against the written status
+        outcome = Outcome(patch, events, 0.0)
         outcome.certificates = tuple(c.key for c in turn.spec.certificates)
-        return outcome
+        return outcome, decision.wake_at
 
     def _next_check_in(self, turn: Turn, results: list[StepResult]) -> float:
         """Seconds until this object's earliest due work: the scheduler wakes it then, or sooner

@@ -20,6 +20,7 @@ from batchcert.conditions import ConditionUpdate
 from batchcert.errors import Backoff
 from batchcert.models.azure import NodesReading, PoolState
 from batchcert.reasons import CertificateReason, ComponentReason
+from batchcert.reconcile.settle import SettleMemory
 
 
 @dataclass(frozen=True)
@@ -92,3 +93,4 @@ class ObjectMemory:
     pool: PoolMemory = field(default_factory=PoolMemory)
     certificates: CertificatesMemory = field(default_factory=CertificatesMemory)
     nodes: NodesMemory = field(default_factory=NodesMemory)
+    settle: SettleMemory = field(default_factory=SettleMemory)  # when status goes out
