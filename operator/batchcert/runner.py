@@ -47,6 +47,13 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--kubeconfig", help="kubeconfig to use (default: in-cluster or KUBECONFIG)"
     )
+    _add_replica_arguments(parser)
+    _add_output_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_replica_arguments(parser: argparse.ArgumentParser) -> None:
+    """High availability (kopf peering) and shards."""
     parser.add_argument(
         "--peering",
         metavar="NAME",
@@ -79,6 +86,10 @@ def add_parser(subparsers: Any) -> None:
         help="while changing the shard count (the first of two rolls; docs/operating.md): the "
         "count before, so an object is acted on only by a shard that owns it under both",
     )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """The log, metrics and liveness."""
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--log-format",
@@ -97,7 +108,6 @@ def add_parser(subparsers: Any) -> None:
         metavar="URL",
         help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
-    parser.set_defaults(func=run)
 
 
 def configure_logging(args: argparse.Namespace) -> None:
