@@ -7,7 +7,8 @@ this replica, so a paused replica owns nothing and acts on nothing. A sleeping d
 CPU and little memory: it awaits its scheduler event itself, with one stop watch for its lifetime.
 
 Invariants: a turn never loses the object's schedule (a failed turn is retried after the busy
-interval); a turn sees our own pending status writes; status is written only by
+interval); a turn sees our own pending status writes; an ignored pause annotation is told once
+per distinct value, not on every turn; status is written only by
 ``statuswriter.write_status``, and only when the reconcile returned a non-empty patch.
 """
 
@@ -22,7 +23,10 @@ from typing import Any, TypeVar
 import kopf
 
 from batchcert import metrics
+from batchcert.reasons import PAUSE_ANNOTATION_IGNORED
+from batchcert.reconcile.admission import ignored_pause_message
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
+from batchcert.reconcile.outcome import Event
 from batchcert.services import Services, reconcile_turn
 from batchcert.statuswriter import WrittenStatus, current_view, post_events, to_view, write_status
 
@@ -91,6 +95,15 @@ class Ownership:
         self.key = object_key(body)
         self.memory = object_memory(memo)
         self.written: WrittenStatus | None = None
+        self.pause_ignored: str | None = None  # the ignored pause value last warned about
+
+    def warn_of_ignored_pause(self) -> None:
+        """A pause annotation that is neither true nor false is no pause: say so once per
+        distinct value (the turn reconciles the object as not paused)."""
+        message = ignored_pause_message(self.body.get("metadata", {}).get("annotations") or {})
+        if message is not None and message != self.pause_ignored:
+            post_events(self.body, [Event("Warning", PAUSE_ANNOTATION_IGNORED, message)])
+        self.pause_ignored = message
 
     def view(self) -> ObjectView:
         view = current_view(self.body, self.written)
@@ -103,6 +116,7 @@ class Ownership:
         services, scheduler = self.services, self.services.scheduler
         started = time.monotonic()
         try:
+            self.warn_of_ignored_pause()
             outcome = await until_stopped(reconcile_turn(services, view, self.memory), self.stop)
             metrics.observe(view, outcome, time.monotonic() - started, services.clients.pacer)
             if outcome is None:

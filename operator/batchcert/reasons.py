@@ -47,6 +47,10 @@ class EventType(StrEnum):
     WARNING = "Warning"
 
 
+# An Event that reports no condition: a pause annotation neither "true" nor "false" (Warning).
+PAUSE_ANNOTATION_IGNORED = "PauseAnnotationIgnored"
+
+
 class ReadyReason(StrEnum):
     """Reasons ``Ready`` carries of its own (a component's reason copied onto it aside)."""
 

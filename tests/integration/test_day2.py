@@ -1,7 +1,8 @@
 """Day-2 experience through the real operator process, the real API server and the simulator.
 
 Covers: ``batchcert status`` shows the VM size the pool runs (not the spec's) during a refused
-disruptive change, flagged as differing.
+disruptive change, flagged as differing; a ``batchcert.dev/paused`` value other than true/false
+is reconciled as not paused and said once per distinct value (a Warning Event), not every turn.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from support.stack import OperatorStack
 
@@ -50,4 +52,43 @@ def test_status_shows_the_size_that_runs_during_a_refused_change(stack: Operator
     image_line = next(line for line in shown.stdout.splitlines() if "Image:" in line)
     assert "canonical/0001-com-ubuntu-server-jammy/22_04-lts/latest" in image_line
     assert "DIFFERS" not in image_line
+    _no_tracebacks(stack)
+
+
+def _ignored_pause_events(stack: OperatorStack, ns: str) -> list[str]:
+    return [e["message"] for e in stack.events(ns) if e["reason"] == "PauseAnnotationIgnored"]
+
+
+def test_a_pause_value_other_than_true_or_false_is_ignored_and_said_once(
+    stack: OperatorStack,
+) -> None:
+    ns = stack.namespace("pause")
+    manifest = stack.manifest("pause", ns)
+    manifest["metadata"]["annotations"] = {"batchcert.dev/paused": "yes please"}
+    stack.apply(manifest)
+    stack.wait_ready("pause", ns)  # reconciled: not paused
+    time.sleep(5)  # several turns (busy and node intervals of 1-3 s): still one Event
+    (message,) = _ignored_pause_events(stack, ns)
+    assert "'yes please'" in message and "not paused" in message
+    event = next(e for e in stack.events(ns) if e["reason"] == "PauseAnnotationIgnored")
+    assert (event["type"], event["involvedObject"]["name"]) == ("Warning", "pause")
+
+    stack.cluster.kubectl(
+        "annotate", "bcp", "pause", "-n", ns, "--overwrite", "batchcert.dev/paused=1", check=True
+    )
+
+    def said_again() -> bool:
+        return len(_ignored_pause_events(stack, ns)) == 2
+
+    stack.wait_until("a second PauseAnnotationIgnored", said_again, name="pause", namespace=ns)
+    assert any("'1'" in m for m in _ignored_pause_events(stack, ns))
+    stack.cluster.kubectl(
+        "annotate", "bcp", "pause", "-n", ns, "--overwrite", "batchcert.dev/paused=true", check=True
+    )
+
+    def paused() -> bool:
+        return stack.condition("pause", ns, "Ready").get("reason") == "ReconcilePaused"
+
+    stack.wait_until("ReconcilePaused", paused, name="pause", namespace=ns)
+    assert len(_ignored_pause_events(stack, ns)) == 2  # a real pause is no mistake
     _no_tracebacks(stack)
