@@ -9,7 +9,9 @@ CPU and little memory: it awaits its scheduler event itself, with one stop watch
 Invariants: a turn never loses the object's schedule (a failed turn is retried after the busy
 interval); a turn sees our own pending status writes; an ignored pause annotation is told once
 per distinct value, not on every turn; status is written only by
-``statuswriter.write_status``, and only when the reconcile returned a non-empty patch.
+``statuswriter.write_status``, and only when the reconcile returned a non-empty patch. On
+deletion the daemon stops and the delete handler owns the object: while Azure deletes the pool,
+``report_deletion`` writes ``PoolDeleting`` through the same writer.
 """
 
 from __future__ import annotations
@@ -18,17 +20,26 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 import kopf
 
 from batchcert import metrics
+from batchcert.conditions import (
+    CERTIFICATE_READY,
+    NODES_READY,
+    ConditionUpdate,
+    apply_conditions,
+    get_condition,
+)
 from batchcert.reasons import PAUSE_ANNOTATION_IGNORED
 from batchcert.reconcile.admission import ignored_pause_message
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
 from batchcert.reconcile.outcome import Event
-from batchcert.services import Services, reconcile_turn
+from batchcert.services import Services, reconcile_turn, utcnow
 from batchcert.statuswriter import WrittenStatus, current_view, post_events, to_view, write_status
+from batchcert.translate.merge_patch import build_merge_patch
 
 T = TypeVar("T")
 
@@ -139,6 +150,37 @@ class Ownership:
         scheduler.observe(self.key, outcome.certificates)
         scheduler.schedule(self.key, outcome.next_check_in)
         return True
+
+
+def deletion_status_patch(
+    status: dict[str, Any], pool: ConditionUpdate, *, generation: int, now: datetime
+) -> dict[str, Any]:
+    """The status patch while the object waits for its pool's deletion: PoolReady as the
+    deletion says (``PoolDeleting`` while Azure deletes), the summaries derived as every turn
+    derives them, the other components kept; empty when nothing changed."""
+    conditions = list(status.get("conditions") or [])
+    components = [pool]
+    for type_ in (CERTIFICATE_READY, NODES_READY):
+        kept = get_condition(conditions, type_)
+        if kept is not None:
+            value = {"True": True, "False": False}.get(str(kept.get("status")))
+            components.append(ConditionUpdate(type_, value, kept["reason"], kept["message"]))
+    after = apply_conditions(conditions, components, generation=generation, now=now)
+    return build_merge_patch({"conditions": conditions}, {"conditions": after})
+
+
+async def report_deletion(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    resource: kopf.Resource,
+    logger: kopf.Logger,
+    pool: ConditionUpdate,
+) -> None:
+    """Status while the delete handler waits (the daemon has stopped): through the one writer."""
+    view = to_view(body)
+    patch = deletion_status_patch(view.status, pool, generation=view.generation, now=utcnow())
+    if patch:
+        await write_status(memo["settings"], resource, body, patch, logger, seen_status=view.status)
 
 
 async def own(

@@ -2,11 +2,13 @@
 
 Covers: ``batchcert status`` shows the VM size the pool runs (not the spec's) during a refused
 disruptive change, flagged as differing; a ``batchcert.dev/paused`` value other than true/false
-is reconciled as not paused and said once per distinct value (a Warning Event), not every turn.
+is reconciled as not paused and said once per distinct value (a Warning Event), not every turn;
+while Azure deletes a pool (deletionPolicy Delete) status says ``PoolDeleting``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,4 +93,32 @@ def test_a_pause_value_other_than_true_or_false_is_ignored_and_said_once(
 
     stack.wait_until("ReconcilePaused", paused, name="pause", namespace=ns)
     assert len(_ignored_pause_events(stack, ns)) == 2  # a real pause is no mistake
+    _no_tracebacks(stack)
+
+
+def test_status_says_pool_deleting_while_azure_deletes(stack: OperatorStack) -> None:
+    ns = stack.namespace("deleting")
+    stack.apply(stack.manifest("deleting", ns, deletionPolicy="Delete"))
+    stack.wait_ready("deleting", ns)
+    stack.cluster.kubectl("delete", "bcp", "deleting", "-n", ns, "--wait=false", check=True)
+    seen: list[tuple[str, str, str]] = []  # (PoolReady reason, Ready reason, Stalled status)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        listed = stack.cluster.kubectl("get", "bcp", "-n", ns, "-o", "json", check=True)
+        items = json.loads(listed.stdout)["items"]
+        if not items:
+            break
+        conditions = {c["type"]: c for c in items[0].get("status", {}).get("conditions", [])}
+        seen.append(
+            (
+                conditions["PoolReady"]["reason"],
+                conditions["Ready"]["reason"],
+                conditions["Stalled"]["status"],
+            )
+        )
+        time.sleep(0.2)
+    else:
+        raise AssertionError(stack.explain("deleting", ns, "the object was never deleted"))
+    assert ("PoolDeleting", "PoolDeleting", "False") in seen, seen
+    assert stack.pool_in_azure("deleting") is None
     _no_tracebacks(stack)

@@ -258,18 +258,23 @@ class PoolReconciler:
                         )
                     ],
                 )
+            deleting = _not_ready(
+                PoolReason.POOL_DELETING,
+                f"pool {pool_name} is being deleted in Azure (deletionPolicy Delete); the "
+                "object goes once it is gone",
+            )
             if not pool.is_deleting:
                 await self._arm.begin_delete_pool(spec.account, pool_name)
-                return DeleteOutcome(
-                    False, [Event("Normal", "PoolDeleting", f"deleting pool {pool_name}")], 5.0
-                )
-            return DeleteOutcome(False, [], 5.0)
+                started = Event("Normal", "PoolDeleting", f"deleting pool {pool_name}")
+                return DeleteOutcome(False, [started], 5.0, deleting)
+            return DeleteOutcome(False, [], 5.0, deleting)  # Azure's long-running delete
         except AzureCallError as exc:
             verdict = classify(exc)
             return DeleteOutcome(
                 False,
                 [Event("Warning", verdict.reason, verdict.message)],
                 max(verdict.retry_after or 0.0, 10.0),
+                ConditionUpdate(POOL_READY, False, verdict.reason, verdict.message),
             )
 
 
