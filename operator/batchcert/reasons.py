@@ -94,6 +94,7 @@ class PoolReason(StrEnum):
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     POOL_NOT_OWNED = "PoolNotOwned"
     ROLE_ASSIGNMENT_PROPAGATING = "RoleAssignmentPropagating"  # reconcile/access.py
+    CERTIFICATE_NOT_FOUND = "CertificateNotFound"  # assess/creation.py
 
 
 class CertificateReason(StrEnum):
@@ -266,6 +267,12 @@ def _entries() -> Iterator[Reason]:
             POOL_READY,
             "PoolNotOwned",
             "a pool of that name exists and is not ours: delete it or pick another `poolName`",
+        ),
+        _user(
+            POOL_READY,
+            "CertificateNotFound",
+            "not created: a certificate without `createIfMissing` does not exist (the message "
+            "names it); the pool is created once it does",
         ),
         _ready(
             CERTIFICATE_READY,

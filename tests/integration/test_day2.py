@@ -3,7 +3,9 @@
 Covers: ``batchcert status`` shows the VM size the pool runs (not the spec's) during a refused
 disruptive change, flagged as differing; a ``batchcert.dev/paused`` value other than true/false
 is reconciled as not paused and said once per distinct value (a Warning Event), not every turn;
-while Azure deletes a pool (deletionPolicy Delete) status says ``PoolDeleting``.
+while Azure deletes a pool (deletionPolicy Delete) status says ``PoolDeleting``; no pool is
+created while a certificate without createIfMissing is known missing (PoolReady names it), and
+it is once the certificate exists.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 
 from support.stack import OperatorStack
 
@@ -121,4 +124,42 @@ def test_status_says_pool_deleting_while_azure_deletes(stack: OperatorStack) -> 
         raise AssertionError(stack.explain("deleting", ns, "the object was never deleted"))
     assert ("PoolDeleting", "PoolDeleting", "False") in seen, seen
     assert stack.pool_in_azure("deleting") is None
+    _no_tracebacks(stack)
+
+
+def test_no_pool_is_created_while_its_certificate_is_known_missing(stack: OperatorStack) -> None:
+    ns, demo = stack.namespace("gate"), stack.demo
+    cert = f"gate-{uuid.uuid4().hex[:6]}"  # not in the vault (yet)
+    certificates = [{"vaultUrl": demo["vaultUrl"], "name": cert}]
+    stack.apply(stack.manifest("gate", ns, certificates=certificates))
+
+    def missing() -> bool:
+        reason = stack.condition("gate", ns, "CertificateReady").get("reason")
+        return reason == "CertificateNotFound"
+
+    stack.wait_until("CertificateNotFound", missing, name="gate", namespace=ns, timeout=60)
+    # Known missing from here on. (The object's very first turn creates the pool before the
+    # certificates are read: the engine gathers them after the pool step.)
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"])
+    if stack.pool_in_azure("gate") is not None:
+        stack.control.delete_pool_out_of_band(*ids, "gate")
+    created = stack.event_reasons(ns).count("PoolCreated")
+
+    def waiting() -> bool:
+        return stack.condition("gate", ns, "PoolReady").get("reason") == "CertificateNotFound"
+
+    stack.wait_until("PoolReady=CertificateNotFound", waiting, name="gate", namespace=ns)
+    time.sleep(8)  # beyond the drift interval (5 s): still no pool
+    assert stack.pool_in_azure("gate") is None
+    assert stack.event_reasons(ns).count("PoolCreated") == created
+    pool_ready = stack.condition("gate", ns, "PoolReady")
+    assert pool_ready["status"] == "False"
+    assert f"certificate {cert} in" in pool_ready["message"]
+    assert "createIfMissing is off" in pool_ready["message"]
+    assert stack.condition("gate", ns, "Stalled")["status"] == "True"  # a person must act
+
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.wait_ready("gate", ns, timeout=90)
+    assert stack.pool_in_azure("gate") is not None
+    assert stack.event_reasons(ns).count("PoolCreated") == created + 1
     _no_tracebacks(stack)
