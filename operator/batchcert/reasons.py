@@ -47,7 +47,7 @@ class EventType(StrEnum):
     WARNING = "Warning"
 
 
-# An Event that reports no condition: a pause annotation neither "true" nor "false" (Warning).
+# Warning Event (no condition): a pause annotation neither "true" nor "false".
 PAUSE_ANNOTATION_IGNORED = "PauseAnnotationIgnored"
 
 
@@ -117,6 +117,7 @@ class NodesReason(StrEnum):
     ROTATION_PROPAGATING = "RotationPropagating"
     EXTENSION_TRANSITIONING = "ExtensionTransitioning"
     NODES_ALLOCATING = "NodesAllocating"
+    FIX_PROPAGATING = "FixPropagating"  # reconcile/steps/nodes.py
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     IDENTITY_NOT_ON_POOL = "IdentityNotOnPool"
     VAULT_ACCESS_DENIED = "VaultAccessDenied"
@@ -205,6 +206,10 @@ _IN_FLIGHT = "a change is in flight"
 _FIX_CERT = "fix the certificate in Key Vault"
 _ADD_AUTORENEW = "add an AutoRenew lifetime action to its policy"
 _COMING_UP = "nodes are still coming up"
+_FIX_PROPAGATING = (
+    "the cause the control plane proved (access, identity, certificate) is gone: the nodes have "
+    "a polling interval plus a retry to fetch before `CertificateFetchFailing`"
+)
 
 
 def _entries() -> Iterator[Reason]:
@@ -268,12 +273,7 @@ def _entries() -> Iterator[Reason]:
             "PoolNotOwned",
             "a pool of that name exists and is not ours: delete it or pick another `poolName`",
         ),
-        _user(
-            POOL_READY,
-            "CertificateNotFound",
-            "not created: a certificate without `createIfMissing` does not exist (the message "
-            "names it); the pool is created once it does",
-        ),
+        _user(POOL_READY, "CertificateNotFound", "not created: a certificate it needs is missing"),
         _ready(
             CERTIFICATE_READY,
             "CertificatesReady",
@@ -309,6 +309,7 @@ def _entries() -> Iterator[Reason]:
         ),
         _step(NODES_READY, "ExtensionTransitioning", _COMING_UP),
         _step(NODES_READY, "NodesAllocating", _COMING_UP),
+        _step(NODES_READY, "FixPropagating", _FIX_PROPAGATING),
         _user(
             NODES_READY,
             "IdentityNotFound",

@@ -5,7 +5,8 @@ disruptive change, flagged as differing; a ``batchcert.dev/paused`` value other 
 is reconciled as not paused and said once per distinct value (a Warning Event), not every turn;
 while Azure deletes a pool (deletionPolicy Delete) status says ``PoolDeleting``; no pool is
 created while a certificate without createIfMissing is known missing (PoolReady names it), and
-it is once the certificate exists.
+it is once the certificate exists; a granted access is never followed by ``Stalled`` within one
+polling interval (the nodes fetch again at their next retry; ``FixPropagating`` meanwhile).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 import uuid
 
-from support.stack import OperatorStack
+from support.stack import FAST_NODES, OperatorStack
 
 
 def _batchcert_status(stack: OperatorStack, name: str, ns: str) -> subprocess.CompletedProcess[str]:
@@ -163,3 +164,68 @@ def test_no_pool_is_created_while_its_certificate_is_known_missing(stack: Operat
     assert stack.pool_in_azure("gate") is not None
     assert stack.event_reasons(ns).count("PoolCreated") == created + 1
     _no_tracebacks(stack)
+
+
+def test_a_granted_access_is_never_followed_by_stalled_within_one_polling_interval(
+    stack: OperatorStack,
+) -> None:
+    ns, demo, info = stack.namespace("regrant"), stack.demo, stack.sim.info
+    vault = f"kv{uuid.uuid4().hex[:8]}"
+    stack.control.add_vault(demo["subscriptionId"], demo["resourceGroup"], vault)
+    operator = info["principals"]["operator"]["objectId"]
+    stack.control.grant(vault, operator, {"certificates": ["get", "list"]})
+    stack.control.add_certificate(vault, "later")
+    vault_id = (
+        f"/subscriptions/{demo['subscriptionId']}/resourceGroups/{demo['resourceGroup']}"
+        f"/providers/Microsoft.KeyVault/vaults/{vault}"
+    )
+    vault_url = demo["vaultUrl"].replace("demokv.", f"{vault}.")
+    manifest = stack.manifest(
+        "regrant", ns, certificates=[{"vaultUrl": vault_url, "name": "later"}]
+    )
+    # Nodes that keep retrying their initial sync (as real ones do, 25 times), more slowly than
+    # the fast default, so they are still failing when the grant lands.
+    stack.control.set_node_behaviour(extensionMaxAttempts=25, extensionRetryIntervalSeconds=3)
+    try:
+        stack.apply(manifest)
+
+        def denied() -> bool:
+            reason = stack.condition("regrant", ns, "NodesReady").get("reason")
+            return reason == "VaultAccessDenied"
+
+        stack.wait_until("VaultAccessDenied", denied, name="regrant", namespace=ns, timeout=60)
+        assert stack.condition("regrant", ns, "Stalled")["status"] == "True"
+        # The fix the operator suggests: let it grant the pool identity access.
+        manifest["spec"]["identity"]["grantSecretsAccess"] = {"vaults": [vault_id]}
+        stack.apply(manifest)
+        generation = stack.get("regrant", ns)["metadata"]["generation"]
+        seen = _watch_until_ready(stack, "regrant", ns, generation, seconds=60)
+    finally:
+        stack.control.set_node_behaviour(**FAST_NODES)
+    assert "VaultAccessGranted" in stack.event_reasons(ns)
+    stalled = [(nodes, at) for nodes, stalled_, at in seen if stalled_ == "True"]
+    assert stalled == [], seen  # within the polling interval (60 s): never Stalled
+    assert seen[0][0] == "FixPropagating", seen  # said in the very turn of the grant
+    assert seen and seen[-1][0] in ("ExtensionSucceeded", "NoNodes"), seen  # Ready by itself
+    _no_tracebacks(stack)
+
+
+def _watch_until_ready(
+    stack: OperatorStack, name: str, ns: str, generation: int, *, seconds: float
+) -> list[tuple[str, str, float]]:
+    """(NodesReady reason, Stalled status, seconds since the start) for every verdict on
+    ``generation``, until Ready or ``seconds`` pass."""
+    seen: list[tuple[str, str, float]] = []
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        conditions = {
+            c["type"]: c for c in stack.get(name, ns).get("status", {}).get("conditions", [])
+        }
+        stalled = conditions.get("Stalled", {})
+        if stalled.get("observedGeneration") == generation:
+            elapsed = round(time.monotonic() - start, 1)
+            seen.append((conditions["NodesReady"]["reason"], stalled["status"], elapsed))
+            if conditions["Ready"]["status"] == "True":
+                break
+        time.sleep(0.3)
+    return seen
