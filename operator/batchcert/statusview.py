@@ -303,8 +303,15 @@ def render_status(obj: dict[str, Any], events: list[dict[str, Any]], now: dateti
         f"Status:       {verdict}: {ready.get('reason', 'NoStatus')}"
         + (f" - {ready['message']}" if ready.get("message") else ""),
     ]
-    if str((meta.get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower() == "true":
+    paused = (meta.get("annotations") or {}).get(PAUSED_ANNOTATION)
+    if paused is not None and str(paused).lower() == "true":
         lines.append(f"Paused:       yes (annotation {PAUSED_ANNOTATION}=true)")
+    elif paused is not None and str(paused).lower() != "false":
+        # As the operator reads it (reconcile/admission.py): any other value pauses nothing.
+        lines.append(
+            f"Paused:       no: annotation {PAUSED_ANNOTATION}={str(paused)!r} is ignored "
+            '(only "true" pauses)'
+        )
     sections = [
         lines,
         _pool_lines(obj),

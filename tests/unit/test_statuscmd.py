@@ -5,8 +5,9 @@ validity, expected renewal, rotations, nodes, conditions in a fixed order, recen
 first and bounded); node failures listed with their reasons; the Ready verdict and its exit
 status rule (Ready only for the current generation); the exit codes' verdicts (Ready, Stalled,
 converging, each for the current generation only); what the pool runs (VM size, image, node
-agent as Azure reports them) beside what the spec asks, a difference flagged; ``--wait``'s
-durations; relative times; an object with no status. The watch itself: tests/integration/test_helm.py.
+agent as Azure reports them) beside what the spec asks, a difference flagged; a pause annotation
+as the operator reads it (an ignored value said so); ``--wait``'s durations; relative times; an
+object with no status. The watch itself: tests/integration/test_helm.py.
 """
 
 from __future__ import annotations
@@ -133,6 +134,19 @@ def test_what_the_pool_runs_is_shown_beside_the_spec_and_a_difference_flagged() 
     assert "  Image:      canonical/0001-com-ubuntu-server-jammy/22_04-lts/latest\n" in text
     assert "  Node agent: batch.node.ubuntu 22.04\n" in text
     assert text.count("DIFFERS") == 1
+
+
+def test_a_pause_annotation_is_shown_as_the_operator_reads_it() -> None:
+    from batchcert.models.names import PAUSED_ANNOTATION
+
+    obj = captured("ready")
+    obj["metadata"]["annotations"] = {PAUSED_ANNOTATION: "True"}
+    assert "Paused:       yes" in render_status(obj, [], NOW)
+    obj["metadata"]["annotations"] = {PAUSED_ANNOTATION: "yes please"}
+    text = render_status(obj, [], NOW)
+    assert "Paused:       no: annotation batchcert.dev/paused='yes please' is ignored" in text
+    obj["metadata"]["annotations"] = {PAUSED_ANNOTATION: "false"}
+    assert "Paused:" not in render_status(obj, [], NOW)
 
 
 def test_before_azure_reports_the_pool_the_spec_is_shown_as_the_spec() -> None:
