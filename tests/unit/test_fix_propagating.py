@@ -7,16 +7,23 @@ never Stalled) — for one polling interval plus the extension's retry, then
 ``CertificateFetchFailing`` if they still fail; a cause fixed behind the operator's back is found
 at the next diagnosis and gets the same window; nodes that recover inside it make the pool Ready;
 a new proven cause ends the window at once; a restart inside the window (no memory) neither
-flaps to Stalled nor makes the window endless.
+flaps to Stalled nor makes the window endless; a role assignment the operator made that is still
+propagating (PoolReady says so) keeps the window open until one window after it is effective.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from test_engine import World, converge
 
-from batchcert.reconcile.memory import ObjectMemory
-from batchcert.reconcile.steps.nodes import EXTENSION_RETRY
+from batchcert.conditions import ConditionUpdate
+from batchcert.models.spec import parse_spec
+from batchcert.reconcile.memory import NodesMemory, ObjectMemory, ObjectView
+from batchcert.reconcile.steps.nodes import EXTENSION_RETRY, after_a_fix
+from batchcert.reconcile.steps.turn import Turn
+from support.builders import base_spec
 
 pytestmark = pytest.mark.unit
 GRANTED = [{"objectId": "principal", "permissions": {"secrets": ["get", "list"]}}]
@@ -44,6 +51,8 @@ def _reason(world: World, type_: str = "NodesReady") -> str:
 async def test_a_fix_by_spec_change_is_fix_propagating_from_that_turn() -> None:
     world = World()
     await _denied(world)
+    world.advance(40)
+    await world.tick()  # diagnosed again just now: the vault's answer is young
     world.arm.vault_policies = GRANTED  # the grant the changed spec asked for
     world.spec["identity"]["clientId"] = "looked-up-client-id"  # any spec change
     world.generation += 1
@@ -108,3 +117,30 @@ async def test_a_restart_in_the_window_gives_a_fresh_window_not_an_alarm() -> No
     world.advance(WINDOW)
     await world.tick()
     assert _reason(world) == "CertificateFetchFailing"
+
+
+def test_a_propagating_role_assignment_holds_the_window_open_until_it_is_effective() -> None:
+    t0 = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    window = timedelta(seconds=WINDOW)
+    spec = base_spec()
+    failing = ConditionUpdate("NodesReady", False, "CertificateFetchFailing", "on the node")
+    memory = NodesMemory()
+
+    def turn_at(now: datetime, pool_reason: str) -> str:
+        old = {
+            "conditions": [
+                {"type": "PoolReady", "status": "False", "reason": pool_reason},
+                {"type": "NodesReady", "status": "False", "reason": "CertificateFetchFailing"},
+            ]
+        }
+        view = ObjectView("team-a", "render-pool", "uid", 1, spec, old)
+        turn = Turn(view, parse_spec(spec), old, now, 0.0)
+        return str(after_a_fix(turn, memory, failing).reason)
+
+    # The nodes failed without a proven cause, then the operator's role assignment propagates.
+    assert turn_at(t0, "RoleAssignmentPropagating") == "FixPropagating"
+    later = t0 + window + timedelta(minutes=5)  # still propagating past one window
+    assert turn_at(later, "RoleAssignmentPropagating") == "FixPropagating"
+    effective = later + timedelta(seconds=1)  # effective now: one window from the last sight
+    assert turn_at(effective, "PoolReady") == "FixPropagating"
+    assert turn_at(later + window, "PoolReady") == "CertificateFetchFailing"

@@ -20,13 +20,13 @@ from batchcert.adapters.batchnodes import BatchNodesAdapter
 from batchcert.assess.diagnosis import Diagnosis
 from batchcert.assess.nodes import NodeVerdict, assess_node, build_nodes_status, summarize_nodes
 from batchcert.assess.nodeselect import NodeMemo, choose_nodes_to_read
-from batchcert.conditions import NODES_READY, ConditionUpdate, get_condition
+from batchcert.conditions import NODES_READY, POOL_READY, ConditionUpdate, get_condition
 from batchcert.config import Config
 from batchcert.errors import AzureCallError, Backoff, classify
 from batchcert.models.azure import NodesReading
 from batchcert.models.spec import BatchCertPoolSpec
 from batchcert.models.timestamps import format_rfc3339, parse_rfc3339
-from batchcert.reasons import NodesReason
+from batchcert.reasons import NodesReason, PoolReason
 from batchcert.reconcile.diagnose import (
     DIAGNOSED_REASONS,
     SILENT_FAILURE_REASONS,
@@ -122,22 +122,34 @@ def after_a_fix(turn: Turn, memory: NodesMemory, condition: ConditionUpdate) -> 
         return condition
     before = get_condition(turn.conditions, NODES_READY) or {}
     was = before.get("reason")
+    polling = timedelta(seconds=turn.spec.key_vault_extension.polling_interval_seconds)
+    window_end = turn.now + polling + EXTENSION_RETRY
     if memory.fix_propagating_until is None and (
         was in _PROVEN_CAUSES or was == NodesReason.FIX_PROPAGATING
     ):
-        polling = timedelta(seconds=turn.spec.key_vault_extension.polling_interval_seconds)
-        memory.fix_propagating_until = turn.now + polling + EXTENSION_RETRY
+        memory.fix_propagating_until = window_end
+    pool = get_condition(turn.conditions, POOL_READY) or {}
+    propagating = pool.get("reason") == PoolReason.ROLE_ASSIGNMENT_PROPAGATING
+    if propagating:
+        # A role assignment the operator made is not effective yet (Azure RBAC: minutes): the
+        # nodes' window starts once it is, not when the chain first looked whole.
+        memory.fix_propagating_until = max(memory.fix_propagating_until or window_end, window_end)
     until = memory.fix_propagating_until
     if until is None or turn.now >= until:
         return condition
-    gone = f"the earlier cause ({was}) is gone" if was in _PROVEN_CAUSES else "a cause is gone"
+    why = (
+        "while the pool identity's new Key Vault role assignment propagates (Azure RBAC)"
+        if propagating
+        else f"but the earlier cause ({was}) is gone on the control plane"
+        if was in _PROVEN_CAUSES
+        else "but a cause the control plane proved is gone"
+    )
     return ConditionUpdate(
         NODES_READY,
         False,
         NodesReason.FIX_PROPAGATING,
-        f"nodes still fail to fetch, but {gone} on the control plane: they fetch again at their "
-        f"next poll or retry, by {format_rfc3339(until)}; if they still fail then, the cause is "
-        "on the node",
+        f"nodes still fail to fetch {why}: they fetch again at their next poll or retry, by "
+        f"{format_rfc3339(until)}; if they still fail then, the cause is on the node",
     )
 
 
@@ -310,7 +322,11 @@ class NodesStep:
             # 1.5 cadences (1.5 drift intervals while healthy), at 2 reads per vault per cadence
             # however many pools share it.
             memory.diagnosis = await self._diagnoser.diagnose(
-                turn.spec, turn.pool, turn.now, max_age=every / 2
+                turn.spec,
+                turn.pool,
+                turn.now,
+                # After a spec change, fresh answers: a grant made this turn must be seen.
+                max_age=0.0 if spec_changed else every / 2,
             )
             memory.diagnosis_schedule = Backoff().after_success(turn.mono, every)
         failed = sum(1 for v in verdicts if v.state == "failed")
