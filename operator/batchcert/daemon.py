@@ -7,8 +7,11 @@ this replica, so a paused replica owns nothing and acts on nothing. A sleeping d
 CPU and little memory: it awaits its scheduler event itself, with one stop watch for its lifetime.
 
 Invariants: a turn never loses the object's schedule (a failed turn is retried after the busy
-interval); a turn sees our own pending status writes; status is written only by
-``statuswriter.write_status``, and only when the reconcile returned a non-empty patch.
+interval); a turn sees our own pending status writes; an ignored pause annotation is told once
+per distinct value, not on every turn; status is written only by
+``statuswriter.write_status``, and only when the reconcile returned a non-empty patch. On
+deletion the daemon stops and the delete handler owns the object: while Azure deletes the pool,
+``report_deletion`` writes ``PoolDeleting`` through the same writer.
 """
 
 from __future__ import annotations
@@ -17,15 +20,27 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any, TypeVar
 
 import kopf
 
 from batchcert import metrics
+from batchcert.conditions import (
+    CERTIFICATE_READY,
+    NODES_READY,
+    ConditionUpdate,
+    apply_conditions,
+    get_condition,
+)
 from batchcert.oplog import log_turn
+from batchcert.reasons import PAUSE_ANNOTATION_IGNORED
+from batchcert.reconcile.admission import ignored_pause_message
 from batchcert.reconcile.memory import ObjectMemory, ObjectView
-from batchcert.services import Services, reconcile_turn
+from batchcert.reconcile.outcome import Event
+from batchcert.services import Services, reconcile_turn, utcnow
 from batchcert.statuswriter import WrittenStatus, current_view, post_events, to_view, write_status
+from batchcert.translate.merge_patch import build_merge_patch
 
 T = TypeVar("T")
 
@@ -92,6 +107,15 @@ class Ownership:
         self.key = object_key(body)
         self.memory = object_memory(memo)
         self.written: WrittenStatus | None = None
+        self.pause_ignored: str | None = None  # the ignored pause value last warned about
+
+    def warn_of_ignored_pause(self) -> None:
+        """A pause annotation that is neither true nor false is no pause: say so once per
+        distinct value (the turn reconciles the object as not paused)."""
+        message = ignored_pause_message(self.body.get("metadata", {}).get("annotations") or {})
+        if message is not None and message != self.pause_ignored:
+            post_events(self.body, [Event("Warning", PAUSE_ANNOTATION_IGNORED, message)])
+        self.pause_ignored = message
 
     def view(self) -> ObjectView:
         view = current_view(self.body, self.written)
@@ -104,6 +128,7 @@ class Ownership:
         services, scheduler = self.services, self.services.scheduler
         started = time.monotonic()
         try:
+            self.warn_of_ignored_pause()
             outcome = await until_stopped(reconcile_turn(services, view, self.memory), self.stop)
             metrics.observe(view, outcome, time.monotonic() - started, services.clients.pacer)
             if outcome is None:
@@ -130,6 +155,42 @@ class Ownership:
         scheduler.observe(self.key, outcome.certificates)
         scheduler.schedule(self.key, outcome.next_check_in)
         return True
+
+
+def deletion_status_patch(
+    status: dict[str, Any], pool: ConditionUpdate, *, generation: int, now: datetime
+) -> dict[str, Any]:
+    """The status patch while the object waits for its pool's deletion: PoolReady as the
+    deletion says (``PoolDeleting`` while Azure deletes), the summaries derived as every turn
+    derives them, the other components kept; empty when nothing changed."""
+    conditions = list(status.get("conditions") or [])
+    components = [pool]
+    for type_ in (CERTIFICATE_READY, NODES_READY):
+        kept = get_condition(conditions, type_)
+        if kept is not None:
+            value = {"True": True, "False": False}.get(str(kept.get("status")))
+            components.append(ConditionUpdate(type_, value, kept["reason"], kept["message"]))
+    after = apply_conditions(conditions, components, generation=generation, now=now)
+    return build_merge_patch({"conditions": conditions}, {"conditions": after})
+
+
+async def report_deletion(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    resource: kopf.Resource,
+    logger: kopf.Logger,
+    pool: ConditionUpdate,
+) -> None:
+    """Status while the delete handler waits (the daemon has stopped): through the one writer."""
+    view = to_view(body)
+    patch = deletion_status_patch(view.status, pool, generation=view.generation, now=utcnow())
+    if patch:
+        written = await write_status(
+            memo["settings"], resource, body, patch, logger, seen_status=view.status
+        )
+        if written is not None:
+            before = list(view.status.get("conditions") or [])
+            log_turn(view.key, before, list(written.status.get("conditions") or []))
 
 
 async def own(

@@ -12,7 +12,8 @@ kopf never writes handler results into ``status``; status is written by
   through the same reconcile; no edge chains.
 * Ownership is kopf's per-object daemon ``on_pool`` (``daemon.own``).
 * The delete handler applies ``deletionPolicy``; kopf adds our finalizer because it exists, and
-  the reconcile refuses to write to Azure until that finalizer is on the object.
+  the reconcile refuses to write to Azure until that finalizer is on the object. While Azure
+  deletes the pool it writes ``PoolDeleting`` (``daemon.report_deletion``) and kopf retries.
 * The operator's options (config, peering, shard) reach the handlers through kopf's memo: set by
   ``on_startup`` before any object is watched, copied into every object's memo by kopf.
 """
@@ -28,7 +29,7 @@ import kopf
 
 from batchcert import metrics
 from batchcert.config import Config
-from batchcert.daemon import object_key, object_memory, own
+from batchcert.daemon import object_key, object_memory, own, report_deletion
 from batchcert.kopfprivate import keep_watched_bodies_lean
 from batchcert.kopfsettings import GenerationDiffBase, configure_settings
 from batchcert.kubetokens import KopfServiceAccounts
@@ -109,10 +110,15 @@ async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     services.scheduler.wake(object_key(body))
 
 
-async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_delete(
+    body: kopf.Body, memo: kopf.Memo, resource: kopf.Resource, logger: kopf.Logger, **_: Any
+) -> None:
     services: Services = memo["services"]
     outcome = await delete_as_namespace(services, to_view(body), object_memory(memo))
     post_events(body, outcome.events)
+    if not outcome.done and outcome.condition is not None:
+        # Azure's delete is long-running: status says so (PoolDeleting) while kopf retries.
+        await report_deletion(body, memo, resource, logger, outcome.condition)
     if outcome.done:
         metrics.forget(to_view(body))
         diffbase = memo["settings"].persistence.diffbase_storage

@@ -47,6 +47,10 @@ class EventType(StrEnum):
     WARNING = "Warning"
 
 
+# Warning Event (no condition): a pause annotation neither "true" nor "false".
+PAUSE_ANNOTATION_IGNORED = "PauseAnnotationIgnored"
+
+
 class ReadyReason(StrEnum):
     """Reasons ``Ready`` carries of its own (a component's reason copied onto it aside)."""
 
@@ -90,6 +94,7 @@ class PoolReason(StrEnum):
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     POOL_NOT_OWNED = "PoolNotOwned"
     ROLE_ASSIGNMENT_PROPAGATING = "RoleAssignmentPropagating"  # reconcile/access.py
+    CERTIFICATE_NOT_FOUND = "CertificateNotFound"  # assess/creation.py
 
 
 class CertificateReason(StrEnum):
@@ -112,6 +117,7 @@ class NodesReason(StrEnum):
     ROTATION_PROPAGATING = "RotationPropagating"
     EXTENSION_TRANSITIONING = "ExtensionTransitioning"
     NODES_ALLOCATING = "NodesAllocating"
+    FIX_PROPAGATING = "FixPropagating"  # reconcile/steps/nodes.py
     IDENTITY_NOT_FOUND = "IdentityNotFound"
     IDENTITY_NOT_ON_POOL = "IdentityNotOnPool"
     VAULT_ACCESS_DENIED = "VaultAccessDenied"
@@ -200,6 +206,10 @@ _IN_FLIGHT = "a change is in flight"
 _FIX_CERT = "fix the certificate in Key Vault"
 _ADD_AUTORENEW = "add an AutoRenew lifetime action to its policy"
 _COMING_UP = "nodes are still coming up"
+_FIX_PROPAGATING = (
+    "the cause the control plane proved (access, identity, certificate) is gone: the nodes have "
+    "a polling interval plus a retry to fetch before `CertificateFetchFailing`"
+)
 
 
 def _entries() -> Iterator[Reason]:
@@ -263,6 +273,7 @@ def _entries() -> Iterator[Reason]:
             "PoolNotOwned",
             "a pool of that name exists and is not ours: delete it or pick another `poolName`",
         ),
+        _user(POOL_READY, "CertificateNotFound", "not created: a certificate it needs is missing"),
         _ready(
             CERTIFICATE_READY,
             "CertificatesReady",
@@ -298,6 +309,7 @@ def _entries() -> Iterator[Reason]:
         ),
         _step(NODES_READY, "ExtensionTransitioning", _COMING_UP),
         _step(NODES_READY, "NodesAllocating", _COMING_UP),
+        _step(NODES_READY, "FixPropagating", _FIX_PROPAGATING),
         _user(
             NODES_READY,
             "IdentityNotFound",

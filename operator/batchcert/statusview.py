@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
+from batchcert.models.azure import image_text
 from batchcert.models.names import PAUSED_ANNOTATION
 from batchcert.models.timestamps import parse_rfc3339
 
@@ -133,13 +134,37 @@ def _pool_lines(obj: dict[str, Any]) -> list[str]:
         lines.append(f"  Resource:   {pool.get('resourceId', '-')}")
     else:
         lines.append("  State:      not seen in Azure yet")
-    lines.append(
-        f"  VM size:    {spec.get('vmSize', '-')}, node agent {spec.get('nodeAgentSkuId', '-')}"
-    )
+    lines += _runs_lines(spec, pool)
     identity = spec.get("identity") or {}
     client_id = identity.get("clientId") or "looked up from the resource"
     lines.append(f"Identity:     {identity.get('resourceId', '-')}")
     lines.append(f"  Client ID:  {client_id}")
+    return lines
+
+
+def _runs_lines(spec: dict[str, Any], pool: dict[str, Any]) -> list[str]:
+    """What the pool runs as Azure reports it (``status.pool``), beside what the spec asks: during
+    a refused disruptive change the two differ, and the user must see which one runs."""
+    image = spec.get("image")
+    asked = {
+        "vmSize": spec.get("vmSize"),
+        "image": image_text({"imageReference": image}) if isinstance(image, dict) else None,
+        "nodeAgentSkuId": spec.get("nodeAgentSkuId"),
+    }
+    lines = []
+    for label, key in (
+        ("VM size:", "vmSize"),
+        ("Image:", "image"),
+        ("Node agent:", "nodeAgentSkuId"),
+    ):
+        wanted, running = asked[key], pool.get(key)
+        if not running:
+            shown = f"{wanted or '-'} (the spec; not reported by Azure yet)"
+        elif wanted and str(running).lower() != str(wanted).lower():
+            shown = f"{running} (DIFFERS: the spec asks for {wanted})"
+        else:
+            shown = str(running)
+        lines.append(f"  {label:<12}{shown}")
     return lines
 
 
@@ -278,8 +303,15 @@ def render_status(obj: dict[str, Any], events: list[dict[str, Any]], now: dateti
         f"Status:       {verdict}: {ready.get('reason', 'NoStatus')}"
         + (f" - {ready['message']}" if ready.get("message") else ""),
     ]
-    if str((meta.get("annotations") or {}).get(PAUSED_ANNOTATION, "")).lower() == "true":
+    paused = (meta.get("annotations") or {}).get(PAUSED_ANNOTATION)
+    if paused is not None and str(paused).lower() == "true":
         lines.append(f"Paused:       yes (annotation {PAUSED_ANNOTATION}=true)")
+    elif paused is not None and str(paused).lower() != "false":
+        # As the operator reads it (reconcile/admission.py): any other value pauses nothing.
+        lines.append(
+            f"Paused:       no: annotation {PAUSED_ANNOTATION}={str(paused)!r} is ignored "
+            '(only "true" pauses)'
+        )
     sections = [
         lines,
         _pool_lines(obj),

@@ -10,7 +10,8 @@ merge patch of the status subresource (None when the object is gone), and until 
 delivers it a turn sees the delivered status plus the patch; kopf's watch stream hands on
 objects without managedFields or kubectl's last-applied copy (kopf keeps every watched body;
 nothing reads them) and with their strings shared between bodies, every other item untouched,
-and wrapping it twice wraps it once.
+and wrapping it twice wraps it once; a pause annotation neither true nor false is ignored, said
+why in a Warning Event once per distinct value.
 """
 
 from __future__ import annotations
@@ -240,3 +241,47 @@ def test_a_lean_body_keeps_everything_read_and_shares_its_strings() -> None:
     )
     assert first["status"]["conditions"][0]["type"] is second["status"]["conditions"][0]["type"]
     assert first["metadata"]["finalizers"][0] is second["metadata"]["finalizers"][0]
+
+
+def test_a_pause_annotation_neither_true_nor_false_is_ignored_and_said_why() -> None:
+    from batchcert.reconcile.admission import ignored_pause_message
+
+    assert ignored_pause_message({}) is None
+    for value in ("true", "True", "false", "FALSE"):
+        assert ignored_pause_message({PAUSED_ANNOTATION: value}) is None
+    message = ignored_pause_message({PAUSED_ANNOTATION: "yes please"})
+    assert message is not None
+    assert "'yes please'" in message and "ignored" in message and "not paused" in message
+    assert ignored_pause_message({PAUSED_ANNOTATION: ""}) is not None  # an empty value too
+
+
+def test_an_ignored_pause_is_warned_once_per_distinct_value(monkeypatch: Any) -> None:
+    from batchcert import daemon
+
+    posted: list[Any] = []
+    monkeypatch.setattr(daemon, "post_events", lambda _body, events: posted.extend(events))
+    raw: dict[str, Any] = {"metadata": {"name": "p", "namespace": "n", "annotations": {}}}
+    annotations = raw["metadata"]["annotations"]
+    owner = daemon.Ownership(
+        kopf.Body(raw),
+        kopf.Memo(services=None),
+        None,
+        logging.getLogger("t"),
+        None,  # type: ignore[arg-type]
+    )
+
+    def turn(value: str | None) -> list[str]:
+        annotations.pop(PAUSED_ANNOTATION, None)
+        if value is not None:
+            annotations[PAUSED_ANNOTATION] = value
+        before = len(posted)
+        owner.warn_of_ignored_pause()
+        return [f"{e.type}/{e.reason}" for e in posted[before:]]
+
+    assert turn("yes please") == ["Warning/PauseAnnotationIgnored"]
+    assert turn("yes please") == []  # not on every turn
+    assert turn("nope") == ["Warning/PauseAnnotationIgnored"]  # a new value is said again
+    assert turn("true") == []  # a real pause is no mistake
+    assert turn(None) == []
+    assert turn("nope") == ["Warning/PauseAnnotationIgnored"]  # set again after a valid value
+    assert "'nope'" in posted[-1].message

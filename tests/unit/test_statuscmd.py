@@ -4,7 +4,9 @@ Covers: every section a user reads at a glance (pool, identity, certificate vers
 validity, expected renewal, rotations, nodes, conditions in a fixed order, recent Events oldest
 first and bounded); node failures listed with their reasons; the Ready verdict and its exit
 status rule (Ready only for the current generation); the exit codes' verdicts (Ready, Stalled,
-converging, each for the current generation only); ``--wait``'s durations; relative times; an
+converging, each for the current generation only); what the pool runs (VM size, image, node
+agent as Azure reports them) beside what the spec asks, a difference flagged; a pause annotation
+as the operator reads it (an ignored value said so); ``--wait``'s durations; relative times; an
 object with no status. The watch itself: tests/integration/test_helm.py.
 """
 
@@ -110,6 +112,49 @@ def test_no_status_yet() -> None:
     text = render_status(obj, [], NOW)
     assert "NOT Ready: NoStatus" in text
     assert "not seen in Azure yet" in text and "not checked yet" in text
+
+
+def test_what_the_pool_runs_is_shown_beside_the_spec_and_a_difference_flagged() -> None:
+    obj = captured("ready")
+    obj["spec"]["vmSize"] = "STANDARD_D4S_V3"  # a refused disruptive change: the spec moved on
+    obj["status"]["pool"].update(
+        vmSize="standard_d2s_v3",  # Azure's spelling; the difference is the size, not the case
+        image="canonical/0001-com-ubuntu-server-jammy/22_04-lts/latest",
+        nodeAgentSkuId="batch.node.ubuntu 22.04",
+    )
+    obj["spec"]["image"] = {
+        "publisher": "canonical",
+        "offer": "0001-com-ubuntu-server-jammy",
+        "sku": "22_04-lts",
+    }
+    obj["spec"]["nodeAgentSkuId"] = "batch.node.ubuntu 22.04"
+    text = render_status(obj, [], NOW)
+    assert "  VM size:    standard_d2s_v3 (DIFFERS: the spec asks for STANDARD_D4S_V3)" in text
+    # The same image (Azure fills in `latest`) and agent: shown as they run, nothing flagged.
+    assert "  Image:      canonical/0001-com-ubuntu-server-jammy/22_04-lts/latest\n" in text
+    assert "  Node agent: batch.node.ubuntu 22.04\n" in text
+    assert text.count("DIFFERS") == 1
+
+
+def test_a_pause_annotation_is_shown_as_the_operator_reads_it() -> None:
+    from batchcert.models.names import PAUSED_ANNOTATION
+
+    obj = captured("ready")
+    obj["metadata"]["annotations"] = {PAUSED_ANNOTATION: "True"}
+    assert "Paused:       yes" in render_status(obj, [], NOW)
+    obj["metadata"]["annotations"] = {PAUSED_ANNOTATION: "yes please"}
+    text = render_status(obj, [], NOW)
+    assert "Paused:       no: annotation batchcert.dev/paused='yes please' is ignored" in text
+    obj["metadata"]["annotations"] = {PAUSED_ANNOTATION: "false"}
+    assert "Paused:" not in render_status(obj, [], NOW)
+
+
+def test_before_azure_reports_the_pool_the_spec_is_shown_as_the_spec() -> None:
+    obj = captured("ready")
+    obj["status"]["pool"] = {"name": "story"}  # written before the pool's facts were kept
+    text = render_status(obj, [], NOW)
+    assert f"  VM size:    {obj['spec']['vmSize']} (the spec; not reported by Azure yet)" in text
+    assert "DIFFERS" not in text
 
 
 @pytest.mark.parametrize(

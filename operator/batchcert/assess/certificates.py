@@ -201,7 +201,11 @@ def summarize_certificates(verdicts: Sequence[CertificateVerdict]) -> ConditionU
             CertificateReason.CERTIFICATES_READY,
             "every certificate is current",
         )
-    # several failing: the one a person must fix is the one to report
-    first = next((v for v in failing if is_user_action(v.reason)), failing[0])
+    # several failing: the one a person must fix is the one to report, a missing one first (the
+    # pool is not created while one is missing: assess/creation.py reads this verdict)
+    first = next(
+        (v for v in failing if v.reason == CertificateReason.CERTIFICATE_NOT_FOUND),
+        next((v for v in failing if is_user_action(v.reason)), failing[0]),
+    )
     more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
     return ConditionUpdate(CERTIFICATE_READY, False, first.reason, first.message + more)

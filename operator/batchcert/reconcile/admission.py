@@ -1,8 +1,10 @@
 """Before any step: the spec parsed, or the turn refused without touching Azure; the first visit.
 
 Refusals are verdicts on the whole object (``Ready``): an invalid spec, a vault outside the
-configured cloud, verification the install forbids (``assess/install_policy.py``), a pause. The first visit writes ``Reconciling`` on every component at once
-(kubectl shows it), before any Azure work.
+configured cloud, verification the install forbids (``assess/install_policy.py``), a pause. The first visit writes
+``Reconciling`` on every component at once (kubectl shows it), before any Azure work. A pause
+annotation that is neither "true" nor "false" is no pause: ``ignored_pause_message`` says why, for
+the Warning Event the daemon posts once per distinct value.
 
 Invariants: a refused or first turn makes no Azure call; a refusal is stamped with the
 generation like any other verdict, so no tool waits for it.
@@ -10,6 +12,7 @@ generation like any other verdict, so no tool waits for it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +36,29 @@ class Stop:
     status: dict[str, Any]
     next_check_in: float
     post_transitions: bool = True  # the first visit's Reconciling posts nothing
+
+
+# The pause annotation's values (case-insensitive): "true" pauses, "false" says so explicitly.
+PAUSE_VALUES = ("true", "false")
+
+
+def ignored_pause_message(annotations: Mapping[str, Any]) -> str | None:
+    """Why the pause annotation was ignored, when its value is neither true nor false; else None.
+
+    Such an object is reconciled as not paused: guessing "yes please" to mean a pause would make
+    any typo stop the operator silently, and refusing the object would stop it too. The user is
+    told once (a Warning Event), not on every turn.
+    """
+    if PAUSED_ANNOTATION not in annotations:
+        return None
+    value = str(annotations[PAUSED_ANNOTATION])
+    if value.lower() in PAUSE_VALUES:  # as statuswriter.to_view reads it: " true" pauses nothing
+        return None
+    return (
+        f'annotation {PAUSED_ANNOTATION}={value!r} is ignored: only "true" pauses '
+        'reconciliation ("false" or no annotation resumes it), so this object is reconciled '
+        "as not paused"
+    )
 
 
 def admit(

@@ -84,6 +84,8 @@ class NodesMemory:
     pass_at: datetime | None = None  # the last node pass that listed the nodes
     diagnosis_schedule: Backoff = field(default_factory=Backoff)
     diagnosis: Diagnosis | None = None  # the last control-plane diagnosis of the nodes
+    # A proven cause went away (a grant, a fix): until then the nodes get to fetch again.
+    fix_propagating_until: datetime | None = None
 
 
 @dataclass(slots=True)  # one per owned object: no per-instance __dict__

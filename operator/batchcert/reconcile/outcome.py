@@ -52,3 +52,5 @@ class DeleteOutcome:
     done: bool
     events: list[Event]
     retry_in: float = 0.0
+    # PoolReady while the deletion waits (Azure deleting the pool, or a failure), for status.
+    condition: ConditionUpdate | None = None

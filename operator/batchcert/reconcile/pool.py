@@ -80,16 +80,23 @@ class PoolReconciler:
         self._facts = facts
 
     async def reconcile(
-        self, obj: ObjectView, spec: BatchCertPoolSpec, *, never_seen: bool = False
+        self,
+        obj: ObjectView,
+        spec: BatchCertPoolSpec,
+        *,
+        never_seen: bool = False,
+        create_gate: ConditionUpdate | None = None,
     ) -> PoolResult:
         """One step towards the spec; the result says what was done and what was seen.
 
         ``never_seen``: no pool was ever sighted for this object, so creating is the likely step
         and the guarded PUT goes first (a pool that is there after all answers 412).
+        ``create_gate``: why a pool found absent must not be created yet (a certificate known
+        missing: ``assess/creation.py``); a pool that exists is reconciled as ever.
         """
         seen = PoolSighting()
         try:
-            result = await self._reconcile(obj, spec, seen, never_seen)
+            result = await self._reconcile(obj, spec, seen, never_seen, create_gate)
         except AzureCallError as exc:
             verdict = classify(exc)
             condition = ConditionUpdate(POOL_READY, False, verdict.reason, verdict.message)
@@ -98,7 +105,12 @@ class PoolReconciler:
         return result
 
     async def _reconcile(
-        self, obj: ObjectView, spec: BatchCertPoolSpec, seen: PoolSighting, never_seen: bool
+        self,
+        obj: ObjectView,
+        spec: BatchCertPoolSpec,
+        seen: PoolSighting,
+        never_seen: bool,
+        create_gate: ConditionUpdate | None,
     ) -> PoolResult:
         account, pool_name = spec.account, spec.resolved_pool_name(obj.name)
         client_id = await self._facts.client_id(spec)
@@ -114,6 +126,8 @@ class PoolReconciler:
         desired = build_pool_body(spec, identity_client_id=client_id, owner=owner)
         pool = None if never_seen else seen.saw(await self._arm.get_pool(account, pool_name))
         if pool is None:
+            if create_gate is not None:
+                return PoolResult(create_gate)
             created = await self._create(spec, pool_name, desired, seen)
             if isinstance(created, PoolResult):
                 return created
@@ -258,18 +272,23 @@ class PoolReconciler:
                         )
                     ],
                 )
+            deleting = _not_ready(
+                PoolReason.POOL_DELETING,
+                f"pool {pool_name} is being deleted in Azure (deletionPolicy Delete); the "
+                "object goes once it is gone",
+            )
             if not pool.is_deleting:
                 await self._arm.begin_delete_pool(spec.account, pool_name)
-                return DeleteOutcome(
-                    False, [Event("Normal", "PoolDeleting", f"deleting pool {pool_name}")], 5.0
-                )
-            return DeleteOutcome(False, [], 5.0)
+                started = Event("Normal", "PoolDeleting", f"deleting pool {pool_name}")
+                return DeleteOutcome(False, [started], 5.0, deleting)
+            return DeleteOutcome(False, [], 5.0, deleting)  # Azure's long-running delete
         except AzureCallError as exc:
             verdict = classify(exc)
             return DeleteOutcome(
                 False,
                 [Event("Warning", verdict.reason, verdict.message)],
                 max(verdict.retry_after or 0.0, 10.0),
+                ConditionUpdate(POOL_READY, False, verdict.reason, verdict.message),
             )
 
 

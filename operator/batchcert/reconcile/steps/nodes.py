@@ -20,13 +20,13 @@ from batchcert.adapters.batchnodes import BatchNodesAdapter
 from batchcert.assess.diagnosis import Diagnosis
 from batchcert.assess.nodes import NodeVerdict, assess_node, build_nodes_status, summarize_nodes
 from batchcert.assess.nodeselect import NodeMemo, choose_nodes_to_read
-from batchcert.conditions import NODES_READY, ConditionUpdate
+from batchcert.conditions import NODES_READY, POOL_READY, ConditionUpdate, get_condition
 from batchcert.config import Config
 from batchcert.errors import AzureCallError, Backoff, classify
 from batchcert.models.azure import NodesReading
 from batchcert.models.spec import BatchCertPoolSpec
-from batchcert.models.timestamps import parse_rfc3339
-from batchcert.reasons import NodesReason
+from batchcert.models.timestamps import format_rfc3339, parse_rfc3339
+from batchcert.reasons import NodesReason, PoolReason
 from batchcert.reconcile.diagnose import (
     DIAGNOSED_REASONS,
     SILENT_FAILURE_REASONS,
@@ -91,6 +91,68 @@ def explain(
     )
 
 
+# The extension's retry after a failed fetch. Its initial-sync backoff curve has no evidence
+# (azure-behaviour.md: "retrying up to 25 times"); after a first success it fetches again at its
+# next poll. One minute more than the polling interval: the shortest interval it polls at.
+EXTENSION_RETRY = timedelta(seconds=60)
+# Causes the control plane proved; when one is gone, the nodes are given time to fetch again.
+_PROVEN_CAUSES = frozenset(
+    {
+        NodesReason.IDENTITY_NOT_FOUND,
+        NodesReason.IDENTITY_NOT_ON_POOL,
+        NodesReason.VAULT_ACCESS_DENIED,
+        NodesReason.CERTIFICATE_NOT_FOUND,
+        NodesReason.CERTIFICATE_DISABLED,
+        NodesReason.CERTIFICATE_EXPIRED,
+    }
+)
+
+
+def after_a_fix(turn: Turn, memory: NodesMemory, condition: ConditionUpdate) -> ConditionUpdate:
+    """No false alarm after a fix: when a cause the control plane proved is gone (the operator
+    granted access, someone fixed the identity or the certificate) and the nodes still fail
+    without saying why, they have one polling interval plus the extension's retry to fetch again
+    (``FixPropagating``, transient) before ``CertificateFetchFailing`` says the cause is on the
+    node. The cause is known gone from the previous verdict (status, so a restart in the window
+    gives a fresh window rather than a false alarm)."""
+    if condition.status is True or condition.reason in _PROVEN_CAUSES:
+        memory.fix_propagating_until = None  # the next fix gets its own window
+        return condition
+    if condition.reason != NodesReason.CERTIFICATE_FETCH_FAILING:
+        return condition
+    before = get_condition(turn.conditions, NODES_READY) or {}
+    was = before.get("reason")
+    polling = timedelta(seconds=turn.spec.key_vault_extension.polling_interval_seconds)
+    window_end = turn.now + polling + EXTENSION_RETRY
+    if memory.fix_propagating_until is None and (
+        was in _PROVEN_CAUSES or was == NodesReason.FIX_PROPAGATING
+    ):
+        memory.fix_propagating_until = window_end
+    pool = get_condition(turn.conditions, POOL_READY) or {}
+    propagating = pool.get("reason") == PoolReason.ROLE_ASSIGNMENT_PROPAGATING
+    if propagating:
+        # A role assignment the operator made is not effective yet (Azure RBAC: minutes): the
+        # nodes' window starts once it is, not when the chain first looked whole.
+        memory.fix_propagating_until = max(memory.fix_propagating_until or window_end, window_end)
+    until = memory.fix_propagating_until
+    if until is None or turn.now >= until:
+        return condition
+    why = (
+        "while the pool identity's new Key Vault role assignment propagates (Azure RBAC)"
+        if propagating
+        else f"but the earlier cause ({was}) is gone on the control plane"
+        if was in _PROVEN_CAUSES
+        else "but a cause the control plane proved is gone"
+    )
+    return ConditionUpdate(
+        NODES_READY,
+        False,
+        NodesReason.FIX_PROPAGATING,
+        f"nodes still fail to fetch {why}: they fetch again at their next poll or retry, by "
+        f"{format_rfc3339(until)}; if they still fail then, the cause is on the node",
+    )
+
+
 class NodesStep:
     def __init__(
         self,
@@ -134,6 +196,7 @@ class NodesStep:
             verdicts, target_nodes=_target_nodes(turn.spec), rotation_pending_until=pending
         )
         condition = await self._diagnose(turn, memory, condition, verdicts)
+        condition = after_a_fix(turn, memory, condition)
         if memory.schedule.is_due(turn.mono):
             memory.schedule = Backoff().after_success(
                 turn.mono, self._interval(verdicts, condition)
@@ -163,6 +226,9 @@ class NodesStep:
         due = [memory.schedule.next_at] if listing else []
         if memory.diagnosis is not None:  # the control-plane check of the nodes' fetch chain
             due.append(memory.diagnosis_schedule.next_at)
+        until = memory.fix_propagating_until
+        if until is not None and until > turn.now:  # the verdict changes when the window ends
+            due.append(turn.mono + (until - turn.now).total_seconds())
         if turn.window.is_open(turn.now):  # the window closing makes the node reading stale
             assert turn.window.settles_at is not None
             due.append(turn.mono + (turn.window.settles_at - turn.now).total_seconds())
@@ -246,14 +312,21 @@ class NodesStep:
         if turn.pool is None or not (failing or condition.status is True):
             memory.diagnosis, memory.diagnosis_schedule = None, Backoff()
             return condition
-        if memory.diagnosis is None or memory.diagnosis_schedule.is_due(turn.mono):
+        # A spec change may have fixed a link (a grant made this turn, a clientId): look again
+        # now, not at the next cadence, so the old cause is not shown after its fix.
+        spec_changed = turn.old.get("observedGeneration") != turn.obj.generation
+        if memory.diagnosis is None or spec_changed or memory.diagnosis_schedule.is_due(turn.mono):
             drift = self._config.drift_interval_seconds
             every = min(self._config.busy_interval_seconds * 4 if failing else drift, drift)
             # Shared vault answers up to half the cadence old: a revoked grant is proven within
             # 1.5 cadences (1.5 drift intervals while healthy), at 2 reads per vault per cadence
             # however many pools share it.
             memory.diagnosis = await self._diagnoser.diagnose(
-                turn.spec, turn.pool, turn.now, max_age=every / 2
+                turn.spec,
+                turn.pool,
+                turn.now,
+                # After a spec change, fresh answers: a grant made this turn must be seen.
+                max_age=0.0 if spec_changed else every / 2,
             )
             memory.diagnosis_schedule = Backoff().after_success(turn.mono, every)
         failed = sum(1 for v in verdicts if v.state == "failed")

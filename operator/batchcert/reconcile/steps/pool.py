@@ -4,9 +4,14 @@ Reconciled when the spec changed, the drift interval passed, or a change is in f
 the last verdict stands and no Azure call is made. The sighting it keeps (small:
 ``PoolState.kept``) travels to the later steps in the ``Turn``.
 
+No pool is created while a certificate without ``createIfMissing`` is known missing
+(``assess/creation.py``): from this turn's readings when the turn carries them, else from the
+previous turn's durable verdict (the engine runs this step before it gathers the certificates,
+so a fresh object's first turn knows nothing yet).
+
 Invariants: no Azure write before kopf's finalizer is on the object (the engine runs no step
 before); a failed create without a read is followed by a read; the schedule is counted from
-Azure's answer, never sooner than Retry-After.
+Azure's answer, never sooner than Retry-After; only creation is gated, never an existing pool.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from batchcert.assess.creation import creation_gate
 from batchcert.conditions import POOL_READY, ConditionUpdate
 from batchcert.config import Config
+from batchcert.errors import Backoff
 from batchcert.reasons import PoolReason
 from batchcert.reconcile.lookups import SharedFacts
 from batchcert.reconcile.memory import PoolMemory
@@ -57,12 +64,17 @@ class PoolStep:
 
     async def _reconcile_if_due(self, turn: Turn, memory: PoolMemory) -> list[Any]:
         obj, spec = turn.obj, turn.spec
-        if memory.generation_seen == obj.generation and not memory.schedule.is_due(turn.mono):
-            return []
         # Once only: if that PUT fails in a way other than 412 (a 409 from real ARM, say), the
         # next attempt reads first, so a pool that exists is judged, never PUT at for ever.
         never_seen = not (memory.known or memory.create_tried or "pool" in obj.status)
-        result = await self._pools.reconcile(obj, spec, never_seen=never_seen)
+        readings = [(s.cert, s.reading) for s in turn.certificates]
+        gate = creation_gate(spec, turn.old, readings)
+        if gate is not None and (never_seen or (memory.known and memory.seen is None)):
+            self._wait_to_create(turn, memory, gate)  # no pool to look at: no Azure call
+            return []
+        if memory.generation_seen == obj.generation and not memory.schedule.is_due(turn.mono):
+            return []
+        result = await self._pools.reconcile(obj, spec, never_seen=never_seen, create_gate=gate)
         if never_seen and not result.seen.known:
             memory.create_tried = True
         if result.seen.known:
@@ -76,6 +88,8 @@ class PoolStep:
             memory.schedule = memory.schedule.after_success(answered, config.busy_interval_seconds)
         elif result.condition.status is True:
             memory.schedule = memory.schedule.after_success(answered, config.drift_interval_seconds)
+        elif result.condition == gate:  # found absent, not created: waits without Azure calls
+            memory.schedule = memory.schedule.after_success(answered, config.busy_interval_seconds)
         else:
             # A failure, or a state only a user can fix: back off as its verdict says (never
             # sooner than Retry-After), from the busy interval up to the drift interval.
@@ -89,6 +103,14 @@ class PoolStep:
         memory.generation_seen = obj.generation
         memory.condition = result.condition
         return result.events
+
+    def _wait_to_create(self, turn: Turn, memory: PoolMemory, gate: ConditionUpdate) -> None:
+        """No pool, and none may be created yet (``assess/creation.py``): say why, with no Azure
+        call; look again every busy interval (the certificate's appearance reaches status
+        through the watcher first), and at once when the gate lifts."""
+        memory.condition = gate
+        memory.generation_seen = None  # due the moment the gate lifts
+        memory.schedule = Backoff().after_success(turn.mono, self._config.busy_interval_seconds)
 
 
 def pool_status(turn: Turn, memory: PoolMemory) -> dict[str, Any] | None:
