@@ -273,3 +273,25 @@ def test_priority_elevation_and_the_urls_case(
     )
     control.advance(2)
     assert _stdout(batch, "high", "upper") == "batchcert 0 MISSING\nbatchcert done\n"
+
+
+def test_jobs_are_listed_by_id_prefix_and_state_with_select(
+    batch: Any, demo: dict[str, Any], pool: str
+) -> None:
+    """Job_List ``$filter`` with the Batch docs' ``startswith(id, '...')`` (and ``state eq``),
+    ``$select`` honoured; a filter the simulator does not model is refused, never ignored."""
+    for job_id in ("bcv-uid1-a", "bcv-uid1-b", "bcv-uid2-a", "user-job"):
+        batch.create_job({"id": job_id, "poolInfo": {"poolId": pool}})
+    batch.begin_delete_job("bcv-uid1-b")
+    listed = list(batch.list_jobs(filter="startswith(id, 'bcv-uid1-')", select=["id", "state"]))
+    assert sorted((j.id, j.state) for j in listed) == [
+        ("bcv-uid1-a", "active"),
+        ("bcv-uid1-b", "deleting"),
+    ]
+    assert all(set(j.as_dict()) == {"id", "state"} for j in listed)
+    active = batch.list_jobs(filter="startswith(id, 'bcv-') and state eq 'active'")
+    assert sorted(j.id for j in active) == ["bcv-uid1-a", "bcv-uid2-a"]
+    assert "user-job" in {j.id for j in batch.list_jobs()}
+    with pytest.raises(HttpResponseError) as refused:
+        list(batch.list_jobs(filter="endswith(id, 'a')"))
+    assert _code(refused) == (400, "InvalidQueryParameterValue")
