@@ -1,8 +1,8 @@
 """Batch data plane: the verification job and its tasks (azure-batch, async client).
 
 Used only when a BatchCertPool asks for node verification; it is the only code that needs
-Batch job/task *write* permission. Calls: list nodes (affinity ids and busy slots), create a
-run's job (``409 JobExists`` is *not* success: the caller reads the job and checks it is its
+Batch job/task *write* permission. Calls: list nodes (affinity ids and busy slots), list the
+jobs named with the operator's own prefix for an object, create a run's job (``409 JobExists`` is *not* success: the caller reads the job and checks it is its
 own), get a job, add/list tasks, download a task's ``stdout.txt`` (capped), begin deleting a job
 (the SDK's poller is not awaited: the handler never waits on Azure).
 
@@ -73,6 +73,23 @@ class BatchTasksAdapter:
                 return None
             raise
         return _as_dict(job)
+
+    async def list_jobs(self, endpoint: str, id_prefix: str) -> list[dict[str, Any]]:
+        """Jobs whose id starts with ``id_prefix`` (id, state, pool, metadata): the operator's
+        own naming, so a restart finds its leftover jobs with one filtered request. Batch
+        filters ids with OData ``startswith`` ("Create queries to list Batch resources
+        efficiently": ``startswith(id, 'renderTask')``)."""
+        if "'" in id_prefix:
+            raise ValueError("a job id prefix never holds a quote")
+        client = self._clients.batch(endpoint)
+        async with self._limit(endpoint), translating("batch", "jobs.list"):
+            return [
+                _as_dict(j)
+                async for j in client.list_jobs(
+                    filter=f"startswith(id, '{id_prefix}')",
+                    select=["id", "state", "poolInfo", "metadata"],
+                )
+            ]
 
     async def add_task(self, endpoint: str, job_id: str, body: dict[str, Any]) -> None:
         client = self._clients.batch(endpoint)
