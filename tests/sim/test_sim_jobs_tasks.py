@@ -295,3 +295,15 @@ def test_jobs_are_listed_by_id_prefix_and_state_with_select(
     with pytest.raises(HttpResponseError) as refused:
         list(batch.list_jobs(filter="endswith(id, 'a')"))
     assert _code(refused) == (400, "InvalidQueryParameterValue")
+
+
+def test_another_tenant_can_win_the_race_for_a_job_id(batch: Any, control: Any, pool: str) -> None:
+    """``foreignJobIdRegex``: the next add of a matching id meets a job someone else created
+    with it (409 JobExists; no metadata), once; the next matching add is the caller's own."""
+    control.set_settings(foreignJobIdRegex="^bcv-race-")
+    with pytest.raises(HttpResponseError) as taken:
+        batch.create_job({"id": "bcv-race-1", "poolInfo": {"poolId": pool}})
+    assert _code(taken) == (409, "JobExists")
+    foreign = batch.get_job("bcv-race-1").as_dict()
+    assert foreign["poolInfo"] == {"poolId": pool} and "metadata" not in foreign
+    batch.create_job({"id": "bcv-race-2", "poolInfo": {"poolId": pool}})  # once only

@@ -283,7 +283,9 @@ async def respond(
     now = sim.clock.timestamp()
     advance(sim, account)
     if operation == "Job_Add":
-        return _add_job(account, await _body(request), base, now)
+        body = await _body(request)
+        _let_another_tenant_win(sim, account, body, now)
+        return _add_job(account, body, base, now)
     if operation == "Job_List":
         return _list_jobs(account, request, base)
     job = account.jobs.get(params["jobId"].lower())
@@ -490,6 +492,24 @@ def _check_id(value: Any, what: str) -> str:
             [{"key": "PropertyName", "value": what}],
         )
     return value
+
+
+def _let_another_tenant_win(
+    sim: Simulation, account: BatchAccount, body: JsonDict, now: float
+) -> None:
+    """Control setting ``foreignJobIdRegex``: the next add of a job whose id matches meets a
+    job another tenant of the account created with that id just before (no metadata; on the
+    same pool), as any caller sharing an account can; the add then answers 409 JobExists."""
+    regex, job_id = sim.world.foreign_job_id_regex, body.get("id")
+    if regex is None or not isinstance(job_id, str) or not re.search(regex, job_id):
+        return
+    sim.world.foreign_job_id_regex = None
+    pool_id = str((body.get("poolInfo") or {}).get("poolId") or "")
+    if job_id.lower() not in account.jobs:
+        foreign = {"id": job_id, "poolInfo": {"poolId": pool_id}}
+        account.jobs[job_id.lower()] = BatchJob(
+            job_id, pool_id, foreign, _etag(now, job_id + "-foreign"), now
+        )
 
 
 def _add_job(account: BatchAccount, body: JsonDict, base: str, now: float) -> web.Response:
