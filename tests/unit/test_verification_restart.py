@@ -21,7 +21,7 @@ from batchcert.conditions import NODES_READY, ConditionUpdate
 from batchcert.models.spec import parse_spec
 from batchcert.reasons import NodesReason
 from batchcert.reconcile.verification import PoolFacts, Verifier
-from batchcert.reconcile.verification_run import RunContext, sweep_leftover_jobs
+from batchcert.reconcile.verification_run import sweep_leftover_jobs
 from batchcert.translate.verification_task import (
     OWNER_UID_KEY,
     POOL_KEY,
@@ -204,16 +204,8 @@ def test_leftover_jobs_of_an_earlier_process_go_and_no_other_job_is_touched() ->
     elsewhere = _job(build_job_id(UID, T0 + timedelta(minutes=5)), pool="other")
     marked_other = dict(elsewhere, poolInfo={"poolId": "p"})  # metadata names another pool
     batch = RecordingBatch([ours_active, ours_completed, current, going, foreign, marked_other])
-    ctx = RunContext(
-        account="acct",
-        uid=UID,
-        pool_id="p",
-        certificates=1,
-        task_timeout=timedelta(minutes=10),
-        task_timeout_text="PT600S",
-        node_ids=frozenset(NODES),
-    )
-    deleted = asyncio.run(sweep_leftover_jobs(batch, ctx, keep=current["id"]))  # type: ignore[arg-type]
+    sweep = sweep_leftover_jobs(batch, "acct", UID, "p", keep=current["id"])  # type: ignore[arg-type]
+    deleted = asyncio.run(sweep)
     assert deleted == [ours_active["id"], ours_completed["id"]]
     assert batch.calls == [
         ("list_jobs", f"bcv-{UID}-"),
@@ -222,3 +214,16 @@ def test_leftover_jobs_of_an_earlier_process_go_and_no_other_job_is_touched() ->
     ]
     marks = {m["name"]: m["value"] for m in ours_active["metadata"]}
     assert marks == {OWNER_UID_KEY: UID, POOL_KEY: "p"}
+
+
+def test_deleting_the_object_after_a_restart_takes_its_leftover_jobs_only() -> None:
+    ours = _job(build_job_id(UID, T0))
+    foreign = {"id": build_job_id(UID, T0 + timedelta(minutes=1)), "poolInfo": {"poolId": "p"}}
+    batch = RecordingBatch([ours, foreign])
+
+    async def endpoint() -> str:
+        return "acct"
+
+    verifier = Verifier(batch, _Vault(), poll_seconds=15, retry_cap_seconds=300)  # type: ignore[arg-type]
+    asyncio.run(verifier.delete_job("ns/p", endpoint, owner=(UID, "p")))
+    assert batch.calls == [("list_jobs", f"bcv-{UID}-"), ("delete_job", ours["id"])]

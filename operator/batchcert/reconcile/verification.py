@@ -224,7 +224,10 @@ class Verifier:
             )
             if not progress.swept:
                 keep = progress.run.job_id if progress.run is not None else None
-                for job_id in await sweep_leftover_jobs(self._tasks, ctx, keep):
+                left = sweep_leftover_jobs(
+                    self._tasks, ctx.account, ctx.uid, ctx.pool_id, keep=keep
+                )
+                for job_id in await left:
                     log.info("verification of %s: deleted leftover job %s", pool.key, job_id)
                 progress.swept = True
             await self._poll(progress, ctx, now, mono)
@@ -342,16 +345,24 @@ class Verifier:
         self,
         key: str,
         endpoint: Callable[[], Awaitable[str]],
+        *,
+        owner: tuple[str, str] | None = None,
     ) -> None:
-        """Best effort, with the object: the job of a run in progress, which this operator
-        created (a run only exists once its job was created or proven ours)."""
+        """Best effort, with the object (or verification turned off): the job of a run in
+        progress, which this operator created; with ``owner`` (uid, pool id) also every job of
+        this object an earlier process left (a restart mid-run), each checked as ours."""
         progress = self._pools.pop(key, None)
-        if progress is None or progress.run is None:
+        run = progress.run if progress is not None else None
+        if run is None and owner is None:
             return
         try:
-            await self._tasks.begin_delete_job(await endpoint(), progress.run.job_id)
+            account = await endpoint()
+            if run is not None:
+                await self._tasks.begin_delete_job(account, run.job_id)
+            if owner is not None:
+                await sweep_leftover_jobs(self._tasks, account, *owner, keep=None)
         except AzureCallError as exc:
-            log.warning("deleting the verification job of %s: %s", key, exc.message)
+            log.warning("deleting the verification jobs of %s: %s", key, exc.message)
 
 
 def _restored(

@@ -179,21 +179,19 @@ async def poll_run(
 
 
 async def sweep_leftover_jobs(
-    tasks: BatchTasksAdapter, ctx: RunContext, keep: str | None
+    tasks: BatchTasksAdapter, account: str, uid: str, pool_id: str, *, keep: str | None
 ) -> list[str]:
     """Delete this object's jobs left by an earlier process (a restart mid-run), found by the
     operator's own id prefix and each checked as ours (metadata and ``poolInfo.poolId``); a job
     that fails the check, or ``keep`` (the current run's), is never touched. The ids deleted."""
     deleted = []
-    for job in await tasks.list_jobs(ctx.account, build_job_prefix(ctx.uid)):
+    for job in await tasks.list_jobs(account, build_job_prefix(uid)):
         job_id = job.get("id")
         if not isinstance(job_id, str) or job_id == keep:
             continue
-        if str(job.get("state", "")).lower() == "deleting" or not is_own_job(
-            job, ctx.uid, ctx.pool_id
-        ):
+        if str(job.get("state", "")).lower() == "deleting" or not is_own_job(job, uid, pool_id):
             continue
-        await tasks.begin_delete_job(ctx.account, job_id)
+        await tasks.begin_delete_job(account, job_id)
         deleted.append(job_id)
     return deleted
 

@@ -72,4 +72,9 @@ class VerificationStep:
     async def delete(self, obj: ObjectView, spec: BatchCertPoolSpec) -> None:
         """The job of a run in progress goes with the object whatever its deletionPolicy: it is
         this operator's own, never the user's (Retain keeps the pool, not our jobs)."""
-        await self._verifier.delete_job(obj.key, lambda: self._facts.account_endpoint(spec.account))
+        # Jobs an earlier process left (a restart mid-run) go too: looked for by the operator's
+        # own prefix only when this object verifies (else it never made any).
+        owner = (obj.uid, spec.resolved_pool_name(obj.name)) if spec.verification.enabled else None
+        await self._verifier.delete_job(
+            obj.key, lambda: self._facts.account_endpoint(spec.account), owner=owner
+        )
