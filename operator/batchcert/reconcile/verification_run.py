@@ -222,9 +222,9 @@ async def _take_result(
     try:
         stdout = await tasks.read_stdout(ctx.account, run.job_id, str(task["id"]))
     except AzureCallError as exc:
-        # A streamed download's error body is not parsed by the SDK (the code is lost): any
-        # 404 or 409 on the file is "gone" (TaskFilesUnavailable, TaskFilesCleanedup,
-        # NodeNotReady are all 409s).
+        # The adapter reads the code of a streamed download's error; should it be unreadable,
+        # any 404 or 409 on the file is still "gone" (TaskFilesUnavailable,
+        # TaskFilesCleanedup, NodeNotReady are all 409s).
         if is_gone(exc) or exc.status == 409:
             log.info("output of %s gone (%s): no proof for %s", task["id"], exc.status, ran_on)
             return None
