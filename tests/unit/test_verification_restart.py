@@ -227,3 +227,37 @@ def test_deleting_the_object_after_a_restart_takes_its_leftover_jobs_only() -> N
     verifier = Verifier(batch, _Vault(), poll_seconds=15, retry_cap_seconds=300)  # type: ignore[arg-type]
     asyncio.run(verifier.delete_job("ns/p", endpoint, owner=(UID, "p")))
     assert batch.calls == [("list_jobs", f"bcv-{UID}-"), ("delete_job", ours["id"])]
+
+
+def test_a_first_turn_without_the_node_list_keeps_the_record_and_restores_on_the_next() -> None:
+    """The node reading failed on the first turn after a restart: the record is kept as it is
+    (no run, no sweep yet), and the next turn, with the nodes, restores from it."""
+    batch = RecordingBatch()
+    verifier = Verifier(batch, _Vault(), poll_seconds=15, retry_cap_seconds=300)  # type: ignore[arg-type]
+
+    async def endpoint() -> str:
+        return "acct"
+
+    def turn(nodes: dict[str, str | None]) -> Any:
+        return asyncio.run(
+            verifier.step(
+                pool=PoolFacts(key="ns/p", uid=UID, object_name="p", owned=True),
+                spec=_spec(),
+                endpoint=endpoint,
+                cert_items=[ITEM],
+                nodes_status={"total": len(nodes)},
+                node_states=nodes,
+                condition=ConditionUpdate(NODES_READY, True, NodesReason.EXTENSION_SUCCEEDED, ""),
+                old_conditions=[],
+                now=T0 + timedelta(hours=1),
+                mono=1000.0,
+                recorded=_record(),
+            )
+        )
+
+    status, _, _ = turn({})
+    assert status["verification"] == _record() and batch.calls == []
+    status, condition, _ = turn(dict(NODES))
+    assert status["verification"] == _record()
+    assert condition.reason == NodesReason.ROTATION_VERIFIED
+    assert [c[0] for c in batch.calls] == ["list_jobs"]

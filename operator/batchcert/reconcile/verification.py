@@ -159,9 +159,11 @@ class Verifier:
         plan = build_run_plan(spec, cert_items)
         progress = self._pools.get(pool.key)
         if progress is None:
-            progress = self._pools[pool.key] = _restored(
-                spec, plan, cert_items, recorded, node_states
-            )
+            progress = _restored(spec, plan, cert_items, recorded, node_states)
+            if progress is None:  # the turn lacks the nodes or certificates the record
+                # speaks of: keep the record as it is, and restore from it on a later turn
+                return dict(nodes_status, verification=dict(recorded or {})), condition, []
+            self._pools[pool.key] = progress
         for gone in set(progress.proofs) - set(node_states):
             progress.proofs.pop(gone)  # a node that left is neither stale nor unverified
             progress.attempted.pop(gone, None)
@@ -371,8 +373,12 @@ def _restored(
     cert_items: list[dict[str, Any]],
     recorded: dict[str, Any] | None,
     node_states: dict[str, str | None],
-) -> _PoolProgress:
-    """The first turn in this process: progress as the status the last one wrote records it."""
+) -> _PoolProgress | None:
+    """The first turn in this process: progress as the status the last one wrote records it;
+    None while the turn lacks what the record speaks of (the node list, a certificate)."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    if not recorded.get("lastRunTime"):
+        return _PoolProgress()  # nothing recorded: nothing to restore
     certificates = [
         RecordedCertificate(
             cert.cert_name,
@@ -381,8 +387,10 @@ def _restored(
         )
         for i, (cert, item) in enumerate(zip(spec.certificates, cert_items, strict=False))
     ]
-    if len(certificates) != len(spec.certificates):
-        return _PoolProgress()  # certificates not all read yet: nothing to stand on
+    counts = [recorded.get(k) for k in ("current", "stale", "unverified")]
+    nodes_recorded = sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool))
+    if len(certificates) != len(spec.certificates) or (nodes_recorded > 0 and not node_states):
+        return None
     proofs, last = restore_proofs(recorded, list(node_states), certificates)
     attempted = dict.fromkeys(proofs, last) if last is not None else {}
     return _PoolProgress(proofs=proofs, attempted=attempted, last_run_time=last)
