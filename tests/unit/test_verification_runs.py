@@ -6,7 +6,9 @@ deleted); only tasks this run added, with the command it set, are read (a plante
 task whose command was changed are ignored); gone output and churn — ``404`` and ``409``
 ``TaskFilesUnavailable``/``TaskFilesCleanedup``/``NodeNotReady`` on stdout, a task that ran on a
 node that has left, a job being deleted — are "no proof" and the run goes on and ends (its job
-deleted); hostile Batch answers (random shapes) never raise anything but ``AzureCallError``.
+deleted); a task queued for a busy slot is kept until its job's own limit and the poll says
+when every task waits (the caller backs off); hostile Batch answers (random shapes) never raise
+anything but ``AzureCallError``.
 """
 
 from __future__ import annotations
@@ -353,3 +355,59 @@ def test_turning_verification_off_mid_run_deletes_that_runs_job_only() -> None:
         )
     )
     assert batch.calls == [("delete_job", "bcv-ours")]
+
+
+def test_polls_back_off_while_every_task_waits_and_quicken_once_one_runs() -> None:
+    """A run whose task is queued behind a busy slot is listed ever less often (up to ~30 s),
+    and at the busy interval again once the task runs; the object wakes for the next poll."""
+    from batchcert.conditions import NODES_READY, ConditionUpdate
+    from batchcert.reconcile.verification import PoolFacts, Verifier
+    from batchcert.translate.verification_task import build_task_id
+
+    class Nodes(FakeBatch):
+        async def list_nodes(self, endpoint: str, pool_id: str) -> list[dict[str, Any]]:
+            return [{"id": "n1", "affinityId": "TVM:n1", "state": "running"}]
+
+    async def endpoint() -> str:
+        return "acct"
+
+    batch = Nodes()
+    verifier = Verifier(batch, _Vault(), poll_seconds=1, retry_cap_seconds=60)  # type: ignore[arg-type]
+
+    def turn(second: int) -> None:
+        asyncio.run(
+            verifier.step(
+                pool=PoolFacts(key="ns/p", uid=UID, object_name="p", owned=True),
+                spec=_spec(),
+                endpoint=endpoint,
+                cert_items=[{"thumbprint": NEW, "version": "v2"}],
+                nodes_status={"total": 1},
+                node_states={"n1": "running"},
+                condition=ConditionUpdate(NODES_READY, True, "ExtensionSucceeded", "ok"),
+                old_conditions=[],
+                now=T0 + timedelta(seconds=second),
+                mono=100.0 + second,
+            )
+        )
+
+    turn(0)
+    run = verifier._pools["ns/p"].run
+    assert run is not None
+    queued = {
+        "id": build_task_id("n1", 1),
+        "state": "active",
+        "commandLine": run.command,
+        "creationTime": T0.isoformat(),
+    }
+    batch.tasks = [queued]
+    for second in range(1, 301):
+        turn(second)
+    waiting_polls = batch.calls.count(("list_tasks", run.job_id))
+    assert 8 <= waiting_polls <= 20, waiting_polls  # every second would be 300
+    wake = verifier.wake_at("ns/p")
+    assert wake is not None and 100.0 + 300 < wake <= 100.0 + 300 + 30
+    batch.tasks = [dict(queued, state="running")]
+    for second in range(301, 361):
+        turn(second)
+    running_polls = batch.calls.count(("list_tasks", run.job_id)) - waiting_polls
+    assert running_polls >= 25, running_polls  # about every second once it runs

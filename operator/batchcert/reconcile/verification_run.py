@@ -19,8 +19,8 @@ tasks this run added, still carrying the command line it set, are read.
 
 Batch's ordinary conditions end a node's part of a run as "no proof, retried later", never as
 a failure of the reconcile: a task file gone (``404``, ``409 TaskFilesUnavailable``,
-``TaskFilesCleanedup``, ``NodeNotReady``), a task that ran on a node that has left, a task that
-waited longer than ``taskTimeout`` for a slot, the job gone or being deleted.
+``TaskFilesCleanedup``, ``NodeNotReady``), a task that ran on a node that has left, a task still
+queued or hung past the job's own limit, the job gone or being deleted.
 
 Invariants: never waits on Azure; every Batch failure other than those is an ``AzureCallError``
 for the caller's backoff; nothing read from Batch raises anything else.
