@@ -56,7 +56,7 @@ from batchcert.conditions import NODES_READY, ConditionUpdate, get_condition
 from batchcert.errors import AzureCallError, Backoff, Classification, classify
 from batchcert.models.spec import BatchCertPoolSpec
 from batchcert.models.timestamps import parse_rfc3339
-from batchcert.reasons import NodesReason
+from batchcert.reasons import EventType, NodesReason
 from batchcert.reconcile.outcome import Event
 from batchcert.reconcile.verification_run import (
     ForeignJobError,
@@ -192,7 +192,7 @@ class Verifier:
             new_condition.reason == NodesReason.ROTATION_VERIFIED
             and before.get("reason") != NodesReason.ROTATION_VERIFIED
         ):
-            events.append(Event("Normal", "NodesVerified", new_condition.message))
+            events.append(Event(EventType.NORMAL, "NodesVerified", new_condition.message))
         return dict(nodes_status, verification=status), new_condition, events
 
     async def _act(
