@@ -186,13 +186,7 @@ class Verifier:
             total=len(node_states),
             require_proof=spec.verification.require_proof,
         )
-        events: list[Event] = []
-        before = get_condition(old_conditions, NODES_READY) or {}
-        if (
-            new_condition.reason == NodesReason.ROTATION_VERIFIED
-            and before.get("reason") != NodesReason.ROTATION_VERIFIED
-        ):
-            events.append(Event(EventType.NORMAL, "NodesVerified", new_condition.message))
+        events = _verified_event(old_conditions, new_condition)
         return dict(nodes_status, verification=status), new_condition, events
 
     async def _act(
@@ -365,6 +359,15 @@ class Verifier:
                 await sweep_leftover_jobs(self._tasks, account, *owner, keep=None)
         except AzureCallError as exc:
             log.warning("deleting the verification jobs of %s: %s", key, exc.message)
+
+
+def _verified_event(old_conditions: list[dict[str, Any]], new: ConditionUpdate) -> list[Event]:
+    """``NodesVerified`` when NodesReady turns ``RotationVerified`` (not on every turn, nor on a
+    restart that finds it so already)."""
+    before = get_condition(old_conditions, NODES_READY) or {}
+    if new.reason != NodesReason.ROTATION_VERIFIED or before.get("reason") == new.reason:
+        return []
+    return [Event(EventType.NORMAL, "NodesVerified", new.message)]
 
 
 def _restored(

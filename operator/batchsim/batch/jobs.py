@@ -316,15 +316,9 @@ async def respond(
         advance(sim, account)  # a free node starts it at once
         return response
     if operation == "Task_List":
-        return _json(
-            {
-                "odata.metadata": f"{base}/$metadata#tasks",
-                "value": [
-                    _select(_render_task(job, t, account, base), selected)
-                    for t in job.tasks.values()
-                ],
-            }
-        )
+        rendered = [_render_task(job, t, account, base) for t in job.tasks.values()]
+        listed = [_select(t, selected) for t in rendered]
+        return _json({"odata.metadata": f"{base}/$metadata#tasks", "value": listed})
     task = job.tasks.get(params["taskId"].lower())
     if task is None:
         raise BatchError(404, "TaskNotFound", "The specified task does not exist.")
@@ -333,6 +327,19 @@ async def respond(
     if operation == "Task_Delete":
         job.tasks.pop(task.task_id.lower(), None)
         return web.Response(status=200, headers={"DataServiceVersion": "3.0"})
+    return _serve_file(account, job, task, operation, params.get("path", ""), base, now)
+
+
+def _serve_file(
+    account: BatchAccount,
+    job: BatchJob,
+    task: BatchTask,
+    operation: str,
+    path: str,
+    base: str,
+    now: float,
+) -> web.Response:
+    """File_ListFromTask, File_GetFromTask and File_GetPropertiesFromTask of one task."""
     if task.start_time is None:
         raise BatchError(404, "TaskFileNotFound", "The specified file does not exist.")
     _check_files_available(account, job, task, now)
@@ -355,7 +362,7 @@ async def respond(
         ]
         listed.append({"name": "wd", "url": f"{task_url}/files/wd", "isDirectory": True})
         return _json({"odata.metadata": f"{base}/$metadata#files", "value": listed})
-    name = params["path"]
+    name = path
     if name not in files:
         raise BatchError(404, "FileNotFound", "The specified file does not exist.")
     content = files[name].encode()
