@@ -13,7 +13,8 @@ Batch requests per verification run per node; ownership — another tenant's job
 (file names keep the URL's case) with the account's active job quota one above what others use,
 and no job of ours is left active between runs; a task's output gone (409 TaskFilesUnavailable)
 and a node leaving mid-run (its task running) never stall the run, and the node that left is
-counted nowhere; another tenant's job taking the very id of a run (409 JobExists) is left
+counted nowhere; a task planted in a run's own job (with its command line) is never read;
+another tenant's job taking the very id of a run (409 JobExists) is left
 untouched and the run retried under a new name; a restart mid-run deletes the old run's job (not
 another tenant's job carrying our prefix), and a restart on a Ready verified pool writes no
 status, posts no Event and starts no run.
@@ -828,3 +829,62 @@ def test_a_restart_sweeps_the_runs_leftover_job_and_leaves_a_verified_pool_as_it
     assert started == [], started
     assert "Traceback" not in stack.operator.log()
     stack.cluster.kubectl("delete", "bcp", "verrs", "-n", ns, "--wait=true", "--timeout=90s")
+
+
+def test_a_task_planted_in_a_run_of_ours_is_never_read(stack: OperatorStack) -> None:
+    """Someone with job permissions on the account adds a task to our run's job, with our very
+    command line: the operator reads only the tasks it added, so the planted one is never
+    listed as evidence, its files never read, and the run ends (its job deleted) regardless."""
+    ns, demo = stack.namespace("verplant"), stack.demo
+    cert = f"plant-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.apply(
+        stack.manifest(
+            "verplant",
+            ns,
+            certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+            verification={"enabled": True, "taskTimeout": "PT1M"},
+        )
+    )
+    stack.wait_until(
+        "the node proven current",
+        lambda: _verification(stack, "verplant", ns).get("current") == 1,
+        name="verplant",
+        namespace=ns,
+        timeout=150,
+    )
+    uid = stack.get("verplant", ns)["metadata"]["uid"]
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verplant")
+    (node,) = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
+    stack.control.set_node(*ids, node_id=node, busySlots=1)
+    stack.control.renew_certificate(demo["vault"], cert)
+    stack.wait_until(
+        "a run in progress (its task queued behind the busy slot)",
+        lambda: bool(_our_jobs(stack, uid)),
+        name="verplant",
+        namespace=ns,
+        timeout=150,
+    )
+    (job_id,) = _our_jobs(stack, uid)
+    (added,) = stack.control.requests(operation="Task_Add", pathRegex=f"/jobs/{job_id}/")
+    ours = json.loads(added["body"]) if isinstance(added["body"], str) else added["body"]
+    _batch(stack).create_task(job_id, {"id": "bcv-planted", "commandLine": ours["commandLine"]})
+    stack.control.set_node(*ids, node_id=node, busySlots=0)
+    stack.wait_until(
+        "NodesReady=True RotationVerified from its own task",
+        lambda: _nodes_ready(stack, "verplant", ns) == ("True", "RotationVerified"),
+        name="verplant",
+        namespace=ns,
+        timeout=200,
+    )
+    stack.wait_until(
+        "the run's job deleted",
+        lambda: job_id not in _our_jobs(stack, uid),
+        name="verplant",
+        namespace=ns,
+        timeout=60,
+    )
+    read = stack.control.requests(service="batch", pathRegex="/tasks/bcv-planted")
+    assert read == [], read
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "verplant", "-n", ns, "--wait=true", "--timeout=90s")
