@@ -261,3 +261,10 @@ def test_a_first_turn_without_the_node_list_keeps_the_record_and_restores_on_the
     assert status["verification"] == _record()
     assert condition.reason == NodesReason.ROTATION_VERIFIED
     assert [c[0] for c in batch.calls] == ["list_jobs"]
+
+
+def test_nodes_verified_is_posted_when_the_condition_turns_so_and_only_then() -> None:
+    pending = ConditionUpdate(NODES_READY, False, NodesReason.VERIFICATION_PENDING, "x")
+    _, condition, events = _turn(RecordingBatch(), _record(), pending, T0 + timedelta(hours=2))
+    assert condition.reason == NodesReason.ROTATION_VERIFIED
+    assert [(e.type, e.reason) for e in events] == [("Normal", "NodesVerified")]
