@@ -8,12 +8,9 @@ Each tick of a pool with ``spec.verification.enabled`` (after the node reading):
    while every task waits for a slot: its proofs are kept per node (the node the task
    *actually* ran on: affinity is soft), and the run's job is deleted once every task has an
    answer;
-3. with no run in progress, a new run starts on every node that is due — no proof yet (new
-   node), the last rotation's polling interval has passed since its proof, ``interval`` has
-   passed, or its last proof was not current and a polling interval has passed — unless the
-   node was tried within ``min(polling interval, interval)``; busy nodes get their task too
-   (the job's priority puts it first when a slot frees; a task waits until its job's own
-   ``maxWallClockTime``, ``verification_run.run_limit``);
+3. with no run in progress, a new run starts on every node that is due
+   (``assess.verification.due_nodes``); busy nodes get their task too (the job's priority puts
+   it first when a slot frees; it waits until the job's own limit, ``run_limit``);
 4. what each node holds is compared with the certificate's versions in Key Vault (listed once
    per current version, metadata only) into ``status.nodes.verification`` and ``NodesReady``
    (see ``assess.verification``). Nodes that left the pool are forgotten, never counted.
@@ -164,6 +161,11 @@ class Verifier:
                 # speaks of: keep the record as it is, and restore from it on a later turn
                 return dict(nodes_status, verification=dict(recorded or {})), condition, []
             self._pools[pool.key] = progress
+            log.info(
+                "verification of %s: %d node proofs restored from status",
+                pool.key,
+                len(progress.proofs),
+            )
         for gone in set(progress.proofs) - set(node_states):
             progress.proofs.pop(gone)  # a node that left is neither stale nor unverified
             progress.attempted.pop(gone, None)
