@@ -23,8 +23,7 @@ id prefix, each checked as ours; never one that fails the check).
 
 Invariants: never waits on Azure (tasks are polled on later ticks); never blocks or fails the
 reconcile — a Batch or Key Vault failure is recorded in ``lastError`` and retried with backoff,
-and nothing a task prints, Batch answers or a status holds raises out of here; per-pool
-progress is in memory, rebuilt from status after a restart.
+and nothing a task prints, Batch answers or a status holds raises out of here.
 """
 
 from __future__ import annotations
