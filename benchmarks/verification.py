@@ -6,11 +6,13 @@ simulator (its own latencies: 0.1 s per Batch data-plane request, as ``run.py`` 
 1. **idle nodes**: a renewal → every node proven current (``status.nodes.verification.current``
    = nodes, ``NodesReady`` ``RotationVerified``); target ≤ the extension's polling interval
    + 60 s;
-2. **every slot busy** (each node's one task slot held by the user's work across the renewal):
-   ``Ready`` again within polling interval + ``taskTimeout`` + 30 s (``requireProof: false``:
-   ``RotationUnverified``), and proof within 60 s after the slots free;
+2. **every slot busy** (each node's one task slot held by the user's work across the renewal,
+   for ``BUSY_HOLD_SECONDS`` after it): ``Ready`` again within polling interval + ``taskTimeout``
+   + 30 s (``requireProof: false``: ``RotationUnverified``), and proof within 60 s after the
+   slots free;
 3. **cost**: Batch data-plane requests of verification (jobs, tasks, task files) per node per run,
-   target ≤ 3, from the simulator's request log; node and extension reads are the node pass's and
+   target ≤ 3, from the simulator's request log, idle and with every slot busy (where the run's
+   tasks wait queued and its polls back off); node and extension reads are the node pass's and
    are counted apart;
 4. **standing jobs**: active Batch jobs for the pool while no run is in progress, target 0, from
    the simulator's world.
@@ -40,6 +42,7 @@ from latencies import LATENCIES  # noqa: E402
 POLLING_SECONDS = 60  # the smallest pollingIntervalSeconds the CRD allows
 TASK_TIMEOUT = "PT1M"
 TASK_TIMEOUT_SECONDS = 60
+BUSY_HOLD_SECONDS = 240  # slots held this long after the renewal: waiting is what costs polls
 NAMESPACE = "bench-verify"
 POOL = "verified"
 # What the node pass reads (counted apart: it is not verification's cost).
@@ -190,6 +193,7 @@ def measure(nodes: int, out: Path | None) -> dict[str, Any]:
 
             # --- 2. every slot busy across a renewal --------------------------------------
             bench.set_busy(1)
+            since = bench.last_seq()
             renewed_at = time.monotonic()
             stack.control.renew_certificate(demo["vault"], bench.cert)
             not_ready = wait_for(
@@ -211,6 +215,8 @@ def measure(nodes: int, out: Path | None) -> dict[str, Any]:
                 "target_seconds": POLLING_SECONDS + TASK_TIMEOUT_SECONDS + 30,
             }
             log(f"  busy: renewal -> Ready in {busy_ready} s ({results['busy']['ready_reason']})")
+            time.sleep(max(0.0, renewed_at + BUSY_HOLD_SECONDS - time.monotonic()))
+            results["busy"]["slots_held_seconds"] = time.monotonic() - renewed_at
             bench.set_busy(0)
             freed = wait_for("proof after the slots free", bench.all_current, 300)
             results["busy"]["slots_freed_to_all_proven_seconds"] = freed
@@ -218,6 +224,12 @@ def measure(nodes: int, out: Path | None) -> dict[str, Any]:
             log(f"  busy: slots freed -> every node proven in {freed} s")
             wait_for("no run in progress", lambda: bench.active_jobs() == 0, 120)
             results["active_jobs_after_busy_run"] = bench.active_jobs()
+            requests = bench.verification_requests(since)
+            total, tasks = sum(requests.values()), max(1, requests.get("Task_Add", 0))
+            results["busy"]["verification_requests"] = requests
+            results["busy"]["runs"] = tasks / nodes
+            results["busy"]["requests_per_node_per_run"] = total / tasks
+            log(f"  busy: verification requests {requests}: {total / tasks:.2f}/node/run")
             results["operator_alive"] = op.is_running()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

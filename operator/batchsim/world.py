@@ -337,6 +337,9 @@ class World:
     # How long a new role assignment takes to reach the data planes (Azure RBAC docs: "up to
     # 10 minutes"); simulated seconds, settable for tests.
     role_assignment_delay_s: float = 120.0
+    # A test's other tenant winning a race for a job id: the next job add whose id matches this
+    # regex finds a job of someone else's with that id already there (then it is cleared).
+    foreign_job_id_regex: str | None = None
 
     # --- look-ups -------------------------------------------------------------------------
 

@@ -11,15 +11,23 @@ Batch requests per verification run per node; ownership — another tenant's job
 (named as the old default, holding a planted task) and a second object claiming the pool
 (``PoolNotOwned``) are never read, added to or deleted; a mixed-case vault URL is proven current
 (file names keep the URL's case) with the account's active job quota one above what others use,
-and no job of ours is left active between runs.
+and no job of ours is left active between runs; a task's output gone (409 TaskFilesUnavailable)
+and a node leaving mid-run (its task running) never stall the run, and the node that left is
+counted nowhere; a task planted in a run's own job (with its command line) is never read;
+another tenant's job taking the very id of a run (409 JobExists) is left
+untouched and the run retried under a new name; a restart mid-run deletes the old run's job (not
+another tenant's job carrying our prefix), and a restart on a Ready verified pool writes no
+status, posts no Event and starts no run.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -555,3 +563,333 @@ def test_a_pool_recreated_while_its_old_job_is_deleting(stack: OperatorStack) ->
     assert not [r for r in refused if new_uid in r["path"] or old_uid in r["path"]], refused
     assert "Traceback" not in stack.operator.log()
     stack.cluster.kubectl("delete", "bcp", "verre", "-n", ns, "--wait=true", "--timeout=120s")
+
+
+def _our_jobs(stack: OperatorStack, uid: str, state: str | None = "active") -> list[str]:
+    return [j["id"] for j in _jobs(stack) if uid in j["id"] and state in (None, j["state"])]
+
+
+def _task_prefix(node_id: str) -> str:
+    """The operator's task id prefix for a node (``translate.verification_task``)."""
+    return "bcv-" + hashlib.sha1(node_id.encode(), usedforsecurity=False).hexdigest()[:20] + "-"
+
+
+def test_task_output_gone_and_a_node_removed_mid_run_never_stall_the_run(
+    stack: OperatorStack,
+) -> None:
+    """One node's finished task has its files gone when read (409 TaskFilesUnavailable, as on
+    real Batch once the node is reimaged or the retention passed); another node leaves the pool
+    while its task runs (the user scales down). The run completes, the job goes, the first node
+    is proven on the next run, and the node that left is counted nowhere."""
+    ns, demo = stack.namespace("vergone"), stack.demo
+    cert = f"gone-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    manifest = stack.manifest(
+        "vergone",
+        ns,
+        scale={"fixed": {"targetDedicatedNodes": 3}},
+        certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+        verification={"enabled": True, "taskTimeout": "PT1M"},
+    )
+    stack.apply(manifest)
+    stack.wait_until(
+        "every node proven current",
+        lambda: _verification(stack, "vergone", ns).get("current") == 3,
+        name="vergone",
+        namespace=ns,
+        timeout=150,
+    )
+    uid = stack.get("vergone", ns)["metadata"]["uid"]
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "vergone")
+    in_order = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
+    files_gone, leaving = in_order[0], in_order[-1]  # a shrink removes the newest node
+    stack.control.set_node(*ids, node_id=leaving, taskHang=True)  # still running when it goes
+    stack.control.add_fault(
+        match={
+            "service": "batch",
+            "method": "GET",
+            "pathRegex": f"/jobs/bcv-{uid}-[0-9a-f]+/tasks/{_task_prefix(files_gone)}"
+            r"\d+/files/stdout\.txt$",
+        },
+        status=409,
+        body={
+            "odata.metadata": "https://x/$metadata#Microsoft.Azure.Batch.Protocol.Entities"
+            ".Container.errors/@Element",
+            "code": "TaskFilesUnavailable",
+            "message": {"lang": "en-US", "value": "The node files for the task are unavailable."},
+        },
+        count=1,
+    )
+    stack.control.renew_certificate(demo["vault"], cert)
+    stack.wait_until(
+        "the run's task running on the node about to leave",
+        lambda: any(
+            (t.get("nodeInfo") or {}).get("nodeId") == leaving and t["state"] == "running"
+            for t in _tasks(stack, ids)
+        ),
+        name="vergone",
+        namespace=ns,
+        timeout=150,
+    )
+    stack.apply(
+        dict(manifest, spec=dict(manifest["spec"], scale={"fixed": {"targetDedicatedNodes": 2}}))
+    )
+    stack.wait_until(
+        "NodesReady=True RotationVerified on the two nodes left",
+        lambda: (
+            _nodes_ready(stack, "vergone", ns) == ("True", "RotationVerified")
+            and _verification(stack, "vergone", ns).get("current") == 2
+        ),
+        name="vergone",
+        namespace=ns,
+        timeout=240,
+    )
+    verification = _verification(stack, "vergone", ns)
+    assert (verification["stale"], verification["unverified"]) == (0, 0), verification
+    assert "lastError" not in verification, verification
+    assert leaving not in {n["id"] for n in stack.control.pool(*ids)["nodes"]}
+    gone = stack.control.requests(service="batch", status=409, pathRegex=_task_prefix(files_gone))
+    assert gone, "the injected TaskFilesUnavailable was read"
+    stack.wait_until(
+        "no job of ours left active",
+        lambda: not _our_jobs(stack, uid),
+        name="vergone",
+        namespace=ns,
+        timeout=60,
+    )
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "vergone", "-n", ns, "--wait=true", "--timeout=90s")
+
+
+def test_a_job_id_taken_by_another_tenant_is_left_untouched_and_retried_under_another_name(
+    stack: OperatorStack,
+) -> None:
+    """Another tenant of the account creates a job with the very id the operator is about to
+    use (409 JobExists): the operator reads it, sees it is not its own, never adds to, lists or
+    deletes it, says so in lastError, and the next run uses a new name and proves the node."""
+    ns, demo = stack.namespace("vercoll"), stack.demo
+    cert = f"coll-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.apply(
+        stack.manifest(
+            "vercoll",
+            ns,
+            certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+            verification={"enabled": True, "taskTimeout": "PT1M"},
+        )
+    )
+    stack.wait_until(
+        "the node proven current",
+        lambda: _verification(stack, "vercoll", ns).get("current") == 1,
+        name="vercoll",
+        namespace=ns,
+        timeout=150,
+    )
+    uid = stack.get("vercoll", ns)["metadata"]["uid"]
+    stack.control.set_settings(foreignJobIdRegex=f"^bcv-{uid}-")
+    stack.control.renew_certificate(demo["vault"], cert)
+    stack.wait_until(
+        "NodesReady=True RotationVerified under a job of its own",
+        lambda: _nodes_ready(stack, "vercoll", ns) == ("True", "RotationVerified"),
+        name="vercoll",
+        namespace=ns,
+        timeout=200,
+    )
+    taken = [
+        r
+        for r in stack.control.requests(service="batch", operation="Job_Add", status=409)
+        if uid in str(r["body"])
+    ]
+    assert len(taken) == 1, taken
+    foreign = (
+        json.loads(taken[0]["body"])["id"]
+        if isinstance(taken[0]["body"], str)
+        else (taken[0]["body"]["id"])
+    )
+    jobs = {j["id"]: j for j in _jobs(stack)}
+    assert jobs[foreign]["state"] == "active" and jobs[foreign]["tasks"] == [], jobs[foreign]
+    touched = [
+        (r["method"], r["operation"])
+        for r in stack.control.requests(service="batch", pathRegex=f"/jobs/{foreign}")
+    ]
+    assert touched == [("GET", "Job_Get")], touched  # the ownership read, nothing else
+    assert "VerificationJobNotOwned" in stack.operator.log()
+    assert "lastError" not in _verification(stack, "vercoll", ns)  # cleared by the next run
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "vercoll", "-n", ns, "--wait=true", "--timeout=90s")
+    assert jobs[foreign]["id"] in {j["id"] for j in _jobs(stack)}  # still there, still theirs
+
+
+def _without_check_time(status: dict[str, Any]) -> dict[str, Any]:
+    nodes = {k: v for k, v in (status.get("nodes") or {}).items() if k != "lastCheckTime"}
+    return dict(status, nodes=nodes)
+
+
+def _restart_operator(stack: OperatorStack) -> None:
+    """Stop the operator process and start another in its place (the module's fixture stops
+    whichever one is current at the end)."""
+    from support.operator import start_operator
+
+    op = stack.operator
+    op.stop()
+    fresh = start_operator(stack.cluster.kubeconfig, Path(stack.sim.sim_json), op.log_path)
+    op.process = fresh.process
+
+
+def test_a_restart_sweeps_the_runs_leftover_job_and_leaves_a_verified_pool_as_it_was(
+    stack: OperatorStack,
+) -> None:
+    """Restart mid-run (its task queued behind a busy slot): the new process deletes the old
+    run's job (ours by metadata and pool) but not another tenant's job carrying our prefix, and
+    proves the node once the slot frees. Restart again on the Ready verified pool: the first
+    turns write no status and post no Event, and no run starts before one is due."""
+    ns, demo = stack.namespace("verrs"), stack.demo
+    cert = f"rs-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.apply(
+        stack.manifest(
+            "verrs",
+            ns,
+            certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+            verification={"enabled": True, "taskTimeout": "PT1M"},
+        )
+    )
+    stack.wait_until(
+        "the node proven current",
+        lambda: _verification(stack, "verrs", ns).get("current") == 1,
+        name="verrs",
+        namespace=ns,
+        timeout=150,
+    )
+    uid = stack.get("verrs", ns)["metadata"]["uid"]
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verrs")
+    (node,) = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
+    stack.control.set_node(*ids, node_id=node, busySlots=1)
+    stack.control.renew_certificate(demo["vault"], cert)
+    stack.wait_until(
+        "a run in progress (its job active, its task queued)",
+        lambda: bool(_our_jobs(stack, uid)),
+        name="verrs",
+        namespace=ns,
+        timeout=150,
+    )
+    (leftover,) = _our_jobs(stack, uid)
+    squatter = f"bcv-{uid}-planted"
+    _batch(stack).create_job({"id": squatter, "poolInfo": {"poolId": "verrs"}})
+
+    _restart_operator(stack)
+    stack.wait_until(
+        "the old run's job deleted by the new process",
+        lambda: leftover not in _our_jobs(stack, uid),
+        name="verrs",
+        namespace=ns,
+        timeout=90,
+    )
+    stack.control.set_node(*ids, node_id=node, busySlots=0)
+    stack.wait_until(
+        "NodesReady=True RotationVerified after the slot frees",
+        lambda: _nodes_ready(stack, "verrs", ns) == ("True", "RotationVerified"),
+        name="verrs",
+        namespace=ns,
+        timeout=200,
+    )
+    stack.wait_ready("verrs", ns, timeout=60)
+    stack.wait_until(
+        "no run of ours in progress",
+        lambda: _our_jobs(stack, uid) == [squatter],
+        name="verrs",
+        namespace=ns,
+        timeout=90,
+    )
+    touched = [r["method"] for r in stack.control.requests(pathRegex=f"/jobs/{squatter}")]
+    assert touched == [], touched  # found by the prefix listing, failed the check, untouched
+
+    # --- a restart on the Ready verified pool: nothing written, nothing posted --------------
+    time.sleep(5)  # let the last turn's write land
+    before = stack.get("verrs", ns)
+    events = len(stack.events(ns))
+    since = max((r["seq"] for r in stack.control.requests(limit=1)), default=0)
+    _restart_operator(stack)
+    stack.wait_until(
+        "the new process's first turn for the object (its leftover sweep)",
+        lambda: bool(
+            stack.control.requests(sinceSeq=since, operation="Job_List", pathRegex="/jobs")
+        ),
+        name="verrs",
+        namespace=ns,
+        timeout=90,
+    )
+    time.sleep(10)  # a few more turns
+    after = stack.get("verrs", ns)
+    # Verification's part and every condition as they were. The nodes step's own check time
+    # (status.nodes.lastCheckTime) is its business (issue 23), left out of this comparison.
+    was, now = _without_check_time(before["status"]), _without_check_time(after["status"])
+    assert now["nodes"].get("verification") == was["nodes"].get("verification")
+    assert now["conditions"] == was["conditions"]
+    assert now == was, {
+        k: (was.get(k), now.get(k)) for k in {*was, *now} if was.get(k) != now.get(k)
+    }
+    assert len(stack.events(ns)) == events, stack.events(ns)[events:]
+    started = stack.control.requests(sinceSeq=since, operation="Job_Add")
+    assert started == [], started
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "verrs", "-n", ns, "--wait=true", "--timeout=90s")
+
+
+def test_a_task_planted_in_a_run_of_ours_is_never_read(stack: OperatorStack) -> None:
+    """Someone with job permissions on the account adds a task to our run's job, with our very
+    command line: the operator reads only the tasks it added, so the planted one is never
+    listed as evidence, its files never read, and the run ends (its job deleted) regardless."""
+    ns, demo = stack.namespace("verplant"), stack.demo
+    cert = f"plant-{uuid.uuid4().hex[:6]}"
+    stack.control.add_certificate(demo["vault"], cert)
+    stack.apply(
+        stack.manifest(
+            "verplant",
+            ns,
+            certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
+            verification={"enabled": True, "taskTimeout": "PT1M"},
+        )
+    )
+    stack.wait_until(
+        "the node proven current",
+        lambda: _verification(stack, "verplant", ns).get("current") == 1,
+        name="verplant",
+        namespace=ns,
+        timeout=150,
+    )
+    uid = stack.get("verplant", ns)["metadata"]["uid"]
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verplant")
+    (node,) = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
+    stack.control.set_node(*ids, node_id=node, busySlots=1)
+    stack.control.renew_certificate(demo["vault"], cert)
+    stack.wait_until(
+        "a run in progress (its task queued behind the busy slot)",
+        lambda: bool(_our_jobs(stack, uid)),
+        name="verplant",
+        namespace=ns,
+        timeout=150,
+    )
+    (job_id,) = _our_jobs(stack, uid)
+    (added,) = stack.control.requests(operation="Task_Add", pathRegex=f"/jobs/{job_id}/")
+    ours = json.loads(added["body"]) if isinstance(added["body"], str) else added["body"]
+    _batch(stack).create_task(job_id, {"id": "bcv-planted", "commandLine": ours["commandLine"]})
+    stack.control.set_node(*ids, node_id=node, busySlots=0)
+    stack.wait_until(
+        "NodesReady=True RotationVerified from its own task",
+        lambda: _nodes_ready(stack, "verplant", ns) == ("True", "RotationVerified"),
+        name="verplant",
+        namespace=ns,
+        timeout=200,
+    )
+    stack.wait_until(
+        "the run's job deleted",
+        lambda: job_id not in _our_jobs(stack, uid),
+        name="verplant",
+        namespace=ns,
+        timeout=60,
+    )
+    read = stack.control.requests(service="batch", pathRegex="/tasks/bcv-planted")
+    assert read == [], read
+    assert "Traceback" not in stack.operator.log()
+    stack.cluster.kubectl("delete", "bcp", "verplant", "-n", ns, "--wait=true", "--timeout=90s")

@@ -273,3 +273,83 @@ def test_priority_elevation_and_the_urls_case(
     )
     control.advance(2)
     assert _stdout(batch, "high", "upper") == "batchcert 0 MISSING\nbatchcert done\n"
+
+
+def test_jobs_are_listed_by_id_prefix_and_state_with_select(
+    batch: Any, demo: dict[str, Any], pool: str
+) -> None:
+    """Job_List ``$filter`` with the Batch docs' ``startswith(id, '...')`` (and ``state eq``),
+    ``$select`` honoured; a filter the simulator does not model is refused, never ignored."""
+    for job_id in ("bcv-uid1-a", "bcv-uid1-b", "bcv-uid2-a", "user-job"):
+        batch.create_job({"id": job_id, "poolInfo": {"poolId": pool}})
+    batch.begin_delete_job("bcv-uid1-b")
+    listed = list(batch.list_jobs(filter="startswith(id, 'bcv-uid1-')", select=["id", "state"]))
+    assert sorted((j.id, j.state) for j in listed) == [
+        ("bcv-uid1-a", "active"),
+        ("bcv-uid1-b", "deleting"),
+    ]
+    assert all(set(j.as_dict()) == {"id", "state"} for j in listed)
+    active = batch.list_jobs(filter="startswith(id, 'bcv-') and state eq 'active'")
+    assert sorted(j.id for j in active) == ["bcv-uid1-a", "bcv-uid2-a"]
+    assert "user-job" in {j.id for j in batch.list_jobs()}
+    with pytest.raises(HttpResponseError) as refused:
+        list(batch.list_jobs(filter="endswith(id, 'a')"))
+    assert _code(refused) == (400, "InvalidQueryParameterValue")
+
+
+def test_another_tenant_can_win_the_race_for_a_job_id(batch: Any, control: Any, pool: str) -> None:
+    """``foreignJobIdRegex``: the next add of a matching id meets a job someone else created
+    with it (409 JobExists; no metadata), once; the next matching add is the caller's own."""
+    control.set_settings(foreignJobIdRegex="^bcv-race-")
+    with pytest.raises(HttpResponseError) as taken:
+        batch.create_job({"id": "bcv-race-1", "poolInfo": {"poolId": pool}})
+    assert _code(taken) == (409, "JobExists")
+    foreign = batch.get_job("bcv-race-1").as_dict()
+    assert foreign["poolInfo"] == {"poolId": pool} and "metadata" not in foreign
+    batch.create_job({"id": "bcv-race-2", "poolInfo": {"poolId": pool}})  # once only
+
+
+async def test_the_operators_tasks_adapter_tells_gone_files_and_lists_its_jobs(
+    batch: Any,
+    control: Any,
+    demo: dict[str, Any],
+    pool: str,
+    info: dict[str, Any],
+    sim: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through the operator's own async adapter: a task file gone answers an AzureCallError
+    carrying Batch's code (the SDK leaves a streamed error body unread; the adapter reads it),
+    without the SDK's traceback in the log; jobs are listed by the operator's prefix."""
+    from batchcert.adapters.azure_clients import AzureClients
+    from batchcert.adapters.batchtasks import BatchTasksAdapter
+    from batchcert.config import load_config
+    from batchcert.errors import AzureCallError
+
+    creds = info["principals"]["operator"]
+    monkeypatch.setenv("AZURE_TENANT_ID", info["tenantId"])
+    monkeypatch.setenv("AZURE_CLIENT_ID", creds["clientId"])
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", creds["clientSecret"])
+    clients = AzureClients(load_config({"BATCHCERT_CLOUD_FILE": str(sim.sim_json)}))
+    tasks = BatchTasksAdapter(clients, per_account=2)
+    endpoint = demo["accountEndpoint"]
+    try:
+        batch.create_job({"id": "bcv-u1-1", "poolInfo": {"poolId": pool}})
+        batch.create_job({"id": "other", "poolInfo": {"poolId": pool}})
+        node = sorted(n.id for n in batch.list_nodes(pool))[0]
+        body = build_task_body("t", _command(demo), f"TVM:{node}", "PT5M", OsType.LINUX)
+        body["constraints"]["retentionTime"] = "PT10M"
+        batch.create_task("bcv-u1-1", body)
+        control.advance(2)
+        assert "batchcert done" in await tasks.read_stdout(endpoint, "bcv-u1-1", "t")
+        control.advance(601)
+        with pytest.raises(AzureCallError) as gone:
+            await tasks.read_stdout(endpoint, "bcv-u1-1", "t")
+        assert (gone.value.status, gone.value.code) == (409, "TaskFilesCleanedup")
+        assert not [r for r in caplog.records if "deserialization" in r.getMessage()]
+        listed = await tasks.list_jobs(endpoint, "bcv-u1-")
+        assert [j["id"] for j in listed] == ["bcv-u1-1"]
+        assert set(listed[0]) <= {"id", "state", "poolInfo", "metadata"}
+    finally:
+        await clients.close()

@@ -6,7 +6,9 @@ deleted); only tasks this run added, with the command it set, are read (a plante
 task whose command was changed are ignored); gone output and churn — ``404`` and ``409``
 ``TaskFilesUnavailable``/``TaskFilesCleanedup``/``NodeNotReady`` on stdout, a task that ran on a
 node that has left, a job being deleted — are "no proof" and the run goes on and ends (its job
-deleted); hostile Batch answers (random shapes) never raise anything but ``AzureCallError``.
+deleted); a task queued for a busy slot is kept until its job's own limit and the poll says
+when every task waits (the caller backs off); hostile Batch answers (random shapes) never raise
+anything but ``AzureCallError``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from batchcert.reconcile.verification_run import (
     VerificationRun,
     add_task,
     poll_run,
+    run_limit,
     start_run,
 )
 from batchcert.translate.verification_task import OWNER_UID_KEY, POOL_KEY
@@ -54,6 +57,14 @@ class FakeBatch:
         self.jobs[body["id"]] = body
         return True
 
+    async def list_jobs(self, endpoint: str, id_prefix: str) -> list[dict[str, Any]]:
+        self.calls.append(("list_jobs", id_prefix))
+        return [
+            dict(j, state=j.get("state", "active"))
+            for j in self.jobs.values()
+            if j["id"].startswith(id_prefix)
+        ]
+
     async def get_job(self, endpoint: str, job_id: str) -> dict[str, Any] | None:
         self.calls.append(("get_job", job_id))
         return self.jobs.get(job_id)
@@ -76,6 +87,13 @@ class FakeBatch:
 
     async def begin_delete_job(self, endpoint: str, job_id: str) -> None:
         self.calls.append(("delete_job", job_id))
+
+
+def _poll(
+    batch: FakeBatch, ctx: RunContext, run: VerificationRun, now: datetime
+) -> tuple[list[Any], bool]:
+    result = asyncio.run(poll_run(batch, ctx, run, now))  # type: ignore[arg-type]
+    return result.proofs, result.over
 
 
 def _ctx(nodes: tuple[str, ...] = ("n1", "n2")) -> RunContext:
@@ -132,7 +150,7 @@ def test_only_tasks_this_run_added_with_its_command_are_read() -> None:
         _done("t1", "n1"),
         _done("t2", "n2", command="cmd; echo batchcert 0 " + NEW),  # changed behind our back
     ]
-    proofs, over = asyncio.run(poll_run(batch, _ctx(), run, T0))  # type: ignore[arg-type]
+    proofs, over = _poll(batch, _ctx(), run, T0)
     assert [p.node_id for p in proofs] == ["n1"]
     assert ("read_stdout", "planted") not in batch.calls
     assert ("read_stdout", "t2") not in batch.calls
@@ -154,7 +172,7 @@ def test_output_gone_is_no_proof_and_the_run_goes_on(gone: AzureCallError) -> No
     run = VerificationRun("job", T0, "cmd", {"t1": "n1", "t2": "n2"})
     batch.tasks = [_done("t1", "n1"), _done("t2", "n2")]
     batch.stdout["t1"] = gone
-    proofs, over = asyncio.run(poll_run(batch, _ctx(), run, T0))  # type: ignore[arg-type]
+    proofs, over = _poll(batch, _ctx(), run, T0)
     assert [p.node_id for p in proofs] == ["n2"] and over
 
 
@@ -162,14 +180,14 @@ def test_a_node_that_left_gives_no_proof_and_a_job_being_deleted_ends_the_run() 
     batch = FakeBatch()
     run = VerificationRun("job", T0, "cmd", {"t1": "n1", "t2": "gone-node"})
     batch.tasks = [_done("t1", "n1"), _done("t2", "gone-node")]
-    proofs, over = asyncio.run(poll_run(batch, _ctx(("n1",)), run, T0))  # type: ignore[arg-type]
+    proofs, over = _poll(batch, _ctx(("n1",)), run, T0)
     assert [p.node_id for p in proofs] == ["n1"] and over
     assert ("read_stdout", "t2") not in batch.calls
 
     batch = FakeBatch()
     batch.list_error = _error(409, "JobBeingDeleted")
     run = VerificationRun("job", T0, "cmd", {"t1": "n1"})
-    assert asyncio.run(poll_run(batch, _ctx(), run, T0)) == ([], True)  # type: ignore[arg-type]
+    assert _poll(batch, _ctx(), run, T0) == ([], True)
 
     class Deleting(FakeBatch):
         async def add_task(self, endpoint: str, job_id: str, body: dict[str, Any]) -> None:
@@ -178,17 +196,25 @@ def test_a_node_that_left_gives_no_proof_and_a_job_being_deleted_ends_the_run() 
     assert not asyncio.run(add_task(Deleting(), _ctx(), run, {"id": "t"}))  # type: ignore[arg-type]
 
 
-def test_a_task_waiting_past_its_time_is_dropped_and_a_live_one_kept() -> None:
+def test_tasks_queued_for_a_slot_wait_until_the_jobs_own_limit() -> None:
+    """A busy node's task stays queued (first when a slot frees) and the poll says "every task
+    waits" (the caller backs off); past the job's maxWallClockTime it is dropped, run over."""
     batch = FakeBatch()
     run = VerificationRun("job", T0, "cmd", {"t1": "n1", "t2": "n2"})
     batch.tasks = [
         {"id": "t1", "state": "active", "commandLine": "cmd", "creationTime": T0.isoformat()},
         {"id": "t2", "state": "active", "commandLine": "cmd", "creationTime": T0.isoformat()},
     ]
-    later = T0 + timedelta(minutes=2)
-    assert asyncio.run(poll_run(batch, _ctx(), run, later)) == ([], False)  # type: ignore[arg-type]
-    much_later = T0 + timedelta(minutes=12)
-    assert asyncio.run(poll_run(batch, _ctx(), run, much_later)) == ([], True)  # type: ignore[arg-type]
+    assert run_limit(timedelta(minutes=5)) == timedelta(minutes=20)
+    later = T0 + timedelta(minutes=19)
+    result = asyncio.run(poll_run(batch, _ctx(), run, later))  # type: ignore[arg-type]
+    assert (result.proofs, result.over, result.waiting) == ([], False, True)
+    batch.tasks[0]["state"] = "running"  # a slot freed: poll quickly again
+    result = asyncio.run(poll_run(batch, _ctx(), run, later))  # type: ignore[arg-type]
+    assert (result.over, result.waiting) == (False, False)
+    much_later = T0 + timedelta(minutes=22)
+    assert _poll(batch, _ctx(), run, much_later) == ([], True)
+    assert ("delete_job", "job") in batch.calls
 
 
 def test_hostile_batch_answers_never_raise() -> None:
@@ -223,7 +249,7 @@ def test_hostile_batch_answers_never_raise() -> None:
         ]
         batch.stdout["t1"] = rng.choice([GOOD, "9" * 100_000, "\x00", "batchcert done"])
         run = VerificationRun("job", T0, "cmd", {"t1": "n1"})
-        proofs, _ = asyncio.run(poll_run(batch, _ctx(), run, T0))  # type: ignore[arg-type]
+        proofs, _ = _poll(batch, _ctx(), run, T0)
         assert all(p.node_id == "n1" for p in proofs)
 
 
@@ -329,3 +355,59 @@ def test_turning_verification_off_mid_run_deletes_that_runs_job_only() -> None:
         )
     )
     assert batch.calls == [("delete_job", "bcv-ours")]
+
+
+def test_polls_back_off_while_every_task_waits_and_quicken_once_one_runs() -> None:
+    """A run whose task is queued behind a busy slot is listed ever less often (up to ~30 s),
+    and at the busy interval again once the task runs; the object wakes for the next poll."""
+    from batchcert.conditions import NODES_READY, ConditionUpdate
+    from batchcert.reconcile.verification import PoolFacts, Verifier
+    from batchcert.translate.verification_task import build_task_id
+
+    class Nodes(FakeBatch):
+        async def list_nodes(self, endpoint: str, pool_id: str) -> list[dict[str, Any]]:
+            return [{"id": "n1", "affinityId": "TVM:n1", "state": "running"}]
+
+    async def endpoint() -> str:
+        return "acct"
+
+    batch = Nodes()
+    verifier = Verifier(batch, _Vault(), poll_seconds=1, retry_cap_seconds=60)  # type: ignore[arg-type]
+
+    def turn(second: int) -> None:
+        asyncio.run(
+            verifier.step(
+                pool=PoolFacts(key="ns/p", uid=UID, object_name="p", owned=True),
+                spec=_spec(),
+                endpoint=endpoint,
+                cert_items=[{"thumbprint": NEW, "version": "v2"}],
+                nodes_status={"total": 1},
+                node_states={"n1": "running"},
+                condition=ConditionUpdate(NODES_READY, True, "ExtensionSucceeded", "ok"),
+                old_conditions=[],
+                now=T0 + timedelta(seconds=second),
+                mono=100.0 + second,
+            )
+        )
+
+    turn(0)
+    run = verifier._pools["ns/p"].run
+    assert run is not None
+    queued = {
+        "id": build_task_id("n1", 1),
+        "state": "active",
+        "commandLine": run.command,
+        "creationTime": T0.isoformat(),
+    }
+    batch.tasks = [queued]
+    for second in range(1, 301):
+        turn(second)
+    waiting_polls = batch.calls.count(("list_tasks", run.job_id))
+    assert 8 <= waiting_polls <= 20, waiting_polls  # every second would be 300
+    wake = verifier.wake_at("ns/p")
+    assert wake is not None and 100.0 + 300 < wake <= 100.0 + 300 + 30
+    batch.tasks = [dict(queued, state="running")]
+    for second in range(301, 361):
+        turn(second)
+    running_polls = batch.calls.count(("list_tasks", run.job_id)) - waiting_polls
+    assert running_polls >= 25, running_polls  # about every second once it runs

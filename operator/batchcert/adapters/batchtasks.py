@@ -1,8 +1,8 @@
 """Batch data plane: the verification job and its tasks (azure-batch, async client).
 
 Used only when a BatchCertPool asks for node verification; it is the only code that needs
-Batch job/task *write* permission. Calls: list nodes (affinity ids and busy slots), create a
-run's job (``409 JobExists`` is *not* success: the caller reads the job and checks it is its
+Batch job/task *write* permission. Calls: list nodes (affinity ids and busy slots), list the
+jobs named with the operator's own prefix for an object, create a run's job (``409 JobExists`` is *not* success: the caller reads the job and checks it is its
 own), get a job, add/list tasks, download a task's ``stdout.txt`` (capped), begin deleting a job
 (the SDK's poller is not awaited: the handler never waits on Azure).
 
@@ -14,13 +14,43 @@ one tenant's busy account cannot starve another's verification; failures surface
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResponseNotReadError
 
 from batchcert.adapters.azure_clients import AzureClients
 from batchcert.adapters.errors import translating
 from batchcert.errors import AzureCallError
 
 _MAX_STDOUT = 64 * 1024  # the command prints a few lines; never buffer a runaway file
+
+
+class _UnreadStreamedError(logging.Filter):
+    """azure-batch logs a WARNING with a traceback for every error answer to a streamed download
+    (it tries to parse a body it has not read: ``ResponseNotReadError``) and then raises as
+    usual. Task files gone is an ordinary answer here (409 TaskFilesCleanedup): keep that noise
+    out of the operator's log; every other record of that logger passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, ResponseNotReadError)
+
+
+logging.getLogger("azure.batch._utils.model_base").addFilter(_UnreadStreamedError())
+
+
+async def _read_error_body(exc: HttpResponseError) -> None:
+    """A streamed call's error body is left unread by the SDK: read it (bounded by the
+    service's error shape) so the error's code (``TaskFilesUnavailable``…) can be told."""
+    response = exc.response
+    read = getattr(response, "read", None)
+    if read is None:
+        return
+    # Unreadable: the code stays unknown (any 404/409 on a task file is "gone" to the caller).
+    with contextlib.suppress(AzureError, OSError, TimeoutError):
+        await read()
 
 
 def _as_dict(model: Any) -> dict[str, Any]:
@@ -74,6 +104,23 @@ class BatchTasksAdapter:
             raise
         return _as_dict(job)
 
+    async def list_jobs(self, endpoint: str, id_prefix: str) -> list[dict[str, Any]]:
+        """Jobs whose id starts with ``id_prefix`` (id, state, pool, metadata): the operator's
+        own naming, so a restart finds its leftover jobs with one filtered request. Batch
+        filters ids with OData ``startswith`` ("Create queries to list Batch resources
+        efficiently": ``startswith(id, 'renderTask')``)."""
+        if "'" in id_prefix:
+            raise ValueError("a job id prefix never holds a quote")
+        client = self._clients.batch(endpoint)
+        async with self._limit(endpoint), translating("batch", "jobs.list"):
+            return [
+                _as_dict(j)
+                async for j in client.list_jobs(
+                    filter=f"startswith(id, '{id_prefix}')",
+                    select=["id", "state", "poolInfo", "metadata"],
+                )
+            ]
+
     async def add_task(self, endpoint: str, job_id: str, body: dict[str, Any]) -> None:
         client = self._clients.batch(endpoint)
         async with self._limit(endpoint), translating("batch", "tasks.add"):
@@ -102,7 +149,11 @@ class BatchTasksAdapter:
         chunks: list[bytes] = []
         size = 0
         async with self._limit(endpoint), translating("batch", "tasks.getFile"):
-            stream = await client.download_task_file(job_id, task_id, "stdout.txt")
+            try:
+                stream = await client.download_task_file(job_id, task_id, "stdout.txt")
+            except HttpResponseError as exc:
+                await _read_error_body(exc)
+                raise
             async for chunk in stream:
                 chunks.append(chunk)
                 size += len(chunk)

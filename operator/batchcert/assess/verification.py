@@ -16,7 +16,13 @@ extension's verdict (``True/RotationUnverified`` with the unproven count). Befor
 (without ``requireProof``), and for extension failures that verification does not contradict,
 the extension's verdict is kept.
 
-Invariants: pure (no I/O, no clock: every time is an argument); ``staleNodes`` is bounded.
+After a restart (``restore_proofs``) the proofs are rebuilt from the status the last process
+wrote, when it accounts for every node (no unverified node, every stale node listed, no
+certificate rotated since its last run): the first turn then writes the same status and starts
+no run before one is due. Otherwise only ``lastRunTime`` is kept and the nodes are proven anew.
+
+Invariants: pure (no I/O, no clock: every time is an argument); ``staleNodes`` is bounded;
+nothing in a recorded status (written by anyone with access to the object) raises.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from batchcert.conditions import NODES_READY, ConditionUpdate
-from batchcert.models.timestamps import format_rfc3339
+from batchcert.models.spec import BatchCertPoolSpec
+from batchcert.models.timestamps import format_rfc3339, parse_rfc3339
 from batchcert.reasons import NodesReason
 
 MAX_STALE_NODES = 10
+_SCHEDULABLE = frozenset({"idle", "running"})
 MAX_OUTPUT_CHARS = 16 * 1024  # the command prints a line per certificate; more is not ours
 MAX_THUMBPRINTS = 64  # per Windows store line
 _FINGERPRINT = re.compile(r"^sha1 fingerprint=(?P<hex>(?:[0-9a-f]{2}:){19}[0-9a-f]{2})$", re.I)
@@ -207,3 +215,126 @@ def verification_condition(
         f"the extension reports every node healthy; {status['current']}/{total} proven current, "
         f"{status['unverified']} not proven yet (busy or new): proof completes as slots free",
     )
+
+
+@dataclass(frozen=True)
+class RecordedCertificate:
+    """One spec certificate as the turn knows it: its current thumbprint, its last rotation."""
+
+    name: str
+    current_thumbprint: str  # upper-case hex
+    rotated_at: datetime | None  # lastRotationTime (None: never rotated)
+
+
+def restore_proofs(
+    recorded: Any, node_ids: list[str], certificates: list[RecordedCertificate]
+) -> tuple[dict[str, NodeProof], datetime | None]:
+    """The proofs a ``status.nodes.verification`` written before a restart stands for, taken at
+    its ``lastRunTime``, and that time (see the module docstring)."""
+    last = parse_rfc3339(recorded.get("lastRunTime")) if isinstance(recorded, dict) else None
+    if last is None:
+        return {}, None
+    stale_found = _recorded_stale(recorded, node_ids, certificates)
+    counts = [recorded.get(k) for k in ("current", "stale", "unverified")]
+    if (
+        stale_found is None
+        or counts != [len(node_ids) - len(stale_found), len(stale_found), 0]
+        or any(c.rotated_at is not None and c.rotated_at > last for c in certificates)
+    ):
+        return {}, last
+    proofs = {}
+    for node_id in node_ids:
+        seen = stale_found.get(node_id, {})
+        found = tuple(
+            ((seen[i],) if seen[i] else ()) if i in seen else (c.current_thumbprint,)
+            for i, c in enumerate(certificates)
+        )
+        proofs[node_id] = NodeProof(node_id, last, found)
+    return proofs, last
+
+
+def _recorded_stale(
+    recorded: dict[str, Any], node_ids: list[str], certificates: list[RecordedCertificate]
+) -> dict[str, dict[int, str]] | None:
+    """node → certificate index → thumbprint found, from ``staleNodes``; None when an item
+    names a node or certificate this turn does not know."""
+    listed = recorded.get("staleNodes")
+    if not isinstance(listed, list):
+        return None
+    index_of = {c.name: i for i, c in reversed(list(enumerate(certificates)))}
+    found: dict[str, dict[int, str]] = {}
+    for item in listed:
+        if not isinstance(item, dict):
+            return None
+        node_id, index = item.get("nodeId"), index_of.get(str(item.get("certificate")))
+        if node_id not in node_ids or index is None:
+            return None
+        found.setdefault(str(node_id), {})[index] = str(item.get("thumbprint") or "").upper()
+    return found
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One turn's view of a verified pool's certificates and its verification settings."""
+
+    settled_at: datetime | None  # when the last rotation's polling interval ended
+    polling: timedelta
+    interval: timedelta
+    timeout: timedelta
+    current: tuple[str, ...]  # per spec certificate: the current thumbprint (upper-case hex)
+
+
+def build_run_plan(spec: BatchCertPoolSpec, cert_items: list[dict[str, Any]]) -> RunPlan:
+    polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
+    rotations = [parse_rfc3339(i.get("lastRotationTime")) for i in cert_items]
+    return RunPlan(
+        settled_at=max((r + polling for r in rotations if r is not None), default=None),
+        polling=polling,
+        interval=timedelta(seconds=spec.verification.interval_seconds),
+        timeout=timedelta(seconds=spec.verification.task_timeout_seconds),
+        current=tuple(str(i.get("thumbprint") or "").upper() for i in cert_items),
+    )
+
+
+def due_nodes(
+    proofs: dict[str, NodeProof],
+    attempted: dict[str, datetime],
+    plan: RunPlan,
+    node_states: dict[str, str | None],
+    now: datetime,
+) -> list[str]:
+    """Nodes a new run should prove: schedulable, not tried within ``min(polling, interval)``
+    (unless a rotation settled since), and with no proof, a proof from before the last
+    rotation settled, older than ``interval``, or not current and older than a polling
+    interval."""
+    settled_at = plan.settled_at
+    due = []
+    for node_id, state in node_states.items():
+        if (state or "").lower() not in _SCHEDULABLE:
+            continue
+        tried = attempted.get(node_id)
+        rotated_since = settled_at is not None and tried is not None and tried < settled_at <= now
+        recently = tried is not None and now - tried < min(plan.polling, plan.interval)
+        if recently and not rotated_since:
+            continue  # tried recently (busy, failed, or proven): give it time
+        if _is_due(proofs.get(node_id), plan, now):
+            due.append(node_id)
+    return due
+
+
+def _is_due(proof: NodeProof | None, plan: RunPlan, now: datetime) -> bool:
+    if proof is None:
+        return True  # a new node (or never proven)
+    if plan.settled_at is not None and proof.at < plan.settled_at <= now:
+        return True  # a rotation settled since its proof
+    if now - proof.at >= plan.interval:
+        return True
+    # Not current last time: look again once its extension has polled again.
+    return now - proof.at >= plan.polling and not _is_current(proof, plan)
+
+
+def _is_current(proof: NodeProof, plan: RunPlan) -> bool:
+    """The proof shows every certificate's current thumbprint (unknown → not current)."""
+    if proof.found is None or len(proof.found) != len(plan.current):
+        return False
+    return all(bool(t) and t in seen for t, seen in zip(plan.current, proof.found, strict=True))

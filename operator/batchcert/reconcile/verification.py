@@ -3,23 +3,27 @@
 Each tick of a pool with ``spec.verification.enabled`` (after the node reading):
 1. nothing at all for a pool this object does not own (``PoolNotOwned``): no job, no task, no
    read, no delete;
-2. a run in progress (``reconcile.verification_run``) is polled when a poll is due: its proofs
-   are kept per node (the node the task *actually* ran on: affinity is soft), and the run's job
-   is deleted once every task has an answer;
-3. with no run in progress, a new run starts on every node that is due — no proof yet (new
-   node), the last rotation's polling interval has passed since its proof, ``interval`` has
-   passed, or its last proof was not current and a polling interval has passed — unless the
-   node was tried within ``min(polling interval, interval)``; busy nodes get their task too
-   (the job's priority puts it first when a slot frees; a task is given up 2 x ``taskTimeout``
-   + 1 minute after it was added, waiting or running);
+2. a run in progress (``reconcile.verification_run``) is polled when a poll is due — every busy
+   interval while its tasks run, backing off (``errors.Backoff``, up to ``_WAITING_POLL_CAP``)
+   while every task waits for a slot: its proofs are kept per node (the node the task
+   *actually* ran on: affinity is soft), and the run's job is deleted once every task has an
+   answer;
+3. with no run in progress, a new run starts on every node that is due
+   (``assess.verification.due_nodes``); busy nodes get their task too (the job's priority puts
+   it first when a slot frees; it waits until the job's own limit, ``run_limit``);
 4. what each node holds is compared with the certificate's versions in Key Vault (listed once
    per current version, metadata only) into ``status.nodes.verification`` and ``NodesReady``
    (see ``assess.verification``). Nodes that left the pool are forgotten, never counted.
 
+The first turn for an object in this process (after a start or restart) rebuilds the per-node
+proofs from the status the last process wrote (``assess.verification.restore_proofs``), so a
+verified pool's status, condition and Events stay as they were and no run starts before one is
+due; and it deletes this object's jobs left by an earlier process (found by the operator's own
+id prefix, each checked as ours; never one that fails the check).
+
 Invariants: never waits on Azure (tasks are polled on later ticks); never blocks or fails the
 reconcile — a Batch or Key Vault failure is recorded in ``lastError`` and retried with backoff,
-and nothing a task prints or Batch answers raises out of here; per-pool progress is in memory
-only (after a restart an unfinished run's job ends by its own ``maxWallClockTime``).
+and nothing a task prints, Batch answers or a status holds raises out of here.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from batchcert.adapters.batchtasks import BatchTasksAdapter
@@ -35,15 +39,20 @@ from batchcert.adapters.keyvault import KeyVaultAdapter
 from batchcert.assess.verification import (
     CertificateKnowledge,
     NodeProof,
+    RecordedCertificate,
+    RunPlan,
     assess_proof,
+    build_run_plan,
     build_verification_status,
+    due_nodes,
+    restore_proofs,
     verification_condition,
 )
 from batchcert.conditions import NODES_READY, ConditionUpdate, get_condition
 from batchcert.errors import AzureCallError, Backoff, Classification, classify
 from batchcert.models.spec import BatchCertPoolSpec
 from batchcert.models.timestamps import parse_rfc3339
-from batchcert.reasons import NodesReason
+from batchcert.reasons import EventType, NodesReason
 from batchcert.reconcile.outcome import Event
 from batchcert.reconcile.verification_run import (
     ForeignJobError,
@@ -52,6 +61,7 @@ from batchcert.reconcile.verification_run import (
     add_task,
     poll_run,
     start_run,
+    sweep_leftover_jobs,
 )
 from batchcert.translate.verification_task import (
     UnsafeCommandInputError,
@@ -63,7 +73,10 @@ from batchcert.translate.verification_task import (
 
 log = logging.getLogger(__name__)
 
-_SCHEDULABLE = frozenset({"idle", "running"})
+# While every task of a run waits for a busy slot, polls back off up to this: a freed slot is
+# still seen (and the proof read) well within a minute, and a busy pool costs a list request
+# every half minute or so, not one every busy interval.
+_WAITING_POLL_CAP = 30.0
 
 
 @dataclass
@@ -73,9 +86,10 @@ class _PoolProgress:
     proofs: dict[str, NodeProof] = field(default_factory=dict)
     attempted: dict[str, datetime] = field(default_factory=dict)  # node → last task start
     last_run_time: datetime | None = None
-    next_poll: float = 0.0
-    schedule: Backoff = field(default_factory=Backoff)
+    poll: Backoff = field(default_factory=Backoff)  # the run's polls (slow while tasks wait)
+    schedule: Backoff = field(default_factory=Backoff)  # Batch failures
     last_error: str | None = None
+    swept: bool = False  # leftover jobs of an earlier process looked for
 
 
 @dataclass(frozen=True)
@@ -103,10 +117,16 @@ class Verifier:
         self._cap = retry_cap_seconds
         self._pools: dict[str, _PoolProgress] = {}
         self._versions: dict[tuple[str, str, str], dict[str, str]] = {}
-        self._current: dict[tuple[str, str], str] = {}  # certificate key → current thumbprint
 
     def forget(self, key: str) -> None:
         self._pools.pop(key, None)
+
+    def wake_at(self, key: str) -> float | None:
+        """Monotonic seconds of the next poll of a run in progress (None: no run)."""
+        progress = self._pools.get(key)
+        if progress is None or progress.run is None:
+            return None
+        return max(progress.poll.next_at, progress.schedule.next_at)
 
     async def step(
         self,
@@ -121,7 +141,10 @@ class Verifier:
         old_conditions: list[dict[str, Any]],
         now: datetime,
         mono: float,
+        recorded: dict[str, Any] | None = None,
     ) -> tuple[dict[str, Any] | None, ConditionUpdate, list[Event]]:
+        """``recorded``: ``status.nodes.verification`` as the object holds it (the record a
+        restarted process rebuilds its progress from)."""
         if not spec.verification.enabled or nodes_status is None or not pool.owned:
             # Never verify (nor touch jobs for) a pool this object does not own. Verification
             # turned off mid-run: that run's job (ours, created this run) goes now.
@@ -129,52 +152,26 @@ class Verifier:
                 await self.delete_job(pool.key, endpoint)
             self._pools.pop(pool.key, None)
             return nodes_status, condition, []
-        progress = self._pools.setdefault(pool.key, _PoolProgress())
+        plan = build_run_plan(spec, cert_items)
+        progress = self._pools.get(pool.key)
+        if progress is None:
+            progress = _restored(spec, plan, cert_items, recorded, node_states)
+            if progress is None:  # the turn lacks the nodes or certificates the record
+                # speaks of: keep the record as it is, and restore from it on a later turn
+                return dict(nodes_status, verification=dict(recorded or {})), condition, []
+            self._pools[pool.key] = progress
+            log.info(
+                "verification of %s: %d node proofs restored from status",
+                pool.key,
+                len(progress.proofs),
+            )
         for gone in set(progress.proofs) - set(node_states):
             progress.proofs.pop(gone)  # a node that left is neither stale nor unverified
             progress.attempted.pop(gone, None)
-        polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
-        rotations = [parse_rfc3339(i.get("lastRotationTime")) for i in cert_items]
-        settled_at = max((r + polling for r in rotations if r is not None), default=None)
-        timeout = timedelta(seconds=spec.verification.task_timeout_seconds)
-        try:
-            targets = build_targets(spec)
-        except UnsafeCommandInputError as exc:
-            progress.last_error = f"verification refused: {exc}"
-            targets = None
-        if targets is not None and progress.schedule.is_due(mono):
-            try:
-                ctx = RunContext(
-                    account=await endpoint(),
-                    uid=pool.uid,
-                    pool_id=spec.resolved_pool_name(pool.object_name),
-                    certificates=len(targets),
-                    task_timeout=timeout,
-                    task_timeout_text=f"PT{int(timeout.total_seconds())}S",
-                    node_ids=frozenset(node_states),
-                )
-                await self._poll(progress, ctx, now, mono)
-                if progress.run is None:
-                    command = build_command_line(spec.resolved_os_type, targets)
-                    due = self._due_nodes(progress, spec, node_states, settled_at, now)
-                    await self._start(progress, spec, ctx, command, due, now, mono)
-                progress.schedule, progress.last_error = Backoff(), None
-            except AzureCallError as exc:
-                verdict = classify(exc)
-                self._failed(
-                    pool.key, progress, f"{verdict.reason}: {verdict.message}", mono, verdict
-                )
-            except ForeignJobError as exc:
-                progress.run = None  # never ours: nothing to poll or delete
-                self._failed(pool.key, progress, f"VerificationJobNotOwned: {exc}", mono)
-            except Exception as exc:  # a Batch answer must never fail the reconcile
-                # Adapters turn every Azure failure into AzureCallError; anything else is an
-                # answer no one foresaw (a shape, a value): no proof from it, retried calmly.
-                log.debug("verification of %s", pool.key, exc_info=True)
-                self._failed(pool.key, progress, f"UnexpectedAnswer: {exc!r}", mono)
+        await self._act(pool, spec, plan, progress, endpoint, node_states, now, mono)
         knowledge = await self._knowledge(spec, cert_items)
         verdicts = {
-            node_id: assess_proof(progress.proofs.get(node_id), knowledge, settled_at)
+            node_id: assess_proof(progress.proofs.get(node_id), knowledge, plan.settled_at)
             for node_id in node_states
         }
         status = build_verification_status(list(node_states), verdicts, progress.last_run_time)
@@ -183,21 +180,70 @@ class Verifier:
         new_condition = verification_condition(
             condition,
             status,
-            rotated=settled_at is not None,
-            settled_at=settled_at,
-            task_timeout=timeout,
+            rotated=plan.settled_at is not None,
+            settled_at=plan.settled_at,
+            task_timeout=plan.timeout,
             now=now,
             total=len(node_states),
             require_proof=spec.verification.require_proof,
         )
-        events: list[Event] = []
-        before = get_condition(old_conditions, NODES_READY) or {}
-        if (
-            new_condition.reason == NodesReason.ROTATION_VERIFIED
-            and before.get("reason") != NodesReason.ROTATION_VERIFIED
-        ):
-            events.append(Event("Normal", "NodesVerified", new_condition.message))
+        events = _verified_event(old_conditions, new_condition)
         return dict(nodes_status, verification=status), new_condition, events
+
+    async def _act(
+        self,
+        pool: PoolFacts,
+        spec: BatchCertPoolSpec,
+        plan: RunPlan,
+        progress: _PoolProgress,
+        endpoint: Callable[[], Awaitable[str]],
+        node_states: dict[str, str | None],
+        now: datetime,
+        mono: float,
+    ) -> None:
+        """This turn's Batch work, when due: leftovers swept, the run polled, or one started."""
+        try:
+            targets = build_targets(spec)
+        except UnsafeCommandInputError as exc:
+            progress.last_error = f"verification refused: {exc}"
+            return
+        if not progress.schedule.is_due(mono):
+            return
+        try:
+            ctx = RunContext(
+                account=await endpoint(),
+                uid=pool.uid,
+                pool_id=spec.resolved_pool_name(pool.object_name),
+                certificates=len(targets),
+                task_timeout=plan.timeout,
+                task_timeout_text=f"PT{int(plan.timeout.total_seconds())}S",
+                node_ids=frozenset(node_states),
+            )
+            if not progress.swept:
+                keep = progress.run.job_id if progress.run is not None else None
+                left = sweep_leftover_jobs(
+                    self._tasks, ctx.account, ctx.uid, ctx.pool_id, keep=keep
+                )
+                for job_id in await left:
+                    log.info("verification of %s: deleted leftover job %s", pool.key, job_id)
+                progress.swept = True
+            await self._poll(progress, ctx, now, mono)
+            if progress.run is None:
+                command = build_command_line(spec.resolved_os_type, targets)
+                due = due_nodes(progress.proofs, progress.attempted, plan, node_states, now)
+                await self._start(progress, spec, ctx, command, due, now, mono)
+            progress.schedule, progress.last_error = Backoff(), None
+        except AzureCallError as exc:
+            verdict = classify(exc)
+            self._failed(pool.key, progress, f"{verdict.reason}: {verdict.message}", mono, verdict)
+        except ForeignJobError as exc:
+            progress.run = None  # never ours: nothing to poll or delete
+            self._failed(pool.key, progress, f"VerificationJobNotOwned: {exc}", mono)
+        except Exception as exc:  # a Batch answer must never fail the reconcile
+            # Adapters turn every Azure failure into AzureCallError; anything else is an
+            # answer no one foresaw (a shape, a value): no proof from it, retried calmly.
+            log.debug("verification of %s", pool.key, exc_info=True)
+            self._failed(pool.key, progress, f"UnexpectedAnswer: {exc!r}", mono)
 
     def _failed(
         self,
@@ -217,14 +263,21 @@ class Verifier:
         self, progress: _PoolProgress, ctx: RunContext, now: datetime, mono: float
     ) -> None:
         run = progress.run
-        if run is None or mono < progress.next_poll:
+        if run is None or not progress.poll.is_due(mono):
             return
-        progress.next_poll = mono + self._poll_seconds
-        proofs, over = await poll_run(self._tasks, ctx, run, now)
-        for proof in proofs:
+        result = await poll_run(self._tasks, ctx, run, now)
+        for proof in result.proofs:
             progress.proofs[proof.node_id] = proof
-        if over:
+        if result.over:
             progress.run = None
+        elif result.waiting:
+            # Every task still queued for a busy slot: nothing to read soon, look less often
+            # (the job's priority starts them the moment a slot frees).
+            progress.poll = progress.poll.after_failure(
+                mono, base=self._poll_seconds, cap=max(self._poll_seconds, _WAITING_POLL_CAP)
+            )
+        else:
+            progress.poll = progress.poll.after_success(mono, self._poll_seconds)
 
     async def _start(
         self,
@@ -261,59 +314,7 @@ class Verifier:
             if not await add_task(self._tasks, ctx, run, body):
                 break  # the job is gone or going: what was added is polled, the rest waits
             run.pending[task_id] = node_id
-        progress.next_poll = mono + self._poll_seconds
-
-    def _due_nodes(
-        self,
-        progress: _PoolProgress,
-        spec: BatchCertPoolSpec,
-        node_states: dict[str, str | None],
-        settled_at: datetime | None,
-        now: datetime,
-    ) -> list[str]:
-        interval = timedelta(seconds=spec.verification.interval_seconds)
-        polling = timedelta(seconds=spec.key_vault_extension.polling_interval_seconds)
-        due = []
-        for node_id, state in node_states.items():
-            if (state or "").lower() not in _SCHEDULABLE:
-                continue
-            attempted = progress.attempted.get(node_id)
-            rotated_since = (
-                settled_at is not None and attempted is not None and (attempted < settled_at <= now)
-            )
-            recently = attempted is not None and now - attempted < min(polling, interval)
-            if recently and not rotated_since:
-                continue  # tried recently (busy, failed, or proven): give it time
-            if self._is_due(progress.proofs.get(node_id), spec, settled_at, now, interval, polling):
-                due.append(node_id)
-        return due
-
-    def _is_due(
-        self,
-        proof: NodeProof | None,
-        spec: BatchCertPoolSpec,
-        settled_at: datetime | None,
-        now: datetime,
-        interval: timedelta,
-        polling: timedelta,
-    ) -> bool:
-        if proof is None:
-            return True  # a new node (or never proven)
-        if settled_at is not None and proof.at < settled_at <= now:
-            return True  # a rotation settled since its proof
-        if now - proof.at >= interval:
-            return True
-        # Not current last time: look again once its extension has polled again.
-        return now - proof.at >= polling and not self._proof_current(proof, spec)
-
-    def _proof_current(self, proof: NodeProof, spec: BatchCertPoolSpec) -> bool:
-        # Cheap re-check without Key Vault: the proof's thumbprints against the cached
-        # current ones (unknown → not current, so the node is looked at again).
-        for index, cert in enumerate(spec.certificates):
-            thumb = self._current.get(cert.key)
-            if proof.found is None or thumb is None or thumb not in proof.found[index]:
-                return False
-        return True
+        progress.poll = Backoff().after_success(mono, self._poll_seconds)
 
     async def _knowledge(
         self, spec: BatchCertPoolSpec, cert_items: list[dict[str, Any]]
@@ -322,7 +323,6 @@ class Verifier:
         for cert, item in zip(spec.certificates, cert_items, strict=False):
             thumb = str(item.get("thumbprint") or "").upper()
             version = str(item.get("version") or "")
-            self._current[cert.key] = thumb
             cache_key = (*cert.key, version)
             versions = self._versions.get(cache_key)
             if versions is None and version:
@@ -342,13 +342,59 @@ class Verifier:
         self,
         key: str,
         endpoint: Callable[[], Awaitable[str]],
+        *,
+        owner: tuple[str, str] | None = None,
     ) -> None:
-        """Best effort, with the object: the job of a run in progress, which this operator
-        created (a run only exists once its job was created or proven ours)."""
+        """Best effort, with the object (or verification turned off): the job of a run in
+        progress, which this operator created; with ``owner`` (uid, pool id) also every job of
+        this object an earlier process left (a restart mid-run), each checked as ours."""
         progress = self._pools.pop(key, None)
-        if progress is None or progress.run is None:
+        run = progress.run if progress is not None else None
+        if run is None and owner is None:
             return
         try:
-            await self._tasks.begin_delete_job(await endpoint(), progress.run.job_id)
+            account = await endpoint()
+            if run is not None:
+                await self._tasks.begin_delete_job(account, run.job_id)
+            if owner is not None:
+                await sweep_leftover_jobs(self._tasks, account, *owner, keep=None)
         except AzureCallError as exc:
-            log.warning("deleting the verification job of %s: %s", key, exc.message)
+            log.warning("deleting the verification jobs of %s: %s", key, exc.message)
+
+
+def _verified_event(old_conditions: list[dict[str, Any]], new: ConditionUpdate) -> list[Event]:
+    """``NodesVerified`` when NodesReady turns ``RotationVerified`` (not on every turn, nor on a
+    restart that finds it so already)."""
+    before = get_condition(old_conditions, NODES_READY) or {}
+    if new.reason != NodesReason.ROTATION_VERIFIED or before.get("reason") == new.reason:
+        return []
+    return [Event(EventType.NORMAL, "NodesVerified", new.message)]
+
+
+def _restored(
+    spec: BatchCertPoolSpec,
+    plan: RunPlan,
+    cert_items: list[dict[str, Any]],
+    recorded: dict[str, Any] | None,
+    node_states: dict[str, str | None],
+) -> _PoolProgress | None:
+    """The first turn in this process: progress as the status the last one wrote records it;
+    None while the turn lacks what the record speaks of (the node list, a certificate)."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    if not recorded.get("lastRunTime"):
+        return _PoolProgress()  # nothing recorded: nothing to restore
+    certificates = [
+        RecordedCertificate(
+            cert.cert_name,
+            plan.current[i] if i < len(plan.current) else "",
+            parse_rfc3339(item.get("lastRotationTime")),
+        )
+        for i, (cert, item) in enumerate(zip(spec.certificates, cert_items, strict=False))
+    ]
+    counts = [recorded.get(k) for k in ("current", "stale", "unverified")]
+    nodes_recorded = sum(c for c in counts if isinstance(c, int) and not isinstance(c, bool))
+    if len(certificates) != len(spec.certificates) or (nodes_recorded > 0 and not node_states):
+        return None
+    proofs, last = restore_proofs(recorded, list(node_states), certificates)
+    attempted = dict.fromkeys(proofs, last) if last is not None else {}
+    return _PoolProgress(proofs=proofs, attempted=attempted, last_run_time=last)

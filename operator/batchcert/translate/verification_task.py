@@ -71,7 +71,12 @@ def build_job_id(uid: str, started: datetime) -> str:
     name per run never meets the previous run's job while Batch is still deleting it
     (``409 JobBeingDeleted``).
     """
-    return f"{JOB_ID_PREFIX}{uid}-{int(started.timestamp() * 1000):x}"
+    return f"{build_job_prefix(uid)}{int(started.timestamp() * 1000):x}"
+
+
+def build_job_prefix(uid: str) -> str:
+    """What every job of this object's runs starts with (listing them after a restart)."""
+    return f"{JOB_ID_PREFIX}{uid}-"
 
 
 def is_own_job(job: dict[str, Any], uid: str, pool_id: str) -> bool:

@@ -1,6 +1,7 @@
 """Simulated Batch jobs and tasks on the data plane: their HTTP surface and their scheduling.
 
-Role: ``POST/GET/DELETE /jobs[/{jobId}]``, ``POST/GET /jobs/{jobId}/tasks``,
+Role: ``POST/GET/DELETE /jobs[/{jobId}]`` (``GET /jobs``: the account's jobs, ``$filter`` as
+below, ``$select``), ``POST/GET /jobs/{jobId}/tasks``,
 ``GET/DELETE /jobs/{jobId}/tasks/{taskId}``, ``GET /jobs/{jobId}/tasks/{taskId}/files`` and
 ``GET/HEAD .../files/{path}``, shaped as the recordings in
 ``shared/azure-recordings/batch-dataplane-jobs-tasks.json`` show them: add answers 201 with no
@@ -66,6 +67,7 @@ _SCHEDULABLE = frozenset({"idle", "running"})
 
 _ROUTES: list[tuple[str, str, re.Pattern[str]]] = [
     ("POST", "Job_Add", re.compile(r"^/jobs/?$")),
+    ("GET", "Job_List", re.compile(r"^/jobs/?$")),
     ("GET", "Job_Get", re.compile(r"^/jobs/(?P<jobId>[^/]+)/?$")),
     ("DELETE", "Job_Delete", re.compile(r"^/jobs/(?P<jobId>[^/]+)/?$")),
     ("POST", "Task_Add", re.compile(r"^/jobs/(?P<jobId>[^/]+)/tasks/?$")),
@@ -281,7 +283,11 @@ async def respond(
     now = sim.clock.timestamp()
     advance(sim, account)
     if operation == "Job_Add":
-        return _add_job(account, await _body(request), base, now)
+        body = await _body(request)
+        _let_another_tenant_win(sim, account, body, now)
+        return _add_job(account, body, base, now)
+    if operation == "Job_List":
+        return _list_jobs(account, request, base)
     job = account.jobs.get(params["jobId"].lower())
     if job is None:
         raise BatchError(404, "JobNotFound", "The specified job does not exist.")
@@ -310,15 +316,9 @@ async def respond(
         advance(sim, account)  # a free node starts it at once
         return response
     if operation == "Task_List":
-        return _json(
-            {
-                "odata.metadata": f"{base}/$metadata#tasks",
-                "value": [
-                    _select(_render_task(job, t, account, base), selected)
-                    for t in job.tasks.values()
-                ],
-            }
-        )
+        rendered = [_render_task(job, t, account, base) for t in job.tasks.values()]
+        listed = [_select(t, selected) for t in rendered]
+        return _json({"odata.metadata": f"{base}/$metadata#tasks", "value": listed})
     task = job.tasks.get(params["taskId"].lower())
     if task is None:
         raise BatchError(404, "TaskNotFound", "The specified task does not exist.")
@@ -327,6 +327,19 @@ async def respond(
     if operation == "Task_Delete":
         job.tasks.pop(task.task_id.lower(), None)
         return web.Response(status=200, headers={"DataServiceVersion": "3.0"})
+    return _serve_file(account, job, task, operation, params.get("path", ""), base, now)
+
+
+def _serve_file(
+    account: BatchAccount,
+    job: BatchJob,
+    task: BatchTask,
+    operation: str,
+    path: str,
+    base: str,
+    now: float,
+) -> web.Response:
+    """File_ListFromTask, File_GetFromTask and File_GetPropertiesFromTask of one task."""
     if task.start_time is None:
         raise BatchError(404, "TaskFileNotFound", "The specified file does not exist.")
     _check_files_available(account, job, task, now)
@@ -349,7 +362,7 @@ async def respond(
         ]
         listed.append({"name": "wd", "url": f"{task_url}/files/wd", "isDirectory": True})
         return _json({"odata.metadata": f"{base}/$metadata#files", "value": listed})
-    name = params["path"]
+    name = path
     if name not in files:
         raise BatchError(404, "FileNotFound", "The specified file does not exist.")
     content = files[name].encode()
@@ -364,6 +377,46 @@ async def respond(
         headers["Content-Length"] = str(len(content))
         return web.Response(status=200, headers=headers, content_type="text/plain")
     return web.Response(status=200, headers=headers, body=content, content_type="text/plain")
+
+
+# Job_List ``$filter``: the clauses modelled, joined by ``and``. ``startswith(id, '...')`` is
+# the Batch docs' own example ("Create queries to list Batch resources efficiently":
+# ``(state eq 'running') and startswith(id, 'renderTask')``), ``state eq`` the other one.
+_CLAUSE = re.compile(
+    r"^\(?\s*(?:startswith\(id,\s*'(?P<prefix>[^']*)'\)|state eq '(?P<state>\w+)')\s*\)?$"
+)
+
+
+def _list_jobs(account: BatchAccount, request: web.Request, base: str) -> web.Response:
+    """Every job of the account matching ``$filter``. Unconfirmed: how Batch answers a filter
+    outside what is modelled here; refused (400 ``InvalidQueryParameterValue``) rather than
+    ignored, so a caller never sees a filter "work" here that was never checked. ``startswith``
+    compares as given (ids keep their case; unconfirmed whether Batch folds it)."""
+    prefixes: list[str] = []
+    states: list[str] = []
+    raw = request.query.get("$filter", "").strip()
+    for clause in (c for c in re.split(r"\s+and\s+", raw) if c) if raw else []:
+        found = _CLAUSE.match(clause.strip())
+        if found is None:
+            raise BatchError(
+                400,
+                "InvalidQueryParameterValue",
+                "The value for one of the query parameters specified in the request is invalid.",
+                [{"key": "QueryParameterName", "value": "$filter"}],
+            )
+        if found["prefix"] is not None:
+            prefixes.append(found["prefix"])
+        else:
+            states.append(found["state"].lower())
+    selected = _selection(request)
+    jobs = [
+        _select(_render_job(job, base), selected)
+        for job in account.jobs.values()
+        if all(job.job_id.startswith(p) for p in prefixes) and all(job.state == s for s in states)
+    ]
+    for job in jobs:
+        job.pop("odata.metadata", None)
+    return _json({"odata.metadata": f"{base}/$metadata#jobs", "value": jobs})
 
 
 def _selection(request: web.Request) -> set[str] | None:
@@ -446,6 +499,24 @@ def _check_id(value: Any, what: str) -> str:
             [{"key": "PropertyName", "value": what}],
         )
     return value
+
+
+def _let_another_tenant_win(
+    sim: Simulation, account: BatchAccount, body: JsonDict, now: float
+) -> None:
+    """Control setting ``foreignJobIdRegex``: the next add of a job whose id matches meets a
+    job another tenant of the account created with that id just before (no metadata; on the
+    same pool), as any caller sharing an account can; the add then answers 409 JobExists."""
+    regex, job_id = sim.world.foreign_job_id_regex, body.get("id")
+    if regex is None or not isinstance(job_id, str) or not re.search(regex, job_id):
+        return
+    sim.world.foreign_job_id_regex = None
+    pool_id = str((body.get("poolInfo") or {}).get("poolId") or "")
+    if job_id.lower() not in account.jobs:
+        foreign = {"id": job_id, "poolInfo": {"poolId": pool_id}}
+        account.jobs[job_id.lower()] = BatchJob(
+            job_id, pool_id, foreign, _etag(now, job_id + "-foreign"), now
+        )
 
 
 def _add_job(account: BatchAccount, body: JsonDict, base: str, now: float) -> web.Response:

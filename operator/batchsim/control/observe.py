@@ -7,6 +7,7 @@ the ARM list page size.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -136,6 +137,13 @@ def routes(sim: Simulation) -> list[Route]:
             if delay < 0:
                 raise ControlError(400, "roleAssignmentDelaySeconds must be >= 0")
             sim.world.role_assignment_delay_s = delay
+        if "foreignJobIdRegex" in d:  # batch/jobs.py: another tenant's job, first with an id
+            regex = optional(d, "foreignJobIdRegex", str)
+            try:
+                re.compile(regex or "")
+            except re.error as exc:
+                raise ControlError(400, f"foreignJobIdRegex: {exc}") from None
+            sim.world.foreign_job_id_regex = regex
         if "trustIssuerCa" in d:  # a dev cluster's CA, for its service-account issuer
             sim.directory.issuers.trust(need(d, "trustIssuerCa", str))
         return ok(

@@ -5,7 +5,10 @@ here so it is easy to re-port: its public ``step`` and ``delete_job``, nothing e
 own per-object progress (its memory slice lives inside the ``Verifier``).
 
 Invariants: without a Batch tasks adapter, or with verification off, NodesReady is the nodes
-step's; while enabled, the object wakes every busy interval (the verifier polls its tasks).
+step's; while enabled, the object wakes when the verifier's run is next polled (slowly while its
+tasks wait for a slot), and at least every busy interval otherwise (a node becoming due). The
+verifier is given the object's recorded ``status.nodes.verification``: after a restart it
+rebuilds its progress from it.
 """
 
 from __future__ import annotations
@@ -49,12 +52,16 @@ class VerificationStep:
             old_conditions=turn.conditions,
             now=turn.now,
             mono=turn.mono,
+            recorded=(turn.old.get("nodes") or {}).get("verification"),
         )
         wake = nodes.wake_at
         if spec.verification.enabled:
-            # Verification keeps per-node schedules of its own: poll as its tasks are polled.
-            busy = turn.mono + self._config.busy_interval_seconds
-            wake = busy if wake is None else min(wake, busy)
+            # Verification keeps per-node schedules of its own: wake for the run's next poll,
+            # or after a busy interval when no run is in progress.
+            due = self._verifier.wake_at(turn.obj.key)
+            if due is None:
+                due = turn.mono + self._config.busy_interval_seconds
+            wake = due if wake is None else min(wake, due)
         return StepResult(
             condition,
             {"nodes": status} if status is not None else {},
@@ -65,4 +72,9 @@ class VerificationStep:
     async def delete(self, obj: ObjectView, spec: BatchCertPoolSpec) -> None:
         """The job of a run in progress goes with the object whatever its deletionPolicy: it is
         this operator's own, never the user's (Retain keeps the pool, not our jobs)."""
-        await self._verifier.delete_job(obj.key, lambda: self._facts.account_endpoint(spec.account))
+        # Jobs an earlier process left (a restart mid-run) go too: looked for by the operator's
+        # own prefix only when this object verifies (else it never made any).
+        owner = (obj.uid, spec.resolved_pool_name(obj.name)) if spec.verification.enabled else None
+        await self._verifier.delete_job(
+            obj.key, lambda: self._facts.account_endpoint(spec.account), owner=owner
+        )
