@@ -1,10 +1,10 @@
 """The one level-driven reconcile of a BatchCertPool: a turn as a pipeline of steps.
 
 A turn (``docs/architecture.md``, "One BatchCertPool through one turn"): admit the spec
-(``admission.py``: refusals and the first visit touch no Azure); then the steps, one per concern
-(``steps/``), each given the ``Turn``: access and pool; then the certificates' shared readings are
-gathered and the rotation window computed, once, into the ``Turn``; then certificates, nodes
-(with diagnosis), verification. Each returns its condition, its part of
+(``admission.py``: refusals and the first visit touch no Azure); the certificates' shared readings
+gathered and the rotation window computed, once, into the ``Turn``; then the steps, one per
+concern (``steps/``), each given the ``Turn``: access, pool (no pool created while a certificate
+is known missing), certificates, nodes (with diagnosis), verification. Each returns its condition, its part of
 status, its Events and when it next wants to run; the engine builds one status patch from them
 (empty when nothing changed: no write) and the time of the object's next turn.
 
@@ -131,12 +131,11 @@ class Reconciler:
             # either (the first visit's Reconciling says it all): look again once it has landed.
             keys = tuple(c.key for c in admitted.certificates)
             return Outcome({}, [], self._config.tick_seconds, keys)
-        turn = Turn(obj, admitted, old, now, mono)
+        # The certificates first: the pool step creates no pool while one is known missing.
+        turn = await self._gather(Turn(obj, admitted, old, now, mono))
         results: list[StepResult] = [await self._access.run(turn, memory.access)]
         pool = await self._pool.run(turn, memory.pool, hold=memory.access.waiting)
-        turn = await self._gather(
-            replace(turn, pool=memory.pool.seen, pool_known=memory.pool.known)
-        )
+        turn = replace(turn, pool=memory.pool.seen, pool_known=memory.pool.known)
         certificates = await self._certificates.run(turn, memory.certificates)
         nodes = await self._nodes.run(turn, memory.nodes)
         if self._verification is not None:
@@ -153,8 +152,8 @@ class Reconciler:
         return outcome
 
     async def _gather(self, turn: Turn) -> Turn:
-        """The facts the later steps share, gathered once: the certificates (from the shared
-        watcher, after the pool step as ever) and the rotation window."""
+        """The facts the steps share, gathered once: the certificates (from the shared watcher)
+        and the rotation window."""
         spec = turn.spec
         certificates = await gather_certificates(self._watcher, spec, turn.old, turn.now)
         window = RotationWindow.of(

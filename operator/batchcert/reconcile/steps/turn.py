@@ -1,7 +1,7 @@
 """The values a turn's steps share: the turn itself (read-only) and what each step returns.
 
-Invariants: a ``Turn`` is never changed: the engine builds it before the first step and extends it
-(a new value) with the pool's sighting and the certificates gathered, once, after the pool step;
+Invariants: a ``Turn`` is never changed: the engine builds it with the certificates gathered, once,
+before the first step, and extends it (a new value) with the pool's sighting after the pool step;
 the rotation window is computed once from the certificates' status items (the durable record),
 never again by a step; a step's ``wake_at`` is in the engine's monotonic seconds.
 """
@@ -57,10 +57,10 @@ class Turn:
     old: dict[str, Any]  # the contract part of status as the turn saw it
     now: datetime
     mono: float
-    # Set once the pool step ran (the turn touches Azure's pool before it reads certificates):
+    # Set once the pool step ran:
     pool: PoolState | None = None  # the pool step's sighting
     pool_known: bool = False  # a GET has told us whether the pool exists
-    certificates: tuple[CertificateSighting, ...] = ()  # gathered once, after the pool step
+    certificates: tuple[CertificateSighting, ...] = ()  # gathered once, before any step
     window: RotationWindow = RotationWindow()
 
     @property
