@@ -15,7 +15,8 @@ A rotation costs 2, by design: the new version and count at once (a durable fact
 looks for), and Ready again once the nodes' polling interval has passed (a verdict); in production
 the two are a polling interval (an hour by default) apart, so no settle window joins them.
 
-Also: the operator's log has one line per condition change, each told once (oplog.log_turn).
+Also: the operator's log has one line per condition change, each told once (oplog.log_turn); a
+restart of the operator on the Ready pool writes nothing and posts no Event.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from support.stack import OperatorStack
 
 WRITES_TO_READY = 3
 WRITES_PER_ROTATION = 2
+OPERATOR_ENV = {
+    "BATCHCERT_NODE_RECHECK_SECONDS": "3600",
+    "BATCHCERT_STATUS_SETTLE_SECONDS": "30",  # the installed default
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,10 +59,7 @@ def stack(
             kube_cluster.kubeconfig,
             Path(sim.sim_json),
             workdir / "operator.log",
-            extra_env={
-                "BATCHCERT_NODE_RECHECK_SECONDS": "3600",
-                "BATCHCERT_STATUS_SETTLE_SECONDS": "30",  # the installed default
-            },
+            extra_env=OPERATOR_ENV,
         ) as op,
     ):
         yield OperatorStack(kube_cluster, sim, op)
@@ -192,5 +194,31 @@ def test_one_pool_converges_in_few_writes_and_a_rotation_costs_one(stack: Operat
         to_true = [t for t in told if t.startswith("Ready False -> True")]
         assert len(to_true) == 2, told
         assert any(t.startswith("Ready - -> False (Reconciling)") for t in told), told
+
+        # A restart changes nothing a user sees: no write, no Event (the first turns of a new
+        # process read Azure afresh and come to the status already written).
+        time.sleep(3.0)
+        settled, events = len(watch.versions) - 1, len(stack.events(ns))
+        since = max((r["seq"] for r in stack.control.requests(limit=1)), default=0)
+        _restart(stack)
+        # The new process's first turn for the object reads the pool afresh (its memory is new).
+        _wait_for(
+            lambda: bool(stack.control.requests(sinceSeq=since, pathRegex="/pools/w")), timeout=60
+        )
+        time.sleep(10.0)  # a few more turns of the new process
+        assert watch.writes_since(settled) == []
+        assert len(stack.events(ns)) == events, stack.event_reasons(ns)
     finally:
         watch.stop()
+
+
+def _restart(stack: OperatorStack) -> None:
+    """Stop the operator and start another in its place, with the module's settings."""
+    from support.operator import start_operator
+
+    op = stack.operator
+    op.stop()
+    fresh = start_operator(
+        stack.cluster.kubeconfig, Path(stack.sim.sim_json), op.log_path, extra_env=OPERATOR_ENV
+    )
+    op.process = fresh.process
