@@ -1,6 +1,6 @@
 """Node verification, per pool: when nodes are due, runs against Batch, results to status.
 
-Each tick of a pool with ``spec.verification.enabled`` (after the node reading):
+Each turn of a pool with ``spec.verification.enabled`` (after the node reading):
 1. nothing at all for a pool this object does not own (``PoolNotOwned``): no job, no task, no
    read, no delete;
 2. a run in progress (``reconcile.verification_run``) is polled when a poll is due — every busy
@@ -94,7 +94,7 @@ class _PoolProgress:
 
 @dataclass(frozen=True)
 class PoolFacts:
-    """What the engine knows about the object and its pool (from its reading this tick)."""
+    """What the engine knows about the object and its pool (from its reading this turn)."""
 
     key: str
     uid: str
@@ -160,11 +160,7 @@ class Verifier:
                 # speaks of: keep the record as it is, and restore from it on a later turn
                 return dict(nodes_status, verification=dict(recorded or {})), condition, []
             self._pools[pool.key] = progress
-            log.info(
-                "verification of %s: %d node proofs restored from status",
-                pool.key,
-                len(progress.proofs),
-            )
+            log.info("verification of %s: %d proofs restored", pool.key, len(progress.proofs))
         for gone in set(progress.proofs) - set(node_states):
             progress.proofs.pop(gone)  # a node that left is neither stale nor unverified
             progress.attempted.pop(gone, None)
