@@ -97,6 +97,10 @@ def scenario_row(request: pytest.FixtureRequest, figures: Figures) -> Iterator[S
 def scenario(scenario_row: Scenario, fstack: FaultStack) -> Iterator[Scenario]:
     """``scenario_row`` on the shared fault stack, which is left clean for the next scenario."""
     yield scenario_row
-    # Leave nothing behind for the next scenario (its request counts must be its own).
+    # Leave nothing behind for the next scenario (its request counts must be its own), and a
+    # running operator: a scenario that failed between its kill and its restart must not fail
+    # every scenario after it.
     fstack.control.clear_faults()
+    if not fstack.operator.is_running():
+        fstack.start_operator()
     fstack.delete_all()

@@ -83,11 +83,13 @@ def test_kill_while_the_put_is_in_flight(fstack: FaultStack, scenario: Scenario)
 def test_kill_after_put_before_status(fstack: FaultStack, scenario: Scenario) -> None:
     name = "crash-afterput"
     scenario.injected = (
-        "Key Vault reads held 10 s so the tick stalls after the PUT; SIGKILL the moment the "
+        "Batch node reads held 10 s so the turn stalls after the PUT; SIGKILL the moment the "
         "simulator logged the 200 PUT; restart"
     )
     since = fstack.last_seq()
-    fstack.control.add_fault(match={"service": "keyvault"}, latencySeconds=10, durationSeconds=60)
+    # Certificates are read before the pool step (no pool while one is missing); the nodes are
+    # read after it, so holding Batch's data plane holds the turn between the PUT and its status.
+    fstack.control.add_fault(match={"service": "batch"}, latencySeconds=10, durationSeconds=60)
     fstack.apply(fstack.manifest(name, fstack.home))
     fstack.wait_for_request(
         since=since, operation="Pool_Create", status=200, pathRegex=fstack.pool_path_regex(name)
