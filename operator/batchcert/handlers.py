@@ -34,6 +34,7 @@ from batchcert.kopfprivate import keep_watched_bodies_lean
 from batchcert.kopfsettings import GenerationDiffBase, configure_settings
 from batchcert.kubetokens import KopfServiceAccounts
 from batchcert.models.names import GROUP, PLURAL, VERSION
+from batchcert.reconcile.lookups import cancel_inflight_reads
 from batchcert.reconcile.sharding import ShardAssignment, shard_of
 from batchcert.services import (
     Services,
@@ -77,6 +78,7 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     services: Services | None = memo.get("services")
     if services is not None:
         await stop_loops(services)
+        await cancel_inflight_reads()  # before the clients they read through are closed
         for context in services.contexts.contexts[1:]:
             await context.clients.close()
         await services.clients.close()

@@ -5,8 +5,9 @@ Covers: a kill right after the object is applied (before any Azure write); a kil
 PUT is in flight at Azure (the PUT completes after the operator died, racing the restarted
 operator's own guarded PUT); a kill right after Azure answered the PUT but before status was
 written (the restarted operator must adopt the pool by the uid in its metadata, not create a
-second); a kill after the DELETE was sent but before the finalizer came off (the object must go,
-the pool must go, and nothing may recreate it). Each asserts exactly one pool (or none), at most
+second); a SIGTERM while a certificate read is in flight (a rollout: the process must exit 0
+with no traceback); a kill after the DELETE was sent but before the finalizer came off (the
+object must go, the pool must go, and nothing may recreate it). Each asserts exactly one pool (or none), at most
 one successful pool PUT in the simulator's log, convergence, and a clean operator log.
 """
 
@@ -106,6 +107,37 @@ def test_kill_after_put_before_status(fstack: FaultStack, scenario: Scenario) ->
     assert fstack.get(name, fstack.home)["status"]["pool"]["resourceId"].endswith(f"/pools/{name}")
     fstack.assert_operator_healthy()
     scenario.operator_did = "adopted its own pool by metadata uid (no second PUT); Ready"
+
+
+def test_sigterm_with_a_certificate_read_in_flight_exits_cleanly(
+    fstack: FaultStack, scenario: Scenario
+) -> None:
+    name = "crash-sigterm"
+    scenario.injected = (
+        "Key Vault certificate read held 10 s; SIGTERM (a rollout) while it is in flight; restart"
+    )
+    rule = fstack.control.add_fault(
+        match={"service": "keyvault"}, latencySeconds=10, durationSeconds=60, count=1
+    )
+    fstack.apply(fstack.manifest(name, fstack.home))
+
+    def read_pending() -> bool:  # a count-1 rule leaves the list the moment a request matched it
+        return rule["id"] not in {
+            f["id"] for f in fstack.control.request("GET", "/faults")["faults"]
+        }
+
+    assert timed(read_pending, timeout=60, poll=0.05) is not None, fstack.operator.log()[-3000:]
+    # The read outlives the object's turn (other objects may await it): shutdown must end it
+    # before closing the client it reads through, else kopf re-raised "Session is closed".
+    fstack.operator.stop(timeout=30)
+    assert fstack.operator.process.returncode == 0, fstack.operator.log()[-4000:]
+    assert "Traceback" not in fstack.operator.log(), fstack.operator.log()[-6000:]
+    fstack.control.clear_faults()
+    fstack.start_operator()
+    scenario.converge_seconds = round(fstack.timed_ready(name), 1)
+    _assert_one_pool(fstack, name, scenario)
+    fstack.assert_operator_healthy()
+    scenario.operator_did = "exited 0 with no traceback; the next process converged; Ready"
 
 
 def test_kill_during_delete(fstack: FaultStack, scenario: Scenario) -> None:

@@ -118,3 +118,28 @@ async def test_no_such_vault_is_remembered_for_max_age_too() -> None:
     assert await facts.vault("/v/kv", max_age=150) is None and len(reads) == 1
     clock[0] = 200
     assert await facts.vault("/v/kv", max_age=150) is None and len(reads) == 2
+
+
+async def test_shutdown_cancels_a_read_its_askers_left_running() -> None:
+    # A read outlives a cancelled asker (the others may await it). At shutdown it must end
+    # before the clients close: a read still running then fails on a closed session, and
+    # kopf's shutdown re-raised that as a traceback out of the process.
+    from batchcert.reconcile.lookups import cancel_inflight_reads
+
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(3600)
+        finished.set()
+        return "v"
+
+    lookups: SingleFlightCache[str, str] = SingleFlightCache(300)
+    asker = asyncio.ensure_future(lookups.get("k", slow))
+    await started.wait()
+    asker.cancel()
+    await asyncio.sleep(0)
+    assert lookups._inflight  # the asker is gone, the read is not
+    await asyncio.wait_for(cancel_inflight_reads(), 1)
+    assert not lookups._inflight and not finished.is_set()
+    assert await lookups.get("k", lambda: asyncio.sleep(0, "v2")) == "v2"  # usable again

@@ -10,7 +10,10 @@ watcher (``certwatch``) is the same cache with a per-value time-to-live.
 Invariants: at most one read per key is in flight; ``None`` (not found) and failures are never
 remembered, so a fix is seen on the next ask; ``invalidate`` forgets a key at once; one asker
 being cancelled never cancels the read the others await; an asker's ``max_age`` only ever makes
-a read happen sooner than the TTL would, never later.
+a read happen sooner than the TTL would, never later. A read outlives its askers, so shutdown
+cancels every read in flight (``cancel_inflight_reads``) before it closes the clients they
+use: else a read left running meets a closed session, and kopf's shutdown re-raises that as a
+traceback out of the process.
 """
 
 from __future__ import annotations
@@ -26,6 +29,17 @@ from batchcert.models.spec import AccountRef, BatchCertPoolSpec
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+# Every cache's reads in flight, for shutdown (a read is shielded from its askers' cancellation).
+_INFLIGHT: set[asyncio.Task[Any]] = set()
+
+
+async def cancel_inflight_reads() -> None:
+    """Cancel every single-flight read still running and wait for them to end."""
+    tasks = list(_INFLIGHT)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class SingleFlightCache(Generic[K, V]):
@@ -66,6 +80,8 @@ class SingleFlightCache(Generic[K, V]):
         if task is None:
             task = asyncio.ensure_future(self._load(key, load))
             self._inflight[key] = task
+            _INFLIGHT.add(task)
+            task.add_done_callback(_INFLIGHT.discard)
         return await asyncio.shield(task)
 
     async def _load(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
