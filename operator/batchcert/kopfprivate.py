@@ -44,13 +44,14 @@ async def patch_status(
     name: str,
     status_patch: dict[str, Any],
     logger: kopf.Logger,
-) -> bool:
-    """Merge-patch ``status``; False when the object is gone."""
+) -> str | None:
+    """Merge-patch ``status``: the resourceVersion the server answered ("" if it named none),
+    None when the object is gone."""
     from kopf._cogs.clients import api
     from kopf._cogs.clients.errors import APINotFoundError
 
     try:
-        await api.patch(
+        answered = await api.patch(
             url=resource.get_url(namespace=namespace, name=name, subresource="status"),
             headers={"Content-Type": "application/merge-patch+json"},
             payload={"status": status_patch},
@@ -58,8 +59,9 @@ async def patch_status(
             logger=logger,
         )
     except APINotFoundError:
-        return False
-    return True
+        return None
+    metadata = answered.get("metadata") if isinstance(answered, dict) else None
+    return str(metadata.get("resourceVersion") or "") if isinstance(metadata, dict) else ""
 
 
 async def get_json(settings: kopf.OperatorSettings, url: str, logger: Any) -> dict[str, Any] | None:

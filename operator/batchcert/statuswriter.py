@@ -33,18 +33,30 @@ class WrittenStatus:
     Computed here (the status the turn saw plus the patch, RFC 7386: only ``write_status``
     writes status), not the server's answer (the whole object); and the status, not only the
     last patch: a second write before the watch catches up is a patch against the first one's
-    result, so a turn must see both (else a rotation written once would be counted again). It
-    is dropped as soon as the watch delivers a newer object, so it is held only briefly.
+    result, so a turn must see both (else a rotation written once would be counted again).
+
+    It is held until the watch delivers our write's version or a later one, not merely any
+    version newer than the turn saw: another writer's change made just before ours (kopf's
+    finalizer patch on a new object) arrives first and does not carry our status, and a turn
+    taken on it wrote the first status a second time. Versions are ordered as integers when
+    both parse as such: since Kubernetes 1.35 the API concepts page documents one object's
+    resourceVersions as comparable, monotonically increasing integers of unspecified size
+    (KEP-5504; kubernetes/website#52848). Otherwise any version other than the one the turn
+    saw ends the hold, the equality-only rule older servers promise.
     """
 
     status: dict[str, Any]
     resource_version_before: str
+    resource_version_written: str = ""
 
     def is_pending(self, body: kopf.Body) -> bool:
-        """The watch has not yet delivered a version of the object newer than our write's."""
-        return self.resource_version_before == str(
-            body.get("metadata", {}).get("resourceVersion", "")
-        )
+        """The watch has not yet delivered the version of the object our write made."""
+        delivered = str(body.get("metadata", {}).get("resourceVersion", ""))
+        if delivered == self.resource_version_before:
+            return True
+        if delivered.isdigit() and self.resource_version_written.isdigit():
+            return int(delivered) < int(self.resource_version_written)
+        return False
 
 
 async def write_status(
@@ -65,10 +77,10 @@ async def write_status(
     written = await patch_status(
         settings, resource, meta.get("namespace"), meta.get("name", ""), status_patch, logger
     )
-    if not written:
+    if written is None:
         return None
     after = apply_merge_patch(seen_status or {}, status_patch)
-    return WrittenStatus(after, str(meta.get("resourceVersion", "")))
+    return WrittenStatus(after, str(meta.get("resourceVersion", "")), written)
 
 
 def current_view(body: kopf.Body, written: WrittenStatus | None) -> ObjectView:

@@ -136,6 +136,31 @@ async def test_write_status_is_one_merge_patch_of_the_status_subresource(
     assert not written.is_pending(body(resourceVersion="2"))
 
 
+async def test_another_writers_newer_version_does_not_end_the_hold_on_our_write(
+    monkeypatch: Any,
+) -> None:
+    # The double first status: kopf's finalizer patch (version 3) lands between the turn's read
+    # (version 1) and our status write (version 5); the watch delivers 3 first, and a turn
+    # taken on it must still see our status, not write it again.
+    from kopf._cogs.clients import api
+
+    async def fake_patch(**kwargs: Any) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": "5"}, "status": {"x": 2}}
+
+    monkeypatch.setattr(api, "patch", fake_patch)
+    resource = kopf.Resource(GROUP, "v1alpha1", "batchcertpools", namespaced=True)
+    written = await write_status(
+        kopf.OperatorSettings(), resource, body(), {"x": 2}, logging.getLogger("t")
+    )
+    assert written is not None and written.resource_version_written == "5"
+    assert written.is_pending(body(resourceVersion="3"))
+    assert current_view(body(resourceVersion="3"), written).status == {"x": 2}
+    assert not written.is_pending(body(resourceVersion="5"))
+    assert not written.is_pending(body(resourceVersion="12"))  # a later one carries ours too
+    # Versions that are not integers are compared for equality only, as older servers promise.
+    assert not written.is_pending(body(resourceVersion="v3"))
+
+
 async def test_two_writes_before_the_watch_catches_up_are_both_seen(monkeypatch: Any) -> None:
     # The reviewer's case: turn 2 patches against turn 1's result; turn 3, still before the
     # watch delivered either, must see both (else a rotation in turn 1 is detected again).
