@@ -2,9 +2,8 @@
 figures every scenario records for docs/reliability.md.
 
 ``fstack`` (module) is a ``FaultStack`` whose operator watches only its own namespace.
-Scenarios marked ``faults_full`` are skipped unless the marker expression names them, so the
-default run (``make test``) stays within the 6-minute budget; ``-m "faults or faults_full"``
-runs them all. ``scenario`` (function) is the row a test fills in; it is marked passed only when
+Scenarios marked ``faults_full`` are skipped unless the marker expression names them
+(``tests/conftest.py``); ``-m "faults or faults_full"`` runs them all. ``scenario`` (function) is the row a test fills in; it is marked passed only when
 the test passed, and the session writes every row to ``$BATCHCERT_RELIABILITY_JSON`` (default: the pytest
 temp dir's ``reliability.json``, whose path is printed at the end of the run).
 """
@@ -23,18 +22,6 @@ if TYPE_CHECKING:
     from support.faults import FaultStack, Figures, Scenario
 
 _FIGURES_PATH: list[Path] = []
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Scenarios marked ``faults_full`` run only when asked for (``-m faults_full``, or
-    ``-m "faults or faults_full"`` for everything): the default run stays within the CI budget."""
-    if "faults_full" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="slower fault scenario: run with -m faults_full")
-    for item in items:
-        if item.get_closest_marker("faults_full") and _HERE in Path(str(item.path)).parents:
-            item.add_marker(skip)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -64,7 +64,7 @@ def deployed(
     kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorStack]:
     """deploy/base applied for real; the operator running as its ServiceAccount, cluster-wide."""
-    from support.stack import OperatorStack, fast_simulator
+    from support.stack import OperatorStack, fast_simulator, forget_objects
 
     applied = kube_cluster.kubectl("apply", "-k", str(DEPLOY_DIR / "base"))
     assert applied.returncode == 0, applied.stderr
@@ -76,6 +76,7 @@ def deployed(
     ):
         yield OperatorStack(kube_cluster, sim, op)
         assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]
+    forget_objects(kube_cluster)
 
 
 def test_manifests_pass_server_side_dry_run(kube_cluster: KubeCluster) -> None:

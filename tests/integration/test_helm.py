@@ -306,7 +306,7 @@ def test_the_charts_verification_switch_makes_the_operator_refuse_verification(
     """verification.allowed=false renders the Deployment's switch; the operator run with that
     environment refuses a pool asking for verification (Stalled, VerificationNotAllowed) before
     any Azure call, and no pool is created. Before the module's install: no other operator acts."""
-    from support.stack import OperatorStack, fast_simulator
+    from support.stack import OperatorStack, fast_simulator, forget_objects
 
     (deployment,) = [
         d for d in render({"verification": {"allowed": False}}) if d["kind"] == "Deployment"
@@ -343,22 +343,7 @@ def test_the_charts_verification_switch_makes_the_operator_refuse_verification(
         assert stack.pool_in_azure("proof") is None
         stack.apply(stack.manifest("plain", ns))
         stack.wait_ready("plain", ns)
-    _forget_pools(kube_cluster, (ns,))
-
-
-def _forget_pools(cluster: KubeCluster, prefixes: tuple[str, ...]) -> None:
-    """Remove this module's BatchCertPools without their operator (finalizer dropped), so the
-    operators of later test modules on the same cluster do not take them up. Their pools lived
-    only in this module's simulator."""
-    listed = json.loads(cluster.kubectl("get", "bcp", "-A", "-o", "json", check=True).stdout)
-    for item in listed["items"]:
-        ns, name = item["metadata"]["namespace"], item["metadata"]["name"]
-        if not ns.startswith(prefixes):
-            continue
-        cluster.kubectl("delete", "bcp", name, "-n", ns, "--wait=false")
-        cluster.kubectl(
-            "patch", "bcp", name, "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}'
-        )
+    forget_objects(kube_cluster, (ns,))
 
 
 def _uids(cluster: KubeCluster) -> dict[str, str]:
@@ -383,7 +368,7 @@ def installed(
     kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorStack]:
     """The chart installed for real; the operator running as the chart's ServiceAccount."""
-    from support.stack import OperatorStack, fast_simulator
+    from support.stack import OperatorStack, fast_simulator, forget_objects
 
     # The fixture applied crds/ with kubectl: --take-ownership adopts them, as moving an install
     # from kustomize to Helm does (docs/operating.md, "Helm").
@@ -406,7 +391,7 @@ def installed(
     ):
         yield OperatorStack(kube_cluster, sim, op)
         assert op.is_running(), "the operator process died:\n" + op.log()[-4000:]
-    _forget_pools(kube_cluster, ("helm-", "wait-", "upgrade-", "uninstall-"))
+    forget_objects(kube_cluster)  # their pools lived only in this module's simulator
 
 
 def _status(stack: OperatorStack, name: str, ns: str, *args: str) -> subprocess.Popen[str]:

@@ -143,7 +143,7 @@ def tenancy(
     kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Tenancy]:
     from support.operator import running_operator
-    from support.stack import OperatorStack, fast_simulator
+    from support.stack import OperatorStack, fast_simulator, forget_objects
 
     workdir = tmp_path_factory.mktemp("tenancy")
     suffix = uuid.uuid4().hex[:5]
@@ -181,6 +181,7 @@ def tenancy(
             assert "Traceback" not in op.log(), op.log()[-4000:]
             # No token (ServiceAccount or Azure; both JWTs) is ever logged.
             assert "eyJ" not in op.log()
+    forget_objects(kube_cluster, tuple(names.values()))
 
 
 def _team_pool(stack: OperatorStack, name: str, team: Team, **overrides: Any) -> dict[str, Any]:

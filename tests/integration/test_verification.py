@@ -52,6 +52,8 @@ def _nodes_ready(stack: OperatorStack, name: str, ns: str) -> tuple[str, str]:
     return found.get("status", ""), found.get("reason", "")
 
 
+# Minutes long (measured 260/186/134 s): the slow tier, run before an issue is resolved.
+@pytest.mark.faults_full
 def test_rotation_is_proven_on_every_node(stack: OperatorStack) -> None:
     ns, demo = stack.namespace("verify"), stack.demo
     cert = f"ver-{uuid.uuid4().hex[:6]}"
@@ -407,6 +409,8 @@ HOSTILE = (
 )
 
 
+# Minutes long (measured 260/186/134 s): the slow tier, run before an issue is resolved.
+@pytest.mark.faults_full
 def test_hostile_task_output_is_no_proof_and_never_a_crash(stack: OperatorStack) -> None:
     ns, demo = stack.namespace("verhostile"), stack.demo
     cert = f"hostile-{uuid.uuid4().hex[:6]}"
@@ -459,6 +463,8 @@ def test_hostile_task_output_is_no_proof_and_never_a_crash(stack: OperatorStack)
     stack.cluster.kubectl("delete", "bcp", "verhostile", "-n", ns, "--wait=true", "--timeout=90s")
 
 
+# Minutes long (measured 260/186/134 s): the slow tier, run before an issue is resolved.
+@pytest.mark.faults_full
 def test_require_proof_holds_nodes_ready_while_every_slot_is_busy(stack: OperatorStack) -> None:
     """requireProof: true on a pool whose only slot is busy across a rotation: NodesReady stays
     False VerificationPending (in progress, not Stalled, no page) well past polling interval +

@@ -50,7 +50,7 @@ def stack(
     """The module stack, with the production node recheck (its heartbeat moves
     ``status.nodes.lastCheckTime``: every 3 s under the tests' fast intervals)."""
     from support.operator import running_operator
-    from support.stack import fast_simulator
+    from support.stack import fast_simulator, forget_objects
 
     workdir = tmp_path_factory.mktemp("stack")
     with (
@@ -63,6 +63,7 @@ def stack(
         ) as op,
     ):
         yield OperatorStack(kube_cluster, sim, op)
+    forget_objects(kube_cluster)
 
 
 class WatchLog:

@@ -45,6 +45,23 @@ def fast_simulator(state_dir: Path) -> Iterator[Any]:
         yield sim
 
 
+def forget_objects(cluster: KubeCluster, namespaces: tuple[str, ...] = ()) -> None:
+    """Drop the BatchCertPools left in the shared control plane (all, or those in
+    ``namespaces``), finalizers and all, once their operator and simulator are gone: else the
+    next module's operator (it watches every namespace) keeps reconciling them against a
+    simulator that no longer listens, and its log and CPU are no longer its own tests'."""
+    found = cluster.kubectl("get", "bcp", "-A", "-o", "json", check=True)
+    for item in json.loads(found.stdout).get("items", []):
+        meta = item["metadata"]
+        if namespaces and meta["namespace"] not in namespaces:
+            continue
+        where = ("-n", meta["namespace"], f"bcp/{meta['name']}")
+        if meta.get("finalizers"):
+            patch = '{"metadata":{"finalizers":null}}'
+            cluster.kubectl("patch", *where, "--type=merge", "-p", patch)
+        cluster.kubectl("delete", *where, "--wait=false", "--ignore-not-found")
+
+
 @dataclass
 class OperatorStack:
     cluster: KubeCluster
