@@ -47,7 +47,7 @@ class WrittenStatus:
 
     status: dict[str, Any]
     resource_version_before: str
-    resource_version_written: str = ""
+    resource_version_written: str  # "" when the server named none
 
     def is_pending(self, body: kopf.Body) -> bool:
         """The watch has not yet delivered the version of the object our write made."""

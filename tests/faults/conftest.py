@@ -3,9 +3,10 @@ figures every scenario records for docs/reliability.md.
 
 ``fstack`` (module) is a ``FaultStack`` whose operator watches only its own namespace.
 Scenarios marked ``faults_full`` are skipped unless the marker expression names them
-(``tests/conftest.py``); ``-m "faults or faults_full"`` runs them all. ``scenario`` (function) is the row a test fills in; it is marked passed only when
-the test passed, and the session writes every row to ``$BATCHCERT_RELIABILITY_JSON`` (default: the pytest
-temp dir's ``reliability.json``, whose path is printed at the end of the run).
+(``tests/conftest.py``); ``-m "faults or faults_full"`` runs them all. ``scenario`` (function)
+is the row a test fills in; it is marked passed only when the test passed, and the session
+writes every row to ``$BATCHCERT_RELIABILITY_JSON`` (default: the pytest temp dir's
+``reliability.json``, whose path is printed at the end of the run).
 """
 
 from __future__ import annotations
