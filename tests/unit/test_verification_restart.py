@@ -148,6 +148,39 @@ def test_a_restarted_verifier_writes_the_same_status_and_starts_no_run() -> None
     assert [c[0] for c in batch.calls] == ["list_jobs"]  # the leftover sweep only, no run
 
 
+def test_a_run_that_proved_every_node_just_before_the_window_ended_is_not_repeated() -> None:
+    """The last run started in the second before the rotation's polling interval ended (status
+    keeps whole seconds) and found every node current: after a restart just past the window's
+    end the proofs stand and no run starts (the full run's one-second race, stop 27)."""
+    settled = datetime(2026, 12, 5, 8, 5, tzinfo=UTC)  # ITEM's rotation + 300 s polling
+    record = _record(lastRunTime="2026-12-05T08:04:59Z")
+    verified = ConditionUpdate(
+        NODES_READY,
+        True,
+        NodesReason.ROTATION_VERIFIED,
+        "3/3 nodes proven to hold the current version of every certificate",
+    )
+    batch = RecordingBatch()
+    status, condition, events = _turn(batch, record, verified, settled + timedelta(seconds=8))
+    assert status == record
+    assert condition == verified and events == []
+    assert [c[0] for c in batch.calls] == ["list_jobs"]
+
+
+def test_a_proof_not_current_from_before_the_window_ended_is_looked_at_again() -> None:
+    """The same record with one node stale before the window ended: that proof predates the
+    node's chance to fetch, so a run starts once the window is over."""
+    stale = [{"nodeId": "n2", "certificate": "mycert", "thumbprint": OLD, "version": "v1"}]
+    record = _record(
+        current=2, stale=1, summary="2/3", staleNodes=stale, lastRunTime="2026-12-05T08:04:59Z"
+    )
+    before = ConditionUpdate(NODES_READY, False, NodesReason.VERIFICATION_PENDING, "x")
+    batch = RecordingBatch()
+    now = datetime(2026, 12, 5, 8, 5, 8, tzinfo=UTC)
+    _turn(batch, record, before, now)
+    assert "create_job" in [c[0] for c in batch.calls]
+
+
 def test_a_restart_keeps_a_proven_stale_node_stale_with_its_thumbprint() -> None:
     stale = [{"nodeId": "n2", "certificate": "mycert", "thumbprint": OLD, "version": "v1"}]
     record = _record(current=2, stale=1, summary="2/3", staleNodes=stale)

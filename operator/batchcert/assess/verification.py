@@ -304,8 +304,8 @@ def due_nodes(
     now: datetime,
 ) -> list[str]:
     """Nodes a new run should prove: schedulable, not tried within ``min(polling, interval)``
-    (unless a rotation settled since), and with no proof, a proof from before the last
-    rotation settled, older than ``interval``, or not current and older than a polling
+    (unless a rotation settled since), and with no proof, a proof not current from before the
+    last rotation settled, older than ``interval``, or not current and older than a polling
     interval."""
     settled_at = plan.settled_at
     due = []
@@ -326,7 +326,10 @@ def _is_due(proof: NodeProof | None, plan: RunPlan, now: datetime) -> bool:
     if proof is None:
         return True  # a new node (or never proven)
     if plan.settled_at is not None and proof.at < plan.settled_at <= now:
-        return True  # a rotation settled since its proof
+        # A rotation settled since its proof: look again unless the proof already shows every
+        # current version (a run just before the window's end proved it; status keeps whole
+        # seconds, so a restart must not read that run as older than the rotation).
+        return not _is_current(proof, plan)
     if now - proof.at >= plan.interval:
         return True
     # Not current last time: look again once its extension has polled again.
