@@ -6,7 +6,7 @@ lastRotationTime, rotations, CertificateRotated Event, NodesReady RotationPropag
 nodes holding the new version); a wrong clientId named in NodesReady without a crash loop; a
 disruptive change refused visibly under Report and applied under ScaleToZero; a pool deleted out
 of band recreated; deletion with Delete and with Orphan; ``kubectl wait`` on Ready; a misspelt vault
-Stalled with VaultNotResolvable naming its host.
+Stalled with VaultNotResolvable naming its host, and no pool is created for it.
 """
 
 from __future__ import annotations
@@ -372,4 +372,7 @@ def test_a_misspelt_vault_is_stalled_naming_its_host(stack: OperatorStack) -> No
     assert certificate["reason"] == "VaultNotResolvable"
     assert host in certificate["message"]
     assert stack.condition("typo", ns, "Stalled")["reason"] == "VaultNotResolvable"
+    # No pool (no billed node) for a vault no node could fetch from.
+    assert stack.condition("typo", ns, "PoolReady")["reason"] == "VaultNotResolvable"
+    assert stack.control.requests(operation="Pool_Create", pathRegex="/pools/typo") == []
     _no_tracebacks(stack)

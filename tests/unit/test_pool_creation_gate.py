@@ -2,7 +2,8 @@
 step and PoolReconciler).
 
 Covers: which certificates are known missing — from this turn's readings (a 404 without
-``createIfMissing``; never a read that failed otherwise), named with createIfMissing off, or,
+``createIfMissing``, or a vault whose name does not resolve, with or without it; never a read
+that failed otherwise), named with createIfMissing off, or,
 without them, from the previous turn's durable verdict (``CertificateReady=CertificateNotFound``,
 quoted); a missing certificate outranks the other certificate failures in ``CertificateReady``; through the engine with
 fakes: a pool deleted while its certificate is missing is not created again, no Azure call is
@@ -54,6 +55,27 @@ def test_this_turns_readings_name_each_missing_certificate() -> None:
     assert creation_gate(creating, {}, [(auto, _missing(auto.key))]) is None
 
 
+def test_a_vault_that_does_not_resolve_holds_creation_even_with_create_if_missing() -> None:
+    """Nothing can be created in a vault that does not exist and no node could fetch from it."""
+    for spec in (_spec(), _spec(createIfMissing={"subject": "CN=x"})):
+        (cert,) = spec.certificates
+        unresolved = CertificateReading(
+            cert.key,
+            T0,
+            error_code="NameResolutionError",
+            error_message="Cannot connect to host",
+            failure_reason="VaultNotResolvable",
+        )
+        gate = creation_gate(spec, {}, [(cert, unresolved)])
+        assert gate is not None
+        assert (gate.type, gate.status, gate.reason) == ("PoolReady", False, "VaultNotResolvable")
+        assert f"not created: vault {VAULT} does not resolve" in gate.message
+    transient = CertificateReading(
+        cert.key, T0, error_code="ServerTimeoutError", failure_reason="AzureUnavailable"
+    )
+    assert creation_gate(_spec(), {}, [(cert, transient)]) is None  # unreadable is not missing
+
+
 def _status(reason: str, message: str = "") -> dict[str, Any]:
     condition = {"type": "CertificateReady", "status": "False", "reason": reason}
     return {"conditions": [dict(condition, message=message)]}
@@ -66,6 +88,8 @@ def test_without_readings_the_previous_verdict_says_it() -> None:
     assert gate is not None and gate.reason == "CertificateNotFound"
     assert gate.message.startswith(said + " and createIfMissing is off")
     assert creation_gate(spec, _status("AuthorizationFailed")) is None
+    unresolvable = creation_gate(spec, _status("VaultNotResolvable", "the vault's name ..."))
+    assert unresolvable is not None and unresolvable.reason == "VaultNotResolvable"
     assert creation_gate(spec, _status("CertificateCreating")) is None
     assert creation_gate(spec, {}) is None  # nothing read yet: nothing known
 
