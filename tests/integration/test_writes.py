@@ -151,7 +151,7 @@ def _wait_for(predicate: Any, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def test_one_pool_converges_in_few_writes_and_a_rotation_costs_one(stack: OperatorStack) -> None:
+def test_one_pool_converges_in_few_writes_and_a_rotation_costs_two(stack: OperatorStack) -> None:
     ns, demo = stack.namespace("writes"), stack.demo
     watch = WatchLog(stack, "w", ns)
     try:
