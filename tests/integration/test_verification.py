@@ -17,7 +17,11 @@ counted nowhere; a task planted in a run's own job (with its command line) is ne
 another tenant's job taking the very id of a run (409 JobExists) is left
 untouched and the run retried under a new name; a restart mid-run deletes the old run's job (not
 another tenant's job carrying our prefix), and a restart on a Ready verified pool writes no
-status, posts no Event and starts no run.
+status, posts no Event and starts no run; a Windows pool is proven through its LocalMachine store;
+a pool recreated with the same name while its old run's job is still deleting is proven again.
+
+Slow tier (``faults_full``, over a minute each): the three-node rotation, hostile output,
+requireProof on a busy pool, Windows, and the pool recreated while its old job deletes.
 """
 
 from __future__ import annotations
@@ -343,6 +347,7 @@ def test_mixed_case_vault_url_is_proven_with_the_job_quota_nearly_used(
     stack.cluster.kubectl("delete", "bcp", "vercase", "-n", ns, "--wait=true", "--timeout=90s")
 
 
+@pytest.mark.faults_full
 def test_a_windows_pool_is_proven_through_its_localmachine_store(stack: OperatorStack) -> None:
     """Windows end to end: the PowerShell listing (non-admin, task scope) of the LocalMachine
     store the extension installs into proves the node current, and after a rotation again."""
@@ -519,6 +524,7 @@ def test_require_proof_holds_nodes_ready_while_every_slot_is_busy(stack: Operato
     stack.cluster.kubectl("delete", "bcp", "verproof", "-n", ns, "--wait=true", "--timeout=90s")
 
 
+@pytest.mark.faults_full
 def test_a_pool_recreated_while_its_old_job_is_deleting(stack: OperatorStack) -> None:
     """Delete the object while a run's job is active (its task waits for a busy slot), and
     apply it again at once: the old job goes (deleting, then gone), the new object's runs use
