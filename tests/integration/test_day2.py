@@ -12,24 +12,10 @@ polling interval (the nodes fetch again at their next retry; ``FixPropagating`` 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 import uuid
 
 from support.stack import FAST_NODES, OperatorStack
-
-
-def _batchcert_status(stack: OperatorStack, name: str, ns: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchcert", "status", name, "-n", ns],
-        env={**os.environ, "KUBECONFIG": str(stack.cluster.kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _no_tracebacks(stack: OperatorStack) -> None:
@@ -50,7 +36,7 @@ def test_status_shows_the_size_that_runs_during_a_refused_change(stack: Operator
         return reason == "UpdateRequiresDisruption"
 
     stack.wait_until("UpdateRequiresDisruption", refused, name="runs", namespace=ns)
-    shown = _batchcert_status(stack, "runs", ns)
+    shown = stack.status_command("runs", ns)
     assert shown.returncode == 3, shown.stdout + shown.stderr  # Stalled: a person must choose
     vm_line = next(line for line in shown.stdout.splitlines() if "VM size:" in line)
     assert "STANDARD_D2S_V3" in vm_line.upper(), shown.stdout

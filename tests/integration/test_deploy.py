@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -320,16 +319,6 @@ def test_serviceaccount_has_least_privilege(deployed: OperatorStack) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def _status_cmd(stack: OperatorStack, name: str, ns: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "batchcert", "status", name, "-n", ns],
-        env={**os.environ, "KUBECONFIG": str(stack.cluster.kubeconfig)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def _samples(text: str, metric: str, **labels: str) -> list[float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -361,7 +350,7 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
     stack.wait_ready("story", ns)
     ready_obj = stack.get("story", ns)
     capture(ready_obj, "ready")
-    shown = _status_cmd(stack, "story", ns)
+    shown = stack.status_command("story", ns)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     version = ready_obj["status"]["certificates"][0]["version"]
     for text in ("Status:       Ready", version, "1/1 ready", "PoolCreated", "CertificateReady"):
@@ -429,10 +418,10 @@ def test_story_under_the_serviceaccount(deployed: OperatorStack) -> None:
 
     stack.wait_until("CertificateNotFound", named, name="broken", namespace=ns, timeout=60)
     capture(stack.get("broken", ns), "certificate-not-found")
-    failing = _status_cmd(stack, "broken", ns)
+    failing = stack.status_command("broken", ns)
     assert failing.returncode == 3, failing.stdout + failing.stderr
     assert "NOT Ready" in failing.stdout and "CertificateNotFound" in failing.stdout
-    missing = _status_cmd(stack, "nobody", ns)
+    missing = stack.status_command("nobody", ns)
     assert missing.returncode == 2 and "not found" in missing.stderr
 
     # a spec refused after an edit: a verdict on the new generation, observedGeneration included

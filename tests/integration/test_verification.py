@@ -748,19 +748,18 @@ def _restart_operator(stack: OperatorStack) -> None:
     op.process = fresh.process
 
 
-def test_a_restart_sweeps_the_runs_leftover_job_and_leaves_a_verified_pool_as_it_was(
-    stack: OperatorStack,
-) -> None:
-    """Restart mid-run (its task queued behind a busy slot): the new process deletes the old
-    run's job (ours by metadata and pool) but not another tenant's job carrying our prefix, and
-    proves the node once the slot frees. Restart again on the Ready verified pool: the first
-    turns write no status and post no Event, and no run starts before one is due."""
-    ns, demo = stack.namespace("verrs"), stack.demo
-    cert = f"rs-{uuid.uuid4().hex[:6]}"
+def _proven_then_a_run_queued(
+    stack: OperatorStack, name: str, ns: str
+) -> tuple[str, tuple[str, str, str, str], str, str]:
+    """A one-node verified pool on its own certificate, proven current; then its only slot made
+    busy and the certificate renewed, so a run is in progress with its task queued. Returns the
+    object's uid, the pool's ids, the node and the run's job id."""
+    demo = stack.demo
+    cert = f"{name}-{uuid.uuid4().hex[:6]}"
     stack.control.add_certificate(demo["vault"], cert)
     stack.apply(
         stack.manifest(
-            "verrs",
+            name,
             ns,
             certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
             verification={"enabled": True, "taskTimeout": "PT1M"},
@@ -768,24 +767,36 @@ def test_a_restart_sweeps_the_runs_leftover_job_and_leaves_a_verified_pool_as_it
     )
     stack.wait_until(
         "the node proven current",
-        lambda: _verification(stack, "verrs", ns).get("current") == 1,
-        name="verrs",
+        lambda: _verification(stack, name, ns).get("current") == 1,
+        name=name,
         namespace=ns,
         timeout=150,
     )
-    uid = stack.get("verrs", ns)["metadata"]["uid"]
-    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verrs")
+    uid = stack.get(name, ns)["metadata"]["uid"]
+    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], name)
     (node,) = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
     stack.control.set_node(*ids, node_id=node, busySlots=1)
     stack.control.renew_certificate(demo["vault"], cert)
     stack.wait_until(
-        "a run in progress (its job active, its task queued)",
+        "a run in progress (its job active, its task queued behind the busy slot)",
         lambda: bool(_our_jobs(stack, uid)),
-        name="verrs",
+        name=name,
         namespace=ns,
         timeout=150,
     )
-    (leftover,) = _our_jobs(stack, uid)
+    (job_id,) = _our_jobs(stack, uid)
+    return uid, ids, node, job_id
+
+
+def test_a_restart_sweeps_the_runs_leftover_job_and_leaves_a_verified_pool_as_it_was(
+    stack: OperatorStack,
+) -> None:
+    """Restart mid-run (its task queued behind a busy slot): the new process deletes the old
+    run's job (ours by metadata and pool) but not another tenant's job carrying our prefix, and
+    proves the node once the slot frees. Restart again on the Ready verified pool: the first
+    turns write no status and post no Event, and no run starts before one is due."""
+    ns = stack.namespace("verrs")
+    uid, ids, node, leftover = _proven_then_a_run_queued(stack, "verrs", ns)
     squatter = f"bcv-{uid}-planted"
     _batch(stack).create_job({"id": squatter, "poolInfo": {"poolId": "verrs"}})
 
@@ -853,37 +864,8 @@ def test_a_task_planted_in_a_run_of_ours_is_never_read(stack: OperatorStack) -> 
     """Someone with job permissions on the account adds a task to our run's job, with our very
     command line: the operator reads only the tasks it added, so the planted one is never
     listed as evidence, its files never read, and the run ends (its job deleted) regardless."""
-    ns, demo = stack.namespace("verplant"), stack.demo
-    cert = f"plant-{uuid.uuid4().hex[:6]}"
-    stack.control.add_certificate(demo["vault"], cert)
-    stack.apply(
-        stack.manifest(
-            "verplant",
-            ns,
-            certificates=[{"vaultUrl": demo["vaultUrl"], "name": cert}],
-            verification={"enabled": True, "taskTimeout": "PT1M"},
-        )
-    )
-    stack.wait_until(
-        "the node proven current",
-        lambda: _verification(stack, "verplant", ns).get("current") == 1,
-        name="verplant",
-        namespace=ns,
-        timeout=150,
-    )
-    uid = stack.get("verplant", ns)["metadata"]["uid"]
-    ids = (demo["subscriptionId"], demo["resourceGroup"], demo["batchAccount"], "verplant")
-    (node,) = [n["id"] for n in stack.control.pool(*ids)["nodes"]]
-    stack.control.set_node(*ids, node_id=node, busySlots=1)
-    stack.control.renew_certificate(demo["vault"], cert)
-    stack.wait_until(
-        "a run in progress (its task queued behind the busy slot)",
-        lambda: bool(_our_jobs(stack, uid)),
-        name="verplant",
-        namespace=ns,
-        timeout=150,
-    )
-    (job_id,) = _our_jobs(stack, uid)
+    ns = stack.namespace("verplant")
+    uid, ids, node, job_id = _proven_then_a_run_queued(stack, "verplant", ns)
     (added,) = stack.control.requests(operation="Task_Add", pathRegex=f"/jobs/{job_id}/")
     ours = json.loads(added["body"]) if isinstance(added["body"], str) else added["body"]
     _batch(stack).create_task(job_id, {"id": "bcv-planted", "commandLine": ours["commandLine"]})

@@ -8,6 +8,9 @@ with the operator's log and the object's status attached, so a red test explains
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -129,6 +132,17 @@ class OperatorStack:
 
     def event_reasons(self, namespace: str) -> list[str]:
         return [e["reason"] for e in self.events(namespace)]
+
+    def status_command(self, name: str, namespace: str) -> subprocess.CompletedProcess[str]:
+        """``batchcert status NAME -n NAMESPACE`` as a user runs it against this cluster."""
+        return subprocess.run(
+            [sys.executable, "-m", "batchcert", "status", name, "-n", namespace],
+            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def wait_ready(self, name: str, namespace: str, timeout: int = 90) -> None:
         result = self.cluster.kubectl(

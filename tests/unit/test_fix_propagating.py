@@ -44,6 +44,15 @@ async def _denied(world: World) -> None:
     assert world.condition("Stalled")["status"] == "True"
 
 
+async def _granted_after_denial(world: World) -> None:
+    """Denied and Stalled, then the access granted: the next diagnosis opens the window."""
+    await _denied(world)
+    world.arm.vault_policies = GRANTED
+    world.advance(60)  # the failing cadence of the diagnosis (4 busy intervals)
+    await world.tick()
+    assert _reason(world) == "FixPropagating", world.status
+
+
 def _reason(world: World, type_: str = "NodesReady") -> str:
     return str(world.condition(type_)["reason"])
 
@@ -92,11 +101,7 @@ async def test_nodes_that_fetch_inside_the_window_make_the_pool_ready() -> None:
 
 async def test_a_new_proven_cause_ends_the_window() -> None:
     world = World()
-    await _denied(world)
-    world.arm.vault_policies = GRANTED
-    world.advance(60)
-    await world.tick()
-    assert _reason(world) == "FixPropagating"
+    await _granted_after_denial(world)
     world.arm.vault_policies = []  # revoked again
     world.advance(60)
     await world.tick()
@@ -105,11 +110,7 @@ async def test_a_new_proven_cause_ends_the_window() -> None:
 
 async def test_a_restart_in_the_window_gives_a_fresh_window_not_an_alarm() -> None:
     world = World()
-    await _denied(world)
-    world.arm.vault_policies = GRANTED
-    world.advance(60)
-    await world.tick()
-    assert _reason(world) == "FixPropagating"
+    await _granted_after_denial(world)
     world.memory = ObjectMemory()  # the operator restarts
     world.advance(30)
     await world.tick()

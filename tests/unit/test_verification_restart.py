@@ -28,6 +28,7 @@ from batchcert.translate.verification_task import (
     build_job_body,
     build_job_id,
 )
+from support.builders import base_spec
 
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 UID = "0b0c7a8e-1f7e-4a53-9d1e-3f4b5a6c7d8e"
@@ -68,17 +69,11 @@ class _Vault:
 
 def _spec() -> Any:
     return parse_spec(
-        {
-            "account": {"subscriptionId": "s", "resourceGroup": "r", "name": "a"},
-            "vmSize": "x",
-            "image": {"publisher": "p", "offer": "o", "sku": "s"},
-            "nodeAgentSkuId": "batch.node.ubuntu 22.04",
-            "scale": {"fixed": {"targetDedicatedNodes": 3}},
-            "identity": {"resourceId": "/x/y"},
-            "certificates": [{"secretId": "https://mykv.vault.azure.net/secrets/mycert"}],
-            "keyVaultExtension": {"pollingIntervalSeconds": 300},
-            "verification": {"enabled": True, "interval": "PT24H", "taskTimeout": "PT10M"},
-        }
+        base_spec(
+            scale={"fixed": {"targetDedicatedNodes": 3}},
+            keyVaultExtension={"pollingIntervalSeconds": 300},
+            verification={"enabled": True, "interval": "PT24H", "taskTimeout": "PT10M"},
+        )
     )
 
 

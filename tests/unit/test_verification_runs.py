@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from batchcert.errors import AzureCallError
+from batchcert.models.spec import parse_spec
 from batchcert.reconcile.verification_run import (
     ForeignJobError,
     RunContext,
@@ -31,6 +32,7 @@ from batchcert.reconcile.verification_run import (
     start_run,
 )
 from batchcert.translate.verification_task import OWNER_UID_KEY, POOL_KEY
+from support.builders import base_spec
 
 T0 = datetime(2026, 12, 5, 9, 0, tzinfo=UTC)
 UID = "0b0c7a8e-1f7e-4a53-9d1e-3f4b5a6c7d8e"
@@ -259,19 +261,10 @@ class _Vault:
 
 
 def _spec() -> Any:
-    from batchcert.models.spec import parse_spec
-
     return parse_spec(
-        {
-            "account": {"subscriptionId": "s", "resourceGroup": "r", "name": "a"},
-            "vmSize": "x",
-            "image": {"publisher": "p", "offer": "o", "sku": "s"},
-            "nodeAgentSkuId": "batch.node.ubuntu 22.04",
-            "scale": {"fixed": {"targetDedicatedNodes": 1}},
-            "identity": {"resourceId": "/x/y"},
-            "certificates": [{"secretId": "https://mykv.vault.azure.net/secrets/mycert"}],
-            "verification": {"enabled": True, "interval": "PT0S", "taskTimeout": "P99999D"},
-        }
+        base_spec(
+            verification={"enabled": True, "interval": "PT0S", "taskTimeout": "P99999D"},
+        )
     )
 
 
