@@ -4,10 +4,10 @@ Reconciled when the spec changed, the drift interval passed, or a change is in f
 the last verdict stands and no Azure call is made. The sighting it keeps (small:
 ``PoolState.kept``) travels to the later steps in the ``Turn``.
 
-No pool is created while a certificate without ``createIfMissing`` is known missing
-(``assess/creation.py``): from this turn's readings when the turn carries them, else from the
-previous turn's durable verdict (the engine runs this step before it gathers the certificates,
-so a fresh object's first turn knows nothing yet).
+No pool is created while a certificate without ``createIfMissing`` is known missing, or a
+certificate's vault does not resolve (``assess/creation.py``): from this turn's readings (the
+engine gathers the certificates before this step runs), else from the previous turn's durable
+verdict.
 
 Invariants: no Azure write before kopf's finalizer is on the object (the engine runs no step
 before); a failed create without a read is followed by a read; the schedule is counted from
